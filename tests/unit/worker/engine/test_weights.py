@@ -1,0 +1,50 @@
+"""Model files: the loader refuses a missing or corrupt file by name and says how to fix it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from services.worker.engine.errors import ModelFilesError
+from services.worker.engine.weights import FIX_COMMAND, MANIFEST_NAME, MODEL_FILES, verify_model_dir
+
+
+@pytest.fixture
+def model_copy(model_dir, tmp_path):
+    copy = tmp_path / "models"
+    shutil.copytree(model_dir, copy)
+    return copy
+
+
+def test_prepared_directory_verifies_with_a_manifest(model_dir):
+    paths = verify_model_dir(model_dir)
+    assert set(paths) == {f.name for f in MODEL_FILES}
+    manifest = json.loads((model_dir / MANIFEST_NAME).read_text())
+    for entry in manifest["files"]:
+        assert entry["package"] and entry["version"] and entry["licence"] and len(entry["sha256"]) == 64
+
+
+def test_missing_file_is_named(model_copy):
+    (model_copy / "onet.pt").unlink()
+    with pytest.raises(ModelFilesError) as raised:
+        verify_model_dir(model_copy)
+    assert "onet.pt" in raised.value.message and "missing" in raised.value.message
+    assert FIX_COMMAND in raised.value.message
+
+
+def test_corrupt_file_is_named(model_copy):
+    target = model_copy / "multistyle26.onnx"
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    target.write_bytes(bytes(data))
+    with pytest.raises(ModelFilesError) as raised:
+        verify_model_dir(model_copy)
+    assert "multistyle26.onnx" in raised.value.message and "corrupt" in raised.value.message
+
+
+def test_missing_manifest(model_copy):
+    (model_copy / MANIFEST_NAME).unlink()
+    with pytest.raises(ModelFilesError, match=FIX_COMMAND):
+        verify_model_dir(model_copy)
