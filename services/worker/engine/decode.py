@@ -1,0 +1,108 @@
+"""Stage 1 — decode: bytes of any supported photo → an upright 8-bit sRGB image.
+
+The type is decided by content (Pillow's sniffing), never by a file name or header. The pixel count is checked
+on the header, before any pixel is decoded, so a decompression bomb costs nothing.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pillow_heif
+from PIL import Image, ImageCms, ImageOps
+
+from services.worker.engine.errors import CorruptImage, ImageTooLarge, ImageTooSmall, UnsupportedType
+
+log = logging.getLogger(__name__)
+
+pillow_heif.register_heif_opener()
+
+#: Pillow format names we accept (HEIC and HEIF both report "HEIF").
+SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "HEIF"})
+_SRGB = ImageCms.createProfile("sRGB")
+
+
+@dataclass(frozen=True)
+class DecodedPhoto:
+    image: Image.Image  # mode RGB, EXIF orientation applied, no metadata attached
+    format: str  # one of SUPPORTED_FORMATS
+
+
+def open_checked(data: bytes, *, max_pixels: int) -> Image.Image:
+    """Open lazily and check type and size on the header alone (no pixel decoded yet)."""
+    if not data:
+        raise CorruptImage("the file is empty")
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns (and past 2x errors) on huge images; our own cap below is much lower.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge("the image has far too many pixels") from exc
+    except Image.UnidentifiedImageError as exc:
+        raise UnsupportedType("not an image we can read; send a JPEG, PNG, WebP or HEIC photo") from exc
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise CorruptImage(f"the image header is damaged ({exc})") from exc
+    if image.format not in SUPPORTED_FORMATS:
+        raise UnsupportedType(f"{image.format} images are not supported; send a JPEG, PNG, WebP or HEIC photo")
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageTooLarge(f"the image is {width}×{height}; at most {max_pixels // 1_000_000} megapixels")
+    return image
+
+
+def decode(data: bytes, *, max_pixels: int, min_side: int) -> DecodedPhoto:
+    image = open_checked(data, max_pixels=max_pixels)
+    source_format = image.format
+    try:
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        rgb = _to_srgb(image)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise CorruptImage(f"the image data is truncated or damaged ({exc})") from exc
+    if min(rgb.size) < min_side:
+        raise ImageTooSmall(f"the image is {rgb.width}×{rgb.height}; both sides need at least {min_side} px")
+    return DecodedPhoto(image=rgb, format=source_format)
+
+
+def _to_srgb(image: Image.Image) -> Image.Image:
+    """Any mode (L, LA, P, RGBA, CMYK, I;16, I, F…) → RGB, honouring an embedded ICC profile."""
+    image = _apply_icc_profile(image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        image = _wide_grey_to_l(image)
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        # Transparent areas become white paper rather than black.
+        rgba = image.convert("RGBA")
+        paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(paper, rgba)
+    rgb = image.convert("RGB")
+    rgb.info = {}  # drop EXIF, ICC, XMP: nothing from the source travels on
+    return rgb
+
+
+def _wide_grey_to_l(image: Image.Image) -> Image.Image:
+    """16/32-bit grey → 8-bit by scaling the full range (Pillow's convert would clip at 255)."""
+    values = np.asarray(image, dtype=np.float64)
+    top = 65535.0 if image.mode.startswith("I;16") else max(float(values.max()), 1.0)
+    scaled = np.clip(values / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return Image.fromarray(scaled, mode="L")
+
+
+def _apply_icc_profile(image: Image.Image) -> Image.Image:
+    icc = image.info.get("icc_profile")
+    if not icc or image.mode not in ("RGB", "RGBA", "CMYK", "L"):
+        return image
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        output_mode = "RGBA" if image.mode == "RGBA" else "RGB"
+        return ImageCms.profileToProfile(image, source, _SRGB, outputMode=output_mode)
+    except (ImageCms.PyCMSError, OSError) as exc:
+        # A broken profile only costs colour accuracy; say so rather than fail the portrait.
+        log.warning("ignoring unusable ICC profile: %s", exc)
+        return image

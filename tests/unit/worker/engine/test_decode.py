@@ -1,0 +1,107 @@
+"""Decode: every mode and container a phone or editor produces comes out as upright 8-bit RGB, nothing else."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from services.worker.engine.decode import decode
+from services.worker.engine.errors import CorruptImage, ImageTooLarge, ImageTooSmall, UnsupportedType
+from tests.support import images
+
+LIMITS = {"max_pixels": 40_000_000, "min_side": 128}
+
+
+@pytest.fixture(scope="module")
+def photo(astronaut_path) -> Image.Image:
+    return Image.open(astronaut_path).convert("RGB").resize((256, 256))
+
+
+def mean_abs_diff(a: Image.Image, b: Image.Image) -> float:
+    return float(np.abs(np.asarray(a, dtype=np.float32) - np.asarray(b, dtype=np.float32)).mean())
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "RGB"])
+def test_png_modes_become_rgb(photo, mode):
+    decoded = decode(images.encode(photo.convert(mode), "PNG"), **LIMITS)
+    assert decoded.image.mode == "RGB" and decoded.image.size == photo.size
+    assert decoded.format == "PNG"
+    reference = photo.convert(mode).convert("RGB")
+    assert mean_abs_diff(decoded.image, reference) < 1.0
+
+
+def test_transparent_areas_become_white_paper(photo):
+    rgba = photo.convert("RGBA")
+    rgba.putalpha(0)
+    decoded = decode(images.encode(rgba, "PNG"), **LIMITS)
+    assert np.asarray(decoded.image).min() == 255
+
+
+def test_cmyk_jpeg(photo):
+    decoded = decode(images.cmyk_jpeg(photo), **LIMITS)
+    assert decoded.image.mode == "RGB"
+    assert mean_abs_diff(decoded.image, photo) < 12.0
+
+
+def test_sixteen_bit_grey_keeps_its_tones(photo):
+    decoded = decode(images.grey16_png(photo), **LIMITS)
+    grey = np.asarray(decoded.image, dtype=np.float32)
+    expected = np.asarray(photo.convert("L"), dtype=np.float32)
+    # Pillow's own convert clips 16-bit values at 255 (a white image); ours scales them.
+    assert np.abs(grey[..., 0] - expected).mean() < 1.0
+    assert grey.std() > 20
+
+
+def test_heic(photo):
+    decoded = decode(images.heic(photo), **LIMITS)
+    assert decoded.format == "HEIF" and decoded.image.size == photo.size
+    assert mean_abs_diff(decoded.image, photo) < 8.0
+
+
+def test_exif_orientation_is_applied(photo):
+    decoded = decode(images.rotated_jpeg(photo, orientation=6), **LIMITS)
+    assert decoded.image.size == photo.size
+    assert mean_abs_diff(decoded.image, photo) < 6.0  # upright again, not sideways
+    assert mean_abs_diff(decoded.image, photo.transpose(Image.Transpose.ROTATE_90)) > 20
+
+
+def test_metadata_is_dropped(photo):
+    decoded = decode(images.jpeg_with_gps(photo), **LIMITS)
+    assert not decoded.image.info
+    assert not decoded.image.getexif()
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (b"", CorruptImage),
+        (b"hello, I am a text file named selfie.jpg\n" * 20, UnsupportedType),
+    ],
+)
+def test_non_images(data, error):
+    with pytest.raises(error):
+        decode(data, **LIMITS)
+
+
+def test_gif_is_unsupported(photo):
+    with pytest.raises(UnsupportedType) as raised:
+        decode(images.encode(photo, "GIF"), **LIMITS)
+    assert raised.value.code == "unsupported_type"
+
+
+def test_truncated_jpeg_is_corrupt(photo):
+    with pytest.raises(CorruptImage) as raised:
+        decode(images.truncated(images.encode(photo, "JPEG", quality=95)), **LIMITS)
+    assert raised.value.code == "corrupt_image"
+
+
+def test_bomb_is_refused_on_the_header():
+    with pytest.raises(ImageTooLarge) as raised:
+        decode(images.png_bomb(), **LIMITS)
+    assert raised.value.code == "image_too_large"
+
+
+def test_tiny_image_is_refused(photo):
+    with pytest.raises(ImageTooSmall):
+        decode(images.encode(photo.resize((10, 10)), "PNG"), **LIMITS)
