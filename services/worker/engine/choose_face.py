@@ -6,7 +6,7 @@ import math
 from typing import Sequence
 
 from services.worker.engine.detect import FaceBox
-from services.worker.engine.errors import NoFace
+from shared.errors import NoFace
 
 
 def prominence(face: FaceBox, photo_size: tuple[int, int]) -> float:

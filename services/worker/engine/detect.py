@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from services.worker.engine.errors import ModelFilesError
+from shared.errors import ModelFilesError
 from services.worker.engine.networks.mtcnn import ONet, PNet, RNet
 
 CPU = torch.device("cpu")

@@ -21,7 +21,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.worker.engine.errors import ModelFilesError
+from shared.errors import ModelFilesError
 
 log = logging.getLogger(__name__)
 

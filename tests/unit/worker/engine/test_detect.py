@@ -19,7 +19,7 @@ from PIL import Image
 
 from services.worker.engine import detect as detect_module
 from services.worker.engine.detect import FaceBox, FaceDetector
-from services.worker.engine.errors import ModelFilesError
+from shared.errors import ModelFilesError
 from tests.support import samples
 
 FACE_SCORE = 0.95  # the pipeline's default `min_face_score`

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from services.worker.engine.errors import ModelFilesError
+from shared.errors import ModelFilesError
 from services.worker.engine.weights import FIX_COMMAND, MANIFEST_NAME, MODEL_FILES, verify_model_dir
 
 

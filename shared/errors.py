@@ -1,4 +1,4 @@
-"""Errors the engine raises, each with a stable machine-readable code.
+"""Errors a photo can meet on its way to a portrait, each with a stable machine-readable code.
 
 The codes travel unchanged to the job record and the HTTP API, so they are part of the public contract.
 """
@@ -6,7 +6,7 @@ The codes travel unchanged to the job record and the HTTP API, so they are part 
 from __future__ import annotations
 
 
-class EngineError(Exception):
+class PortraitError(Exception):
     """Base class: `code` is machine-readable, the message is for people."""
 
     code = "engine_error"
@@ -18,39 +18,39 @@ class EngineError(Exception):
         self.message = message
 
 
-class CorruptImage(EngineError):
+class CorruptImage(PortraitError):
     code = "corrupt_image"
 
 
-class UnsupportedType(EngineError):
+class UnsupportedType(PortraitError):
     code = "unsupported_type"
 
 
-class ImageTooSmall(EngineError):
+class ImageTooSmall(PortraitError):
     code = "image_too_small"
 
 
-class ImageTooLarge(EngineError):
+class ImageTooLarge(PortraitError):
     code = "image_too_large"
 
 
-class NoFace(EngineError):
+class NoFace(PortraitError):
     code = "no_face"
 
 
-class FaceTooSmall(EngineError):
+class FaceTooSmall(PortraitError):
     code = "face_too_small"
 
 
-class UnknownStyle(EngineError):
+class UnknownStyle(PortraitError):
     code = "unknown_style"
 
 
-class InvalidStrength(EngineError):
+class InvalidStrength(PortraitError):
     code = "invalid_strength"
 
 
-class ModelFilesError(EngineError):
+class ModelFilesError(PortraitError):
     """Model files missing, corrupt or not prepared: an operator problem, not the user's."""
 
     code = "models_unavailable"

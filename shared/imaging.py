@@ -1,4 +1,4 @@
-"""Stage 1 — decode: bytes of any supported photo → an upright 8-bit sRGB image.
+"""Photo decoding and validation, shared by the gateway (before anything is stored) and the engine.
 
 The type is decided by content (Pillow's sniffing), never by a file name or header. The pixel count is checked
 on the header, before any pixel is decoded, so a decompression bomb costs nothing.
@@ -15,7 +15,7 @@ import numpy as np
 import pillow_heif
 from PIL import Image, ImageCms, ImageOps
 
-from services.worker.engine.errors import CorruptImage, ImageTooLarge, ImageTooSmall, UnsupportedType
+from shared.errors import CorruptImage, ImageTooLarge, ImageTooSmall, UnsupportedType
 
 log = logging.getLogger(__name__)
 
