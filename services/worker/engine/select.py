@@ -1,0 +1,78 @@
+"""Stage 4 — select a style: deterministic rules over measured photo properties, with a reason people can read.
+
+First the light decides the family (the way a painter would choose a medium), then the style within the family
+whose `Profile` is nearest to the photo. A style or family named in the request overrides the rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from services.worker.engine.catalog import CATALOG, Family, Style, get_style, styles_in
+from shared.errors import InvalidStrength
+from services.worker.engine.features import PhotoFeatures
+
+
+@dataclass(frozen=True)
+class StyleChoice:
+    style: Style
+    strength: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class FamilyRule:
+    applies: Callable[[PhotoFeatures], bool]
+    family: Family
+    because: Callable[[PhotoFeatures], str]
+
+
+def _warm_or_cool(f: PhotoFeatures) -> str:
+    if f.warmth >= 0.12:
+        return "warm skin"
+    return "cool light" if f.warmth < 0.04 else "neutral skin"
+
+
+# Checked in order; the first that applies wins. Thresholds were read off real photos (see the README).
+FAMILY_RULES: tuple[FamilyRule, ...] = (
+    FamilyRule(lambda f: f.saturation < 0.08, Family.INK,
+               lambda f: f"an almost colourless photo (saturation {f.saturation:.2f})"),
+    FamilyRule(lambda f: f.key < 0.40, Family.OIL,
+               lambda f: f"low-key light (key {f.key:.2f}) and {_warm_or_cool(f)}"),
+    FamilyRule(lambda f: f.contrast > 0.30, Family.INK,
+               lambda f: f"hard contrast (spread {f.contrast:.2f})"),
+    FamilyRule(lambda f: f.key > 0.58 and f.contrast < 0.24, Family.WATERCOLOR,
+               lambda f: f"bright, soft high-key light (key {f.key:.2f})"),
+    FamilyRule(lambda f: f.warmth >= 0.12, Family.OIL,
+               lambda f: f"mid-tone light and warm skin (warmth {f.warmth:.2f})"),
+    FamilyRule(lambda f: True, Family.WATERCOLOR,
+               lambda f: f"mid-tone light and {_warm_or_cool(f)}"),
+)
+
+
+def _distance(style: Style, f: PhotoFeatures) -> float:
+    # Key and warmth matter most for how a palette sits on skin; saturation refines.
+    return ((style.suits.key - f.key) ** 2 + (style.suits.warmth - f.warmth) ** 2
+            + 0.5 * (style.suits.saturation - f.saturation) ** 2)
+
+
+def nearest_in(family: Family, f: PhotoFeatures) -> Style:
+    # Ties break on catalog order, so the choice is deterministic.
+    return min(styles_in(family), key=lambda style: (_distance(style, f), CATALOG.index(style)))
+
+
+def choose_style(features: PhotoFeatures, requested: str = "auto", strength: float | None = None) -> StyleChoice:
+    if strength is not None and not 0.0 <= strength <= 1.0:
+        raise InvalidStrength(f"strength must be between 0 and 1, got {strength}")
+    if requested == "auto":
+        rule = next(rule for rule in FAMILY_RULES if rule.applies(features))
+        style = nearest_in(rule.family, features)
+        reason = f"{rule.because(features)} → {style.title.lower()} {style.family.value}"
+    elif requested in {family.value for family in Family}:
+        style = nearest_in(Family(requested), features)
+        reason = f"{requested} requested; {_warm_or_cool(features)} at key {features.key:.2f} → {style.title.lower()}"
+    else:
+        style = get_style(requested)
+        reason = f"{style.title.lower()} {style.family.value} requested"
+    return StyleChoice(style=style, strength=style.strength if strength is None else strength, reason=reason)
