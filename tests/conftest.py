@@ -10,6 +10,8 @@ from services.worker.engine.weights import prepare_model_dir
 from shared.settings import get_settings
 from tests.support import samples
 
+pytest_plugins = ["tests.support.servers"]
+
 
 @pytest.fixture(scope="session")
 def model_dir() -> Path:

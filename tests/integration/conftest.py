@@ -1,0 +1,1 @@
+"""Integration tests run against real servers (fixtures in tests/support/servers.py)."""

@@ -1,0 +1,291 @@
+"""scripts/devstack.py against real servers: Redis, and SeaweedFS's S3 gateway with SigV4 enforced."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+import socket
+import stat
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+import redis
+from botocore.exceptions import ClientError
+
+from scripts import devstack
+from scripts.devstack import RedisServer, S3Credentials, SeaweedServer
+
+pytestmark = pytest.mark.integration
+
+# One bucket for the whole module: every bucket is a SeaweedFS collection with volumes of its own.
+BUCKET = "devstack-test"
+
+_no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def http_get(url: str) -> tuple[int, bytes]:
+    """Plain GET, no AWS client involved (like a browser following a presigned link)."""
+    try:
+        with _no_proxy.open(url, timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def error_code(exc: ClientError) -> str:
+    return exc.response["Error"]["Code"]
+
+
+@pytest.fixture(scope="module")
+def bucket(s3_server: SeaweedServer) -> str:
+    devstack.ensure_buckets(s3_server.endpoint, s3_server.credentials, [BUCKET])
+    return BUCKET
+
+
+@pytest.fixture
+def stored_object(s3_server: SeaweedServer, bucket: str) -> tuple[str, bytes]:
+    key = f"objects/{uuid.uuid4().hex}.bin"
+    body = os.urandom(1000)
+    s3_server.client().put_object(Bucket=bucket, Key=key, Body=body)
+    return key, body
+
+
+# --------------------------------------------------------------------------------------------- pure helpers
+
+
+def test_free_ports_are_distinct_and_bindable_on_loopback() -> None:
+    ports = devstack.free_ports(8)
+    assert len(set(ports)) == 8
+    for port in ports:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))
+
+
+def test_identities_file_is_private_and_grants_one_admin(tmp_path: Path) -> None:
+    creds = devstack.generate_credentials()
+    assert creds != devstack.generate_credentials()
+    assert creds.secret_key not in repr(creds)
+    path = devstack.write_s3_identities(tmp_path / "ids.json", creds)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    (identity,) = json.loads(path.read_text())["identities"]
+    assert identity["credentials"] == [{"accessKey": creds.access_key, "secretKey": creds.secret_key}]
+    assert set(identity["actions"]) == {"Admin", "Read", "Write", "List", "Tagging"}
+
+
+def test_command_lines_stay_on_loopback_and_keep_telemetry_off(tmp_path: Path) -> None:
+    weed = devstack.weed_command(devstack.WeedPorts.allocate(), tmp_path, tmp_path / "ids.json")
+    assert "-master.telemetry=false" in weed
+    assert {"-ip=127.0.0.1", "-ip.bind=127.0.0.1"} <= set(weed)
+    assert any(arg.startswith("-s3.config=") for arg in weed)
+    redis_cmd = devstack.redis_command(6390, tmp_path)
+    assert redis_cmd[redis_cmd.index("--bind") + 1] == "127.0.0.1"
+    assert not any("0.0.0.0" in arg for arg in weed + redis_cmd)
+
+
+@pytest.mark.parametrize("ttl", ["0m", "256d", "300m", "1s", "1 d", "bogus", ""])
+def test_configure_prefix_ttl_rejects_malformed_ttl(ttl: str) -> None:
+    with pytest.raises(ValueError):
+        devstack.configure_prefix_ttl("127.0.0.1:1.2", "bucket/prefix", ttl)
+
+
+def test_ttl_location_needs_bucket_and_prefix() -> None:
+    assert devstack.filer_location_prefix("/b/uploads/") == "/buckets/b/uploads/"
+    with pytest.raises(ValueError):
+        devstack.filer_location_prefix("just-a-bucket")
+
+
+# ---------------------------------------------------------------------------------------------------- redis
+
+
+def test_redis_ping_set_get(redis_server: RedisServer) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    assert client.ping()
+    client.set("greeting", "hello", ex=60)
+    assert client.get("greeting") == b"hello"
+    assert redis_server.url == f"redis://127.0.0.1:{redis_server.port}/0"
+
+
+def test_redis_runs_without_persistence(redis_server: RedisServer) -> None:
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    assert client.config_get("save") == {"save": ""}
+    assert client.config_get("appendonly") == {"appendonly": "no"}
+    assert client.config_get("bind") == {"bind": "127.0.0.1"}
+
+
+def test_redis_restart_keeps_port_and_starts_empty(redis_server: RedisServer) -> None:
+    redis.Redis.from_url(redis_server.url).set("doomed", "1")
+    redis_server.kill()
+    with pytest.raises(redis.ConnectionError):
+        redis.Redis.from_url(redis_server.url, socket_connect_timeout=0.5).ping()
+    assert redis_server.restart() < 5
+    assert redis.Redis.from_url(redis_server.url).get("doomed") is None
+
+
+# ------------------------------------------------------------------------------------------------------- S3
+
+
+def test_s3_round_trip_with_the_right_credentials(s3_server: SeaweedServer, bucket: str) -> None:
+    client = s3_server.client()
+    client.put_object(Bucket=bucket, Key="hello/world.txt", Body=b"hello", ContentType="text/plain")
+    got = client.get_object(Bucket=bucket, Key="hello/world.txt")
+    assert got["Body"].read() == b"hello"
+    assert got["ContentType"] == "text/plain"
+    listed = client.list_objects_v2(Bucket=bucket, Prefix="hello/")
+    assert [o["Key"] for o in listed["Contents"]] == ["hello/world.txt"]
+
+
+def test_ensure_buckets_is_idempotent(s3_server: SeaweedServer, bucket: str) -> None:
+    devstack.ensure_buckets(s3_server.endpoint, s3_server.credentials, [bucket, bucket])
+    names = [b["Name"] for b in s3_server.client().list_buckets()["Buckets"]]
+    assert names.count(bucket) == 1
+
+
+def test_missing_bucket_is_not_created_on_upload(s3_server: SeaweedServer) -> None:
+    with pytest.raises(ClientError) as caught:
+        s3_server.client(max_attempts=1).put_object(Bucket="never-created", Key="k", Body=b"v")
+    assert error_code(caught.value) == "NoSuchBucket"
+
+
+def test_wrong_secret_key_is_refused(s3_server: SeaweedServer, stored_object: tuple[str, bytes]) -> None:
+    key, _ = stored_object
+    forged = S3Credentials(s3_server.credentials.access_key, s3_server.credentials.secret_key[:-1] + "x")
+    client = devstack.s3_client(s3_server.endpoint, forged, max_attempts=1)
+    with pytest.raises(ClientError) as caught:
+        client.get_object(Bucket=BUCKET, Key=key)
+    assert error_code(caught.value) in ("SignatureDoesNotMatch", "AccessDenied")
+    with pytest.raises(ClientError) as caught:
+        client.put_object(Bucket=BUCKET, Key="forged.txt", Body=b"x")
+    assert error_code(caught.value) in ("SignatureDoesNotMatch", "AccessDenied")
+
+
+def test_unknown_access_key_is_refused(s3_server: SeaweedServer) -> None:
+    client = devstack.s3_client(s3_server.endpoint, devstack.generate_credentials(), max_attempts=1)
+    with pytest.raises(ClientError) as caught:
+        client.list_buckets()
+    assert error_code(caught.value) in ("InvalidAccessKeyId", "AccessDenied")
+
+
+def test_unsigned_request_is_refused(s3_server: SeaweedServer, stored_object: tuple[str, bytes]) -> None:
+    key, _ = stored_object
+    status, _ = http_get(f"{s3_server.endpoint}/{BUCKET}/{key}")
+    assert status == 403
+
+
+def test_presigned_get_downloads_the_object(s3_server: SeaweedServer, stored_object: tuple[str, bytes]) -> None:
+    key, body = stored_object
+    url = s3_server.client().generate_presigned_url(
+        "get_object", Params={"Bucket": BUCKET, "Key": key}, ExpiresIn=300
+    )
+    assert url.startswith(f"{s3_server.endpoint}/{BUCKET}/")  # path-style, same host the browser would use
+    assert http_get(url) == (200, body)
+
+
+def _tamper_signature(url: str) -> str:
+    marker = "X-Amz-Signature="
+    i = url.index(marker) + len(marker)
+    return url[:i] + ("0" if url[i] != "0" else "1") + url[i + 1 :]
+
+
+@pytest.mark.parametrize("tamper", ["signature", "key"])
+def test_tampered_presigned_url_is_refused(
+    s3_server: SeaweedServer, stored_object: tuple[str, bytes], tamper: str
+) -> None:
+    key, _ = stored_object
+    client = s3_server.client()
+    other_key = f"objects/{uuid.uuid4().hex}.bin"
+    client.put_object(Bucket=BUCKET, Key=other_key, Body=b"not yours")  # exists: a 403, not a 404, must stop it
+    url = client.generate_presigned_url("get_object", Params={"Bucket": BUCKET, "Key": key}, ExpiresIn=300)
+    bad = _tamper_signature(url) if tamper == "signature" else url.replace(key, other_key)
+    status, body = http_get(bad)
+    assert status == 403
+    assert b"SignatureDoesNotMatch" in body or b"AccessDenied" in body
+
+
+def test_expired_presigned_url_is_refused(
+    s3_server: SeaweedServer, stored_object: tuple[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key, _ = stored_object
+    two_hours_ago = datetime.datetime.now(datetime.UTC).replace(tzinfo=None) - datetime.timedelta(hours=2)
+    # Sign "two hours ago" for one minute instead of sleeping until a real URL expires.
+    monkeypatch.setattr("botocore.auth.get_current_datetime", lambda remove_tzinfo=True: two_hours_ago)
+    url = s3_server.client().generate_presigned_url(
+        "get_object", Params={"Bucket": BUCKET, "Key": key}, ExpiresIn=60
+    )
+    status, body = http_get(url)
+    assert status == 403
+    assert b"<Code>AccessDenied</Code>" in body and b"expired" in body.lower()
+
+
+def test_prefix_ttl_is_applied_to_new_objects(s3_server: SeaweedServer, bucket: str) -> None:
+    rule = devstack.configure_prefix_ttl(s3_server.master_address, f"{bucket}/scratch", "1m")
+    assert rule["ttl"] == "1m"
+    devstack.configure_prefix_ttl(s3_server.master_address, f"{bucket}/scratch", "1m")  # idempotent
+    rules = devstack.read_filer_configuration(s3_server.master_address)["locations"]
+    assert [r["ttl"] for r in rules if r["locationPrefix"] == f"/buckets/{bucket}/scratch/"] == ["1m"]
+
+    client = s3_server.client()
+    client.put_object(Bucket=bucket, Key="scratch/temp.bin", Body=b"short-lived")
+    client.put_object(Bucket=bucket, Key="kept/forever.bin", Body=b"long-lived")
+
+    # The TTL is invisible over S3; the filer's own (unauthenticated, loopback) HTTP API shows the entry.
+    def ttl_seconds(key: str) -> int:
+        status, body = http_get(f"{s3_server.filer_url}/buckets/{bucket}/{key}?metadata=true")
+        assert status == 200
+        return json.loads(body)["TtlSec"]
+
+    assert ttl_seconds("scratch/temp.bin") == 60
+    assert ttl_seconds("kept/forever.bin") == 0
+
+
+def test_volume_growth_is_limited_to_one(s3_server: SeaweedServer) -> None:
+    rules = devstack.read_filer_configuration(s3_server.master_address)["locations"]
+    assert {"locationPrefix": "/", "volumeGrowthCount": 1}.items() <= next(
+        r for r in rules if r["locationPrefix"] == "/"
+    ).items()
+
+
+# --------------------------------------------------------------------------------------------------- network
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):  # fds come and go while we look
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    return inodes
+
+
+def _inet_sockets(pid: int) -> list[tuple[str, str, str, str]]:
+    """(table, local address, remote address, state) of the process's TCP/UDP sockets, from /proc."""
+    inodes = _socket_inodes(pid)
+    found = []
+    for table in ("tcp", "tcp6", "udp", "udp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[9] in inodes:
+                found.append((table, fields[1], fields[2], fields[3]))
+    return found
+
+
+LOOPBACK_HEX = "0100007F"  # 127.0.0.1 as /proc/net/tcp writes it (little-endian)
+
+
+@pytest.mark.skipif(not Path("/proc/self/net/tcp").exists(), reason="needs Linux /proc")
+def test_servers_use_loopback_only(redis_server: RedisServer, s3_server: SeaweedServer) -> None:
+    s3_server.client().list_buckets()  # make sure some connections exist
+    for pid in (redis_server.process.pid, s3_server.process.pid):
+        assert pid is not None
+        sockets = _inet_sockets(pid)
+        listening = [s for s in sockets if s[0].startswith("tcp") and s[3] == "0A"]  # 0A = LISTEN
+        assert listening, f"pid {pid} listens on nothing?"
+        assert not [s for s in sockets if s[0] != "tcp"], f"IPv6 or UDP sockets: {sockets}"
+        for _, local, remote, _state in sockets:
+            assert local.split(":")[0] == LOOPBACK_HEX, sockets
+            assert remote.split(":")[0] in (LOOPBACK_HEX, "00000000"), sockets  # peer is loopback (or none)
