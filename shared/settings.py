@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -67,6 +67,60 @@ class Settings(BaseSettings):
         le=1,
         description="How much of the photo's fine detail is blended back over eyes and mouth.",
     )
+
+
+    # --- service: Redis, object storage, jobs ---
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis: Celery broker, job records, schedules.")
+    s3_endpoint_url: str = Field("http://127.0.0.1:8333", description="S3 API the services talk to.")
+    s3_public_endpoint_url: str | None = Field(
+        None, description="S3 address browsers use for presigned result URLs; defaults to `s3_endpoint_url`."
+    )
+    s3_region: str = Field("us-east-1", description="Region signed into every S3 request (SigV4).")
+    s3_access_key_id: str = Field("", description="S3 access key id.")
+    s3_secret_access_key: SecretStr = Field(SecretStr(""), description="S3 secret key.")
+    s3_max_attempts: int = Field(4, ge=1, description="botocore attempts per S3 call (standard retry mode).")
+    s3_connect_timeout: float = Field(2.0, gt=0, description="Seconds to connect to S3.")
+    s3_read_timeout: float = Field(15.0, gt=0, description="Seconds to wait for an S3 response.")
+    sources_bucket: str = Field("portrait-sources", description="Bucket for uploaded photos (cleaned).")
+    results_bucket: str = Field("portrait-results", description="Bucket for finished portraits.")
+    result_ttl_seconds: int = Field(
+        1800, ge=60, description="How long a finished portrait (and its job record) is kept."
+    )
+    source_max_age_seconds: int = Field(
+        120, ge=10, description="No uploaded photo lives longer than this, whatever its job's state."
+    )
+    queue_name: str = Field("portraits", description="Celery queue the gateway feeds and the workers drain.")
+
+    # --- gateway ---
+    max_upload_bytes: int = Field(12 * 1024 * 1024, ge=1024, description="Largest accepted upload.")
+    upload_rate_limit: str = Field(
+        "30/minute", description="Uploads per client address (Flask-Limiter syntax); empty disables it."
+    )
+
+    # --- worker ---
+    task_soft_time_limit: int = Field(60, ge=5, description="Seconds before a render is asked to stop.")
+    task_hard_time_limit: int = Field(90, ge=10, description="Seconds before a render's process is killed.")
+    visibility_timeout: int = Field(
+        300, ge=30, description="Seconds before Redis redelivers an unacknowledged task (> hard limit)."
+    )
+    task_max_retries: int = Field(5, ge=0, description="Retries of a render after transient storage/Redis errors.")
+    worker_metrics_port: int = Field(9101, description="Port of the worker's /metrics endpoint.")
+
+    # --- observability ---
+    log_level: str = Field("INFO", description="Log level of every service.")
+    log_json: bool = Field(True, description="JSON log lines (false: human-readable console lines).")
+
+    @model_validator(mode="after")
+    def _time_limits_nest(self) -> "Settings":
+        # A task still running when Redis redelivers it would run twice (celery#5306, #5935).
+        if not self.task_soft_time_limit < self.task_hard_time_limit < self.visibility_timeout:
+            raise ValueError("need task_soft_time_limit < task_hard_time_limit < visibility_timeout")
+        return self
+
+    @property
+    def job_ttl_seconds(self) -> int:
+        """A job record outlives its result slightly, so a late poll sees `expired` rather than a 404 race."""
+        return self.result_ttl_seconds + self.source_max_age_seconds + 60
 
 
 @lru_cache(maxsize=1)

@@ -1,0 +1,167 @@
+"""Jobs: an explicit state machine and their records in Redis (with TTLs; never Celery's result backend).
+
+    queued ──▶ processing ──▶ done
+       │            │  ▲ (redelivery)
+       │            ▼  │
+       └──────────▶ failed            any state ──▶ deleted (user erasure) | expired (TTL)
+
+A transition is one atomic Lua call that checks the current state, so two workers (a redelivery racing a slow
+original) or a worker racing a DELETE can never move a job along a path the machine does not allow.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import redis
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    DONE = "done"
+    FAILED = "failed"
+    DELETED = "deleted"
+    EXPIRED = "expired"
+
+
+ALLOWED: dict[JobState, frozenset[JobState]] = {
+    JobState.QUEUED: frozenset({JobState.PROCESSING, JobState.FAILED, JobState.DELETED, JobState.EXPIRED}),
+    # processing → processing: a task redelivered after its worker died starts over.
+    JobState.PROCESSING: frozenset({JobState.PROCESSING, JobState.DONE, JobState.FAILED, JobState.DELETED,
+                                    JobState.EXPIRED}),
+    JobState.DONE: frozenset({JobState.DELETED, JobState.EXPIRED}),
+    JobState.FAILED: frozenset({JobState.DELETED, JobState.EXPIRED}),
+    JobState.DELETED: frozenset(),
+    JobState.EXPIRED: frozenset(),
+}
+TERMINAL = frozenset({JobState.DONE, JobState.FAILED, JobState.DELETED, JobState.EXPIRED})
+
+
+def sources_of(target: JobState) -> frozenset[JobState]:
+    """The states from which `target` may be entered."""
+    return frozenset(state for state, targets in ALLOWED.items() if target in targets)
+
+
+class JobNotFound(LookupError):
+    pass
+
+
+class TransitionRefused(RuntimeError):
+    def __init__(self, job_id: str, current: JobState, target: JobState) -> None:
+        super().__init__(f"job {job_id}: {current} → {target} is not allowed")
+        self.current, self.target = current, target
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    state: JobState
+    created_at: float
+    style_requested: str = "auto"
+    strength: float | None = None
+    stage: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    attempts: int = 0
+    style: str | None = None
+    family: str | None = None
+    reason: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    result_key: str | None = None
+    result_expires_at: float | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+    def to_redis(self) -> dict[str, str]:
+        return {name: json.dumps(value) for name, value in asdict(self).items() if value is not None}
+
+    @classmethod
+    def from_redis(cls, raw: dict[bytes, bytes]) -> "Job":
+        values: dict[str, Any] = {key.decode(): json.loads(value) for key, value in raw.items()}
+        values["state"] = JobState(values["state"])
+        known = cls.__dataclass_fields__
+        return cls(**{key: value for key, value in values.items() if key in known})
+
+
+# KEYS[1] job hash; ARGV[1] comma-separated allowed current states; ARGV[2] target state (JSON-encoded);
+# ARGV[3..] field/value pairs. Returns {"ok"} or {"refused", current} or {"missing"}.
+_TRANSITION = """
+local current = redis.call('HGET', KEYS[1], 'state')
+if not current then return {'missing'} end
+local bare = cjson.decode(current)
+if not string.find(',' .. ARGV[1] .. ',', ',' .. bare .. ',', 1, true) then return {'refused', bare} end
+redis.call('HSET', KEYS[1], 'state', ARGV[2], unpack(ARGV, 3))
+return {'ok'}
+"""
+
+
+class JobStore:
+    """Job records as Redis hashes, one JSON value per field, expiring `ttl_seconds` after creation."""
+
+    KEY_PREFIX = "portraits:job:"
+    QUEUE_KEY = "portraits:queued"  # sorted set of queued ids by enqueue time, for queue positions
+
+    def __init__(self, client: redis.Redis, ttl_seconds: int) -> None:
+        self._redis = client
+        self._ttl = ttl_seconds
+        self._transition = client.register_script(_TRANSITION)
+
+    def key(self, job_id: str) -> str:
+        return self.KEY_PREFIX + job_id
+
+    def create(self, job: Job) -> None:
+        with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.key(job.id), mapping=job.to_redis())
+            pipe.expire(self.key(job.id), self._ttl)
+            pipe.zadd(self.QUEUE_KEY, {job.id: job.created_at})
+            pipe.execute()
+
+    def get(self, job_id: str) -> Job | None:
+        raw = self._redis.hgetall(self.key(job_id))
+        return Job.from_redis(raw) if raw else None
+
+    def transition(self, job_id: str, target: JobState, **fields: Any) -> None:
+        """Move the job to `target` and set `fields`, atomically, if the machine allows it from here."""
+        allowed = ",".join(sorted(sources_of(target)))
+        pairs: list[str] = []
+        for name, value in fields.items():
+            pairs += [name, json.dumps(value)]
+        outcome = self._transition(keys=[self.key(job_id)], args=[allowed, json.dumps(target.value), *pairs])
+        status = outcome[0].decode()
+        if status == "missing":
+            raise JobNotFound(job_id)
+        if status == "refused":
+            raise TransitionRefused(job_id, JobState(outcome[1].decode()), target)
+        if target is not JobState.QUEUED:
+            self._redis.zrem(self.QUEUE_KEY, job_id)
+
+    def set_stage(self, job_id: str, stage: str) -> None:
+        """Progress within `processing`; no state change, so no check is needed."""
+        self._redis.hset(self.key(job_id), "stage", json.dumps(stage))
+
+    def delete(self, job_id: str) -> None:
+        with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self.key(job_id))
+            pipe.zrem(self.QUEUE_KEY, job_id)
+            pipe.execute()
+
+    def queue_position(self, job_id: str) -> int | None:
+        """0-based place among queued jobs (approximate: ids of expired jobs are pruned lazily)."""
+        rank = self._redis.zrank(self.QUEUE_KEY, job_id)
+        return int(rank) if rank is not None else None
+
+    def queued_count(self) -> int:
+        return int(self._redis.zcard(self.QUEUE_KEY))
+
+    def prune_queue(self, older_than: float) -> int:
+        """Drop queue entries older than `older_than` (epoch s): jobs that expired without leaving the queue."""
+        return int(self._redis.zremrangebyscore(self.QUEUE_KEY, "-inf", older_than))
+
+
+def now() -> float:
+    return time.time()

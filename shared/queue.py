@@ -1,0 +1,46 @@
+"""The Celery app both sides share: the gateway only sends by task name (it never imports the worker's torch
+code); the worker registers the task under that name.
+
+Delivery settings follow the lessons in DESIGN.md: acks late + reject on worker loss (a killed worker's job is
+redelivered, not lost), prefetch 1, results ignored (our own job records carry state, with TTLs), and a Redis
+visibility timeout above the hard time limit so a slow task is never handed to a second worker.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from shared.settings import Settings
+
+RENDER_TASK = "portraits.render"
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("portraits", broker=settings.redis_url)
+    app.conf.update(
+        task_default_queue=settings.queue_name,
+        task_routes={RENDER_TASK: {"queue": settings.queue_name}},
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_soft_time_limit=settings.task_soft_time_limit,
+        task_time_limit=settings.task_hard_time_limit,
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+        broker_connection_retry_on_startup=True,
+        task_serializer="json",
+        accept_content=["json"],
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        enable_utc=True,
+    )
+    return app
+
+
+def enqueue_render(app: Celery, settings: Settings, job_id: str) -> None:
+    app.send_task(RENDER_TASK, args=[job_id], queue=settings.queue_name)
+
+
+def queue_depth(redis_client, settings: Settings) -> int:  # type: ignore[no-untyped-def]
+    """Tasks waiting in the broker (kombu keeps a Redis list named after the queue)."""
+    return int(redis_client.llen(settings.queue_name))

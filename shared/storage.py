@@ -1,0 +1,112 @@
+"""Object storage over boto3: sources and results in separate buckets, keys derived from the job id.
+
+Retries live in botocore's configuration (standard mode), not in loops here. What still fails after them is
+raised as `StorageUnavailable` (transient: the caller may retry later) or `ObjectMissing`.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from shared.settings import Settings
+
+_MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
+
+
+class StorageUnavailable(RuntimeError):
+    """S3 could not be reached or answered with a server error: worth retrying later."""
+
+
+class ObjectMissing(LookupError):
+    pass
+
+
+def source_key(job_id: str) -> str:
+    return f"sources/{job_id}"
+
+
+def result_key(job_id: str, extension: str) -> str:
+    # Derived from the job id alone, so a redelivered task overwrites rather than duplicates.
+    return f"results/{job_id}.{extension}"
+
+
+def _client(settings: Settings, endpoint_url: str) -> Any:
+    config = Config(
+        region_name=settings.s3_region,
+        signature_version="s3v4",
+        s3={"addressing_style": "path"},
+        retries={"max_attempts": settings.s3_max_attempts, "mode": "standard"},
+        connect_timeout=settings.s3_connect_timeout,
+        read_timeout=settings.s3_read_timeout,
+    )
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url,
+        aws_access_key_id=settings.s3_access_key_id,
+        aws_secret_access_key=settings.s3_secret_access_key.get_secret_value(),
+        config=config,
+    )
+
+
+class ObjectStore:
+    def __init__(self, settings: Settings) -> None:
+        self.sources_bucket = settings.sources_bucket
+        self.results_bucket = settings.results_bucket
+        self._s3 = _client(settings, settings.s3_endpoint_url)
+        # Presigned URLs carry the host they were signed for: sign with the address browsers can reach.
+        public = settings.s3_public_endpoint_url or settings.s3_endpoint_url
+        self._signer = self._s3 if public == settings.s3_endpoint_url else _client(settings, public)
+
+    def put(self, bucket: str, key: str, data: bytes, content_type: str) -> None:
+        with _translated_errors(key):
+            self._s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
+
+    def get(self, bucket: str, key: str) -> bytes:
+        with _translated_errors(key):
+            return self._s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+    def exists(self, bucket: str, key: str) -> bool:
+        try:
+            with _translated_errors(key):
+                self._s3.head_object(Bucket=bucket, Key=key)
+            return True
+        except ObjectMissing:
+            return False
+
+    def delete(self, bucket: str, key: str) -> None:
+        """Idempotent: deleting an absent object succeeds (S3 semantics)."""
+        with _translated_errors(key):
+            self._s3.delete_object(Bucket=bucket, Key=key)
+
+    def presigned_get(self, bucket: str, key: str, expires_in: int) -> str:
+        return self._signer.generate_presigned_url(
+            "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=max(1, int(expires_in))
+        )
+
+    def ping(self) -> None:
+        """Raises `StorageUnavailable` unless both buckets answer."""
+        for bucket in (self.sources_bucket, self.results_bucket):
+            with _translated_errors(bucket):
+                self._s3.head_bucket(Bucket=bucket)
+
+
+@contextmanager
+def _translated_errors(key: str) -> Iterator[None]:
+    """Map botocore's exceptions onto ours."""
+    try:
+        yield
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        if code in _MISSING_CODES:
+            raise ObjectMissing(key) from exc
+        if status >= 500 or code in {"SlowDown", "ServiceUnavailable", "InternalError"}:
+            raise StorageUnavailable(f"S3 error {code} on {key}") from exc
+        raise  # 4xx such as AccessDenied: a configuration bug, not something to retry
+    except BotoCoreError as exc:
+        raise StorageUnavailable(f"S3 unreachable: {exc}") from exc
