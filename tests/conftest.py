@@ -22,6 +22,14 @@ def model_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def engine(model_dir):
+    """One engine for the whole session (loading takes seconds), at the smallest portrait size for speed."""
+    from services.worker.engine.pipeline import PortraitEngine
+
+    return PortraitEngine(get_settings().model_copy(update={"output_size": 512, "model_dir": model_dir}))
+
+
+@pytest.fixture(scope="session")
 def astronaut_path() -> Path:
     return samples.astronaut_path()
 

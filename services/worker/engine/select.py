@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from services.worker.engine.catalog import CATALOG, Family, Style, get_style, styles_in
+from services.worker.engine.catalog import CATALOG, Family, Style, get_style, is_known_choice, styles_in
 from shared.errors import InvalidStrength
 from services.worker.engine.features import PhotoFeatures
 
@@ -62,9 +62,16 @@ def nearest_in(family: Family, f: PhotoFeatures) -> Style:
     return min(styles_in(family), key=lambda style: (_distance(style, f), CATALOG.index(style)))
 
 
-def choose_style(features: PhotoFeatures, requested: str = "auto", strength: float | None = None) -> StyleChoice:
+def check_request(requested: str, strength: float | None) -> None:
+    """Refuse a bad style or strength before any work is done on the photo."""
     if strength is not None and not 0.0 <= strength <= 1.0:
         raise InvalidStrength(f"strength must be between 0 and 1, got {strength}")
+    if not is_known_choice(requested):
+        get_style(requested)  # raises UnknownStyle listing the choices
+
+
+def choose_style(features: PhotoFeatures, requested: str = "auto", strength: float | None = None) -> StyleChoice:
+    check_request(requested, strength)
     if requested == "auto":
         rule = next(rule for rule in FAMILY_RULES if rule.applies(features))
         style = nearest_in(rule.family, features)

@@ -1,0 +1,210 @@
+"""The portrait engine: decode → detect → frame → select style → generate → finish, on a batch.
+
+Each stage runs once over the whole batch and reports its duration. A photo that fails a stage (no face, corrupt
+data…) drops out with its `PortraitError` and the rest of the batch carries on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from typing import Callable, Sequence
+
+import torch
+
+from services.worker.engine import finish
+from services.worker.engine.catalog import CATALOG
+from services.worker.engine.choose_face import choose_face
+from shared.imaging import DecodedPhoto, decode
+from services.worker.engine.detect import FaceBox, FaceDetector
+from shared.errors import PortraitError
+from services.worker.engine.features import PhotoFeatures, measure
+from services.worker.engine.frame import Framing, frame
+from services.worker.engine.generate import PaintJob, StyleEncoder, create_generator
+from services.worker.engine.networks.arbitrary import StylePredictor
+from services.worker.engine.runtime import Runtime, inference, resolve_runtime
+from services.worker.engine.select import StyleChoice, check_request, choose_style
+from services.worker.engine.tensors import to_batch, to_uint8_hwc
+from services.worker.engine.timing import StageTimer
+from services.worker.engine.weights import verify_model_dir
+from shared.settings import Settings
+
+log = logging.getLogger("portraits.engine")
+
+STAGES = ("decode", "detect", "frame", "select", "generate", "finish")
+
+
+@dataclass(frozen=True)
+class RenderRequest:
+    data: bytes
+    style: str = "auto"  # "auto", a family name or a catalog style name
+    strength: float | None = None  # None: the style's own default
+
+
+@dataclass(frozen=True)
+class Portrait:
+    data: bytes
+    content_type: str
+    width: int
+    height: int
+    style: str
+    family: str
+    strength: float
+    reason: str
+    face: FaceBox  # in the uploaded photo's (EXIF-upright) pixels
+    features: PhotoFeatures
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage, for the whole batch
+
+
+RenderOutcome = Portrait | PortraitError
+
+
+@dataclass
+class _Item:
+    """One photo's progress through the stages."""
+
+    request: RenderRequest
+    photo: DecodedPhoto | None = None
+    face: FaceBox | None = None
+    framing: Framing | None = None
+    features: PhotoFeatures | None = None
+    choice: StyleChoice | None = None
+    photo_vector: torch.Tensor | None = None
+    error: PortraitError | None = None
+
+
+class PortraitEngine:
+    """Loads every network once (verified weights), warms up, then renders photos or batches of photos."""
+
+    def __init__(self, settings: Settings, *, warm_up: bool = True) -> None:
+        started = time.perf_counter()
+        self.settings = settings
+        self.runtime: Runtime = resolve_runtime(settings)
+        paths = verify_model_dir(settings.model_dir)
+        self.detector = FaceDetector(settings.model_dir, device=self.runtime.device,
+                                     max_side=settings.detect_max_side)
+        self.encoder = StyleEncoder(StylePredictor.from_onnx(paths["arbitrary_predict.onnx"]), self.runtime)
+        self.generator = create_generator(settings.generator, paths, self.runtime, self.encoder)
+        if warm_up:
+            self._warm_up()
+        log.info("engine ready on %s (%s) in %.2fs", self.runtime.device, self.runtime.dtype,
+                 time.perf_counter() - started)
+
+    def _warm_up(self) -> None:
+        # One tiny pass through every network allocates buffers and picks kernels before the first real job.
+        with inference():
+            probe = torch.rand(1, 3, 64, 64)
+            self.detector.detect([(probe[0].permute(1, 2, 0) * 255).to(torch.uint8)])
+            vector = self.encoder.encode(probe)[0]
+            jobs = [PaintJob(style=CATALOG[0], strength=1.0, photo_vector=vector)]
+            self.generator.paint(probe, jobs)
+
+    def render(self, data: bytes, style: str = "auto", strength: float | None = None,
+               progress: Callable[[str], None] | None = None) -> Portrait:
+        """Render one photo; raises the stage's `PortraitError` if it cannot be painted."""
+        outcome = self.render_batch([RenderRequest(data=data, style=style, strength=strength)], progress)[0]
+        if isinstance(outcome, PortraitError):
+            raise outcome
+        return outcome
+
+    def render_batch(self, requests: Sequence[RenderRequest],
+                     progress: Callable[[str], None] | None = None) -> list[RenderOutcome]:
+        """`progress` is called with each stage's name as the stage starts."""
+        items = [_Item(request) for request in requests]
+        timer = StageTimer(self.runtime.synchronize, batch_size=len(items), on_enter=progress)
+        with inference():
+            with timer.stage("decode"):
+                self._each(items, self._decode)
+            with timer.stage("detect"):
+                self._detect(items)
+            with timer.stage("frame"):
+                self._each(items, self._frame)
+            with timer.stage("select"):
+                self._select(items)
+            with timer.stage("generate"):
+                painted = self._generate(items)
+            with timer.stage("finish"):
+                outcomes = self._finish(items, painted)
+        return [replace(o, timings=dict(timer.durations)) if isinstance(o, Portrait) else o for o in outcomes]
+
+    # --- stages ---
+
+    @staticmethod
+    def _each(items: list[_Item], step) -> None:
+        for item in items:
+            if item.error is None:
+                try:
+                    step(item)
+                except PortraitError as exc:
+                    item.error = exc
+
+    def _decode(self, item: _Item) -> None:
+        check_request(item.request.style, item.request.strength)
+        item.photo = decode(item.request.data, max_pixels=self.settings.max_image_pixels,
+                            min_side=self.settings.min_image_side)
+
+    def _detect(self, items: list[_Item]) -> None:
+        live = [item for item in items if item.error is None]
+        if not live:
+            return
+        detections = self.detector.detect([to_uint8_hwc(item.photo.image) for item in live])
+        for item, faces in zip(live, detections):
+            try:
+                item.face = choose_face(faces, item.photo.image.size, min_score=self.settings.min_face_score)
+            except PortraitError as exc:
+                item.error = exc
+
+    def _frame(self, item: _Item) -> None:
+        item.framing = frame(item.photo.image, item.face, long_side=self.settings.output_size,
+                             min_face_size=self.settings.min_face_size)
+
+    def _select(self, items: list[_Item]) -> None:
+        live = [item for item in items if item.error is None]
+        if not live:
+            return
+        vectors = self.encoder.encode(to_batch([item.framing.portrait for item in live]))
+        for item, vector in zip(live, vectors):
+            framing, photo = item.framing, item.photo
+            item.features = measure(framing.portrait, framing.face_in_portrait, item.face,
+                                    photo.image.size)
+            item.photo_vector = vector
+            try:
+                item.choice = choose_style(item.features, item.request.style, item.request.strength)
+            except PortraitError as exc:
+                item.error = exc
+
+    def _generate(self, items: list[_Item]) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Returns (painted, photos) for the live items, or None when every photo dropped out."""
+        live = [item for item in items if item.error is None]
+        if not live:
+            return None
+        portraits = to_batch([item.framing.portrait for item in live])
+        jobs = [PaintJob(item.choice.style, item.choice.strength, item.photo_vector)
+                for item in live]
+        return self.generator.paint(portraits, jobs), portraits
+
+    def _finish(self, items: list[_Item], generated: tuple[torch.Tensor, torch.Tensor] | None
+                ) -> list[RenderOutcome]:
+        live = [item for item in items if item.error is None]
+        finished = iter(())
+        if generated is not None:
+            painted, photos = generated
+            amounts = [self.settings.detail_blend] * len(live)
+            finished = iter(finish.detail_blend(painted, photos, [i.framing.face_in_portrait for i in live], amounts))
+        outcomes: list[RenderOutcome] = []
+        content_type = finish.CONTENT_TYPES[self.settings.output_format]
+        for item in items:
+            if item.error is not None:
+                outcomes.append(item.error)
+                continue
+            image = next(finished)
+            data = finish.encode(image, image_format=self.settings.output_format,
+                                 quality=self.settings.output_quality)
+            outcomes.append(Portrait(
+                data=data, content_type=content_type, width=image.shape[-1], height=image.shape[-2],
+                style=item.choice.style.name, family=item.choice.style.family.value,
+                strength=item.choice.strength, reason=item.choice.reason,
+                face=item.face, features=item.features,
+            ))
+        return outcomes

@@ -1,0 +1,33 @@
+"""Per-stage wall-clock timings, logged as they happen and returned with every portrait."""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+log = logging.getLogger("portraits.engine")
+
+
+class StageTimer:
+    def __init__(self, synchronize: Callable[[], None] = lambda: None, batch_size: int = 1,
+                 on_enter: Callable[[str], None] | None = None) -> None:
+        self._synchronize = synchronize
+        self._on_enter = on_enter  # e.g. the worker recording the job's current stage
+        self.batch_size = batch_size
+        self.durations: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        if self._on_enter is not None:
+            self._on_enter(name)
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._synchronize()
+            elapsed = time.perf_counter() - started
+            self.durations[name] = self.durations.get(name, 0.0) + elapsed
+            log.info("stage %s took %.1f ms (batch of %d)", name, elapsed * 1000, self.batch_size,
+                     extra={"stage": name, "seconds": elapsed, "batch_size": self.batch_size})
