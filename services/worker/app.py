@@ -1,0 +1,61 @@
+"""The Celery worker: `celery -A services.worker.app worker -Q portraits`.
+
+Models load once per worker process *after* the fork (`worker_process_init`), so CUDA is never initialised in
+the parent (pytorch#40403), and each child warms up before it takes a task. The parent serves /metrics.
+"""
+
+from __future__ import annotations
+
+import os
+
+import redis
+from celery import Celery
+from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_shutting_down
+
+from services.worker import metrics
+from services.worker.lifecycle import WorkerState
+from shared.logging import configure_logging, get_logger
+from shared.queue import make_celery
+from shared.settings import get_settings
+
+settings = get_settings()
+app: Celery = make_celery(settings)
+app.conf.include = ["services.worker.tasks"]
+log = get_logger("portraits.worker")
+
+
+@worker_init.connect
+def _start_metrics_server(**_: object) -> None:
+    configure_logging(settings, "worker")
+    metrics.serve_metrics(settings.worker_metrics_port)
+    log.info("worker metrics served", port=settings.worker_metrics_port)
+
+
+@worker_process_init.connect
+def _load_engine(**_: object) -> None:
+    configure_logging(settings, "worker")
+    from services.worker import tasks
+
+    metrics.set_state(WorkerState.LOADING)
+    try:
+        tasks.start_process(settings)
+    except Exception:
+        metrics.set_state(WorkerState.FAILED)
+        log.exception("engine failed to load; this process will refuse tasks")
+        raise
+    metrics.set_state(WorkerState.READY)
+
+
+@worker_shutting_down.connect
+def _stopping(**_: object) -> None:
+    metrics.set_state(WorkerState.STOPPING)
+
+
+@worker_process_shutdown.connect
+def _process_gone(pid: int | None = None, **_: object) -> None:
+    metrics.mark_process_dead(pid or os.getpid())
+
+
+def redis_client() -> redis.Redis:
+    return redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2,
+                                health_check_interval=30)

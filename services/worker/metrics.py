@@ -1,0 +1,52 @@
+"""Worker metrics. Celery's prefork children each count on their own, so with PROMETHEUS_MULTIPROC_DIR set the
+values are shared through files and the main process serves the sum (see `serve_metrics`)."""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import multiprocess
+
+from services.worker.lifecycle import WorkerState
+
+_STAGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_WAIT_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+JOBS = Counter("portraits_worker_jobs_total", "Jobs finished by this worker, by outcome (done, failed:<code>, "
+               "skipped).", ["outcome"])
+STAGE_SECONDS = Histogram("portraits_worker_stage_seconds", "Engine stage durations.", ["stage"],
+                          buckets=_STAGE_BUCKETS)
+QUEUE_WAIT = Histogram("portraits_worker_queue_wait_seconds", "Upload accepted → render started.",
+                       buckets=_WAIT_BUCKETS)
+JOB_SECONDS = Histogram("portraits_worker_job_seconds", "Render started → result stored.", buckets=_WAIT_BUCKETS)
+RETRIES = Counter("portraits_worker_retries_total", "Tasks sent back for a retry after a transient error.",
+                  ["reason"])
+BATCH_SIZE = Histogram("portraits_worker_batch_size", "Photos rendered per engine call.",
+                       buckets=(1, 2, 4, 8, 16, 32))
+# A gauge per state rather than prometheus_client's Enum, which has no multiprocess mode: summed over live
+# processes it reads "how many worker processes are in each state".
+STATE = Gauge("portraits_worker_processes", "Worker processes by lifecycle state.", ["state"],
+              multiprocess_mode="livesum")
+QUEUE_DEPTH = Gauge("portraits_worker_queue_depth", "Tasks waiting in the broker queue (sampled per task).",
+                    multiprocess_mode="mostrecent")
+
+
+def set_state(state: WorkerState) -> None:
+    for candidate in WorkerState:
+        STATE.labels(state=candidate.value).set(1 if candidate is state else 0)
+
+
+def serve_metrics(port: int, address: str = "127.0.0.1") -> None:
+    """Serve /metrics; aggregates across prefork children when multiprocess mode is on."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        start_http_server(port, addr=address, registry=registry)
+    else:
+        start_http_server(port, addr=address)
+
+
+def mark_process_dead(pid: int) -> None:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(pid)

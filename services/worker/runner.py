@@ -1,0 +1,138 @@
+"""One job, start to finish, independent of Celery: fetch and open the sealed source, render, store the result,
+mark the job done, delete the source.
+
+Errors are sorted into two kinds. Permanent ones (the photo has no face, the source expired…) fail the job at
+once and delete the source. Transient ones (S3 or Redis unreachable) raise `TransientError` so the task layer
+can retry with backoff; the job stays `processing` and the source stays until its maximum age.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import redis
+
+from services.worker import metrics
+from shared.crypto import KeyGone, SealBroken, SourceKeys, unseal
+from shared.errors import PortraitError
+from shared.jobs import TERMINAL, JobNotFound, JobState, JobStore, TransitionRefused, now
+from shared.logging import get_logger
+from shared.settings import Settings
+from shared.storage import ObjectMissing, ObjectStore, StorageUnavailable, result_key, source_key
+
+log = get_logger("portraits.worker")
+
+EXTENSIONS = {"image/jpeg": "jpg", "image/webp": "webp"}
+
+
+class TransientError(RuntimeError):
+    """Worth retrying later: nothing is wrong with the job itself."""
+
+
+class PortraitRenderer(Protocol):
+    def render(self, data: bytes, style: str = ..., strength: float | None = ..., progress=...): ...  # type: ignore[no-untyped-def]
+
+
+@dataclass(frozen=True)
+class Failure:
+    code: str
+    message: str
+
+
+SOURCE_EXPIRED = Failure("source_expired", "the photo was deleted before it could be painted; please upload again")
+SOURCE_UNREADABLE = Failure("source_unreadable", "the stored photo could not be read; please upload again")
+UNAVAILABLE = Failure("unavailable", "storage stayed unavailable; please upload again")
+TIMED_OUT = Failure("timeout", "painting took too long and was stopped; please try another photo")
+
+
+class JobRunner:
+    def __init__(self, settings: Settings, jobs: JobStore, storage: ObjectStore, keys: SourceKeys,
+                 engine: PortraitRenderer) -> None:
+        self._settings = settings
+        self._jobs = jobs
+        self._storage = storage
+        self._keys = keys
+        self._engine = engine
+
+    def run(self, job_id: str) -> str:
+        """Process one job; returns the outcome label. Raises `TransientError` for the caller to retry."""
+        try:
+            return self._run(job_id)
+        except (StorageUnavailable, redis.ConnectionError, redis.TimeoutError) as exc:
+            raise TransientError(str(exc)) from exc
+
+    def _run(self, job_id: str) -> str:
+        job = self._jobs.get(job_id)
+        if job is None or job.state in TERMINAL:
+            # Expired, erased by its owner, or a redelivery of a job already finished: nothing to do.
+            log.info("job skipped", job_id=job_id, state=job.state if job else "gone")
+            return "skipped"
+        started = now()
+        self._jobs.transition(job_id, JobState.PROCESSING, started_at=started, attempts=job.attempts + 1,
+                              stage="fetch")
+        metrics.QUEUE_WAIT.observe(max(0.0, started - job.created_at))
+        try:
+            data = self._open_source(job_id)
+        except _Permanent as failure:
+            return self.fail(job_id, failure.failure)
+        try:
+            portrait = self._engine.render(data, style=job.style_requested, strength=job.strength,
+                                           progress=lambda stage: self._jobs.set_stage(job_id, stage))
+        except PortraitError as exc:
+            return self.fail(job_id, Failure(exc.code, exc.message))
+        for stage, seconds in portrait.timings.items():
+            metrics.STAGE_SECONDS.labels(stage=stage).observe(seconds)
+        metrics.BATCH_SIZE.observe(1)
+
+        key = result_key(job_id, EXTENSIONS[portrait.content_type])
+        self._storage.put(self._storage.results_bucket, key, portrait.data, portrait.content_type)
+        finished = now()
+        try:
+            self._jobs.transition(
+                job_id, JobState.DONE, stage=None, finished_at=finished, style=portrait.style,
+                family=portrait.family, reason=portrait.reason, strength=portrait.strength,
+                timings=portrait.timings, result_key=key,
+                result_expires_at=finished + self._settings.result_ttl_seconds,
+            )
+        except (TransitionRefused, JobNotFound):
+            # Erased (or expired) while we painted: the result must not outlive the job.
+            self._storage.delete(self._storage.results_bucket, key)
+            self.erase_source(job_id)
+            log.info("job erased during render; result discarded", job_id=job_id)
+            return "skipped"
+        self.erase_source(job_id)
+        metrics.JOB_SECONDS.observe(finished - started)
+        log.info("job done", job_id=job_id, style=portrait.style, seconds=round(finished - started, 3))
+        return "done"
+
+    def _open_source(self, job_id: str) -> bytes:
+        try:
+            key = self._keys.load(job_id)
+            blob = self._storage.get(self._storage.sources_bucket, source_key(job_id))
+            return unseal(key, blob, job_id)
+        except (KeyGone, ObjectMissing) as exc:
+            raise _Permanent(SOURCE_EXPIRED) from exc
+        except SealBroken as exc:
+            raise _Permanent(SOURCE_UNREADABLE) from exc
+
+    def fail(self, job_id: str, failure: Failure) -> str:
+        """Fail the job for good and delete its source (nothing more will be made from it)."""
+        try:
+            self._jobs.transition(job_id, JobState.FAILED, stage=None, finished_at=now(),
+                                  error_code=failure.code, error_message=failure.message)
+        except (TransitionRefused, JobNotFound):
+            pass  # already finished, erased or expired
+        self.erase_source(job_id)
+        log.info("job failed", job_id=job_id, code=failure.code)
+        return f"failed:{failure.code}"
+
+    def erase_source(self, job_id: str) -> None:
+        self._storage.delete(self._storage.sources_bucket, source_key(job_id))
+        self._keys.delete(job_id)
+
+
+class _Permanent(Exception):
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.code)
+        self.failure = failure

@@ -1,0 +1,52 @@
+"""The Celery task around the runner: transient errors become retries with backoff, then success or a clear
+failure once the retries run out."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.worker import tasks
+from services.worker.runner import JobRunner
+from shared.jobs import JobState
+from tests.integration.worker.test_runner import FlakyStore
+from tests.support.service import Backends, service_settings
+
+
+@pytest.fixture
+def eager_task(redis_server, s3_server, engine, monkeypatch):
+    """The real task, run in-process (Celery's eager mode runs retries synchronously)."""
+    backends = Backends.connect(service_settings(redis_server.url, s3_server))
+
+    def install(failures: int) -> Backends:
+        flaky = FlakyStore(backends.settings, failures=failures)
+        monkeypatch.setattr(tasks, "_runner", JobRunner(backends.settings, backends.jobs, flaky, backends.keys,
+                                                        engine))
+        monkeypatch.setattr(tasks, "_redis", backends.redis)
+        monkeypatch.setattr(tasks, "settings", backends.settings)
+        return backends
+
+    tasks.app.conf.task_always_eager = True
+    yield install
+    tasks.app.conf.task_always_eager = False
+
+
+def test_transient_error_retries_then_succeeds(eager_task, astronaut_path):
+    backends = eager_task(failures=2)
+    job_id = backends.submit(astronaut_path.read_bytes())
+    tasks.render_portrait.apply(args=[job_id])
+    job = backends.jobs.get(job_id)
+    assert job.state is JobState.DONE and job.attempts == 3
+
+
+def test_retries_run_out_into_a_clear_failure(eager_task, astronaut_path):
+    backends = eager_task(failures=100)
+    job_id = backends.submit(astronaut_path.read_bytes())
+    tasks.render_portrait.apply(args=[job_id])
+    job = backends.jobs.get(job_id)
+    assert job.state is JobState.FAILED and job.error_code == "unavailable"
+    assert job.attempts == backends.settings.task_max_retries + 1
+    assert not backends.source_exists(job_id)
+
+
+def test_backoff_doubles_and_caps():
+    assert [tasks.retry_delay(n) for n in range(7)] == [1, 2, 4, 8, 16, 30, 30]

@@ -1,0 +1,61 @@
+"""Wiring the service's collaborators to the session's real Redis and SeaweedFS, for integration tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+
+from scripts.devstack import SeaweedServer, ensure_buckets
+from shared.crypto import SourceKeys, new_key, seal
+from shared.ids import new_job_id
+from shared.jobs import Job, JobState, JobStore, now
+from shared.settings import Settings
+from shared.storage import ObjectStore, source_key
+
+
+def service_settings(redis_url: str, s3: SeaweedServer, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "redis_url": redis_url,
+        "s3_endpoint_url": s3.endpoint,
+        "s3_access_key_id": s3.credentials.access_key,
+        "s3_secret_access_key": s3.credentials.secret_key,
+        "sources_bucket": "test-sources",
+        "results_bucket": "test-results",
+        "output_size": 512,
+        "upload_rate_limit": "",
+        "log_json": False,
+    }
+    values.update(overrides)
+    settings = Settings(**values)  # type: ignore[arg-type]
+    ensure_buckets(s3.endpoint, s3.credentials, [settings.sources_bucket, settings.results_bucket])
+    return settings
+
+
+@dataclass
+class Backends:
+    settings: Settings
+    redis: redis.Redis
+    jobs: JobStore
+    storage: ObjectStore
+    keys: SourceKeys
+
+    @classmethod
+    def connect(cls, settings: Settings) -> "Backends":
+        client = redis.Redis.from_url(settings.redis_url)
+        return cls(settings, client, JobStore(client, settings.job_ttl_seconds), ObjectStore(settings),
+                   SourceKeys(client, settings.source_max_age_seconds))
+
+    def submit(self, photo: bytes, style: str = "auto", strength: float | None = None) -> str:
+        """What the gateway does for an accepted upload, minus validation and the queue."""
+        job_id = new_job_id()
+        key = new_key()
+        self.keys.store(job_id, key)
+        self.storage.put(self.storage.sources_bucket, source_key(job_id), seal(key, photo, job_id),
+                         "application/octet-stream")
+        self.jobs.create(Job(id=job_id, state=JobState.QUEUED, created_at=now(), style_requested=style,
+                             strength=strength))
+        return job_id
+
+    def source_exists(self, job_id: str) -> bool:
+        return self.storage.exists(self.storage.sources_bucket, source_key(job_id))
