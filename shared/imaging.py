@@ -40,12 +40,13 @@ def open_checked(data: bytes, *, max_pixels: int) -> Image.Image:
         with warnings.catch_warnings():
             # Pillow warns (and past 2x errors) on huge images; our own cap below is much lower.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            # Only our formats' parsers ever see user bytes (no TIFF, PSD… header parsing).
+            image = Image.open(io.BytesIO(data), formats=sorted(SUPPORTED_FORMATS))
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge("the image has far too many pixels") from exc
     except Image.UnidentifiedImageError as exc:
         raise UnsupportedType("not an image we can read; send a JPEG, PNG, WebP or HEIC photo") from exc
-    except (OSError, ValueError, SyntaxError) as exc:
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise CorruptImage(f"the image header is damaged ({exc})") from exc
     if image.format not in SUPPORTED_FORMATS:
         raise UnsupportedType(f"{image.format} images are not supported; send a JPEG, PNG, WebP or HEIC photo")
@@ -62,7 +63,7 @@ def decode(data: bytes, *, max_pixels: int, min_side: int) -> DecodedPhoto:
         image.load()
         image = ImageOps.exif_transpose(image)
         rgb = _to_srgb(image)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
         raise CorruptImage(f"the image data is truncated or damaged ({exc})") from exc
     if min(rgb.size) < min_side:
         raise ImageTooSmall(f"the image is {rgb.width}×{rgb.height}; both sides need at least {min_side} px")

@@ -20,6 +20,7 @@ def configure_logging(settings: Settings, service: str) -> None:
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,  # tracebacks as text, not a repr of exc_info
         structlog.processors.EventRenamer("message"),
     ]
     structlog.configure(

@@ -16,6 +16,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from shared.settings import Settings
 
 _MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
+#: Result content types and their key extensions: the worker names results by these, erasure tries them all.
+RESULT_EXTENSIONS = {"image/jpeg": "jpg", "image/webp": "webp"}
 
 
 class StorageUnavailable(RuntimeError):
@@ -91,8 +93,11 @@ class ObjectStore:
     def ping(self) -> None:
         """Raises `StorageUnavailable` unless both buckets answer."""
         for bucket in (self.sources_bucket, self.results_bucket):
-            with _translated_errors(bucket):
-                self._s3.head_bucket(Bucket=bucket)
+            try:
+                with _translated_errors(bucket):
+                    self._s3.head_bucket(Bucket=bucket)
+            except ObjectMissing as exc:
+                raise StorageUnavailable(f"bucket {bucket} does not exist") from exc
 
 
 @contextmanager

@@ -19,12 +19,9 @@ from shared.errors import PortraitError
 from shared.jobs import TERMINAL, JobNotFound, JobState, JobStore, TransitionRefused, now
 from shared.logging import get_logger
 from shared.settings import Settings
-from shared.storage import ObjectMissing, ObjectStore, StorageUnavailable, result_key, source_key
+from shared.storage import RESULT_EXTENSIONS, ObjectMissing, ObjectStore, StorageUnavailable, result_key, source_key
 
 log = get_logger("portraits.worker")
-
-EXTENSIONS = {"image/jpeg": "jpg", "image/webp": "webp"}
-
 
 class TransientError(RuntimeError):
     """Worth retrying later: nothing is wrong with the job itself."""
@@ -85,7 +82,7 @@ class JobRunner:
             metrics.STAGE_SECONDS.labels(stage=stage).observe(seconds)
         metrics.BATCH_SIZE.observe(1)
 
-        key = result_key(job_id, EXTENSIONS[portrait.content_type])
+        key = result_key(job_id, RESULT_EXTENSIONS[portrait.content_type])
         self._storage.put(self._storage.results_bucket, key, portrait.data, portrait.content_type)
         finished = now()
         try:
