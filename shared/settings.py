@@ -96,6 +96,16 @@ class Settings(BaseSettings):
     upload_rate_limit: str = Field(
         "30/minute", description="Uploads per client address (Flask-Limiter syntax); empty disables it."
     )
+    trusted_proxy_hops: int = Field(
+        0, ge=0, description="Proxies in front whose X-Forwarded-For is trusted (1 behind an ingress); the "
+        "rate limit keys on the client address, so 0 behind a proxy puts every client under one limit."
+    )
+    result_url_max_seconds: int = Field(
+        900, ge=10, description="Longest life of a presigned result URL (never past the result's own expiry)."
+    )
+    gateway_bind: str = Field("127.0.0.1:8080", description="Address gunicorn listens on.")
+    gateway_workers: int = Field(2, ge=1, description="Gunicorn worker processes.")
+    gateway_timeout: int = Field(30, ge=5, description="Gunicorn worker timeout, seconds.")
 
     # --- worker ---
     task_soft_time_limit: int = Field(60, ge=5, description="Seconds before a render is asked to stop.")
@@ -119,7 +129,7 @@ class Settings(BaseSettings):
 
     @property
     def job_ttl_seconds(self) -> int:
-        """A job record outlives its result slightly, so a late poll sees `expired` rather than a 404 race."""
+        """A job record outlives its source and result slightly; a poll after the result expired gets a 404."""
         return self.result_ttl_seconds + self.source_max_age_seconds + 60
 
 

@@ -1,0 +1,184 @@
+"""The gateway's one error envelope, `{"error": {"code": "...", "message": "..."}}`, and the handlers that put
+every failure into it: our own rejections, Werkzeug's HTTP errors (404, 405, 413, 429…), dependencies that are
+down (503) and anything unexpected (500, logged with its traceback, nothing leaked to the client).
+
+`CODES` is the closed list of codes the gateway emits; the OpenAPI document is generated from it.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from botocore.exceptions import BotoCoreError, ClientError
+from flask import Flask, Response, jsonify, request
+from kombu.exceptions import OperationalError as BrokerUnavailable
+from werkzeug.exceptions import HTTPException
+
+from services.gateway import metrics
+from shared.errors import PortraitError
+from shared.logging import get_logger
+from shared.storage import StorageUnavailable
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class ErrorCode:
+    code: str
+    status: int
+    description: str
+
+
+CODES: dict[str, ErrorCode] = {
+    entry.code: entry
+    for entry in (
+        ErrorCode("bad_request", 400, "The request could not be understood."),
+        ErrorCode("missing_image", 400, "The multipart form has no file part named `image`."),
+        ErrorCode("empty_upload", 400, "The `image` file part is empty."),
+        ErrorCode("unknown_style", 400, "`style` is not `auto`, a family or a catalog style (see /v1/styles)."),
+        ErrorCode("invalid_strength", 400, "`strength` is not a number between 0 and 1."),
+        ErrorCode("not_found", 404, "No such route, or no such portrait (unknown, expired or deleted)."),
+        ErrorCode("method_not_allowed", 405, "The route exists but not with this method (see `Allow`)."),
+        ErrorCode("too_large", 413, "The request body or the image file is over the upload limit."),
+        ErrorCode("image_too_large", 413, "The image has too many pixels (checked on its header)."),
+        ErrorCode("unsupported_type", 415, "Not a JPEG, PNG, WebP or HEIC/HEIF image (judged by content)."),
+        ErrorCode("corrupt_image", 422, "The image is truncated or damaged."),
+        ErrorCode("image_too_small", 422, "The image's short side is below the minimum."),
+        ErrorCode("rate_limited", 429, "Too many uploads from this client; retry after `Retry-After` seconds."),
+        ErrorCode("internal_error", 500, "An unexpected error; it has been logged."),
+        ErrorCode("unavailable", 503, "Storage or Redis is unreachable; retry later."),
+    )
+}
+
+# Werkzeug's HTTP errors, by status; any other 4xx is `bad_request` and any other 5xx `internal_error`.
+HTTP_ERROR_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large",
+                    415: "unsupported_type", 429: "rate_limited", 503: "unavailable"}
+_HTTP_MESSAGES = {
+    "not_found": "no such resource",
+    "too_large": "the upload is too large",
+    "rate_limited": "too many uploads; try again later",
+}
+
+#: Failures of our dependencies: the client did nothing wrong and may retry.
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
+    StorageUnavailable, ClientError, BotoCoreError, redis.RedisError, BrokerUnavailable,
+)
+
+# An unread request body makes the server's close send a TCP reset, which can destroy the error response
+# before the client reads it. Read and discard a bounded amount so the client sees our answer.
+DRAIN_MAX_BYTES = 64 * 1024 * 1024
+DRAIN_MAX_SECONDS = 10.0
+_DRAIN_CHUNK = 256 * 1024
+
+
+class ApiError(Exception):
+    """A rejection with a code from `CODES`; raise it anywhere in a request to answer with the envelope."""
+
+    def __init__(self, code: str, message: str | None = None, *, headers: Mapping[str, str] | None = None,
+                 status: int | None = None) -> None:
+        entry = CODES[code]  # a KeyError here is a bug: every emitted code must be documented
+        super().__init__(message or entry.description)
+        self.code = code
+        self.message = message or entry.description
+        self.status = status or entry.status
+        self.headers = dict(headers or {})
+
+
+#: Codes of shared.errors that describe the client's upload; they pass through unchanged.
+IMAGE_ERROR_CODES = frozenset({"unsupported_type", "image_too_large", "corrupt_image", "image_too_small",
+                               "unknown_style", "invalid_strength"})
+
+
+def from_portrait_error(exc: PortraitError) -> ApiError | None:
+    """The rejection for an upload's error; None for codes an upload cannot cause (e.g. models_unavailable)."""
+    return ApiError(exc.code, exc.message) if exc.code in IMAGE_ERROR_CODES else None
+
+
+def envelope(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
+
+
+def error_response(error: ApiError) -> Response:
+    metrics.REJECTIONS.labels(code=error.code).inc()
+    _drain_request_body()
+    response = jsonify(envelope(error.code, error.message))
+    response.status_code = error.status
+    response.headers.update(error.headers)
+    return response
+
+
+def _from_http_exception(exc: HTTPException) -> ApiError:
+    status = exc.code or 500
+    code = HTTP_ERROR_CODES.get(status, "bad_request" if status < 500 else "internal_error")
+    if code == "method_not_allowed":
+        message = f"{request.method} is not allowed here"
+    elif code == "rate_limited":
+        message = f"too many uploads ({exc.description}); try again later"
+    else:
+        message = _HTTP_MESSAGES.get(code, CODES[code].description)
+    # Keep the headers Werkzeug computed (Allow on 405), but not its HTML content type.
+    headers = {name: value for name, value in exc.get_headers() if name.lower() != "content-type"}
+    return ApiError(code, message, headers=headers, status=status)
+
+
+def _drain_request_body() -> None:
+    """Discard what is left of a request body, within bounds, when the server delimits it for us
+    (`wsgi.input_terminated`: gunicorn does; the Werkzeug dev server only for chunked bodies)."""
+    environ = request.environ
+    if not environ.get("wsgi.input_terminated"):
+        return
+    declared = request.content_length
+    if declared is not None and declared > DRAIN_MAX_BYTES:
+        return  # not worth reading: the connection closes anyway
+    stream, drained, deadline = environ["wsgi.input"], 0, time.monotonic() + DRAIN_MAX_SECONDS
+    try:
+        while drained < DRAIN_MAX_BYTES and time.monotonic() < deadline:
+            chunk = stream.read(_DRAIN_CHUNK)
+            if not chunk:
+                return
+            drained += len(chunk)
+    except (OSError, ValueError):
+        return  # the client went away or the server's reader refused: nothing more to do
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError) -> Response:
+        log.info("request rejected", code=exc.code, status=exc.status)
+        return error_response(exc)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response:
+        error = _from_http_exception(exc)
+        log.info("request rejected", code=error.code, status=error.status)
+        return error_response(error)
+
+    @app.errorhandler(PortraitError)
+    def _portrait_error(exc: PortraitError) -> Response:
+        error = from_portrait_error(exc)
+        return _api_error(error) if error else _unexpected(exc)
+
+    for dependency_error in UNAVAILABLE_ERRORS:
+        app.register_error_handler(dependency_error, _unavailable)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        log.error("unhandled error", error_type=type(exc).__name__, traceback=format_traceback(exc))
+        return error_response(ApiError("internal_error", "internal error"))
+
+
+def _unavailable(exc: Exception) -> Response:
+    log.error("dependency unavailable", error_type=type(exc).__name__, error=str(exc),
+              traceback=format_traceback(exc))
+    return error_response(ApiError("unavailable", "a storage service is unavailable; try again later"))
+
+
+def format_traceback(exc: BaseException) -> str:
+    # An explicit field: shared.logging's processor chain has no exc_info formatter, so `exc_info=` would
+    # be rendered as a bare repr without the traceback.
+    return "".join(traceback.format_exception(exc))

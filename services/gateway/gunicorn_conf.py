@@ -1,0 +1,51 @@
+"""Gunicorn settings for the gateway (process management only; the app reads its config from Settings).
+
+    gunicorn -c services/gateway/gunicorn_conf.py services.gateway.wsgi:app
+
+Bind address, worker count and timeout come from Settings (PORTRAITS_GATEWAY_BIND, _WORKERS, _TIMEOUT).
+PROMETHEUS_MULTIPROC_DIR, when set, turns on multi-process metrics: it is
+emptied at start and each dead worker's files are marked (prometheus_client's documented gunicorn setup).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from shared.settings import get_settings
+
+_settings = get_settings()
+bind = _settings.gateway_bind
+workers = _settings.gateway_workers
+timeout = _settings.gateway_timeout
+graceful_timeout = timeout
+worker_class = "sync"  # uploads are CPU-bound (decode, re-encode); put a buffering proxy in front
+preload_app = False  # each worker opens its own Redis/S3/broker connections after the fork
+accesslog = None  # gunicorn's access log records client addresses; the app logs no addresses
+errorlog = "-"
+# Gunicorn 27 opens a control socket at ~/.gunicorn/gunicorn.ctl by default: unused here, and two gateways on
+# one host (or parallel test runs) would fight over the path.
+control_socket_disable = True
+
+
+def _metrics_dir() -> Path | None:
+    value = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    return Path(value) if value else None
+
+
+def on_starting(server: Any) -> None:
+    """Start from empty metric files: values left by a previous run would be added to this one's."""
+    directory = _metrics_dir()
+    if directory is None:
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink()
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    if _metrics_dir() is not None:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

@@ -1,0 +1,91 @@
+"""Prometheus metrics of the gateway.
+
+Gunicorn runs several worker processes: when `PROMETHEUS_MULTIPROC_DIR` is set (prometheus_client reads it at
+import to store values in per-process files), /metrics aggregates those files with `MultiProcessCollector`, and
+gunicorn_conf.py marks dead workers. The queue depth is read from Redis at scrape time, not stored.
+
+Requests are labelled by the URL rule (`/v1/portraits/<id>`), never the raw path: ids must not become labels.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+
+from flask import Flask, Response, g, request
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+
+PREFIX = "portraits_gateway_"
+UNMATCHED_ROUTE = "<unmatched>"
+
+REQUESTS = Counter(f"{PREFIX}requests_total", "HTTP requests by route (URL rule), method and status.",
+                   ["route", "method", "status"])
+LATENCY = Histogram(f"{PREFIX}request_duration_seconds", "Time to answer an HTTP request, by route and method.",
+                    ["route", "method"],
+                    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))
+UPLOAD_BYTES = Histogram(f"{PREFIX}upload_bytes", "Size of the uploaded image file parts.",
+                         buckets=tuple(2**n for n in range(14, 26)))  # 16 KiB … 32 MiB
+REJECTIONS = Counter(f"{PREFIX}rejections_total", "Error responses, by error code.", ["code"])
+ENQUEUED = Counter(f"{PREFIX}jobs_enqueued_total", "Render jobs created and queued.")
+ERASED = Counter(f"{PREFIX}jobs_erased_total", "Jobs erased at their owner's request (DELETE).")
+
+
+def multiprocess_dir() -> str | None:
+    # Not app configuration: prometheus_client's own switch, which it has already read at import.
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+class QueueDepthCollector:
+    """Reads the broker's queue length when scraped; a Redis outage drops the sample, not the scrape."""
+
+    def __init__(self, depth: Callable[[], int]) -> None:
+        self._depth = depth
+
+    def collect(self) -> Iterator[Metric]:
+        gauge = GaugeMetricFamily(f"{PREFIX}queue_depth", "Render tasks waiting in the broker queue.")
+        try:
+            gauge.add_metric([], self._depth())
+        except Exception:  # noqa: BLE001 - readiness reports the outage; metrics stay scrapeable
+            return
+        yield gauge
+
+
+class _ProcessRegistry:
+    """The process's default registry, as a collector we can add to a per-scrape registry."""
+
+    def collect(self) -> Iterator[Metric]:
+        yield from REGISTRY.collect()
+
+
+def render(queue_depth: Callable[[], int]) -> tuple[bytes, str]:
+    registry = CollectorRegistry()
+    if multiprocess_dir():
+        MultiProcessCollector(registry)
+    else:
+        registry.register(_ProcessRegistry())
+    registry.register(QueueDepthCollector(queue_depth))
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def route_label() -> str:
+    return request.url_rule.rule if request.url_rule is not None else UNMATCHED_ROUTE
+
+
+def instrument(app: Flask) -> None:
+    """Count and time every request, errors included (our error handlers turn them all into responses)."""
+
+    @app.before_request
+    def _start_timer() -> None:
+        g.request_started = time.perf_counter()
+
+    @app.after_request
+    def _observe(response: Response) -> Response:
+        started = g.pop("request_started", None)
+        route = route_label()
+        REQUESTS.labels(route=route, method=request.method, status=str(response.status_code)).inc()
+        if started is not None:
+            LATENCY.labels(route=route, method=request.method).observe(time.perf_counter() - started)
+        return response

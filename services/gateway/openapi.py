@@ -1,0 +1,249 @@
+"""The gateway's OpenAPI 3.1 document, as data. Error codes come from `errors.CODES`, so the document cannot
+drift from what the handlers emit; a unit test checks its paths against the app's URL map.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from services.gateway.errors import CODES
+from services.worker.engine.catalog import CATALOG, Family
+from shared.errors import PortraitError
+
+API_VERSION = "1.0.0"
+ENVELOPE_REF = "#/components/schemas/Error"
+_JSON = "application/json"
+_ERROR_EXAMPLE = {"error": {"code": "not_found", "message": "no such portrait"}}
+
+NULL_CONVENTION = ("Every field is always present; a field that does not apply to the job's current status is "
+                   "`null` (never omitted).")
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    kind = schema["type"]
+    return {**schema, "type": [kind, "null"] if isinstance(kind, str) else [*kind, "null"]}
+
+
+def _job_error_codes() -> list[str]:
+    """Codes a failed job may carry: every PortraitError subclass (the worker may add more)."""
+    found, pending = {PortraitError.code}, list(PortraitError.__subclasses__())
+    while pending:
+        cls = pending.pop()
+        found.add(cls.code)
+        pending.extend(cls.__subclasses__())
+    return sorted(found)
+
+
+def _errors(*codes: str) -> dict[str, Any]:
+    """Error responses grouped by status, each restricting the envelope's `code` to what that status carries."""
+    by_status: dict[int, list[str]] = {}
+    for code in codes:
+        by_status.setdefault(CODES[code].status, []).append(code)
+    responses: dict[str, Any] = {}
+    for status, status_codes in sorted(by_status.items()):
+        schema = {"allOf": [{"$ref": ENVELOPE_REF}, {"properties": {"error": {"properties": {
+            "code": {"enum": status_codes}}}}}]}
+        response: dict[str, Any] = {
+            "description": "; ".join(f"`{code}`: {CODES[code].description}" for code in status_codes),
+            "content": {_JSON: {"schema": schema}},
+        }
+        if status == 429:
+            response["headers"] = {"Retry-After": {"description": "Seconds until an upload is accepted again.",
+                                                   "schema": {"type": "integer"}}}
+        responses[str(status)] = response
+    return responses
+
+
+def _ok(description: str, schema: dict[str, Any], media_type: str = _JSON) -> dict[str, Any]:
+    return {"description": description, "content": {media_type: {"schema": schema}}}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+_UPLOAD_ERRORS = ("missing_image", "empty_upload", "unknown_style", "invalid_strength", "too_large",
+                  "image_too_large", "unsupported_type", "corrupt_image", "image_too_small", "rate_limited",
+                  "unavailable", "internal_error")
+_ALWAYS = ("internal_error",)
+
+_ID_PARAMETER = {
+    "name": "id", "in": "path", "required": True, "description": "The job id returned by the upload.",
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{32}$"},
+}
+
+
+def _schemas() -> dict[str, Any]:
+    style_choices = ["auto", *(family.value for family in Family), *(style.name for style in CATALOG)]
+    return {
+        "Error": {
+            "type": "object", "required": ["error"], "additionalProperties": False,
+            "description": "The envelope of every error response.",
+            "properties": {"error": {
+                "type": "object", "required": ["code", "message"], "additionalProperties": False,
+                "properties": {
+                    "code": {"type": "string", "enum": sorted(CODES),
+                             "description": "Stable, machine-readable:\n\n" + "\n".join(
+                                 f"- `{entry.code}` ({entry.status}): {entry.description}"
+                                 for entry in CODES.values())},
+                    "message": {"type": "string", "description": "For people; may change."},
+                },
+            }},
+            "example": _ERROR_EXAMPLE,
+        },
+        "UploadForm": {
+            "type": "object", "required": ["image"],
+            "properties": {
+                "image": {"type": "string", "contentMediaType": "application/octet-stream",
+                          "description": "The photo as a file part (JPEG, PNG, WebP or HEIC/HEIF; judged by "
+                                         "content, not name). Metadata is discarded."},
+                "style": {"type": "string", "enum": style_choices, "default": "auto",
+                          "description": "`auto`, a family, or a style name from /v1/styles. Blank means `auto`."},
+                "strength": {"type": "number", "minimum": 0, "maximum": 1,
+                             "description": "How strongly the style is applied. Blank or absent: the style's "
+                                            "default."},
+            },
+        },
+        "Accepted": {
+            "type": "object", "required": ["id", "status", "status_url"], "additionalProperties": False,
+            "properties": {
+                "id": {"type": "string"},
+                "status": {"type": "string", "const": "queued"},
+                "status_url": {"type": "string", "format": "uri-reference",
+                               "description": "Relative URL to poll; also in the `Location` header."},
+            },
+        },
+        "Portrait": {
+            "type": "object", "additionalProperties": False, "description": NULL_CONVENTION,
+            "required": ["id", "status", "stage", "queue_position", "created_at", "timings", "style", "family",
+                         "reason", "strength", "result_url", "expires_at", "error"],
+            "properties": {
+                "id": {"type": "string"},
+                "status": {"type": "string", "enum": ["queued", "processing", "done", "failed"]},
+                "stage": _nullable({"type": "string", "description": "Pipeline stage while processing."}),
+                "queue_position": _nullable({"type": "integer", "minimum": 0,
+                                             "description": "Approximate, 0-based; only while queued."}),
+                "created_at": {"type": "string", "format": "date-time"},
+                "timings": {"type": "object", "additionalProperties": {"type": "number"},
+                            "description": "Seconds spent per pipeline stage so far."},
+                "style": _nullable({"type": "string", "description": "The style chosen, once known."}),
+                "family": _nullable({"type": "string", "enum": [family.value for family in Family] + [None]}),
+                "reason": _nullable({"type": "string", "description": "Why this style was chosen."}),
+                "strength": _nullable({"type": "number", "minimum": 0, "maximum": 1,
+                                       "description": "As requested; null means the style's default."}),
+                "result_url": _nullable({"type": "string", "format": "uri",
+                                         "description": "When done: a presigned GET of the portrait."}),
+                "expires_at": _nullable({"type": "string", "format": "date-time",
+                                         "description": "When done: when `result_url` stops working (never "
+                                                        "after the portrait itself is deleted). Poll again "
+                                                        "for a fresh URL."}),
+                "error": {"oneOf": [{"type": "null"}, {
+                    "type": "object", "required": ["code", "message"],
+                    "description": "When failed.",
+                    "properties": {"code": {"type": "string", "description": "E.g. " + ", ".join(
+                        f"`{code}`" for code in _job_error_codes())}, "message": {"type": "string"}},
+                }]},
+            },
+        },
+        "Style": {
+            "type": "object", "required": ["name", "family", "title", "description", "strength"],
+            "properties": {"name": {"type": "string"}, "family": {"type": "string"}, "title": {"type": "string"},
+                           "description": {"type": "string"},
+                           "strength": {"type": "number", "description": "Default strength."}},
+        },
+        "Styles": {
+            "type": "object", "required": ["default", "choices", "families"],
+            "properties": {
+                "default": {"type": "string", "const": "auto"},
+                "choices": {"type": "array", "items": {"type": "string"},
+                            "description": "Every accepted `style` value."},
+                "families": {"type": "array", "items": {
+                    "type": "object", "required": ["name", "styles"],
+                    "properties": {"name": {"type": "string"}, "styles": {"type": "array", "items": _ref("Style")}},
+                }},
+            },
+        },
+        "Status": {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}},
+    }
+
+
+@cache
+def document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "AI Portraits gateway",
+            "version": API_VERSION,
+            "description": (
+                "Upload a photo, poll its job, fetch the painted portrait. Every error uses the `Error` envelope; "
+                "an unknown route answers `not_found` (404) and a known route with the wrong method "
+                f"`method_not_allowed` (405, with `Allow`). {NULL_CONVENTION}"
+            ),
+        },
+        "paths": {
+            "/v1/portraits": {"post": {
+                "operationId": "createPortrait",
+                "summary": "Upload a photo to be painted.",
+                "description": "Validated before anything is stored; the photo is re-encoded without metadata "
+                               "and stored encrypted. Rate limited per client.",
+                "requestBody": {"required": True, "content": {"multipart/form-data": {
+                    "schema": _ref("UploadForm"),
+                    "encoding": {"image": {"contentType": "image/jpeg, image/png, image/webp, image/heic, "
+                                                          "image/heif, application/octet-stream"}},
+                }}},
+                "responses": {
+                    "202": {**_ok("Queued.", _ref("Accepted")), "headers": {"Location": {
+                        "description": "The status URL.", "schema": {"type": "string"}}}},
+                    **_errors(*_UPLOAD_ERRORS),
+                },
+            }},
+            "/v1/portraits/{id}": {
+                "parameters": [_ID_PARAMETER],
+                "get": {
+                    "operationId": "getPortrait",
+                    "summary": "The job's status and, when done, the portrait's URL.",
+                    "responses": {"200": _ok("The job.", _ref("Portrait")),
+                                  **_errors("not_found", "unavailable", *_ALWAYS)},
+                },
+                "delete": {
+                    "operationId": "deletePortrait",
+                    "summary": "Erase the job now: portrait, photo, key and record.",
+                    "responses": {"204": {"description": "Erased."},
+                                  **_errors("not_found", "unavailable", *_ALWAYS)},
+                },
+            },
+            "/v1/styles": {"get": {
+                "operationId": "listStyles", "summary": "The style catalog.",
+                "responses": {"200": _ok("Families and styles.", _ref("Styles")), **_errors(*_ALWAYS)},
+            }},
+            "/v1/openapi.json": {"get": {
+                "operationId": "getOpenApi", "summary": "This document.",
+                "responses": {"200": _ok("OpenAPI 3.1.", {"type": "object"}), **_errors(*_ALWAYS)},
+            }},
+            "/healthz": {"get": {
+                "operationId": "healthz", "summary": "Liveness: the process answers (no dependency checked).",
+                "responses": {"200": _ok("Alive.", _ref("Status")), **_errors(*_ALWAYS)},
+            }},
+            "/readyz": {"get": {
+                "operationId": "readyz", "summary": "Readiness: Redis answers PING and both buckets are reachable.",
+                "responses": {"200": _ok("Ready.", _ref("Status")),
+                              **_errors("unavailable", *_ALWAYS)},
+            }},
+            "/metrics": {"get": {
+                "operationId": "metrics", "summary": "Prometheus metrics (text exposition format).",
+                "responses": {"200": _ok("Metrics.", {"type": "string"}, "text/plain; version=1.0.0"),
+                              **_errors(*_ALWAYS)},
+            }},
+        },
+        "components": {
+            "schemas": _schemas(),
+            # Answers any route can give, outside its own operation's list.
+            "responses": {
+                "BadRequest": _errors("bad_request")["400"],
+                "NotFound": _errors("not_found")["404"],
+                "MethodNotAllowed": {**_errors("method_not_allowed")["405"],
+                                     "headers": {"Allow": {"schema": {"type": "string"}}}},
+            },
+        },
+    }

@@ -1,0 +1,264 @@
+"""HTTP routes. Three blueprints: `uploads` (POST /v1/portraits alone, so the rate limit applies to it and
+nothing else), `portraits` (the rest of the public API) and `ops` (health, readiness, metrics).
+
+Portrait responses always carry every field; a field that does not apply is null (see openapi.py).
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from functools import cache, partial
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from botocore.exceptions import BotoCoreError, ClientError
+from flask import Blueprint, Flask, Response, current_app, jsonify, request, url_for
+from redis import RedisError
+
+from services.gateway import metrics, openapi
+from services.gateway.errors import ApiError
+from services.gateway.uploads import CleanUpload, read_upload
+from services.worker.engine.catalog import CATALOG, Family, styles_in
+from shared.crypto import new_key, seal
+from shared.ids import is_job_id, new_job_id
+from shared.jobs import Job, JobNotFound, JobState, TransitionRefused
+from shared.jobs import now as clock
+from shared.logging import get_logger
+from shared.queue import enqueue_render, queue_depth
+from shared.storage import RESULT_EXTENSIONS, ObjectMissing, StorageUnavailable, result_key, source_key
+
+if TYPE_CHECKING:
+    from services.gateway.app import Gateway
+
+log = get_logger(__name__)
+
+EXTENSION_KEY = "portraits_gateway"
+SOURCE_CONTENT_TYPE = "application/octet-stream"  # sealed: opaque bytes, not an image
+VISIBLE_STATES = frozenset({JobState.QUEUED, JobState.PROCESSING, JobState.DONE, JobState.FAILED})
+_STORAGE_ERRORS = (StorageUnavailable, ObjectMissing, ClientError, BotoCoreError)
+
+uploads = Blueprint("uploads", __name__)
+portraits = Blueprint("portraits", __name__)
+ops = Blueprint("ops", __name__)
+
+
+def gateway() -> Gateway:
+    return current_app.extensions[EXTENSION_KEY]
+
+
+def register(app: Flask) -> None:
+    for blueprint in (uploads, portraits, ops):
+        app.register_blueprint(blueprint)
+    app.teardown_request(_unbind_job)
+
+
+def _bind_job(job_id: str) -> None:
+    structlog.contextvars.bind_contextvars(job_id=job_id)
+
+
+def _unbind_job(_exc: BaseException | None = None) -> None:
+    structlog.contextvars.unbind_contextvars("job_id")
+
+
+def _not_found() -> ApiError:
+    return ApiError("not_found", "no such portrait (it may have expired or been deleted)")
+
+
+# ------------------------------------------------------------------------------------------------ portraits
+
+
+@uploads.post("/v1/portraits")
+def create_portrait() -> tuple[Response, int, dict[str, str]]:
+    gw = gateway()
+    upload = read_upload(request, gw.settings)  # every rejection happens here, before anything is stored
+    job = submit(gw, upload)
+    status_url = url_for("portraits.get_portrait", id=job.id)
+    log.info("portrait queued", received_bytes=upload.received_bytes, source_format=upload.source_format,
+             width=upload.width, height=upload.height, style_requested=upload.style, strength=upload.strength)
+    body = {"id": job.id, "status": job.state.value, "status_url": status_url}
+    return jsonify(body), 202, {"Location": status_url}
+
+
+def submit(gw: Gateway, upload: CleanUpload) -> Job:
+    """Seal and store the source, record the job, enqueue it; on any failure undo what was written."""
+    job = Job(id=new_job_id(), state=JobState.QUEUED, created_at=clock(), style_requested=upload.style,
+              strength=upload.strength)
+    _bind_job(job.id)
+    key = new_key()
+    # Each undo is registered before its write (all are idempotent): a write that timed out may have landed.
+    undo: list[partial[None]] = []
+    try:
+        undo.append(partial(gw.source_keys.delete, job.id))
+        gw.source_keys.store(job.id, key)
+        undo.append(partial(gw.objects.delete, gw.objects.sources_bucket, source_key(job.id)))
+        gw.objects.put(gw.objects.sources_bucket, source_key(job.id), seal(key, upload.jpeg, job.id),
+                       SOURCE_CONTENT_TYPE)
+        undo.append(partial(gw.jobs.delete, job.id))
+        gw.jobs.create(job)
+        enqueue_render(gw.celery, gw.settings, job.id)
+    except Exception:
+        _roll_back(undo)
+        raise  # the error handlers answer 503 for dependency failures
+    metrics.ENQUEUED.inc()
+    return job
+
+
+def _roll_back(undo: list[partial[None]]) -> None:
+    # Best effort: what cannot be undone now expires by itself (the key's TTL shreds the source; the job
+    # record has a TTL) or is found by the janitor's orphan sweep.
+    for step in reversed(undo):
+        try:
+            step()
+        except Exception as exc:  # noqa: BLE001 - keep undoing the rest
+            log.warning("rollback step failed", step=step.func.__qualname__,
+                        error_type=type(exc).__name__)
+
+
+@portraits.get("/v1/portraits/<id>")
+def get_portrait(id: str) -> Response:  # the public path parameter is called `id`
+    job = _load_job(id)
+    view = portrait_view(gateway(), job, clock())
+    if view is None:
+        raise _not_found()
+    return jsonify(view)
+
+
+def _load_job(job_id: str) -> Job:
+    if not is_job_id(job_id):
+        raise _not_found()  # malformed ids never reach Redis
+    _bind_job(job_id)
+    job = gateway().jobs.get(job_id)
+    if job is None:
+        raise _not_found()
+    return job
+
+
+def portrait_view(gw: Gateway, job: Job, now: float) -> dict[str, Any] | None:
+    """The public view of a job, or None when it is gone for the client (deleted, expired)."""
+    if job.state not in VISIBLE_STATES:
+        return None
+    result_url = expires_at = None
+    if job.state is JobState.DONE:
+        result_expires_at = job.result_expires_at or (
+            (job.finished_at or job.created_at) + gw.settings.result_ttl_seconds)
+        expires_in = math.floor(min(result_expires_at - now, gw.settings.result_url_max_seconds))
+        if expires_in < 1:
+            return None  # the result is gone (or about to be); the janitor will mark the job expired
+        if job.result_key:
+            result_url = gw.objects.presigned_get(gw.objects.results_bucket, job.result_key, expires_in)
+            expires_at = iso_utc(now + expires_in)
+    failed = job.state is JobState.FAILED
+    return {
+        "id": job.id,
+        "status": job.state.value,
+        "stage": job.stage,
+        "queue_position": gw.jobs.queue_position(job.id) if job.state is JobState.QUEUED else None,
+        "created_at": iso_utc(job.created_at),
+        "timings": dict(job.timings),
+        "style": job.style,
+        "family": job.family,
+        "reason": job.reason,
+        "strength": job.strength,
+        "result_url": result_url,
+        "expires_at": expires_at,
+        "error": {"code": job.error_code or "engine_error", "message": job.error_message or ""} if failed else None,
+    }
+
+
+def iso_utc(epoch_seconds: float) -> str:
+    return datetime.fromtimestamp(epoch_seconds, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@portraits.delete("/v1/portraits/<id>")
+def delete_portrait(id: str) -> tuple[str, int]:
+    gw = gateway()
+    job = _load_job(id)
+    try:
+        # First, so a worker finishing now cannot move the job to `done` behind our back.
+        gw.jobs.transition(job.id, JobState.DELETED)
+    except TransitionRefused:
+        pass  # already deleted or expired: an earlier erasure was cut short, so finish it
+    except JobNotFound:
+        raise _not_found() from None
+    erase(gw, job)
+    job_erased_by_user(job.id)
+    return "", 204
+
+
+def erase(gw: Gateway, job: Job) -> None:
+    """Result(s), source, source key, then the record: the record goes last so a failed erasure can be
+    retried with the same id. Every step is idempotent."""
+    # A worker racing this DELETE may write its result after we read the record: remove every possible key.
+    results = {result_key(job.id, extension) for extension in RESULT_EXTENSIONS.values()}
+    if job.result_key:
+        results.add(job.result_key)
+    for key in sorted(results):
+        gw.objects.delete(gw.objects.results_bucket, key)
+    gw.objects.delete(gw.objects.sources_bucket, source_key(job.id))
+    gw.source_keys.delete(job.id)
+    gw.jobs.delete(job.id)
+
+
+def job_erased_by_user(job_id: str) -> None:
+    """The single place a user-requested erasure is reported (the erasure audit will hook in here)."""
+    metrics.ERASED.inc()
+    log.info("job erased by user", job_id=job_id)
+
+
+# ---------------------------------------------------------------------------------------------- catalog, docs
+
+
+@cache
+def styles_document() -> dict[str, Any]:
+    families = [{"name": family.value, "styles": [style.as_dict() for style in styles_in(family)]}
+                for family in Family]
+    return {
+        "default": "auto",
+        "choices": ["auto", *(family.value for family in Family), *(style.name for style in CATALOG)],
+        "families": families,
+    }
+
+
+@portraits.get("/v1/styles")
+def list_styles() -> Response:
+    return jsonify(styles_document())
+
+
+@portraits.get("/v1/openapi.json")
+def openapi_document() -> Response:
+    return jsonify(openapi.document())
+
+
+# ------------------------------------------------------------------------------------------------------ ops
+
+
+@ops.get("/healthz")
+def healthz() -> Response:
+    return jsonify({"status": "ok"})  # alive: touches no dependency
+
+
+@ops.get("/readyz")
+def readyz() -> Response:
+    gw = gateway()
+    down: list[str] = []
+    try:
+        gw.redis.ping()
+    except RedisError as exc:
+        down.append("redis")
+        log.warning("not ready: redis", error_type=type(exc).__name__)
+    try:
+        gw.probe_objects.ping()
+    except _STORAGE_ERRORS as exc:
+        down.append("storage")
+        log.warning("not ready: storage", error_type=type(exc).__name__)
+    if down:
+        raise ApiError("unavailable", f"not ready: {', '.join(down)} unreachable")
+    return jsonify({"status": "ready"})
+
+
+@ops.get("/metrics")
+def prometheus_metrics() -> Response:
+    gw = gateway()
+    body, content_type = metrics.render(lambda: queue_depth(gw.redis, gw.settings))
+    return Response(body, content_type=content_type)
