@@ -16,13 +16,14 @@ from shared.settings import Settings
 def configure_logging(settings: Settings, service: str) -> None:
     renderer = (structlog.processors.JSONRenderer() if settings.log_json
                 else structlog.dev.ConsoleRenderer(colors=False))
-    shared_processors = [
+    shared_processors: list = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info,  # tracebacks as text, not a repr of exc_info
-        structlog.processors.EventRenamer("message"),
     ]
+    if settings.log_json:
+        shared_processors.append(structlog.processors.EventRenamer("message"))
     structlog.configure(
         processors=[*shared_processors, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),

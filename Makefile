@@ -1,0 +1,38 @@
+# The README's two commands are `make run` and `make test`; every other target is a step they depend on.
+# Each step is idempotent: re-running skips what is already in place.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+DEPS_STAMP := $(VENV)/.deps-installed
+MODELS_STAMP := var/models/manifest.json
+
+.PHONY: run test models venv bench sheet clean
+
+venv: $(DEPS_STAMP)
+
+$(DEPS_STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first and pinned: this exact version is the CPU build; a looser spec would fetch a CUDA build.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+models: $(DEPS_STAMP)
+	$(PY) -m services.worker.engine.weights
+
+test: models
+	$(PY) -m pytest
+
+run: models
+	$(PY) -m scripts.local_run prepare
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/honcho -f Procfile -e var/local/env start 2>&1 || true
+
+bench: models
+	$(PY) -m scripts.benchmark_engine
+
+sheet: models
+	$(PY) -m services.cli sheet $$($(PY) -c 'from tests.support import samples as s; print(s.astronaut_path(), s.grace_hopper_path())') -o var/contact-sheet.jpg
+
+clean:
+	rm -rf $(VENV) var

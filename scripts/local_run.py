@@ -1,0 +1,110 @@
+"""`make run`: the whole system on this machine, on loopback, under honcho (see the Procfile).
+
+    python -m scripts.local_run prepare       # var/local: generated S3 credentials, identities, env file
+    python -m scripts.local_run <process>     # what each Procfile line runs (redis, s3, gateway, worker…)
+
+Services wait for what they need (as init containers would in Kubernetes), so honcho can start them all at
+once. Everything lives under the ignored var/ folder; Ctrl-C stops every process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from scripts import devstack
+from scripts.devstack import S3Credentials, WeedPorts
+from shared.settings import PROJECT_ROOT, Settings
+
+VAR = PROJECT_ROOT / "var" / "local"
+CREDENTIALS_FILE = VAR / "s3-credentials.json"
+IDENTITIES_FILE = VAR / "s3-identities.json"
+ENV_FILE = VAR / "env"
+GATEWAY_ADDRESS = "127.0.0.1:8080"
+REDIS_PORT = 6380  # not 6379: leave a developer's own Redis alone
+WEED_PORTS = WeedPorts(master=9333, master_grpc=19333, volume=8081, volume_grpc=18081, filer=8888,
+                       filer_grpc=18888, s3=8333, s3_grpc=18333)
+
+
+def credentials() -> S3Credentials:
+    """Generated once per checkout and kept (mode 0600) so restarts keep access to the stored objects."""
+    if CREDENTIALS_FILE.exists():
+        return S3Credentials(**json.loads(CREDENTIALS_FILE.read_text()))
+    creds = devstack.generate_credentials()
+    CREDENTIALS_FILE.touch(mode=0o600)
+    CREDENTIALS_FILE.write_text(json.dumps(asdict(creds)))
+    return creds
+
+
+def prepare() -> None:
+    for folder in ("redis", "seaweedfs", "metrics/gateway", "metrics/worker", "metrics/janitor"):
+        (VAR / folder).mkdir(parents=True, exist_ok=True)
+    for stale in (VAR / "metrics").glob("*/*.db"):  # multiprocess metrics files from a previous run
+        stale.unlink()
+    creds = credentials()
+    devstack.write_s3_identities(IDENTITIES_FILE, creds)
+    env = {
+        "PORTRAITS_REDIS_URL": f"redis://127.0.0.1:{REDIS_PORT}/0",
+        "PORTRAITS_S3_ENDPOINT_URL": WEED_PORTS.s3_endpoint,
+        "PORTRAITS_S3_ACCESS_KEY_ID": creds.access_key,
+        "PORTRAITS_S3_SECRET_ACCESS_KEY": creds.secret_key,
+        "PORTRAITS_LOG_JSON": "false",
+        "PYTHONUNBUFFERED": "1",
+    }
+    ENV_FILE.touch(mode=0o600)
+    ENV_FILE.write_text("".join(f"{name}={value}\n" for name, value in env.items()))
+
+
+def wait_for_backends(settings: Settings) -> None:
+    devstack.wait_for_redis(settings.redis_url, timeout=30)
+    creds = S3Credentials(settings.s3_access_key_id, settings.s3_secret_access_key.get_secret_value())
+    devstack.wait_for_s3(settings.s3_endpoint_url, creds, timeout=60)
+    devstack.prepare_s3(settings.s3_endpoint_url, creds, WEED_PORTS.master_address,
+                        [settings.sources_bucket, settings.results_bucket])
+
+
+def banner() -> str:
+    url = f"http://{GATEWAY_ADDRESS}"
+    return (f"\n  AI Portraits is running at {url}\n\n"
+            f"  curl -F image=@selfie.jpg {url}/v1/portraits\n"
+            f"  curl {url}/v1/portraits/<id>          # poll until status is done, then fetch result_url\n"
+            f"  portraits submit selfie.jpg --wait -o portrait.jpg\n\n"
+            f"  Ctrl-C stops everything. Data lives under var/.\n")
+
+
+def exec_process(name: str) -> None:
+    settings = Settings()
+    commands = {
+        "redis": lambda: devstack.redis_command(REDIS_PORT, VAR / "redis", persist=True),
+        "s3": lambda: devstack.weed_command(WEED_PORTS, VAR / "seaweedfs", IDENTITIES_FILE),
+        "gateway": lambda: [sys.executable, "-m", "gunicorn", "-c", "services/gateway/gunicorn_conf.py",
+                            "services.gateway.wsgi:app"],
+        "worker": lambda: [sys.executable, "-m", "celery", "-A", "services.worker.app", "worker",
+                           "-Q", settings.queue_name, "--concurrency", "1", "--loglevel", "INFO",
+                           "--without-gossip", "--without-mingle"],
+    }
+    metrics_dirs = {"gateway": "gateway", "worker": "worker", "janitor": "janitor"}
+    if name in metrics_dirs:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(VAR / "metrics" / metrics_dirs[name])
+        wait_for_backends(settings)
+    if name == "gateway":
+        os.environ.setdefault("PORTRAITS_GATEWAY_BIND", GATEWAY_ADDRESS)
+        print(banner(), flush=True)
+    command = commands[name]()
+    os.execvp(command[0], command)
+
+
+def main(argv: list[str]) -> None:
+    if argv == ["prepare"]:
+        prepare()
+    elif len(argv) == 1:
+        exec_process(argv[0])
+    else:
+        raise SystemExit(__doc__)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

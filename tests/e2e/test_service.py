@@ -1,0 +1,95 @@
+"""End to end with real parts: gateway → Redis/Celery → a real prefork worker → SeaweedFS → presigned URL."""
+
+from __future__ import annotations
+
+import io
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from PIL import Image
+
+from services.gateway.app import create_app
+from shared.storage import source_key
+from tests.support import samples
+from tests.support.service import Backends, service_settings
+from tests.support.worker import WorkerProcess
+
+
+@pytest.fixture(scope="module")
+def settings(redis_server, s3_server):
+    return service_settings(redis_server.url, s3_server, queue_name="e2e", sources_bucket="e2e-sources",
+                            results_bucket="e2e-results")
+
+
+@pytest.fixture(scope="module")
+def worker(settings, tmp_path_factory):
+    process = WorkerProcess(settings, tmp_path_factory.mktemp("worker")).start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def client(settings, worker):
+    return create_app(settings).test_client()
+
+
+def wait_for(client, status_url: str, timeout: float = 90.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(status_url).get_json()
+        if job["status"] in ("done", "failed"):
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job still {job['status']} after {timeout}s")
+
+
+def submit(client, path, **form) -> dict:
+    with open(path, "rb") as photo:
+        response = client.post("/v1/portraits", data={"image": (photo, "selfie.png"), **form})
+    assert response.status_code == 202, response.get_json()
+    return response.get_json()
+
+
+def test_astronaut_becomes_a_downloadable_portrait(client, settings, astronaut_path):
+    accepted = submit(client, astronaut_path)
+    job = wait_for(client, accepted["status_url"])
+    assert job["status"] == "done", job
+    assert job["style"] and job["family"] in ("oil", "watercolor", "ink") and job["reason"]
+    assert set(job["timings"]) >= {"decode", "detect", "generate", "finish"}
+    with urllib.request.urlopen(job["result_url"], timeout=10) as response:
+        data = response.read()
+    image = Image.open(io.BytesIO(data))
+    assert image.format == "JPEG" and not image.getexif() and image.height == 512
+    backends = Backends.connect(settings)
+    assert not backends.storage.exists(settings.sources_bucket, source_key(accepted["id"]))
+    # A presigned URL is a capability for exactly one object: point it elsewhere and it is refused.
+    tampered = job["result_url"].replace(accepted["id"], accepted["id"][::-1])
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(tampered, timeout=10)
+    assert refused.value.code == 403
+
+
+def test_photo_without_a_face_fails_with_its_code(client, settings):
+    accepted = submit(client, samples.coffee_path())
+    job = wait_for(client, accepted["status_url"])
+    assert job["status"] == "failed" and job["error"]["code"] == "no_face" and job["error"]["message"]
+    backends = Backends.connect(settings)
+    assert not backends.storage.exists(settings.sources_bucket, source_key(accepted["id"]))
+
+
+def test_delete_erases_everything(client, settings, grace_hopper_path):
+    accepted = submit(client, grace_hopper_path, style="ink")
+    job = wait_for(client, accepted["status_url"])
+    assert job["status"] == "done" and job["family"] == "ink"
+    assert client.delete(accepted["status_url"]).status_code == 204
+    assert client.get(accepted["status_url"]).status_code == 404
+    with pytest.raises(urllib.error.HTTPError):
+        urllib.request.urlopen(job["result_url"], timeout=10)
+
+
+def test_worker_serves_its_metrics(worker):
+    text = worker.metrics()
+    assert 'portraits_worker_jobs_total{outcome="done"}' in text
+    assert "portraits_worker_stage_seconds_bucket" in text and "portraits_worker_queue_wait_seconds" in text

@@ -1,0 +1,58 @@
+"""A real Celery worker process (prefork, as in production) pointed at the session's Redis and SeaweedFS."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import urllib.request
+from pathlib import Path
+
+from scripts.devstack import ManagedProcess, free_port
+from shared.settings import PROJECT_ROOT, Settings
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that reproduces `settings` in a child process."""
+    env = {}
+    for name, value in settings.model_dump(mode="json").items():
+        if value is None:
+            continue
+        if name == "s3_secret_access_key":
+            value = settings.s3_secret_access_key.get_secret_value()
+        env[f"PORTRAITS_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+    return env
+
+
+class WorkerProcess:
+    def __init__(self, settings: Settings, workdir: Path) -> None:
+        self.metrics_port = free_port()
+        self.settings = settings.model_copy(update={"worker_metrics_port": self.metrics_port})
+        metrics_dir = workdir / "metrics"
+        metrics_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **settings_env(self.settings), "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+               "PYTHONPATH": str(PROJECT_ROOT)}
+        command = [sys.executable, "-m", "celery", "-A", "services.worker.app", "worker", "-Q",
+                   self.settings.queue_name, "--concurrency", "1", "--loglevel", "INFO", "--without-gossip",
+                   "--without-mingle", "--without-heartbeat"]
+        self.process = ManagedProcess("celery-worker", command, workdir / "worker.log", cwd=PROJECT_ROOT, env=env)
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as response:
+            return response.read().decode()
+
+    def ready_processes(self) -> int:
+        try:
+            text = self.metrics()
+        except OSError:
+            return 0
+        match = re.search(r'portraits_worker_processes\{state="ready"\} ([0-9.]+)', text)
+        return int(float(match.group(1))) if match else 0
+
+    def start(self, timeout: float = 90.0) -> "WorkerProcess":
+        self.process.start()
+        self.process.wait_ready(lambda: self.ready_processes() >= 1, timeout, interval=0.25)
+        return self
+
+    def stop(self) -> None:
+        self.process.stop(grace=15)
