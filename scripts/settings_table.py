@@ -1,4 +1,5 @@
-"""Print the README's settings table from `shared.settings.Settings` (a test keeps the README in step)."""
+"""Print (or, with --update-readme, rewrite) the README's settings table from `shared.settings.Settings`;
+a test keeps the README in step."""
 
 from __future__ import annotations
 
@@ -26,5 +27,19 @@ def settings_table() -> str:
     return "\n".join(rows)
 
 
+def update_readme() -> None:
+    """Replace the README's table (from its header row to the next blank line) with the current one."""
+    readme = PROJECT_ROOT / "README.md"
+    text = readme.read_text()
+    start = text.index("| variable | default | meaning |")
+    end = text.index("\n\n", start)
+    readme.write_text(text[:start] + settings_table() + text[end:])
+
+
 if __name__ == "__main__":
-    print(settings_table())
+    import sys
+
+    if sys.argv[1:] == ["--update-readme"]:
+        update_readme()
+    else:
+        print(settings_table())

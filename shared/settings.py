@@ -116,6 +116,18 @@ class Settings(BaseSettings):
     task_max_retries: int = Field(5, ge=0, description="Retries of a render after transient storage/Redis errors.")
     worker_metrics_port: int = Field(9101, description="Port of the worker's /metrics endpoint.")
 
+    # --- janitor and audit ---
+    janitor_interval_seconds: float = Field(5.0, gt=0, description="Seconds between janitor sweeps.")
+    janitor_batch_size: int = Field(500, ge=1, description="Most due objects one sweep claims per kind.")
+    janitor_lease_seconds: float = Field(
+        30.0, gt=0, description="A claimed deletion is hidden from other janitor replicas this long."
+    )
+    janitor_reconcile_seconds: float = Field(
+        60.0, gt=0, description="Seconds between reconciliation passes that list the buckets for orphans."
+    )
+    janitor_metrics_port: int = Field(9102, description="Port of the janitor's /metrics endpoint.")
+    audit_max_entries: int = Field(100_000, ge=100, description="Deletion audit records kept (Redis stream).")
+
     # --- observability ---
     log_level: str = Field("INFO", description="Log level of every service.")
     log_json: bool = Field(True, description="JSON log lines (false: human-readable console lines).")

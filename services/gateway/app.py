@@ -16,7 +16,9 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from services.gateway import metrics, routes
 from services.gateway.errors import register_error_handlers
+from shared.audit import AuditLog
 from shared.crypto import SourceKeys
+from shared.deletion import DeletionSchedule, Eraser
 from shared.jobs import JobStore
 from shared.queue import make_celery
 from shared.settings import Settings, get_settings
@@ -45,19 +47,23 @@ class Gateway:
     objects: ObjectStore
     source_keys: SourceKeys
     celery: Celery
+    eraser: Eraser
     probe_objects: ObjectStore  # same buckets, probe-sized timeouts, for /readyz
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Gateway:
         client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
                                       socket_timeout=REDIS_SOCKET_TIMEOUT_S)
+        objects = ObjectStore(settings)
+        source_keys = SourceKeys(client, ttl_seconds=settings.source_max_age_seconds)
         return cls(
             settings=settings,
             redis=client,
             jobs=JobStore(client, ttl_seconds=settings.job_ttl_seconds),
-            objects=ObjectStore(settings),
-            source_keys=SourceKeys(client, ttl_seconds=settings.source_max_age_seconds),
+            objects=objects,
+            source_keys=source_keys,
             celery=make_celery(settings),
+            eraser=Eraser(objects, source_keys, DeletionSchedule(client), AuditLog(client, settings.audit_max_entries)),
             probe_objects=ObjectStore(with_overrides(settings, **PROBE_S3_OVERRIDES)),
         )
 

@@ -26,6 +26,7 @@ from shared.jobs import Job, JobNotFound, JobState, TransitionRefused
 from shared.jobs import now as clock
 from shared.logging import get_logger
 from shared.queue import enqueue_render, queue_depth
+from shared.audit import Deleter, ObjectKind
 from shared.storage import RESULT_EXTENSIONS, ObjectMissing, StorageUnavailable, result_key, source_key
 
 if TYPE_CHECKING:
@@ -91,6 +92,10 @@ def submit(gw: Gateway, upload: CleanUpload) -> Job:
     try:
         undo.append(partial(gw.source_keys.delete, job.id))
         gw.source_keys.store(job.id, key)
+        # Scheduled for deletion before it exists: no crash can leave an unscheduled source behind.
+        undo.append(partial(gw.eraser.schedule.remove, ObjectKind.SOURCE, source_key(job.id)))
+        gw.eraser.track(ObjectKind.SOURCE, source_key(job.id), job.id, job.created_at,
+                        gw.settings.source_max_age_seconds)
         undo.append(partial(gw.objects.delete, gw.objects.sources_bucket, source_key(job.id)))
         gw.objects.put(gw.objects.sources_bucket, source_key(job.id), seal(key, upload.jpeg, job.id),
                        SOURCE_CONTENT_TYPE)
@@ -194,14 +199,13 @@ def erase(gw: Gateway, job: Job) -> None:
     if job.result_key:
         results.add(job.result_key)
     for key in sorted(results):
-        gw.objects.delete(gw.objects.results_bucket, key)
-    gw.objects.delete(gw.objects.sources_bucket, source_key(job.id))
-    gw.source_keys.delete(job.id)
+        gw.eraser.erase(ObjectKind.RESULT, key, job.id, Deleter.USER, reason="erased")
+    gw.eraser.erase(ObjectKind.SOURCE, source_key(job.id), job.id, Deleter.USER, reason="erased")
     gw.jobs.delete(job.id)
 
 
 def job_erased_by_user(job_id: str) -> None:
-    """The single place a user-requested erasure is reported (the erasure audit will hook in here)."""
+    """The single place a user-requested erasure is counted (each object's audit record is the Eraser's)."""
     metrics.ERASED.inc()
     log.info("job erased by user", job_id=job_id)
 

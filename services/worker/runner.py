@@ -14,7 +14,9 @@ from typing import Protocol
 import redis
 
 from services.worker import metrics
+from shared.audit import Deleter, ObjectKind
 from shared.crypto import KeyGone, SealBroken, SourceKeys, unseal
+from shared.deletion import Eraser
 from shared.errors import PortraitError
 from shared.jobs import TERMINAL, JobNotFound, JobState, JobStore, TransitionRefused, now
 from shared.logging import get_logger
@@ -45,11 +47,12 @@ TIMED_OUT = Failure("timeout", "painting took too long and was stopped; please t
 
 class JobRunner:
     def __init__(self, settings: Settings, jobs: JobStore, storage: ObjectStore, keys: SourceKeys,
-                 engine: PortraitRenderer) -> None:
+                 eraser: Eraser, engine: PortraitRenderer) -> None:
         self._settings = settings
         self._jobs = jobs
         self._storage = storage
         self._keys = keys
+        self._eraser = eraser
         self._engine = engine
 
     def run(self, job_id: str) -> str:
@@ -83,6 +86,9 @@ class JobRunner:
         metrics.BATCH_SIZE.observe(1)
 
         key = result_key(job_id, RESULT_EXTENSIONS[portrait.content_type])
+        stored = now()
+        # Scheduled before it is written, so a crash right after the write still leaves it on the schedule.
+        self._eraser.track(ObjectKind.RESULT, key, job_id, stored, self._settings.result_ttl_seconds)
         self._storage.put(self._storage.results_bucket, key, portrait.data, portrait.content_type)
         finished = now()
         try:
@@ -90,15 +96,15 @@ class JobRunner:
                 job_id, JobState.DONE, stage=None, finished_at=finished, style=portrait.style,
                 family=portrait.family, reason=portrait.reason, strength=portrait.strength,
                 timings=portrait.timings, result_key=key,
-                result_expires_at=finished + self._settings.result_ttl_seconds,
+                result_expires_at=stored + self._settings.result_ttl_seconds,
             )
         except (TransitionRefused, JobNotFound):
             # Erased (or expired) while we painted: the result must not outlive the job.
-            self._storage.delete(self._storage.results_bucket, key)
-            self.erase_source(job_id)
+            self._eraser.erase(ObjectKind.RESULT, key, job_id, Deleter.WORKER, reason="job gone")
+            self.erase_source(job_id, reason="job gone")
             log.info("job erased during render; result discarded", job_id=job_id)
             return "skipped"
-        self.erase_source(job_id)
+        self.erase_source(job_id, reason="done")
         metrics.JOB_SECONDS.observe(finished - started)
         log.info("job done", job_id=job_id, style=portrait.style, seconds=round(finished - started, 3))
         return "done"
@@ -120,13 +126,12 @@ class JobRunner:
                                   error_code=failure.code, error_message=failure.message)
         except (TransitionRefused, JobNotFound):
             pass  # already finished, erased or expired
-        self.erase_source(job_id)
+        self.erase_source(job_id, reason=f"failed:{failure.code}")
         log.info("job failed", job_id=job_id, code=failure.code)
         return f"failed:{failure.code}"
 
-    def erase_source(self, job_id: str) -> None:
-        self._storage.delete(self._storage.sources_bucket, source_key(job_id))
-        self._keys.delete(job_id)
+    def erase_source(self, job_id: str, reason: str) -> None:
+        self._eraser.erase(ObjectKind.SOURCE, source_key(job_id), job_id, Deleter.WORKER, reason=reason)
 
 
 class _Permanent(Exception):

@@ -9,7 +9,9 @@ from services.worker import metrics
 from services.worker.app import app, redis_client, settings
 from services.worker.lifecycle import WorkerState
 from services.worker.runner import TIMED_OUT, UNAVAILABLE, JobRunner, TransientError
+from shared.audit import AuditLog
 from shared.crypto import SourceKeys
+from shared.deletion import DeletionSchedule, Eraser
 from shared.jobs import JobStore
 from shared.logging import get_logger
 from shared.queue import RENDER_TASK, queue_depth
@@ -28,13 +30,11 @@ def start_process(settings: Settings) -> None:
 
     global _runner, _redis
     _redis = client = redis_client()
-    _runner = JobRunner(
-        settings,
-        JobStore(client, ttl_seconds=settings.job_ttl_seconds),
-        ObjectStore(settings),
-        SourceKeys(client, ttl_seconds=settings.source_max_age_seconds),
-        PortraitEngine(settings),
-    )
+    storage = ObjectStore(settings)
+    keys = SourceKeys(client, ttl_seconds=settings.source_max_age_seconds)
+    eraser = Eraser(storage, keys, DeletionSchedule(client), AuditLog(client, settings.audit_max_entries))
+    _runner = JobRunner(settings, JobStore(client, ttl_seconds=settings.job_ttl_seconds), storage, keys, eraser,
+                        PortraitEngine(settings))
 
 
 def runner() -> JobRunner:

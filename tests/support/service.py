@@ -7,7 +7,9 @@ from dataclasses import dataclass
 import redis
 
 from scripts.devstack import SeaweedServer, ensure_buckets
+from shared.audit import AuditLog, ObjectKind
 from shared.crypto import SourceKeys, new_key, seal
+from shared.deletion import DeletionSchedule, Eraser
 from shared.ids import new_job_id
 from shared.jobs import Job, JobState, JobStore, now
 from shared.settings import Settings
@@ -39,18 +41,24 @@ class Backends:
     jobs: JobStore
     storage: ObjectStore
     keys: SourceKeys
+    eraser: Eraser
+    audit: AuditLog
 
     @classmethod
-    def connect(cls, settings: Settings) -> "Backends":
+    def connect(cls, settings: Settings, storage: ObjectStore | None = None) -> "Backends":
         client = redis.Redis.from_url(settings.redis_url)
-        return cls(settings, client, JobStore(client, settings.job_ttl_seconds), ObjectStore(settings),
-                   SourceKeys(client, settings.source_max_age_seconds))
+        storage = storage or ObjectStore(settings)
+        keys = SourceKeys(client, settings.source_max_age_seconds)
+        audit = AuditLog(client, settings.audit_max_entries)
+        return cls(settings, client, JobStore(client, settings.job_ttl_seconds), storage, keys,
+                   Eraser(storage, keys, DeletionSchedule(client), audit), audit)
 
     def submit(self, photo: bytes, style: str = "auto", strength: float | None = None) -> str:
         """What the gateway does for an accepted upload, minus validation and the queue."""
         job_id = new_job_id()
         key = new_key()
         self.keys.store(job_id, key)
+        self.eraser.track(ObjectKind.SOURCE, source_key(job_id), job_id, now(), self.settings.source_max_age_seconds)
         self.storage.put(self.storage.sources_bucket, source_key(job_id), seal(key, photo, job_id),
                          "application/octet-stream")
         self.jobs.create(Job(id=job_id, state=JobState.QUEUED, created_at=now(), style_requested=style,
@@ -59,3 +67,11 @@ class Backends:
 
     def source_exists(self, job_id: str) -> bool:
         return self.storage.exists(self.storage.sources_bucket, source_key(job_id))
+
+    def runner(self, engine, storage: ObjectStore | None = None):  # type: ignore[no-untyped-def]
+        """A JobRunner on these backends (optionally with a different object store, e.g. a flaky one)."""
+        from services.worker.runner import JobRunner
+
+        storage = storage or self.storage
+        eraser = Eraser(storage, self.keys, self.eraser.schedule, self.audit)
+        return JobRunner(self.settings, self.jobs, storage, self.keys, eraser, engine)

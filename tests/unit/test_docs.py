@@ -10,7 +10,7 @@ README = (PROJECT_ROOT / "README.md").read_text()
 
 
 def test_settings_table_is_current():
-    assert settings_table() in README, "regenerate it: python -m scripts.settings_table"
+    assert settings_table() in README, "regenerate it: python -m scripts.settings_table --update-readme"
 
 
 def test_every_style_is_documented():

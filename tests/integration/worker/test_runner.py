@@ -18,7 +18,7 @@ def backends(redis_server, s3_server) -> Backends:
 
 @pytest.fixture
 def runner(backends, engine) -> JobRunner:
-    return JobRunner(backends.settings, backends.jobs, backends.storage, backends.keys, engine)
+    return backends.runner(engine)
 
 
 class FlakyStore(ObjectStore):
@@ -67,7 +67,7 @@ def test_expired_key_fails_with_source_expired(backends, runner, astronaut_path)
 
 def test_transient_storage_error_then_success(backends, engine, astronaut_path):
     flaky = FlakyStore(backends.settings, failures=1)
-    runner = JobRunner(backends.settings, backends.jobs, flaky, backends.keys, engine)
+    runner = backends.runner(engine, storage=flaky)
     job_id = backends.submit(astronaut_path.read_bytes())
     with pytest.raises(TransientError):
         runner.run(job_id)
@@ -85,7 +85,7 @@ def test_job_erased_during_render_leaves_no_result(backends, engine, astronaut_p
             return portrait
 
     job_id = backends.submit(astronaut_path.read_bytes())
-    runner = JobRunner(backends.settings, backends.jobs, backends.storage, backends.keys, ErasingEngine())
+    runner = backends.runner(ErasingEngine())
     assert runner.run(job_id) == "skipped"
     assert not backends.storage.exists(backends.storage.results_bucket, f"results/{job_id}.jpg")
     assert not backends.source_exists(job_id)

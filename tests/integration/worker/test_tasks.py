@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 
 from services.worker import tasks
-from services.worker.runner import JobRunner
 from shared.jobs import JobState
 from tests.integration.worker.test_runner import FlakyStore
 from tests.support.service import Backends, service_settings
@@ -19,8 +18,7 @@ def eager_task(redis_server, s3_server, engine, monkeypatch):
 
     def install(failures: int) -> Backends:
         flaky = FlakyStore(backends.settings, failures=failures)
-        monkeypatch.setattr(tasks, "_runner", JobRunner(backends.settings, backends.jobs, flaky, backends.keys,
-                                                        engine))
+        monkeypatch.setattr(tasks, "_runner", backends.runner(engine, storage=flaky))
         monkeypatch.setattr(tasks, "_redis", backends.redis)
         monkeypatch.setattr(tasks, "settings", backends.settings)
         return backends
