@@ -10,14 +10,17 @@ once. Everything lives under the ignored var/ folder; Ctrl-C stops every process
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 
 from scripts import devstack
 from scripts.devstack import S3Credentials, WeedPorts
 from shared.settings import PROJECT_ROOT, Settings
+from shared.storage import ObjectStore, StorageUnavailable
 
 VAR = PROJECT_ROOT / "var" / "local"
 CREDENTIALS_FILE = VAR / "s3-credentials.json"
@@ -40,7 +43,7 @@ def credentials() -> S3Credentials:
 
 
 def prepare() -> None:
-    for folder in ("redis", "seaweedfs", "metrics/gateway", "metrics/worker", "metrics/janitor"):
+    for folder in ("redis", "seaweedfs", "metrics/gateway", "metrics/worker"):
         (VAR / folder).mkdir(parents=True, exist_ok=True)
     for stale in (VAR / "metrics").glob("*/*.db"):  # multiprocess metrics files from a previous run
         stale.unlink()
@@ -58,12 +61,34 @@ def prepare() -> None:
     ENV_FILE.write_text("".join(f"{name}={value}\n" for name, value in env.items()))
 
 
-def wait_for_backends(settings: Settings) -> None:
+def native_ttl(seconds: int) -> str:
+    """SeaweedFS TTL a little past our own limit, in whole minutes: the janitor is the guarantee, this is
+    the belt and braces that still deletes if no janitor runs."""
+    return f"{math.ceil(seconds / 60) + 1}m"
+
+
+def wait_for_backends(settings: Settings, *, prepare: bool) -> None:
+    """Wait for Redis and S3. The gateway (`prepare`) also creates the buckets and native TTL rules; the
+    other services wait until the buckets exist."""
     devstack.wait_for_redis(settings.redis_url, timeout=30)
     creds = S3Credentials(settings.s3_access_key_id, settings.s3_secret_access_key.get_secret_value())
     devstack.wait_for_s3(settings.s3_endpoint_url, creds, timeout=60)
-    devstack.prepare_s3(settings.s3_endpoint_url, creds, WEED_PORTS.master_address,
-                        [settings.sources_bucket, settings.results_bucket])
+    if prepare:
+        ttls = {f"{settings.sources_bucket}/sources": native_ttl(settings.source_max_age_seconds),
+                f"{settings.results_bucket}/results": native_ttl(settings.result_ttl_seconds)}
+        devstack.prepare_s3(settings.s3_endpoint_url, creds, WEED_PORTS.master_address,
+                            [settings.sources_bucket, settings.results_bucket], ttls)
+    else:
+        storage = ObjectStore(settings)
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                storage.ping()
+                return
+            except StorageUnavailable:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
 
 
 def banner() -> str:
@@ -72,6 +97,7 @@ def banner() -> str:
             f"  curl -F image=@selfie.jpg {url}/v1/portraits\n"
             f"  curl {url}/v1/portraits/<id>          # poll until status is done, then fetch result_url\n"
             f"  portraits submit selfie.jpg --wait -o portrait.jpg\n\n"
+            f"  portraits janitor report                # deletion audit: counts, lifetimes, overdue\n\n"
             f"  Ctrl-C stops everything. Data lives under var/.\n")
 
 
@@ -82,14 +108,15 @@ def exec_process(name: str) -> None:
         "s3": lambda: devstack.weed_command(WEED_PORTS, VAR / "seaweedfs", IDENTITIES_FILE),
         "gateway": lambda: [sys.executable, "-m", "gunicorn", "-c", "services/gateway/gunicorn_conf.py",
                             "services.gateway.wsgi:app"],
+        "janitor": lambda: [sys.executable, "-m", "services.janitor"],
         "worker": lambda: [sys.executable, "-m", "celery", "-A", "services.worker.app", "worker",
                            "-Q", settings.queue_name, "--concurrency", "1", "--loglevel", "INFO",
                            "--without-gossip", "--without-mingle"],
     }
-    metrics_dirs = {"gateway": "gateway", "worker": "worker", "janitor": "janitor"}
-    if name in metrics_dirs:
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(VAR / "metrics" / metrics_dirs[name])
-        wait_for_backends(settings)
+    if name in ("gateway", "worker"):  # several processes each: their metrics are shared through files
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(VAR / "metrics" / name)
+    if name in ("gateway", "worker", "janitor"):
+        wait_for_backends(settings, prepare=name == "gateway")
     if name == "gateway":
         os.environ.setdefault("PORTRAITS_GATEWAY_BIND", GATEWAY_ADDRESS)
         print(banner(), flush=True)

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from pydantic import ValidationError
+from redis.exceptions import RedisError
 
 from services.worker.engine.catalog import CATALOG, Family
 from shared.errors import PortraitError
@@ -86,6 +87,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
         return 1
 
 
+def cmd_janitor_report(args: argparse.Namespace) -> int:
+    from services.janitor.report import main as report
+
+    return report()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="portraits", description="AI Portraits: selfies painted like the old masters.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every stage as it runs")
@@ -108,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("-o", "--output", type=Path, help="where to save the portrait (with --wait)")
     submit.set_defaults(handler=cmd_submit)
 
+    janitor = commands.add_parser("janitor", help="privacy figures from the deletion audit")
+    janitor_commands = janitor.add_subparsers(dest="janitor_command", required=True)
+    report = janitor_commands.add_parser("report", help="deletions per kind and deleter, lifetimes, overdue")
+    report.set_defaults(handler=cmd_janitor_report)
+
     styles = commands.add_parser("styles", help="list the style catalog")
     styles.set_defaults(handler=cmd_styles)
 
@@ -127,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except PortraitError as exc:
         print(f"error: {exc.message} [{exc.code}]", file=sys.stderr)
+        return 1
+    except RedisError as exc:
+        print(f"error: Redis unreachable ({exc})", file=sys.stderr)
         return 1
     except OSError as exc:  # unreadable input, unwritable output
         print(f"error: {exc.strerror or exc}: {exc.filename}", file=sys.stderr)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from typing import Iterator
 
 import redis
 from prometheus_client import Histogram
@@ -133,6 +134,10 @@ class Eraser:
 
     def bucket(self, kind: ObjectKind) -> str:
         return self._storage.sources_bucket if kind is ObjectKind.SOURCE else self._storage.results_bucket
+
+    def list_objects(self, kind: ObjectKind, prefix: str) -> Iterator[tuple[str, float]]:
+        """(key, last-modified epoch seconds) of every stored object of this kind."""
+        return self._storage.list(self.bucket(kind), prefix)
 
     def track(self, kind: ObjectKind, key: str, job_id: str, created_at: float, max_age: float) -> None:
         """Schedule an object's deletion; call it *before* writing the object, so no write goes unscheduled."""

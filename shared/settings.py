@@ -70,7 +70,10 @@ class Settings(BaseSettings):
 
 
     # --- service: Redis, object storage, jobs ---
-    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis: Celery broker, job records, schedules.")
+    redis_url: str = Field(
+        "redis://127.0.0.1:6380/0",
+        description="Redis: Celery broker, job records, schedules (default: the one `make run` starts).",
+    )
     s3_endpoint_url: str = Field("http://127.0.0.1:8333", description="S3 API the services talk to.")
     s3_public_endpoint_url: str | None = Field(
         None, description="S3 address browsers use for presigned result URLs; defaults to `s3_endpoint_url`."

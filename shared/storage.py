@@ -85,6 +85,14 @@ class ObjectStore:
         with _translated_errors(key):
             self._s3.delete_object(Bucket=bucket, Key=key)
 
+    def list(self, bucket: str, prefix: str) -> Iterator[tuple[str, float]]:
+        """(key, last-modified as epoch seconds) for every object under `prefix`, page by page."""
+        paginator = self._s3.get_paginator("list_objects_v2")
+        with _translated_errors(bucket):
+            for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    yield item["Key"], item["LastModified"].timestamp()
+
     def presigned_get(self, bucket: str, key: str, expires_in: int) -> str:
         return self._signer.generate_presigned_url(
             "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=max(1, int(expires_in))

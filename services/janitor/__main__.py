@@ -1,0 +1,3 @@
+from services.janitor.main import main
+
+main()

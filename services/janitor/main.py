@@ -1,0 +1,65 @@
+"""`python -m services.janitor`: sweep the deletion schedule every few seconds, reconcile every minute.
+
+A failed sweep (Redis or S3 down) is logged and counted; the loop goes on and the next sweep retries.
+SIGTERM finishes the current sweep and exits.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import redis
+
+from services.janitor.sweeper import Janitor
+from shared.audit import AuditLog
+from shared.crypto import SourceKeys
+from shared.deletion import DeletionSchedule, Eraser
+from shared.jobs import JobStore
+from shared.logging import configure_logging, get_logger
+from shared.settings import Settings, get_settings
+from shared.storage import ObjectStore, StorageUnavailable
+
+log = get_logger("portraits.janitor")
+
+
+def build_janitor(settings: Settings) -> Janitor:
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=3)
+    storage = ObjectStore(settings)
+    keys = SourceKeys(client, settings.source_max_age_seconds)
+    eraser = Eraser(storage, keys, DeletionSchedule(client), AuditLog(client, settings.audit_max_entries))
+    return Janitor(settings, client, JobStore(client, settings.job_ttl_seconds), eraser)
+
+
+def run(settings: Settings, stop: threading.Event) -> None:
+    janitor = build_janitor(settings)
+    next_reconcile = time.monotonic()  # reconcile once at start: catch what a previous crash left behind
+    log.info("janitor started", interval=settings.janitor_interval_seconds,
+             source_max_age=settings.source_max_age_seconds, result_ttl=settings.result_ttl_seconds)
+    while not stop.is_set():
+        try:
+            janitor.sweep()
+            if time.monotonic() >= next_reconcile:
+                janitor.reconcile()
+                next_reconcile = time.monotonic() + settings.janitor_reconcile_seconds
+        except (redis.RedisError, StorageUnavailable) as exc:
+            log.warning("sweep failed; retrying next interval", error=str(exc))
+        stop.wait(settings.janitor_interval_seconds)
+    log.info("janitor stopped")
+
+
+def main() -> None:
+    from prometheus_client import start_http_server
+
+    settings = get_settings()
+    configure_logging(settings, "janitor")
+    start_http_server(settings.janitor_metrics_port, addr="127.0.0.1")
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    run(settings, stop)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""The janitor: enforces that no source outlives `source_max_age` and no result outlives `result_ttl`,
+whatever happened to the workers.
+
+- `sweep()` (every few seconds) claims what is due from the deletion schedule and erases it through the
+  shared `Eraser`; a source whose job is still live fails that job with `source_expired`, an expired result
+  expires its job. Failures stay on the schedule and are retried with backoff.
+- `reconcile()` (every minute or so, one replica at a time under a Redis lock) lists the buckets to find
+  objects the schedule never saw — a crash between a write and its scheduling — and schedules or erases them.
+
+Several replicas can run at once: claims are leased atomically and only the remover of a schedule entry
+audits it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import redis
+
+from services.janitor import metrics
+from shared.audit import Deleter, ObjectKind
+from shared.deletion import Eraser, Tracked
+from shared.jobs import JobNotFound, JobState, JobStore, TransitionRefused
+from shared.logging import get_logger
+from shared.settings import Settings
+from shared.storage import StorageUnavailable
+
+log = get_logger("portraits.janitor")
+
+SOURCE_EXPIRED_MESSAGE = "the photo reached its maximum age before it could be painted; please upload again"
+RECONCILE_LOCK = "portraits:janitor:reconcile-lock"
+BUCKET_PREFIXES = {ObjectKind.SOURCE: "sources/", ObjectKind.RESULT: "results/"}
+
+
+@dataclass
+class SweepReport:
+    deleted: int = 0
+    failed: int = 0
+
+
+class Janitor:
+    def __init__(self, settings: Settings, client: redis.Redis, jobs: JobStore, eraser: Eraser,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._settings = settings
+        self._redis = client
+        self._jobs = jobs
+        self._eraser = eraser
+        self._schedule = eraser.schedule
+        self._clock = clock
+        self._max_age = {ObjectKind.SOURCE: settings.source_max_age_seconds,
+                         ObjectKind.RESULT: settings.result_ttl_seconds}
+
+    # --- the sweep ---
+
+    def sweep(self) -> SweepReport:
+        started = time.perf_counter()
+        report = SweepReport()
+        now = self._clock()
+        for kind in ObjectKind:
+            due = self._schedule.claim_due(kind, now, self._settings.janitor_batch_size,
+                                           self._settings.janitor_lease_seconds)
+            for tracked in due:
+                if self._erase_due(tracked):
+                    report.deleted += 1
+                else:
+                    report.failed += 1
+        self._publish_gauges(self._clock())
+        metrics.SWEEP_SECONDS.observe(time.perf_counter() - started)
+        if not report.failed:
+            metrics.LAST_SWEEP.set(time.time())
+        if report.deleted or report.failed:
+            log.info("sweep", deleted=report.deleted, failed=report.failed,
+                     seconds=round(time.perf_counter() - started, 3))
+        return report
+
+    def _erase_due(self, tracked: Tracked) -> bool:
+        try:
+            entry = self._eraser.erase(tracked.kind, tracked.key, tracked.job_id, Deleter.JANITOR, "expired")
+        except StorageUnavailable as exc:
+            metrics.FAILURES.labels(kind=tracked.kind.value).inc()
+            retry_at = self._clock() + min(60.0, 2.0 ** (tracked.attempts + 1))
+            self._schedule.retry_later(tracked, retry_at)
+            log.warning("deletion failed; will retry", job_id=tracked.job_id, kind=tracked.kind.value,
+                        attempts=tracked.attempts + 1, error=str(exc))
+            return False
+        if entry is not None:
+            metrics.DELETIONS.labels(kind=tracked.kind.value, reason="expired").inc()
+        self._settle_job(tracked)
+        return True
+
+    def _settle_job(self, tracked: Tracked) -> None:
+        """A source past its age fails a live job; an expired result expires its job."""
+        try:
+            if tracked.kind is ObjectKind.SOURCE:
+                self._jobs.transition(tracked.job_id, JobState.FAILED, stage=None, finished_at=self._clock(),
+                                      error_code="source_expired", error_message=SOURCE_EXPIRED_MESSAGE)
+            else:
+                self._jobs.transition(tracked.job_id, JobState.EXPIRED)
+        except (TransitionRefused, JobNotFound):
+            pass  # the job already finished, was erased, or its record expired
+
+    def _publish_gauges(self, now: float) -> None:
+        oldest = self._schedule.oldest_deadline(ObjectKind.SOURCE)
+        age = 0.0 if oldest is None else max(0.0, now - (oldest - self._max_age[ObjectKind.SOURCE]))
+        metrics.OLDEST_SOURCE_AGE.set(age)
+        for kind in ObjectKind:
+            metrics.OVERDUE.labels(kind=kind.value).set(self._schedule.overdue(kind, now))
+
+    # --- reconciliation ---
+
+    def reconcile(self) -> int:
+        """List both buckets; schedule what the schedule never saw, erase it if already too old.
+        Returns the number of orphans found (0 when another replica holds the lock)."""
+        lock_seconds = max(60, int(self._settings.janitor_reconcile_seconds * 2))
+        if not self._redis.set(RECONCILE_LOCK, "1", nx=True, ex=lock_seconds):
+            return 0
+        started = time.perf_counter()
+        orphans = 0
+        try:
+            for kind in ObjectKind:
+                for key, modified in self._eraser.list_objects(kind, BUCKET_PREFIXES[kind]):
+                    if self._schedule.contains(kind, key):
+                        continue
+                    orphans += 1
+                    self._adopt(kind, key, modified)
+        finally:
+            self._redis.delete(RECONCILE_LOCK)
+        metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
+        log.info("reconciled", orphans=orphans, seconds=round(time.perf_counter() - started, 3))
+        return orphans
+
+    def _adopt(self, kind: ObjectKind, key: str, created_at: float) -> None:
+        metrics.ORPHANS.labels(kind=kind.value).inc()
+        job_id = key.split("/", 1)[-1].split(".", 1)[0]
+        deadline = created_at + self._max_age[kind]
+        self._schedule.add(Tracked(kind, key, job_id, created_at), deadline)
+        log.warning("orphan object scheduled", kind=kind.value, job_id=job_id, overdue=deadline <= self._clock())
+        if deadline <= self._clock():
+            try:
+                if self._eraser.erase(kind, key, job_id, Deleter.JANITOR, "orphan") is not None:
+                    metrics.DELETIONS.labels(kind=kind.value, reason="orphan").inc()
+            except StorageUnavailable:
+                metrics.FAILURES.labels(kind=kind.value).inc()  # still scheduled: the sweep retries it

@@ -1,0 +1,151 @@
+"""The janitor against real Redis and SeaweedFS: deadlines enforced, orphans found, replicas safe, outages
+survived, keys shredded."""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+import redis
+
+from scripts.devstack import free_port
+from services.janitor import metrics
+from services.janitor.sweeper import Janitor
+from shared.audit import AuditLog, Deleter, ObjectKind
+from shared.crypto import KeyGone, SealBroken, SourceKeys, new_key, seal, unseal
+from shared.deletion import DeletionSchedule, Eraser, Tracked
+from shared.ids import new_job_id
+from shared.jobs import JobState
+from shared.storage import ObjectStore, source_key
+from tests.support.service import Backends, service_settings
+
+
+@pytest.fixture
+def backends(redis_server, s3_server) -> Backends:
+    client = redis.Redis.from_url(redis_server.url)
+    for key in client.scan_iter("portraits:*"):  # each test starts from an empty schedule and audit
+        client.delete(key)
+    return Backends.connect(service_settings(redis_server.url, s3_server, sources_bucket="jan-sources",
+                                             results_bucket="jan-results", source_max_age_seconds=10,
+                                             result_ttl_seconds=60))
+
+
+def janitor(backends: Backends, at: float, storage: ObjectStore | None = None) -> Janitor:
+    """A janitor whose clock reads `at` (a replica of its own: own Redis client, own S3 client)."""
+    client = redis.Redis.from_url(backends.settings.redis_url)
+    storage = storage or ObjectStore(backends.settings)
+    eraser = Eraser(storage, SourceKeys(client, 10), DeletionSchedule(client), AuditLog(client, 1000))
+    return Janitor(backends.settings, client, backends.jobs, eraser, clock=lambda: at)
+
+
+def audit_for(backends: Backends, job_ids: set[str]):
+    return [entry for entry in backends.audit.entries() if entry.job_id in job_ids]
+
+
+def test_source_past_its_age_is_deleted_shredded_and_fails_its_job(backends, astronaut_path):
+    job_id = backends.submit(astronaut_path.read_bytes())
+    assert janitor(backends, at=time.time() + 5).sweep().deleted == 0  # not due yet
+    assert backends.source_exists(job_id)
+    assert janitor(backends, at=time.time() + 11).sweep().deleted == 1
+    assert not backends.source_exists(job_id)
+    with pytest.raises(KeyGone):
+        backends.keys.load(job_id)
+    job = backends.jobs.get(job_id)
+    assert job.state is JobState.FAILED and job.error_code == "source_expired"
+    [entry] = audit_for(backends, {job_id})
+    assert entry.kind is ObjectKind.SOURCE and entry.deleted_by is Deleter.JANITOR and entry.verified
+
+
+def test_result_past_its_ttl_is_gone_and_its_url_dead(backends, engine, astronaut_path):
+    job_id = backends.submit(astronaut_path.read_bytes())
+    assert backends.runner(engine).run(job_id) == "done"
+    job = backends.jobs.get(job_id)
+    url = backends.storage.presigned_get(backends.settings.results_bucket, job.result_key, 300)
+    with urllib.request.urlopen(url, timeout=5) as response:
+        assert response.status == 200
+    assert janitor(backends, at=job.result_expires_at + 1).sweep().deleted == 1
+    with pytest.raises(urllib.error.HTTPError) as gone:
+        urllib.request.urlopen(url, timeout=5)
+    assert gone.value.code in (403, 404)
+    assert backends.jobs.get(job_id).state is JobState.EXPIRED
+    kinds = {(e.kind, e.deleted_by) for e in audit_for(backends, {job_id})}
+    assert kinds == {(ObjectKind.SOURCE, Deleter.WORKER), (ObjectKind.RESULT, Deleter.JANITOR)}
+
+
+def test_reconciliation_finds_an_orphan(backends):
+    job_id = new_job_id()
+    backends.storage.put(backends.settings.sources_bucket, source_key(job_id), b"sealed bytes", "x/y")
+    assert janitor(backends, at=time.time()).reconcile() >= 1  # young: only scheduled
+    assert backends.eraser.schedule.contains(ObjectKind.SOURCE, source_key(job_id))
+    assert backends.source_exists(job_id)
+    janitor(backends, at=time.time() + 11).sweep()
+    assert not backends.source_exists(job_id)
+    assert [e.deleted_by for e in audit_for(backends, {job_id})] == [Deleter.JANITOR]
+
+
+def test_old_orphan_is_erased_at_once(backends):
+    job_id = new_job_id()
+    backends.storage.put(backends.settings.sources_bucket, source_key(job_id), b"sealed bytes", "x/y")
+    janitor(backends, at=time.time() + 11).reconcile()
+    assert not backends.source_exists(job_id)
+    assert [e.reason for e in audit_for(backends, {job_id})] == ["orphan"]
+
+
+def test_two_janitors_audit_each_object_once(backends):
+    past = time.time() - 20
+    job_ids = set()
+    for _ in range(30):
+        job_id = new_job_id()
+        job_ids.add(job_id)
+        backends.eraser.track(ObjectKind.SOURCE, source_key(job_id), job_id, past, 10)
+        backends.storage.put(backends.settings.sources_bucket, source_key(job_id), b"x", "x/y")
+    replicas = [janitor(backends, at=time.time()) for _ in range(2)]
+    threads = [threading.Thread(target=replica.sweep) for replica in replicas]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    entries = audit_for(backends, job_ids)
+    assert len(entries) == 30 and {e.job_id for e in entries} == job_ids
+    assert not any(backends.source_exists(job_id) for job_id in job_ids)
+
+
+def test_unreachable_s3_loses_nothing_and_the_next_sweep_deletes(backends):
+    job_id = new_job_id()
+    backends.eraser.track(ObjectKind.SOURCE, source_key(job_id), job_id, time.time() - 20, 10)
+    backends.storage.put(backends.settings.sources_bucket, source_key(job_id), b"x", "x/y")
+    dead = ObjectStore(backends.settings.model_copy(update={
+        "s3_endpoint_url": f"http://127.0.0.1:{free_port()}", "s3_max_attempts": 1, "s3_connect_timeout": 0.3}))
+    failures_before = metrics.FAILURES.labels(kind="source")._value.get()
+    report = janitor(backends, at=time.time(), storage=dead).sweep()
+    assert report.failed == 1 and report.deleted == 0
+    assert metrics.FAILURES.labels(kind="source")._value.get() == failures_before + 1
+    assert backends.eraser.schedule.get(ObjectKind.SOURCE, source_key(job_id)).attempts == 1
+    assert backends.source_exists(job_id) and not audit_for(backends, {job_id})
+    assert janitor(backends, at=time.time() + 120).sweep().deleted == 1
+    assert not backends.source_exists(job_id)
+
+
+def test_a_source_read_back_after_its_key_expired_cannot_be_decrypted(backends):
+    keys = SourceKeys(backends.redis, ttl_seconds=1)
+    job_id = new_job_id()
+    key = new_key()
+    keys.store(job_id, key)
+    blob = seal(key, b"the selfie", job_id)
+    time.sleep(1.5)
+    with pytest.raises(KeyGone):
+        keys.load(job_id)
+    with pytest.raises(SealBroken):  # and no other key opens it
+        unseal(new_key(), blob, job_id)
+
+
+def test_claims_are_leased(backends):
+    schedule = backends.eraser.schedule
+    schedule.add(Tracked(ObjectKind.RESULT, "results/a.jpg", "a", 0.0), deadline=1.0)
+    assert [t.key for t in schedule.claim_due(ObjectKind.RESULT, now=10.0, limit=10, lease_seconds=30)] == [
+        "results/a.jpg"]
+    assert schedule.claim_due(ObjectKind.RESULT, now=20.0, limit=10, lease_seconds=30) == []  # leased
+    assert len(schedule.claim_due(ObjectKind.RESULT, now=41.0, limit=10, lease_seconds=30)) == 1
