@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 DEPS_STAMP := $(VENV)/.deps-installed
 MODELS_STAMP := var/models/manifest.json
 
-.PHONY: run test models venv bench sheet clean
+.PHONY: run test models venv bench drill sheet clean
 
 venv: $(DEPS_STAMP)
 
@@ -30,6 +30,9 @@ run: models
 
 bench: models
 	$(PY) -m scripts.benchmark_engine
+
+drill: models
+	$(PY) -m scripts.privacy_drill
 
 sheet: models
 	$(PY) -m services.cli sheet $$($(PY) -c 'from tests.support import samples as s; print(s.astronaut_path(), s.grace_hopper_path())') -o var/contact-sheet.jpg

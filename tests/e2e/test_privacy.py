@@ -15,7 +15,7 @@ from shared.crypto import KeyGone
 from shared.jobs import JobState
 from shared.storage import source_key
 from tests.support.service import Backends, service_settings
-from tests.support.worker import WorkerProcess
+from scripts.worker_process import WorkerProcess
 
 MAX_AGE = 10
 SWEEP = 1.0

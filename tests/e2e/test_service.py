@@ -14,7 +14,7 @@ from services.gateway.app import create_app
 from shared.storage import source_key
 from tests.support import samples
 from tests.support.service import Backends, service_settings
-from tests.support.worker import WorkerProcess
+from scripts.worker_process import WorkerProcess
 
 
 @pytest.fixture(scope="module")

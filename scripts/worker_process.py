@@ -1,4 +1,5 @@
-"""A real Celery worker process (prefork, as in production) pointed at the session's Redis and SeaweedFS."""
+"""A real Celery worker process (prefork, as in production) configured from a Settings object: used by the
+end-to-end tests and the privacy drill."""
 
 from __future__ import annotations
 
@@ -41,17 +42,18 @@ class WorkerProcess:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as response:
             return response.read().decode()
 
-    def ready_processes(self) -> int:
+    def processes_in(self, state: str) -> int:
+        """How many of its processes report this lifecycle state (0 if the metrics are unreachable)."""
         try:
             text = self.metrics()
         except OSError:
             return 0
-        match = re.search(r'portraits_worker_processes\{state="ready"\} ([0-9.]+)', text)
+        match = re.search(rf'portraits_worker_processes\{{state="{state}"\}} ([0-9.]+)', text)
         return int(float(match.group(1))) if match else 0
 
     def start(self, timeout: float = 90.0) -> "WorkerProcess":
         self.process.start()
-        self.process.wait_ready(lambda: self.ready_processes() >= 1, timeout, interval=0.25)
+        self.process.wait_ready(lambda: self.processes_in("ready") >= 1, timeout, interval=0.25)
         return self
 
     def stop(self) -> None:
