@@ -1,9 +1,9 @@
 """Privacy drill: many jobs through the real system while workers are SIGKILLed mid-job, then the figures.
 
 Starts its own Redis and SeaweedFS (under var/drill), a prefork Celery worker, the janitor and the gateway
-app, uploads --jobs photos (faces and non-faces) at --rate per second, SIGKILLs the worker's whole process
-group --kills times while it is rendering (nothing acknowledged: the broker redelivers after the visibility
-timeout), and samples the bucket every half second for the oldest stored source. Prints the job outcomes,
+app, uploads --jobs photos (faces and non-faces) at --rate per second, SIGKILLs the worker --kills times while it
+is rendering (alternately the render process alone, which Celery requeues at once, and the whole worker,
+whose task the broker redelivers after the visibility timeout), and samples the bucket every half second for the oldest stored source. Prints the job outcomes,
 `portraits janitor report`'s figures and the oldest source ever seen. Run with `make drill`.
 """
 
@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
+import signal
 import shutil
 import threading
 import time
@@ -22,8 +24,9 @@ from scripts import devstack
 from scripts.worker_process import WorkerProcess
 from services.gateway.app import create_app
 from services.janitor.main import run as run_janitor
-from services.janitor.report import build_report
+from services.janitor.report import build_report, percentile
 from shared.audit import ObjectKind
+from shared.logging import configure_logging
 from shared.settings import PROJECT_ROOT, get_settings
 from tests.support import samples
 from tests.support.service import Backends, service_settings
@@ -64,6 +67,7 @@ def main() -> None:
         task_soft_time_limit=15, task_hard_time_limit=20, visibility_timeout=30,
         model_dir=get_settings().model_dir,
     )
+    configure_logging(settings, "drill")
     backends = Backends.connect(settings)
     stop_janitor = threading.Event()
     threading.Thread(target=run_janitor, args=(settings, stop_janitor), daemon=True).start()
@@ -86,9 +90,15 @@ def main() -> None:
                 deadline = time.time() + 20
                 while worker.processes_in("busy") < 1 and time.time() < deadline:
                     time.sleep(0.05)
-                worker.process.kill()  # the whole group: parent and child, mid-render
                 kills += 1
-                worker = WorkerProcess(settings, DRILL_DIR / f"worker-{kills}").start()
+                if kills % 2:
+                    # The render process only: Celery's parent sees it die and requeues the task at once
+                    # (task_reject_on_worker_lost), then forks a fresh child.
+                    os.kill(worker.child_pids()[0], signal.SIGKILL)
+                else:
+                    # The whole worker, as when a node dies: the task waits out the visibility timeout.
+                    worker.process.kill()
+                    worker = WorkerProcess(settings, DRILL_DIR / f"worker-{kills}").start()
             time.sleep(max(0.0, started + (n + 1) / args.rate - time.time()))
         with tqdm(total=len(job_ids), desc="finishing", unit="job") as bar:
             deadline = time.time() + 600
@@ -101,12 +111,18 @@ def main() -> None:
                     break
                 time.sleep(1)
         time.sleep(settings.janitor_interval_seconds * 2)
-        outcomes = Counter()
+        outcomes: Counter[str] = Counter()
+        processing, waiting = [], []
         for job_id in job_ids:
             job = backends.jobs.get(job_id)
             outcomes[job.state.value if job.error_code is None else f"{job.state.value}:{job.error_code}"] += 1
+            if job.started_at and job.finished_at:
+                processing.append(job.finished_at - job.started_at)
+                waiting.append(job.started_at - job.created_at)
         print(f"\n{len(job_ids)} jobs in {time.time() - started:.0f} s, worker SIGKILLed {kills} times mid-job")
         print("outcomes: " + ", ".join(f"{name} {count}" for name, count in sorted(outcomes.items())))
+        for name, values in (("queue wait", waiting), ("processing", processing)):
+            print(f"{name} (s): p50 {percentile(sorted(values), 50):.2f}, p99 {percentile(sorted(values), 99):.2f}")
         print(f"sources still stored: {sum(1 for _ in backends.storage.list(settings.sources_bucket, 'sources/'))}")
         print(f"oldest source ever seen in the bucket: {watch.oldest_seen:.1f} s "
               f"(max age {settings.source_max_age_seconds} s)\n")

@@ -56,5 +56,11 @@ class WorkerProcess:
         self.process.wait_ready(lambda: self.processes_in("ready") >= 1, timeout, interval=0.25)
         return self
 
+    def child_pids(self) -> list[int]:
+        """The prefork pool's render processes (children of the Celery parent)."""
+        pid = self.process.pid
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        return [int(child) for child in children]
+
     def stop(self) -> None:
         self.process.stop(grace=15)

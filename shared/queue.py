@@ -26,7 +26,13 @@ def make_celery(settings: Settings) -> Celery:
         worker_prefetch_multiplier=1,
         task_soft_time_limit=settings.task_soft_time_limit,
         task_time_limit=settings.task_hard_time_limit,
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+        broker_transport_options={
+            "visibility_timeout": settings.visibility_timeout,
+            # kombu looks for expired unacknowledged messages only every interval × throttle seconds (100 s
+            # by default): a task whose worker node died would wait that long on top of the visibility timeout.
+            "unacked_restore_interval": 10,
+            "unacked_restore_throttle": 1,
+        },
         broker_connection_retry_on_startup=True,
         task_serializer="json",
         accept_content=["json"],

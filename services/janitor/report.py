@@ -23,7 +23,7 @@ def build_report(entries: list[AuditEntry], schedule: DeletionSchedule, now: flo
     lines.append(f"{'kind':<8}{'deleted by':<12}{'count':>7}")
     for (kind, deleter), count in sorted(counts.items()):
         lines.append(f"{kind:<8}{deleter:<12}{count:>7}")
-    lines += ["", f"{'lifetime (s)':<14}{'count':>7}{'p50':>9}{'p99':>9}{'max':>9}"]
+    lines += ["", f"{'lifetime (s)':<14}{'count':>7}{'p50':>9}{'p90':>9}{'p99':>9}{'max':>9}"]
     lifetimes: dict[str, list[float]] = defaultdict(list)
     for entry in entries:
         lifetimes[entry.kind.value].append(entry.lifetime)
@@ -31,9 +31,9 @@ def build_report(entries: list[AuditEntry], schedule: DeletionSchedule, now: flo
         values = sorted(lifetimes.get(kind.value, []))
         if values:
             lines.append(f"{kind.value:<14}{len(values):>7}{percentile(values, 50):>9.2f}"
-                         f"{percentile(values, 99):>9.2f}{values[-1]:>9.2f}")
+                         f"{percentile(values, 90):>9.2f}{percentile(values, 99):>9.2f}{values[-1]:>9.2f}")
         else:
-            lines.append(f"{kind.value:<14}{0:>7}{'-':>9}{'-':>9}{'-':>9}")
+            lines.append(f"{kind.value:<14}{0:>7}" + f"{'-':>9}" * 4)
     lines += ["", "overdue now (past their deadline, still stored): "
               + ", ".join(f"{kind.value} {schedule.overdue(kind, now)}" for kind in ObjectKind)]
     return "\n".join(lines)
