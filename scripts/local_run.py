@@ -96,8 +96,8 @@ def banner() -> str:
     return (f"\n  AI Portraits is running at {url}\n\n"
             f"  curl -F image=@selfie.jpg {url}/v1/portraits\n"
             f"  curl {url}/v1/portraits/<id>          # poll until status is done, then fetch result_url\n"
-            f"  portraits submit selfie.jpg --wait -o portrait.jpg\n\n"
-            f"  portraits janitor report                # deletion audit: counts, lifetimes, overdue\n\n"
+            f"  .venv/bin/portraits submit selfie.jpg --wait -o portrait.jpg\n"
+            f"  .venv/bin/portraits janitor report      # deletion audit: counts, lifetimes, overdue\n\n"
             f"  Ctrl-C stops everything. Data lives under var/.\n")
 
 

@@ -132,6 +132,9 @@ class Settings(BaseSettings):
     audit_max_entries: int = Field(100_000, ge=100, description="Deletion audit records kept (Redis stream).")
 
     # --- observability ---
+    metrics_bind_address: str = Field(
+        "127.0.0.1", description="Address the worker's and janitor's /metrics listen on (0.0.0.0 in containers)."
+    )
     log_level: str = Field("INFO", description="Log level of every service.")
     log_json: bool = Field(True, description="JSON log lines (false: human-readable console lines).")
 

@@ -54,7 +54,7 @@ def main() -> None:
 
     settings = get_settings()
     configure_logging(settings, "janitor")
-    start_http_server(settings.janitor_metrics_port, addr="127.0.0.1")
+    start_http_server(settings.janitor_metrics_port, addr=settings.metrics_bind_address)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

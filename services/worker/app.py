@@ -27,7 +27,7 @@ log = get_logger("portraits.worker")
 @worker_init.connect
 def _start_metrics_server(**_: object) -> None:
     configure_logging(settings, "worker")
-    metrics.serve_metrics(settings.worker_metrics_port)
+    metrics.serve_metrics(settings.worker_metrics_port, settings.metrics_bind_address)
     log.info("worker metrics served", port=settings.worker_metrics_port)
 
 

@@ -37,7 +37,7 @@ def set_state(state: WorkerState) -> None:
         STATE.labels(state=candidate.value).set(1 if candidate is state else 0)
 
 
-def serve_metrics(port: int, address: str = "127.0.0.1") -> None:
+def serve_metrics(port: int, address: str) -> None:
     """Serve /metrics; aggregates across prefork children when multiprocess mode is on."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -93,3 +96,10 @@ def test_worker_serves_its_metrics(worker):
     text = worker.metrics()
     assert 'portraits_worker_jobs_total{outcome="done"}' in text
     assert "portraits_worker_stage_seconds_bucket" in text and "portraits_worker_queue_wait_seconds" in text
+
+
+def test_worker_probe_reads_the_live_worker(worker):
+    env = {**os.environ, "PORTRAITS_WORKER_METRICS_PORT": str(worker.metrics_port)}
+    probe = subprocess.run([sys.executable, "-m", "services.worker.probe", "--ready"], env=env, timeout=30,
+                           capture_output=True, text=True)
+    assert probe.returncode == 0, probe.stderr
