@@ -24,7 +24,7 @@ from scripts import devstack
 from scripts.worker_process import WorkerProcess
 from services.gateway.app import create_app
 from services.janitor.main import run as run_janitor
-from services.janitor.report import build_report, percentile
+from services.janitor.report import build_report, max_ages, percentile
 from shared.audit import ObjectKind
 from shared.logging import configure_logging
 from shared.settings import PROJECT_ROOT, get_settings
@@ -127,7 +127,7 @@ def main() -> None:
         print(f"oldest source ever seen in the bucket: {watch.oldest_seen:.1f} s "
               f"(max age {settings.source_max_age_seconds} s)\n")
         entries = [entry for entry in backends.audit.entries() if entry.kind is ObjectKind.SOURCE]
-        print(build_report(entries, backends.eraser.schedule))
+        print(build_report(entries, backends.eraser.schedule, max_ages(settings)))
     finally:
         watch.stop.set()
         stop_janitor.set()

@@ -53,6 +53,8 @@ return due
 class DeletionSchedule:
     PREFIX = "portraits:deletions:"
     META = "portraits:deletions:meta"
+    # Scored by creation time, which — unlike a deadline — no lease or retry ever moves: ages come from here.
+    BORN_PREFIX = "portraits:deletions:born:"
 
     def __init__(self, client: redis.Redis) -> None:
         self._redis = client
@@ -60,6 +62,9 @@ class DeletionSchedule:
 
     def _zset(self, kind: ObjectKind) -> str:
         return self.PREFIX + kind.value
+
+    def _born(self, kind: ObjectKind) -> str:
+        return self.BORN_PREFIX + kind.value
 
     @staticmethod
     def _field(kind: ObjectKind, key: str) -> str:
@@ -71,6 +76,7 @@ class DeletionSchedule:
         with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(self.META, self._field(tracked.kind, tracked.key), meta)
             pipe.zadd(self._zset(tracked.kind), {tracked.key: deadline})
+            pipe.zadd(self._born(tracked.kind), {tracked.key: tracked.created_at}, nx=True)
             pipe.execute()
 
     def get(self, kind: ObjectKind, key: str) -> Tracked | None:
@@ -88,7 +94,10 @@ class DeletionSchedule:
         tracked = self.get(kind, key)
         if not self._redis.zrem(self._zset(kind), key):
             return None
-        self._redis.hdel(self.META, self._field(kind, key))
+        with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(self.META, self._field(kind, key))
+            pipe.zrem(self._born(kind), key)
+            pipe.execute()
         return tracked or Tracked(kind, key, job_id="unknown", created_at=time.time())
 
     def claim_due(self, kind: ObjectKind, now: float, limit: int, lease_seconds: float) -> list[Tracked]:
@@ -107,12 +116,14 @@ class DeletionSchedule:
         if self.contains(tracked.kind, tracked.key):
             self.add(again, when)
 
-    def oldest_deadline(self, kind: ObjectKind) -> float | None:
-        first = self._redis.zrange(self._zset(kind), 0, 0, withscores=True)
+    def oldest_created(self, kind: ObjectKind) -> float | None:
+        """Creation time of the oldest object still stored (not yet erased)."""
+        first = self._redis.zrange(self._born(kind), 0, 0, withscores=True)
         return float(first[0][1]) if first else None
 
-    def overdue(self, kind: ObjectKind, now: float) -> int:
-        return int(self._redis.zcount(self._zset(kind), "-inf", now))
+    def overdue(self, kind: ObjectKind, now: float, max_age: float) -> int:
+        """Objects still stored although older than `max_age` (leases and retries do not hide them)."""
+        return int(self._redis.zcount(self._born(kind), "-inf", now - max_age))
 
     def size(self, kind: ObjectKind) -> int:
         return int(self._redis.zcard(self._zset(kind)))

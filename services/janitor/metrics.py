@@ -8,7 +8,7 @@ DELETIONS = Counter("janitor_deletions_total", "Objects the janitor deleted and 
 FAILURES = Counter("janitor_deletion_failures_total", "Deletions that failed or could not be verified "
                    "(retried on a later sweep).", ["kind"])
 OLDEST_SOURCE_AGE = Gauge("janitor_oldest_source_age_seconds", "Age of the oldest source still stored.")
-OVERDUE = Gauge("janitor_overdue_objects", "Scheduled objects past their deadline, by kind.", ["kind"])
+OVERDUE = Gauge("janitor_overdue_objects", "Objects still stored past their maximum age, by kind.", ["kind"])
 SWEEP_SECONDS = Histogram("janitor_sweep_duration_seconds", "Duration of one sweep of the deletion schedule.",
                           buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 LAST_SWEEP = Gauge("janitor_last_successful_sweep_timestamp_seconds", "When the last sweep finished without "

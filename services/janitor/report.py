@@ -8,6 +8,7 @@ from collections import Counter, defaultdict
 
 from shared.audit import AuditEntry, AuditLog, ObjectKind
 from shared.deletion import DeletionSchedule
+from shared.settings import Settings
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -16,7 +17,8 @@ def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
-def build_report(entries: list[AuditEntry], schedule: DeletionSchedule, now: float | None = None) -> str:
+def build_report(entries: list[AuditEntry], schedule: DeletionSchedule, max_ages: dict[ObjectKind, float],
+                 now: float | None = None) -> str:
     now = time.time() if now is None else now
     lines = [f"audit records: {len(entries)} (unverified: {sum(not e.verified for e in entries)})", ""]
     counts = Counter((entry.kind.value, entry.deleted_by.value) for entry in entries)
@@ -34,9 +36,13 @@ def build_report(entries: list[AuditEntry], schedule: DeletionSchedule, now: flo
                          f"{percentile(values, 90):>9.2f}{percentile(values, 99):>9.2f}{values[-1]:>9.2f}")
         else:
             lines.append(f"{kind.value:<14}{0:>7}" + f"{'-':>9}" * 4)
-    lines += ["", "overdue now (past their deadline, still stored): "
-              + ", ".join(f"{kind.value} {schedule.overdue(kind, now)}" for kind in ObjectKind)]
+    lines += ["", "overdue now (older than their maximum age, still stored): "
+              + ", ".join(f"{kind.value} {schedule.overdue(kind, now, max_ages[kind])}" for kind in ObjectKind)]
     return "\n".join(lines)
+
+
+def max_ages(settings: Settings) -> dict[ObjectKind, float]:
+    return {ObjectKind.SOURCE: settings.source_max_age_seconds, ObjectKind.RESULT: settings.result_ttl_seconds}
 
 
 def main() -> int:
@@ -47,5 +53,5 @@ def main() -> int:
     settings = get_settings()
     client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3)
     entries = AuditLog(client, settings.audit_max_entries).entries()
-    print(build_report(entries, DeletionSchedule(client)))
+    print(build_report(entries, DeletionSchedule(client), max_ages(settings)))
     return 0

@@ -102,11 +102,10 @@ class Janitor:
             pass  # the job already finished, was erased, or its record expired
 
     def _publish_gauges(self, now: float) -> None:
-        oldest = self._schedule.oldest_deadline(ObjectKind.SOURCE)
-        age = 0.0 if oldest is None else max(0.0, now - (oldest - self._max_age[ObjectKind.SOURCE]))
-        metrics.OLDEST_SOURCE_AGE.set(age)
+        oldest = self._schedule.oldest_created(ObjectKind.SOURCE)
+        metrics.OLDEST_SOURCE_AGE.set(0.0 if oldest is None else max(0.0, now - oldest))
         for kind in ObjectKind:
-            metrics.OVERDUE.labels(kind=kind.value).set(self._schedule.overdue(kind, now))
+            metrics.OVERDUE.labels(kind=kind.value).set(self._schedule.overdue(kind, now, self._max_age[kind]))
 
     # --- reconciliation ---
 

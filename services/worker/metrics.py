@@ -4,6 +4,7 @@ values are shared through files and the main process serves the sum (see `serve_
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client import multiprocess
@@ -37,14 +38,39 @@ def set_state(state: WorkerState) -> None:
         STATE.labels(state=candidate.value).set(1 if candidate is state else 0)
 
 
+class _ForgetDeadProcesses:
+    """A render process killed outright (hard time limit, OOM killer) never reports its exit, so its last
+    gauges (typically busy=1) would count until the worker restarts. Before each scrape, forget the files of
+    processes that no longer exist; a live process stuck in `failed` is still seen."""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+
+    def collect(self) -> list:
+        for path in self._directory.glob("gauge_live*_*.db"):
+            pid = int(path.stem.rsplit("_", 1)[1])
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                multiprocess.mark_process_dead(pid, str(self._directory))
+            except PermissionError:
+                pass  # alive, someone else's
+        return []
+
+
 def serve_metrics(port: int, address: str) -> None:
-    """Serve /metrics; aggregates across prefork children when multiprocess mode is on."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-        start_http_server(port, addr=address, registry=registry)
-    else:
+    """Serve /metrics; aggregates across prefork children when multiprocess mode is on. Called in the
+    parent before any child is forked, so stale files from a previous run can be cleared first."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
         start_http_server(port, addr=address)
+        return
+    for stale in Path(directory).glob("*.db"):
+        stale.unlink()
+    registry = CollectorRegistry()
+    registry.register(_ForgetDeadProcesses(Path(directory)))  # registered first: runs before the sum
+    multiprocess.MultiProcessCollector(registry)
+    start_http_server(port, addr=address, registry=registry)
 
 
 def mark_process_dead(pid: int) -> None:

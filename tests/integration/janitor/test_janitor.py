@@ -149,3 +149,17 @@ def test_claims_are_leased(backends):
         "results/a.jpg"]
     assert schedule.claim_due(ObjectKind.RESULT, now=20.0, limit=10, lease_seconds=30) == []  # leased
     assert len(schedule.claim_due(ObjectKind.RESULT, now=41.0, limit=10, lease_seconds=30)) == 1
+
+
+def test_failing_deletions_still_show_the_true_age(backends):
+    """Leases and retries push deadlines back; the oldest-source age and the overdue count must not move."""
+    job_id = new_job_id()
+    created = time.time() - 200
+    backends.eraser.track(ObjectKind.SOURCE, source_key(job_id), job_id, created, 10)
+    dead = ObjectStore(backends.settings.model_copy(update={
+        "s3_endpoint_url": f"http://127.0.0.1:{free_port()}", "s3_max_attempts": 1, "s3_connect_timeout": 0.3}))
+    now = time.time()
+    janitor(backends, at=now, storage=dead).sweep()  # fails: deadline pushed back by the retry
+    assert metrics.OLDEST_SOURCE_AGE._value.get() >= 199
+    assert metrics.OVERDUE.labels(kind="source")._value.get() == 1
+    assert backends.eraser.schedule.overdue(ObjectKind.SOURCE, now, 10) == 1

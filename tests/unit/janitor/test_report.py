@@ -9,7 +9,7 @@ from services.janitor.report import build_report
 class FakeSchedule:
     """Only `overdue` is read by the report; the schedule itself is tested against real Redis."""
 
-    def overdue(self, kind: ObjectKind, now: float) -> int:
+    def overdue(self, kind: ObjectKind, now: float, max_age: float) -> int:
         return {ObjectKind.SOURCE: 0, ObjectKind.RESULT: 2}[kind]
 
 
@@ -21,7 +21,8 @@ def entry(kind: ObjectKind, lifetime: float, by: Deleter) -> AuditEntry:
 def test_counts_lifetimes_and_overdue():
     entries = [entry(ObjectKind.SOURCE, float(s), Deleter.WORKER) for s in range(1, 100)]
     entries += [entry(ObjectKind.SOURCE, 119.0, Deleter.JANITOR), entry(ObjectKind.RESULT, 1800.0, Deleter.USER)]
-    report = build_report(entries, FakeSchedule(), now=0.0)  # type: ignore[arg-type]
+    max_ages = {ObjectKind.SOURCE: 120.0, ObjectKind.RESULT: 1800.0}
+    report = build_report(entries, FakeSchedule(), max_ages, now=0.0)  # type: ignore[arg-type]
     assert "audit records: 101 (unverified: 0)" in report
     assert "source  worker           99" in report and "source  janitor           1" in report
     source_row = next(line for line in report.splitlines() if line.startswith("source ") and "." in line)
