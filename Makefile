@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 DEPS_STAMP := $(VENV)/.deps-installed
 MODELS_STAMP := var/models/manifest.json
 
-.PHONY: run test models venv bench drill sheet clean
+.PHONY: run test models venv bench drill sheet deploy-files clean
 
 venv: $(DEPS_STAMP)
 
@@ -22,6 +22,7 @@ models: $(DEPS_STAMP)
 	$(PY) -m services.worker.engine.weights
 
 test: models
+	scripts/install_deploy_tools.sh $(VENV)
 	$(PY) -m pytest
 
 run: models
@@ -36,6 +37,10 @@ drill: models
 
 sheet: models
 	$(PY) -m services.cli sheet $$($(PY) -c 'from tests.support import samples as s; print(s.astronaut_path(), s.grace_hopper_path())') -o var/contact-sheet.jpg
+
+deploy-files: $(DEPS_STAMP)  # after editing dashboards, alert rules or metrics
+	$(PY) deploy/dashboards/generate.py
+	$(PY) -m scripts.metrics_catalogue
 
 clean:
 	rm -rf $(VENV) var

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from dataclasses import asdict
@@ -43,7 +44,7 @@ def credentials() -> S3Credentials:
 
 
 def prepare() -> None:
-    for folder in ("redis", "seaweedfs", "metrics/gateway", "metrics/worker"):
+    for folder in ("redis", "seaweedfs", "prometheus", "metrics/gateway", "metrics/worker"):
         (VAR / folder).mkdir(parents=True, exist_ok=True)
     for stale in (VAR / "metrics").glob("*/*.db"):  # multiprocess metrics files from a previous run
         stale.unlink()
@@ -97,8 +98,21 @@ def banner() -> str:
             f"  curl -F image=@selfie.jpg {url}/v1/portraits\n"
             f"  curl {url}/v1/portraits/<id>          # poll until status is done, then fetch result_url\n"
             f"  .venv/bin/portraits submit selfie.jpg --wait -o portrait.jpg\n"
-            f"  .venv/bin/portraits janitor report      # deletion audit: counts, lifetimes, overdue\n\n"
+            f"  .venv/bin/portraits janitor report      # deletion audit: counts, lifetimes, overdue\n"
+            f"  http://127.0.0.1:9090                   # Prometheus with the alert rules (when installed)\n\n"
             f"  Ctrl-C stops everything. Data lives under var/.\n")
+
+
+def prometheus_command() -> list[str]:
+    """Prometheus (Debian's package, when installed) scraping every local service with the project's rules."""
+    binary = shutil.which("prometheus")
+    if binary is None:  # honcho stops everything when one process exits: stay up and say why
+        print("prometheus is not installed (apt-get install prometheus): local metrics are not collected",
+              flush=True)
+        return ["sleep", "infinity"]
+    return [binary, f"--config.file={PROJECT_ROOT / 'deploy/prometheus/local.yml'}",
+            f"--storage.tsdb.path={VAR / 'prometheus'}", "--storage.tsdb.retention.time=2d",
+            "--web.listen-address=127.0.0.1:9090"]
 
 
 def exec_process(name: str) -> None:
@@ -109,6 +123,7 @@ def exec_process(name: str) -> None:
         "gateway": lambda: [sys.executable, "-m", "gunicorn", "-c", "services/gateway/gunicorn_conf.py",
                             "services.gateway.wsgi:app"],
         "janitor": lambda: [sys.executable, "-m", "services.janitor"],
+        "prometheus": prometheus_command,
         "worker": lambda: [sys.executable, "-m", "celery", "-A", "services.worker.app", "worker",
                            "-Q", settings.queue_name, "--concurrency", "1", "--loglevel", "INFO",
                            "--without-gossip", "--without-mingle"],

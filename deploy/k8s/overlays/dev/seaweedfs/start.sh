@@ -1,0 +1,33 @@
+#!/bin/sh
+# SeaweedFS for the compose stack: master, volume server, filer and S3 gateway in one process.
+# The identities file is written from the environment at start, so the credentials live only in the env
+# file (never in the repository or the image); with it SeaweedFS checks every request's SigV4 signature.
+set -eu
+: "${PORTRAITS_S3_ACCESS_KEY_ID:?set it in .env (see deploy/compose/.env.example)}"
+: "${PORTRAITS_S3_SECRET_ACCESS_KEY:?set it in .env (see deploy/compose/.env.example)}"
+identities="${WEED_IDENTITIES_FILE:-/tmp/s3-identities.json}"
+umask 077
+cat > "$identities" <<JSON
+{"identities": [{"name": "portraits",
+  "credentials": [{"accessKey": "$PORTRAITS_S3_ACCESS_KEY_ID", "secretKey": "$PORTRAITS_S3_SECRET_ACCESS_KEY"}],
+  "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
+JSON
+# -ip: the address the parts advertise to each other and to `weed shell` (the init job): the service name.
+# Telemetry off, and its URL pointed at a closed port in case the flag's meaning ever changes.
+# -master.peers=none: single master, leader at once (weed then ignores SIGTERM: stop_grace_period is short).
+# -volume.max=100: every (bucket, TTL) pair grows its own volumes. -s3.autoCreateBucket=false: like AWS.
+# gRPC ports default to each HTTP port + 10000; WEED_*_GRPC_PORT override them (the tests do).
+# shellcheck disable=SC2086  # the optional flags below are single words or nothing
+exec weed -logtostderr server \
+  -dir="${WEED_DATA_DIR:-/data}" \
+  -ip="${WEED_ADVERTISE_ADDRESS:-seaweedfs}" -ip.bind="${WEED_BIND_ADDRESS:-0.0.0.0}" \
+  -master.telemetry=false -master.telemetry.url=http://127.0.0.1:9/ \
+  -master.peers=none -master.port="${WEED_MASTER_PORT:-9333}" \
+  ${WEED_MASTER_GRPC_PORT:+-master.port.grpc=$WEED_MASTER_GRPC_PORT} \
+  -volume.max=100 -volume.preStopSeconds=0 -volume.port="${WEED_VOLUME_PORT:-8080}" \
+  ${WEED_VOLUME_GRPC_PORT:+-volume.port.grpc=$WEED_VOLUME_GRPC_PORT} \
+  -filer -filer.port="${WEED_FILER_PORT:-8888}" \
+  ${WEED_FILER_GRPC_PORT:+-filer.port.grpc=$WEED_FILER_GRPC_PORT} \
+  -s3 -s3.port="${WEED_S3_PORT:-8333}" -s3.port.iceberg=0 -s3.port.lance=0 \
+  ${WEED_S3_GRPC_PORT:+-s3.port.grpc=$WEED_S3_GRPC_PORT} \
+  -s3.autoCreateBucket=false -s3.config="$identities"

@@ -1,0 +1,118 @@
+"""docker-compose.yml: valid for the compose spec and for Docker Compose itself (`config`, no engine needed),
+and shaped as the services need: healthchecks, start order, GPU reservation, loopback-only ports, and
+credentials from .env, never literals."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.deploy.helpers import DEPLOY, ROOT, run, tool
+
+COMPOSE = ROOT / "docker-compose.yml"
+ENV_EXAMPLE = DEPLOY / "compose" / ".env.example"
+LONG_RUNNING = ("redis", "seaweedfs", "gateway", "worker", "worker-cpu", "janitor", "prometheus", "grafana")
+
+
+def resolved(*profiles: str) -> dict[str, Any]:
+    """The file as Docker Compose resolves it (interpolation, anchors, profiles), with .env.example."""
+    args = [tool("docker-compose"), "--env-file", str(ENV_EXAMPLE), "-f", str(COMPOSE)]
+    for profile in profiles:
+        args += ["--profile", profile]
+    return yaml.safe_load(run(*args, "config").stdout)
+
+
+def test_passes_the_compose_spec_schema():
+    run(tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(COMPOSE))
+
+
+@pytest.mark.parametrize("profile", ["gpu", "cpu"])
+def test_docker_compose_accepts_it(profile):
+    services = resolved(profile)["services"]
+    worker = "worker" if profile == "gpu" else "worker-cpu"
+    assert {"redis", "seaweedfs", "s3-init", "gateway", worker, "janitor", "prometheus", "grafana"} == set(services)
+
+
+def test_it_refuses_to_start_without_credentials():
+    # --env-file /dev/null: ignore a developer's own .env.
+    command = [tool("docker-compose"), "--env-file", "/dev/null", "-f", str(COMPOSE), "config", "--quiet"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"},
+                            check=False)
+    assert result.returncode != 0 and ".env.example" in result.stderr
+
+
+def test_gpu_worker_reserves_a_gpu_and_cpu_worker_does_not():
+    services = resolved("gpu", "cpu")["services"]
+    devices = services["worker"]["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+    assert services["worker"]["environment"]["PORTRAITS_DEVICE"] == "cuda"
+    assert "deploy" not in services["worker-cpu"]
+    assert services["worker-cpu"]["environment"]["PORTRAITS_DEVICE"] == "cpu"
+    assert services["worker-cpu"]["build"]["args"]["TORCH_VARIANT"] == "cpu"
+    # Both answer as `worker` for Prometheus, and get time to finish a render on shutdown (hard limit 90 s).
+    for name in ("worker", "worker-cpu"):
+        assert "worker" in services[name]["networks"]["default"]["aliases"]
+        assert services[name]["stop_grace_period"] == "2m0s"
+
+
+def test_healthchecks_and_start_order():
+    services = resolved("gpu", "cpu")["services"]
+    for name in LONG_RUNNING:
+        service = services[name]
+        assert "healthcheck" in service or name in ("worker", "worker-cpu", "janitor"), name
+    for name in ("gateway", "worker", "worker-cpu", "janitor"):
+        depends = services[name]["depends_on"]
+        assert depends["redis"]["condition"] == "service_healthy"
+        assert depends["s3-init"]["condition"] == "service_completed_successfully"
+    assert services["s3-init"]["depends_on"]["seaweedfs"]["condition"] == "service_healthy"
+    assert services["grafana"]["depends_on"]["prometheus"]["condition"] == "service_healthy"
+
+
+def test_images_without_their_own_healthcheck_use_the_dockerfiles():
+    """The worker and janitor rely on their image's HEALTHCHECK (tests/deploy/test_images.py runs them)."""
+    for name in ("worker", "janitor"):
+        assert "HEALTHCHECK" in (ROOT / "services" / name / "Dockerfile").read_text()
+
+
+def test_app_containers_are_locked_down():
+    services = resolved("gpu", "cpu")["services"]
+    for name in ("gateway", "worker", "worker-cpu", "janitor"):
+        service = services[name]
+        assert service["read_only"] is True and service["cap_drop"] == ["ALL"], name
+        assert "no-new-privileges:true" in service["security_opt"], name
+        assert "/tmp" in service["tmpfs"], name
+        assert service["environment"]["PORTRAITS_METRICS_BIND_ADDRESS"] == "0.0.0.0"
+
+
+def test_published_ports_listen_on_loopback_only():
+    for name, service in resolved("gpu", "cpu")["services"].items():
+        for port in service.get("ports", []):
+            assert port["host_ip"] == "127.0.0.1", f"{name} publishes {port['published']} beyond loopback"
+
+
+def test_credentials_come_from_the_env_file_not_literals():
+    text = COMPOSE.read_text()
+    for match in re.finditer(r"^\s*(\w*(SECRET|PASSWORD|ACCESS_KEY)\w*):\s*(.+)$", text, re.MULTILINE):
+        assert match.group(3).startswith("${"), f"{match.group(1)} must come from .env: {match.group(3)}"
+    example = dict(line.split("=", 1) for line in ENV_EXAMPLE.read_text().splitlines()
+                   if line and not line.startswith("#"))
+    secrets = {k: v for k, v in example.items() if re.search("SECRET|PASSWORD|KEY", k)}
+    assert secrets and all(v.startswith("replace-with") for v in secrets.values())
+
+
+def test_env_file_is_not_committed():
+    tracked = run("git", "ls-files", ".env", "deploy/compose/.env").stdout
+    assert tracked == "", ".env holds credentials: never commit it"
+
+
+def test_mounted_config_files_exist():
+    for name, service in resolved("gpu", "cpu")["services"].items():
+        for volume in service.get("volumes", []):
+            if volume["type"] == "bind":
+                assert (ROOT / volume["source"]).exists(), f"{name}: {volume['source']}"
+        if "build" in service:
+            assert (ROOT / service["build"]["context"] / service["build"]["dockerfile"]).is_file(), name

