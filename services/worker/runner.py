@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import redis
+import structlog
 
 from services.worker import metrics
 from shared.audit import Deleter, ObjectKind
@@ -58,7 +59,9 @@ class JobRunner:
     def run(self, job_id: str) -> str:
         """Process one job; returns the outcome label. Raises `TransientError` for the caller to retry."""
         try:
-            return self._run(job_id)
+            # Every log line while this job runs — ours, the engine's stage timings — carries its id.
+            with structlog.contextvars.bound_contextvars(job_id=job_id):
+                return self._run(job_id)
         except (StorageUnavailable, redis.ConnectionError, redis.TimeoutError) as exc:
             raise TransientError(str(exc)) from exc
 

@@ -89,3 +89,19 @@ def test_job_erased_during_render_leaves_no_result(backends, engine, astronaut_p
     assert runner.run(job_id) == "skipped"
     assert not backends.storage.exists(backends.storage.results_bucket, f"results/{job_id}.jpg")
     assert not backends.source_exists(job_id)
+
+
+def test_log_lines_during_a_job_carry_its_id(backends, engine, astronaut_path):
+    import structlog
+
+    seen = {}
+
+    class ContextCapturingEngine:
+        def render(self, data, style="auto", strength=None, progress=None):
+            seen.update(structlog.contextvars.get_contextvars())
+            return engine.render(data, style=style, strength=strength, progress=progress)
+
+    job_id = backends.submit(astronaut_path.read_bytes())
+    assert backends.runner(ContextCapturingEngine()).run(job_id) == "done"
+    assert seen.get("job_id") == job_id
+    assert "job_id" not in structlog.contextvars.get_contextvars()  # unbound afterwards
