@@ -124,6 +124,8 @@ class Janitor:
                         continue
                     orphans += 1
                     self._adopt(kind, key, modified)
+            # Queue-position entries of jobs whose records expired without leaving the queue.
+            self._jobs.prune_queue(self._clock() - self._settings.job_ttl_seconds)
         finally:
             self._redis.delete(RECONCILE_LOCK)
         metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)

@@ -70,3 +70,11 @@ def test_missing_job(store):
 def test_machine_has_no_exit_from_deleted_or_expired():
     assert not ALLOWED[JobState.DELETED] and not ALLOWED[JobState.EXPIRED]
     assert all(JobState.DELETED in ALLOWED[s] for s in (JobState.QUEUED, JobState.PROCESSING, JobState.DONE))
+
+
+def test_queue_entries_of_vanished_jobs_are_pruned(store):
+    stale = Job(id=new_job_id(), state=JobState.QUEUED, created_at=now() - 10_000)
+    fresh = queued(store)
+    store.create(stale)
+    store.prune_queue(older_than=now() - 5_000)
+    assert store.queue_position(stale.id) is None and store.queue_position(fresh.id) is not None
