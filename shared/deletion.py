@@ -19,7 +19,7 @@ from prometheus_client import Histogram
 
 from shared.audit import AuditEntry, AuditLog, Deleter, ObjectKind
 from shared.crypto import SourceKeys
-from shared.storage import ObjectStore, StorageUnavailable
+from shared.storage import ObjectStore, StorageUnavailable, job_id_of
 
 _LIFETIME_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 180, 300, 600, 1200, 1800, 3600, 7200)
 SOURCE_LIFETIME = Histogram("source_lifetime_seconds", "Upload stored → source deleted.", ["deleted_by"],
@@ -107,7 +107,7 @@ class DeletionSchedule:
         for member in members:
             key = member.decode()
             tracked = self.get(kind, key)
-            claimed.append(tracked or Tracked(kind, key, job_id=_job_id_from_key(key), created_at=now))
+            claimed.append(tracked or Tracked(kind, key, job_id=job_id_of(key), created_at=now))
         return claimed
 
     def retry_later(self, tracked: Tracked, when: float) -> None:
@@ -127,11 +127,6 @@ class DeletionSchedule:
 
     def size(self, kind: ObjectKind) -> int:
         return int(self._redis.zcard(self._zset(kind)))
-
-
-def _job_id_from_key(key: str) -> str:
-    # sources/<id>, results/<id>.<ext>
-    return key.split("/", 1)[-1].split(".", 1)[0]
 
 
 class Eraser:

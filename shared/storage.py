@@ -37,6 +37,11 @@ def result_key(job_id: str, extension: str) -> str:
     return f"results/{job_id}.{extension}"
 
 
+def job_id_of(key: str) -> str:
+    """The job id inside a source or result key (the inverse of the two functions above)."""
+    return key.split("/", 1)[-1].split(".", 1)[0]
+
+
 def _client(settings: Settings, endpoint_url: str) -> Any:
     config = Config(
         region_name=settings.s3_region,

@@ -25,7 +25,7 @@ from shared.deletion import Eraser, Tracked
 from shared.jobs import JobNotFound, JobState, JobStore, TransitionRefused
 from shared.logging import get_logger
 from shared.settings import Settings
-from shared.storage import StorageUnavailable
+from shared.storage import StorageUnavailable, job_id_of
 
 log = get_logger("portraits.janitor")
 
@@ -134,7 +134,7 @@ class Janitor:
 
     def _adopt(self, kind: ObjectKind, key: str, created_at: float) -> None:
         metrics.ORPHANS.labels(kind=kind.value).inc()
-        job_id = key.split("/", 1)[-1].split(".", 1)[0]
+        job_id = job_id_of(key)
         deadline = created_at + self._max_age[kind]
         self._schedule.add(Tracked(kind, key, job_id, created_at), deadline)
         log.warning("orphan object scheduled", kind=kind.value, job_id=job_id, overdue=deadline <= self._clock())

@@ -9,12 +9,16 @@ from services.worker.engine.detect import FaceBox
 from shared.errors import NoFace
 
 
-def prominence(face: FaceBox, photo_size: tuple[int, int]) -> float:
-    """Face area, discounted by up to half as the face moves from the centre to a corner."""
+def centre_offset(face: FaceBox, photo_size: tuple[int, int]) -> float:
+    """Distance of the face's centre from the photo's, in half-diagonals: 0 centred, 1 in a corner."""
     width, height = photo_size
     centre_x, centre_y = face.center
-    offset = math.hypot(centre_x - width / 2, centre_y - height / 2) / (math.hypot(width, height) / 2)
-    return face.area * (1.0 - 0.5 * min(1.0, offset))
+    return min(1.0, math.hypot(centre_x - width / 2, centre_y - height / 2) / (math.hypot(width, height) / 2))
+
+
+def prominence(face: FaceBox, photo_size: tuple[int, int]) -> float:
+    """Face area, discounted by up to half as the face moves from the centre to a corner."""
+    return face.area * (1.0 - 0.5 * centre_offset(face, photo_size))
 
 
 def choose_face(faces: Sequence[FaceBox], photo_size: tuple[int, int], *, min_score: float) -> FaceBox:

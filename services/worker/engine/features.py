@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from services.worker.engine.choose_face import centre_offset
 from services.worker.engine.detect import FaceBox
 
 # Rec. 601 luma weights, the ones JPEG uses.
@@ -33,15 +34,13 @@ def measure(portrait: Image.Image, face_in_portrait: FaceBox, face_in_photo: Fac
     chroma = pixels.max(axis=2) - pixels.min(axis=2)
     skin = _inner_face(pixels, face_in_portrait)
     photo_w, photo_h = photo_size
-    centre_x, centre_y = face_in_photo.center
-    offset = np.hypot(centre_x - photo_w / 2, centre_y - photo_h / 2) / (np.hypot(photo_w, photo_h) / 2)
     return PhotoFeatures(
         key=float(luma.mean()),
         contrast=float(luma.std()),
         warmth=float((skin[..., 0] - skin[..., 2]).mean()),
         saturation=float(chroma.mean()),
         face_fraction=float(min(1.0, face_in_photo.area / (photo_w * photo_h))),
-        face_offset=float(min(1.0, offset)),
+        face_offset=centre_offset(face_in_photo, photo_size),
     )
 
 
