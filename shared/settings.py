@@ -34,8 +34,14 @@ class Settings(BaseSettings):
         0, ge=0, description="CPU threads for torch; 0 leaves torch's default (one per core)."
     )
     generator: str = Field(
-        "neural-style",
-        description="Registered generator that paints the portrait (see `engine/generate.py`).",
+        "gan-portrait",
+        description="Registered generator that paints the portrait (see `engine/generate.py`): `gan-portrait` "
+        "paints faces with the face GAN and also every style-transfer style; `neural-style` only the latter.",
+    )
+    face_upscaler: Literal["auto", "esrgan", "bicubic"] = Field(
+        "auto",
+        description="How GAN-painted faces are enlarged into the portrait; `auto` is Real-ESRGAN on CUDA and "
+        "bicubic on the CPU (Real-ESRGAN costs ~0.8 s a face there).",
     )
 
     # --- engine: pipeline behaviour ---

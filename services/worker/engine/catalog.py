@@ -43,7 +43,23 @@ class TextureStyle:
     texture: str
 
 
-Recipe = Union[BuiltinBlend, TextureStyle]
+class Medium(StrEnum):
+    """The three painting media MediaPipe fine-tuned its face GAN for (#8)."""
+
+    OIL_PAINTING = "oil-painting"
+    COLOR_INK = "color-ink"
+    COLOR_SKETCH = "color-sketch"
+
+
+@dataclass(frozen=True)
+class GanRecipe:
+    """A style whose face is painted by the BlazeStyleGAN of one medium (see `face_painter.py`)."""
+
+    medium: Medium
+    paper: bool = False  # the medium paints the head on white paper: composition cuts the paper away
+
+
+Recipe = Union[BuiltinBlend, TextureStyle, GanRecipe]
 
 
 @dataclass(frozen=True)
@@ -80,6 +96,16 @@ def _builtin(*weights: tuple[int, float]) -> BuiltinBlend:
 
 
 CATALOG: tuple[Style, ...] = (
+    # --- painted by the face GAN (#8): the default of each family ---
+    Style("oil-portrait", Family.OIL, "Oil portrait",
+          "The face repainted by a GAN trained on oil portraits: loaded brush, broken colour, a painted ground.",
+          GanRecipe(Medium.OIL_PAINTING), 1.0, Profile(key=0.45, warmth=0.15, saturation=0.30)),
+    Style("watercolor-portrait", Family.WATERCOLOR, "Watercolour portrait",
+          "The face repainted by a GAN in soft pastel ink washes on white paper.",
+          GanRecipe(Medium.COLOR_INK, paper=True), 1.0, Profile(key=0.65, warmth=0.10, saturation=0.25)),
+    Style("pencil-portrait", Family.INK, "Coloured-pencil portrait",
+          "The face redrawn by a GAN in coloured-pencil hatching on white paper.",
+          GanRecipe(Medium.COLOR_SKETCH, paper=True), 1.0, Profile(key=0.55, warmth=0.10, saturation=0.15)),
     # --- oil ---
     Style("chiaroscuro", Family.OIL, "Chiaroscuro",
           "Umber glazes rising out of near-black shadow, after the Dutch masters.",

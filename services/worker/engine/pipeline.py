@@ -21,7 +21,7 @@ from services.worker.engine.detect import FaceBox, FaceDetector
 from shared.errors import PortraitError
 from services.worker.engine.features import PhotoFeatures, measure
 from services.worker.engine.frame import Framing, frame
-from services.worker.engine.generate import PaintJob, StyleEncoder, create_generator
+from services.worker.engine.generate import GeneratorOptions, PaintJob, StyleEncoder, create_generator
 from services.worker.engine.networks.arbitrary import StylePredictor
 from services.worker.engine.runtime import Runtime, inference, resolve_runtime
 from services.worker.engine.select import StyleChoice, check_request, choose_style
@@ -74,6 +74,21 @@ class _Item:
     error: PortraitError | None = None
 
 
+def warm_up_face(side: int) -> FaceBox:
+    """A face filling a side×side probe image, landmarks where a frontal face has them (for warm-up only)."""
+    scale = side / 256
+    points = tuple((x * scale, y * scale) for x, y in ((96, 118), (160, 118), (128, 152), (101, 182), (155, 182)))
+    return FaceBox(x1=64 * scale, y1=72 * scale, x2=192 * scale, y2=216 * scale, score=1.0, landmarks=points)
+
+
+def _one_style_per_recipe_kind(generator) -> list:
+    seen: dict[type, object] = {}
+    for style in CATALOG:
+        if generator.supports(style):
+            seen.setdefault(type(style.recipe), style)
+    return list(seen.values())
+
+
 class PortraitEngine:
     """Loads every network once (verified weights), warms up, then renders photos or batches of photos."""
 
@@ -85,7 +100,8 @@ class PortraitEngine:
         self.detector = FaceDetector(settings.model_dir, device=self.runtime.device,
                                      max_side=settings.detect_max_side)
         self.encoder = StyleEncoder(StylePredictor.from_onnx(paths["arbitrary_predict.onnx"]), self.runtime)
-        self.generator = create_generator(settings.generator, paths, self.runtime, self.encoder)
+        self.generator = create_generator(settings.generator, paths, self.runtime, self.encoder,
+                                          GeneratorOptions(face_upscaler=settings.face_upscaler))
         if warm_up:
             self._warm_up()
         log.info("engine ready on %s (%s) in %.2fs", self.runtime.device, self.runtime.dtype,
@@ -97,8 +113,9 @@ class PortraitEngine:
             probe = torch.rand(1, 3, 64, 64)
             self.detector.detect([(probe[0].permute(1, 2, 0) * 255).to(torch.uint8)])
             vector = self.encoder.encode(probe)[0]
-            jobs = [PaintJob(style=CATALOG[0], strength=1.0, photo_vector=vector)]
-            self.generator.paint(probe, jobs)
+            face = warm_up_face(probe.shape[-1])
+            for style in _one_style_per_recipe_kind(self.generator):
+                self.generator.paint(probe, [PaintJob(style=style, strength=1.0, photo_vector=vector, face=face)])
 
     def render(self, data: bytes, style: str = "auto", strength: float | None = None,
                progress: Callable[[str], None] | None = None) -> Portrait:
@@ -170,7 +187,8 @@ class PortraitEngine:
                                     photo.image.size)
             item.photo_vector = vector
             try:
-                item.choice = choose_style(item.features, item.request.style, item.request.strength)
+                item.choice = choose_style(item.features, item.request.style, item.request.strength,
+                                           paintable=self.generator.supports)
             except PortraitError as exc:
                 item.error = exc
 
@@ -180,7 +198,8 @@ class PortraitEngine:
         if not live:
             return None
         portraits = to_batch([item.framing.portrait for item in live])
-        jobs = [PaintJob(item.choice.style, item.choice.strength, item.photo_vector)
+        jobs = [PaintJob(item.choice.style, item.choice.strength, item.photo_vector,
+                         face=item.framing.face_in_portrait)
                 for item in live]
         return self.generator.paint(portraits, jobs), portraits
 

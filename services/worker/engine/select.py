@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from services.worker.engine.catalog import CATALOG, Family, Style, get_style, is_known_choice, styles_in
+from services.worker.engine.catalog import (CATALOG, Family, GanRecipe, Style, get_style, is_known_choice,
+                                            styles_in)
 from shared.errors import InvalidStrength
 from services.worker.engine.features import PhotoFeatures
 
@@ -57,9 +58,32 @@ def _distance(style: Style, f: PhotoFeatures) -> float:
             + 0.5 * (style.suits.saturation - f.saturation) ** 2)
 
 
-def nearest_in(family: Family, f: PhotoFeatures) -> Style:
-    # Ties break on catalog order, so the choice is deterministic.
-    return min(styles_in(family), key=lambda style: (_distance(style, f), CATALOG.index(style)))
+Paintable = Callable[[Style], bool]
+
+
+def _everything(style: Style) -> bool:
+    return True
+
+
+def gan_caveat(style: Style, f: PhotoFeatures) -> str | None:
+    """Why this GAN style should not be chosen automatically for this photo, or None if it may be (#8)."""
+    return None
+
+
+def nearest_in(family: Family, f: PhotoFeatures, paintable: Paintable = _everything) -> tuple[Style, str]:
+    """The family's style for this photo, and a note when the family's face GAN was passed over.
+
+    Face-GAN styles come first: they repaint the face instead of filtering the photo (#8). Among equals the
+    nearest profile wins; ties break on catalog order, so the choice is deterministic.
+    """
+    candidates = [style for style in styles_in(family) if paintable(style)]
+    gans = [style for style in candidates if isinstance(style.recipe, GanRecipe)]
+    caveats = {style.name: gan_caveat(style, f) for style in gans}
+    allowed = [style for style in gans if caveats[style.name] is None]
+    pool = allowed or [style for style in candidates if not isinstance(style.recipe, GanRecipe)] or candidates
+    style = min(pool, key=lambda s: (_distance(s, f), CATALOG.index(s)))
+    note = "; ".join(reason for reason in caveats.values() if reason) if not allowed and gans else ""
+    return style, note
 
 
 def check_request(requested: str, strength: float | None) -> None:
@@ -70,16 +94,20 @@ def check_request(requested: str, strength: float | None) -> None:
         get_style(requested)  # raises UnknownStyle listing the choices
 
 
-def choose_style(features: PhotoFeatures, requested: str = "auto", strength: float | None = None) -> StyleChoice:
+def choose_style(features: PhotoFeatures, requested: str = "auto", strength: float | None = None,
+                 paintable: Paintable = _everything) -> StyleChoice:
     check_request(requested, strength)
     if requested == "auto":
         rule = next(rule for rule in FAMILY_RULES if rule.applies(features))
-        style = nearest_in(rule.family, features)
+        style, note = nearest_in(rule.family, features, paintable)
         reason = f"{rule.because(features)} → {style.title.lower()} {style.family.value}"
     elif requested in {family.value for family in Family}:
-        style = nearest_in(Family(requested), features)
+        style, note = nearest_in(Family(requested), features, paintable)
         reason = f"{requested} requested; {_warm_or_cool(features)} at key {features.key:.2f} → {style.title.lower()}"
     else:
+        note = ""
         style = get_style(requested)
         reason = f"{style.title.lower()} {style.family.value} requested"
+    if note:
+        reason = f"{reason} ({note})"
     return StyleChoice(style=style, strength=style.strength if strength is None else strength, reason=reason)

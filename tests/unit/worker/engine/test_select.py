@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from services.worker.engine.catalog import CATALOG, Family, get_style, is_known_choice
+from services.worker.engine.catalog import CATALOG, Family, GanRecipe, get_style, is_known_choice
 from shared.errors import InvalidStrength, UnknownStyle
 from services.worker.engine.features import PhotoFeatures
 from services.worker.engine.select import choose_style
@@ -36,10 +36,22 @@ def test_light_decides_the_family_and_the_reason_says_so(features, family, phras
     assert choice.reason.endswith(f"{choice.style.title.lower()} {family.value}")
 
 
-def test_different_photos_get_different_styles():
-    variants = [replace(NEUTRAL, key=k, warmth=w, saturation=s, contrast=c)
-                for k in (0.3, 0.5, 0.7) for w in (0.0, 0.2) for s in (0.05, 0.3) for c in (0.15, 0.35)]
-    assert len({choose_style(f).style.name for f in variants}) >= 5
+VARIANTS = [replace(NEUTRAL, key=k, warmth=w, saturation=s, contrast=c)
+            for k in (0.3, 0.5, 0.7) for w in (0.0, 0.2) for s in (0.05, 0.3) for c in (0.15, 0.35)]
+
+
+def test_each_family_is_painted_by_its_face_gan_by_default():
+    chosen = {choose_style(f).style for f in VARIANTS}
+    assert {style.family for style in chosen} == set(Family)
+    assert all(isinstance(style.recipe, GanRecipe) for style in chosen)
+
+
+def test_without_the_face_gan_different_photos_get_different_styles():
+    def style_transfer_only(style):
+        return not isinstance(style.recipe, GanRecipe)
+
+    chosen = {choose_style(f, paintable=style_transfer_only).style for f in VARIANTS}
+    assert len(chosen) >= 5 and not any(isinstance(style.recipe, GanRecipe) for style in chosen)
 
 
 def test_named_style_overrides_selection():
