@@ -38,10 +38,11 @@ class Settings(BaseSettings):
         description="Registered generator that paints the portrait (see `engine/generate.py`): `gan-portrait` "
         "paints faces with the face GAN and also every style-transfer style; `neural-style` only the latter.",
     )
-    face_upscaler: Literal["auto", "esrgan", "bicubic"] = Field(
+    face_upscaler: Literal["auto", "esrgan", "esrgan-plus", "bicubic"] = Field(
         "auto",
-        description="How GAN-painted faces are enlarged into the portrait; `auto` is Real-ESRGAN on CUDA and "
-        "bicubic on the CPU (Real-ESRGAN costs ~0.8 s a face there).",
+        description="How GAN-painted faces are enlarged into the portrait: Real-ESRGAN compact (`esrgan`), "
+        "the photographic RRDBNet (`esrgan-plus`, GPU only in practice) or `bicubic`; `auto` is `esrgan` on "
+        "CUDA and `bicubic` on the CPU, where Real-ESRGAN costs more than the face GAN.",
     )
 
     # --- engine: pipeline behaviour ---

@@ -1,10 +1,14 @@
 """Upscale GAN-painted faces before they go back into the portrait (#8).
 
 The face GAN paints at 256², while a 768 px portrait shows the face crop at about 400 px: resized with plain
-bicubic the brushwork turns to mush. Real-ESRGAN's compact network (realesr-animevideov3, our torch port in
-`networks/srvgg.py`) doubles it with edges kept. Its body always works at ×4 (the "x2" model file adds a
-bicubic halving), so on the CPU it is the most expensive step after the GAN: `PORTRAITS_FACE_UPSCALER` picks
-`esrgan`, `bicubic`, or `auto` (Real-ESRGAN on CUDA, bicubic on the CPU — see the README's benchmark).
+bicubic the brushwork turns to mush. `PORTRAITS_FACE_UPSCALER` picks:
+
+* `esrgan` — Real-ESRGAN's compact network (realesr-animevideov3, our port in `networks/srvgg.py`): edges kept,
+  a flatter, drawn look that suits paintings. Its body always works at ×4 (the "x2" file adds a bicubic
+  halving), about 0.4 s a face on a 2-core CPU: more than the face GAN itself.
+* `esrgan-plus` — the photographic RRDBNet (`networks/rrdbnet.py`, 16.7 M parameters), ×4 then an area
+  halving: ~40 s a face on the CPU, for GPUs only.
+* `bicubic`, and `auto`: `esrgan` on CUDA, `bicubic` on the CPU (see the README's benchmark).
 """
 
 from __future__ import annotations
@@ -14,10 +18,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from torch import nn
+
+from services.worker.engine.networks.rrdbnet import RRDBNet
 from services.worker.engine.networks.srvgg import SRVGGNetCompact
 from services.worker.engine.runtime import Runtime
 
-SR_FILES = ("realesr-animevideov3-x2.param", "realesr-animevideov3-x2.bin")
+COMPACT_FILES = ("realesr-animevideov3-x2.param", "realesr-animevideov3-x2.bin")
+PLUS_FILES = ("realesrgan-x4plus.param", "realesrgan-x4plus.bin")
 SCALE = 2
 
 
@@ -25,9 +33,13 @@ class FaceUpscaler:
     def __init__(self, model_paths: dict[str, Path], runtime: Runtime, mode: str = "auto") -> None:
         self._runtime = runtime
         self.mode = ("esrgan" if runtime.is_cuda else "bicubic") if mode == "auto" else mode
-        self._net: SRVGGNetCompact | None = None
-        if self.mode == "esrgan":
-            net = SRVGGNetCompact.from_ncnn(model_paths[SR_FILES[0]], model_paths[SR_FILES[1]])
+        self._net: nn.Module | None = None
+        if self.mode in ("esrgan", "esrgan-plus"):
+            net: nn.Module
+            if self.mode == "esrgan":
+                net = SRVGGNetCompact.from_ncnn(model_paths[COMPACT_FILES[0]], model_paths[COMPACT_FILES[1]])
+            else:
+                net = RRDBNet.from_ncnn(model_paths[PLUS_FILES[0]], model_paths[PLUS_FILES[1]])
             net = net.to(runtime.device, runtime.dtype).eval()
             self._net = net.to(memory_format=torch.channels_last) if runtime.channels_last else net
 
@@ -37,4 +49,7 @@ class FaceUpscaler:
             upscaled = F.interpolate(faces.float(), scale_factor=SCALE, mode="bicubic", align_corners=False)
         else:
             upscaled = self._net(self._runtime.to_input(faces)).float()
+            if upscaled.shape[-1] != faces.shape[-1] * SCALE:  # RRDBNet's ×4
+                upscaled = F.interpolate(upscaled, size=(faces.shape[-2] * SCALE, faces.shape[-1] * SCALE),
+                                         mode="area")
         return upscaled.clamp(0, 1).cpu()
