@@ -53,10 +53,16 @@ class Medium(StrEnum):
 
 @dataclass(frozen=True)
 class GanRecipe:
-    """A style whose face is painted by the BlazeStyleGAN of one medium (see `face_painter.py`)."""
+    """A style whose face is painted by the BlazeStyleGAN of one medium (see `face_painter.py`).
+
+    `structure` swaps in another medium's generator stages up to 64²: the coarse layers decide who the face
+    is, the fine ones how it is painted. The oil generator turns every sitter into a young man; with the
+    colour-sketch generator's coarse layers it keeps the sitter and still paints in oil (identity study, #8).
+    """
 
     medium: Medium
     paper: bool = False  # the medium paints the head on white paper: composition cuts the paper away
+    structure: Medium | None = None
 
 
 Recipe = Union[BuiltinBlend, TextureStyle, GanRecipe]
@@ -99,7 +105,7 @@ CATALOG: tuple[Style, ...] = (
     # --- painted by the face GAN (#8): the default of each family ---
     Style("oil-portrait", Family.OIL, "Oil portrait",
           "The face repainted by a GAN trained on oil portraits: loaded brush, broken colour, a painted ground.",
-          GanRecipe(Medium.OIL_PAINTING), 1.0, Profile(key=0.45, warmth=0.15, saturation=0.30)),
+          GanRecipe(Medium.OIL_PAINTING, structure=Medium.COLOR_SKETCH), 1.0, Profile(key=0.45, warmth=0.15, saturation=0.30)),
     Style("watercolor-portrait", Family.WATERCOLOR, "Watercolour portrait",
           "The face repainted by a GAN in soft pastel ink washes on white paper.",
           GanRecipe(Medium.COLOR_INK, paper=True), 1.0, Profile(key=0.65, warmth=0.10, saturation=0.25)),

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from services.worker.engine import align, compose
 from services.worker.engine.catalog import Style
+from services.worker.engine.detect import FaceBox
 from services.worker.engine.face_painter import FacePainter, GanRecipe
 from services.worker.engine.generate import GeneratorOptions, NeuralStyleGenerator, PaintJob, StyleEncoder
 from services.worker.engine.runtime import Runtime
@@ -41,6 +42,11 @@ class GanPortraitGenerator:
     def supports(self, style: Style) -> bool:
         return isinstance(style.recipe, GanRecipe) or self._neural.supports(style)
 
+    def redraw_errors(self, portraits: torch.Tensor, faces: Sequence[FaceBox]) -> list[float]:
+        """The likeness check of `face_painter.py`, per portrait (its face in portrait pixels)."""
+        crops = align.crop_faces(portraits, [align.alignment(face) for face in faces])
+        return self._faces.redraw_errors(crops)
+
     def paint(self, portraits: torch.Tensor, jobs: Sequence[PaintJob]) -> torch.Tensor:
         painted = torch.empty_like(portraits)
         gan = [i for i, job in enumerate(jobs) if isinstance(job.style.recipe, GanRecipe)]
@@ -60,7 +66,7 @@ class GanPortraitGenerator:
                 raise ValueError("a GAN style needs the face's landmarks (PaintJob.face)")
             matrices.append(align.alignment(job.face))
         crops = align.crop_faces(portraits, matrices)
-        faces = self._faces.paint(crops, recipes, [job.strength for job in jobs])  # type: ignore[arg-type]
+        faces = self._faces.paint(crops, recipes)  # type: ignore[arg-type]
         masks = compose.head_masks(faces, [r.paper for r in recipes]).float().cpu()  # type: ignore[union-attr]
         background = self._paint_background(portraits, self._encoder.encode(faces.float()))
         faces_cpu = faces.float().cpu()

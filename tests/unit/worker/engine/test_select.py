@@ -81,3 +81,15 @@ def test_catalog_is_well_formed():
         assert 0 < style.strength <= 1
         assert is_known_choice(style.name) and get_style(style.name) is style
     assert is_known_choice("auto") and is_known_choice("ink") and not is_known_choice("cubism")
+
+
+def test_a_face_the_gan_cannot_redraw_gets_a_style_transfer_style_and_the_reason_says_why():
+    faithful = replace(NEUTRAL, redraw_error=0.08)
+    lost = replace(NEUTRAL, redraw_error=0.21)
+    assert isinstance(choose_style(faithful).style.recipe, GanRecipe)
+    for requested in ("auto", "oil", "watercolor", "ink"):
+        choice = choose_style(lost, requested)
+        assert not isinstance(choice.style.recipe, GanRecipe)
+        assert "could not redraw this face faithfully (redraw error 0.21 > 0.15)" in choice.reason
+    # A GAN style asked for by name is painted as asked.
+    assert choose_style(lost, "oil-portrait").style.name == "oil-portrait"
