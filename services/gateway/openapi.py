@@ -147,10 +147,14 @@ def _schemas() -> dict[str, Any]:
             },
         },
         "Style": {
-            "type": "object", "required": ["name", "family", "title", "description", "strength"],
+            "type": "object", "required": ["name", "family", "title", "description", "strength", "painter"],
             "properties": {"name": {"type": "string"}, "family": {"type": "string"}, "title": {"type": "string"},
                            "description": {"type": "string"},
-                           "strength": {"type": "number", "description": "Default strength."}},
+                           "strength": {"type": "number", "description": "Default strength."},
+                           "painter": {"type": "string", "enum": ["face-gan", "style-transfer"],
+                                       "description": "`face-gan`: the face is repainted by a GAN and the "
+                                                      "rest painted to match; `style-transfer`: the photo is "
+                                                      "painted over."}},
         },
         "Styles": {
             "type": "object", "required": ["default", "choices", "families"],

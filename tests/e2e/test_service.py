@@ -74,6 +74,24 @@ def test_astronaut_becomes_a_downloadable_portrait(client, settings, astronaut_p
     assert refused.value.code == 403
 
 
+def test_auto_paints_the_astronaut_with_the_face_gan(client, astronaut_path):
+    """The default generator and auto selection give a GAN-painted portrait through the whole service (#8)."""
+    job = wait_for(client, submit(client, astronaut_path)["status_url"])
+    families = client.get("/v1/styles").get_json()["families"]
+    gan_styles = {style["name"] for family in families for style in family["styles"]
+                  if style["painter"] == "face-gan"}
+    assert job["status"] == "done" and job["style"] in gan_styles, job
+
+
+@pytest.mark.parametrize("style", ["oil-portrait", "watercolor-portrait", "pencil-portrait"])
+def test_each_gan_style_is_painted_on_request(client, grace_hopper_path, style):
+    job = wait_for(client, submit(client, grace_hopper_path, style=style)["status_url"])
+    assert job["status"] == "done" and job["style"] == style and "requested" in job["reason"], job
+    with urllib.request.urlopen(job["result_url"], timeout=10) as response:
+        image = Image.open(io.BytesIO(response.read()))
+    assert image.size == (408, 512)  # the whole 4:5 portrait, not the GAN's 256² face crop
+
+
 def test_photo_without_a_face_fails_with_its_code(client, settings):
     accepted = submit(client, samples.coffee_path())
     job = wait_for(client, accepted["status_url"])

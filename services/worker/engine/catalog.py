@@ -94,6 +94,7 @@ class Style:
             "title": self.title,
             "description": self.description,
             "strength": self.strength,
+            "painter": "face-gan" if isinstance(self.recipe, GanRecipe) else "style-transfer",
         }
 
 
@@ -102,17 +103,10 @@ def _builtin(*weights: tuple[int, float]) -> BuiltinBlend:
 
 
 CATALOG: tuple[Style, ...] = (
-    # --- painted by the face GAN (#8): the default of each family ---
+    # --- oil --- (each family opens with its face-GAN style, the default of auto selection, #8)
     Style("oil-portrait", Family.OIL, "Oil portrait",
           "The face repainted by a GAN trained on oil portraits: loaded brush, broken colour, a painted ground.",
           GanRecipe(Medium.OIL_PAINTING, structure=Medium.COLOR_SKETCH), 1.0, Profile(key=0.45, warmth=0.15, saturation=0.30)),
-    Style("watercolor-portrait", Family.WATERCOLOR, "Watercolour portrait",
-          "The face repainted by a GAN in soft pastel ink washes on white paper.",
-          GanRecipe(Medium.COLOR_INK, paper=True), 1.0, Profile(key=0.65, warmth=0.10, saturation=0.25)),
-    Style("pencil-portrait", Family.INK, "Coloured-pencil portrait",
-          "The face redrawn by a GAN in coloured-pencil hatching on white paper.",
-          GanRecipe(Medium.COLOR_SKETCH, paper=True), 1.0, Profile(key=0.55, warmth=0.10, saturation=0.15)),
-    # --- oil ---
     Style("chiaroscuro", Family.OIL, "Chiaroscuro",
           "Umber glazes rising out of near-black shadow, after the Dutch masters.",
           _builtin((10, 0.6), (23, 0.4)), 0.9, Profile(key=0.30, warmth=0.20, saturation=0.25)),
@@ -129,6 +123,9 @@ CATALOG: tuple[Style, ...] = (
           "Soft golden light over cool sky-blue grounds.",
           _builtin((0, 1.0)), 0.85, Profile(key=0.62, warmth=0.12, saturation=0.30)),
     # --- watercolor ---
+    Style("watercolor-portrait", Family.WATERCOLOR, "Watercolour portrait",
+          "The face repainted by a GAN in soft pastel ink washes on white paper.",
+          GanRecipe(Medium.COLOR_INK, paper=True), 1.0, Profile(key=0.65, warmth=0.10, saturation=0.25)),
     Style("blue-wash", Family.WATERCOLOR, "Blue wash",
           "Pale cerulean washes with the paper left to breathe.",
           _builtin((14, 1.0)), 0.85, Profile(key=0.70, warmth=0.0, saturation=0.15)),
@@ -142,6 +139,9 @@ CATALOG: tuple[Style, ...] = (
           "Translucent pools of pigment with dried, darker rims.",
           TextureStyle("pigment-blooms"), 0.9, Profile(key=0.60, warmth=0.20, saturation=0.35)),
     # --- ink ---
+    Style("pencil-portrait", Family.INK, "Coloured-pencil portrait",
+          "The face redrawn by a GAN in coloured-pencil hatching on white paper.",
+          GanRecipe(Medium.COLOR_SKETCH, paper=True), 1.0, Profile(key=0.55, warmth=0.10, saturation=0.15)),
     Style("pen-and-ink", Family.INK, "Pen and ink",
           "A line drawing in black ink on cream paper.",
           TextureStyle("ink-strokes"), 1.0, Profile(key=0.50, warmth=0.05, saturation=0.05)),
