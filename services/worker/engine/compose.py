@@ -67,15 +67,18 @@ def head_masks(painted: torch.Tensor, paper: Sequence[bool]) -> torch.Tensor:
 
 
 def match_palette(background: torch.Tensor, painted: torch.Tensor, masks: torch.Tensor,
-                  amount: float = 0.5) -> torch.Tensor:
-    """Move each background's per-channel mean and spread `amount` of the way to the painted head's."""
+                  amount: float | Sequence[float] = 0.5) -> torch.Tensor:
+    """Move each background's per-channel mean and spread `amount` (per image or one for all) of the way to
+    the painted head's."""
     weights = masks / masks.sum((2, 3), keepdim=True).clamp_min(1e-6)
     head_mean = (painted * weights).sum((2, 3), keepdim=True)
     head_std = (((painted - head_mean) ** 2) * weights).sum((2, 3), keepdim=True).sqrt()
     mean = background.mean((2, 3), keepdim=True)
     std = background.std((2, 3), keepdim=True).clamp_min(1e-4)
     matched = (background - mean) / std * head_std + head_mean
-    return (background + amount * (matched - background)).clamp(0, 1)
+    amounts = torch.tensor([amount] * len(background) if isinstance(amount, float) else list(amount),
+                           dtype=background.dtype).view(-1, 1, 1, 1)
+    return (background + amounts * (matched - background)).clamp(0, 1)
 
 
 def composite(background: torch.Tensor, faces: torch.Tensor, masks: torch.Tensor,

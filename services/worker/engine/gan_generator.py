@@ -26,6 +26,10 @@ from services.worker.engine.upscale import FaceUpscaler
 # The background is painted at this long side and resized to the portrait's: it is brushwork and colour, and
 # painting it at 768 px cost more than the face GAN itself.
 BACKGROUND_SIDE = 512
+# How far the background's palette moves to the painted head's. The paper media repaint hair in their own
+# colours (the ink GAN turns brown hair lilac): a stronger pull keeps the hair outside the head mask from
+# reading as another painting. Chosen on contact sheets.
+PAINT_PALETTE, PAPER_PALETTE = 0.5, 0.8
 
 
 class GanPortraitGenerator:
@@ -70,7 +74,8 @@ class GanPortraitGenerator:
         masks = compose.head_masks(faces, [r.paper for r in recipes]).float().cpu()  # type: ignore[union-attr]
         background = self._paint_background(portraits, self._encoder.encode(faces.float()))
         faces_cpu = faces.float().cpu()
-        background = compose.match_palette(background, faces_cpu, masks)
+        background = compose.match_palette(background, faces_cpu, masks,
+                                           [PAPER_PALETTE if r.paper else PAINT_PALETTE for r in recipes])  # type: ignore[union-attr]
         painted = compose.composite(background, self._upscaler.upscale(faces), masks, matrices)
         # Strength below 1 lets the photo show through, as for the built-in styles: 0 keeps the photo.
         strength = torch.tensor([job.strength for job in jobs], dtype=painted.dtype).view(-1, 1, 1, 1)
