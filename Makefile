@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 DEPS_STAMP := $(VENV)/.deps-installed
 MODELS_STAMP := var/models/manifest.json
 
-.PHONY: run test models venv bench drill sheet deploy-files clean
+.PHONY: run test models venv bench drill sheet identity deploy-files clean
 
 venv: $(DEPS_STAMP)
 
@@ -30,13 +30,17 @@ run: models
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/honcho -f Procfile -e var/local/env start 2>&1 || true
 
 bench: models
-	$(PY) -m scripts.benchmark_engine
+	$(PY) -m scripts.benchmark_engine --size 768
+	$(PY) -m scripts.benchmark_stylizer
 
 drill: models
 	$(PY) -m scripts.privacy_drill
 
 sheet: models
 	$(PY) -m services.cli sheet $$($(PY) -c 'from tests.support import samples as s; print(s.astronaut_path(), s.grace_hopper_path())') -o var/contact-sheet.jpg
+
+identity: models  # contact sheets and figures of how each face-GAN medium keeps the sitter (var/identity/)
+	$(PY) -m scripts.identity_study --invert-steps 0
 
 deploy-files: $(DEPS_STAMP)  # after editing dashboards, alert rules or metrics
 	$(PY) deploy/dashboards/generate.py

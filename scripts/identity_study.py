@@ -190,22 +190,23 @@ def fixed(name: str) -> GeneratorFn:
     return lambda ctx, medium: ctx.generators[name]
 
 
-def swap(donor: str, up_to: int) -> GeneratorFn:
+def _derived(kind: str, make: Callable[[StyleGenerator, StyleGenerator, float], StyleGenerator],
+             donor: str, amount: float) -> GeneratorFn:
+    """A generator made from the medium's and a donor's, built once per (kind, medium, donor, amount)."""
     def generator(ctx: Context, medium: str) -> StyleGenerator:
-        key = ("swap", medium, donor, up_to)
+        key = (kind, medium, donor, amount)
         if key not in ctx.derived:
-            ctx.derived[key] = layer_swap(ctx.generators[medium], ctx.generators[donor], up_to)
+            ctx.derived[key] = make(ctx.generators[medium], ctx.generators[donor], amount)
         return ctx.derived[key]
     return generator
+
+
+def swap(donor: str, up_to: int) -> GeneratorFn:
+    return _derived("swap", lambda medium, other, up: layer_swap(medium, other, int(up)), donor, up_to)
 
 
 def blend(donor: str, alpha: float) -> GeneratorFn:
-    def generator(ctx: Context, medium: str) -> StyleGenerator:
-        key = ("blend", medium, donor, alpha)
-        if key not in ctx.derived:
-            ctx.derived[key] = weight_blend(ctx.generators[medium], ctx.generators[donor], alpha)
-        return ctx.derived[key]
-    return generator
+    return _derived("blend", weight_blend, donor, alpha)
 
 
 def strategies_for(medium: str, with_inversion: bool) -> dict[str, Strategy]:

@@ -27,7 +27,7 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Dict, Iterator, List, Mapping, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Tuple, Union
 
 import numpy as np
 
@@ -205,3 +205,18 @@ def iter_weights(param: NcnnParam, bin_path: PathLike) -> Iterator[Tuple[NcnnLay
 def read_weights(param: NcnnParam, bin_path: PathLike) -> Dict[str, Tuple[np.ndarray, ...]]:
     """Every layer's weight arrays by layer name (in layer order), the whole file checked."""
     return {layer.name: arrays for layer, arrays in iter_weights(param, bin_path)}
+
+
+def build_module(param_path: PathLike, bin_path: PathLike, build: Callable[[NcnnParam, Dict[str, tuple]], tuple],
+                 network: str) -> Any:
+    """Parse `param_path`, read `bin_path`, let `build` make the module and its state dict, load it (eval mode).
+
+    Any mismatch between the files and the network `build` expects is a `ModelFilesError` naming the file.
+    """
+    param = NcnnParam.load(param_path)
+    try:
+        net, state = build(param, read_weights(param, bin_path))
+        net.load_state_dict(state, strict=True)
+    except (ValueError, KeyError, IndexError, RuntimeError) as exc:
+        raise ModelFilesError(f"{param_path}: not an {network} ncnn model: {exc}") from exc
+    return net.eval()

@@ -28,8 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from services.worker.engine.ncnn_weights import NcnnLayer, NcnnParam, read_weights
-from shared.errors import ModelFilesError
+from services.worker.engine.ncnn_weights import NcnnLayer, NcnnParam, build_module
 
 PathLike = Union[str, Path]
 
@@ -63,13 +62,7 @@ class SRVGGNetCompact(nn.Module):
     @classmethod
     def from_ncnn(cls, param_path: PathLike, bin_path: PathLike) -> "SRVGGNetCompact":
         """Build from a realesr-animevideov3 `.param` (structure checked) and load its `.bin` weights."""
-        param = NcnnParam.load(param_path)
-        try:
-            net, state = _build(param, read_weights(param, bin_path))
-            net.load_state_dict(state, strict=True)
-        except (ValueError, KeyError, IndexError, RuntimeError) as exc:
-            raise ModelFilesError(f"{param_path}: not an SRVGGNetCompact ncnn model: {exc}") from exc
-        return net.eval()
+        return build_module(param_path, bin_path, _build, "SRVGGNetCompact")
 
 
 def _build(param: NcnnParam, weights: Dict[str, tuple]) -> tuple[SRVGGNetCompact, Dict[str, torch.Tensor]]:
