@@ -73,3 +73,25 @@ def test_rotated_upload_finds_the_same_face(engine, astronaut_portrait, astronau
     face = engine.render(rotated, style=astronaut_portrait.style).face
     assert abs(face.center[0] - astronaut_portrait.face.center[0]) < 8
     assert abs(face.center[1] - astronaut_portrait.face.center[1]) < 8
+
+
+def test_a_batch_mixing_face_gan_and_style_transfer_paints_each_as_if_alone(engine, astronaut_path,
+                                                                             grace_hopper_path):
+    """One batch goes through the face GAN and the style networks together; nothing leaks between photos."""
+    requests = [RenderRequest(astronaut_path.read_bytes(), style="oil-portrait"),
+                RenderRequest(grace_hopper_path.read_bytes(), style="chiaroscuro"),
+                RenderRequest(grace_hopper_path.read_bytes(), style="pencil-portrait")]
+    batched = engine.render_batch(requests)
+    for request, together in zip(requests, batched):
+        alone = engine.render(request.data, style=request.style)
+        assert isinstance(together, Portrait) and together.style == request.style
+        assert np.abs(luma(together.data) - luma(alone.data)).mean() < 1.0  # JPEG and float summation only
+
+
+def test_a_face_gan_portrait_is_painted_and_strength_zero_keeps_the_photo(engine, grace_hopper_path):
+    data = grace_hopper_path.read_bytes()
+    painted = engine.render(data, style="watercolor-portrait")
+    photo = engine.render(data, style="watercolor-portrait", strength=0.0)
+    framed = engine.render(data, style="chiaroscuro", strength=0.0)
+    assert np.abs(luma(photo.data) - luma(framed.data)).mean() < 1.0
+    assert np.abs(luma(painted.data) - luma(photo.data)).mean() > 8
