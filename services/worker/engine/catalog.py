@@ -63,6 +63,7 @@ class GanRecipe:
     medium: Medium
     paper: bool = False  # the medium paints the head on white paper: composition cuts the paper away
     structure: Medium | None = None
+    old_master: bool = False  # grade the finished portrait onto an umber palette (see `compose.py`)
 
 
 Recipe = Union[BuiltinBlend, TextureStyle, GanRecipe]
@@ -107,6 +108,10 @@ CATALOG: tuple[Style, ...] = (
     Style("oil-portrait", Family.OIL, "Oil portrait",
           "The face repainted by a GAN trained on oil portraits: loaded brush, broken colour, a painted ground.",
           GanRecipe(Medium.OIL_PAINTING, structure=Medium.COLOR_SKETCH), 1.0, Profile(key=0.45, warmth=0.15, saturation=0.30)),
+    Style("old-master-portrait", Family.OIL, "Old-master portrait",
+          "The oil GAN's brushwork in umber glazes over a dark ground, after the Dutch and Flemish masters.",
+          GanRecipe(Medium.OIL_PAINTING, structure=Medium.COLOR_SKETCH, old_master=True), 1.0,
+          Profile(key=0.35, warmth=0.20, saturation=0.25)),
     Style("chiaroscuro", Family.OIL, "Chiaroscuro",
           "Umber glazes rising out of near-black shadow, after the Dutch masters.",
           _builtin((10, 0.6), (23, 0.4)), 0.9, Profile(key=0.30, warmth=0.20, saturation=0.25)),

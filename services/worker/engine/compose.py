@@ -81,6 +81,29 @@ def match_palette(background: torch.Tensor, painted: torch.Tensor, masks: torch.
     return (background + amounts * (matched - background)).clamp(0, 1)
 
 
+# An umber ramp from near-black through burnt umber and ochre to warm cream, indexed by luminance: the palette of
+# a Dutch or Flemish portrait. The oil GAN paints in a post-impressionist palette (green-yellow skin, cobalt
+# grounds); graded onto this ramp with a dark vignette the same brushwork reads as an old-master portrait (#8).
+UMBER_RAMP = torch.tensor([[0.06, 0.04, 0.025], [0.36, 0.22, 0.11], [0.72, 0.55, 0.32], [0.95, 0.88, 0.70]])
+GRADE_AMOUNT, VIGNETTE = 0.75, 0.45
+
+
+def old_master_grade(images: torch.Tensor) -> torch.Tensor:
+    """N×3×H×W in 0..1 → the same pictures moved 75 % onto the umber ramp, darkened towards the corners."""
+    luma = (images * _LUMA.to(images.device)).sum(1).clamp(0, 1)  # N×H×W
+    position = luma * (len(UMBER_RAMP) - 1)
+    lower = position.floor().clamp(max=len(UMBER_RAMP) - 2).long()
+    fraction = (position - lower).unsqueeze(1)
+    ramp = UMBER_RAMP.to(images.device)
+    start, end = ramp[lower].permute(0, 3, 1, 2), ramp[lower + 1].permute(0, 3, 1, 2)
+    graded = images + GRADE_AMOUNT * (start + (end - start) * fraction - images)
+    height, width = images.shape[-2:]
+    ys = torch.linspace(-1, 1, height, device=images.device).view(-1, 1)
+    xs = torch.linspace(-1, 1, width, device=images.device).view(1, -1)
+    light = 1 - VIGNETTE * ((xs ** 2 + (ys + 0.15) ** 2) / 1.6).clamp(0, 1)  # lit from a little above centre
+    return (graded * light).clamp(0, 1)
+
+
 def composite(background: torch.Tensor, faces: torch.Tensor, masks: torch.Tensor,
               matrices: Sequence[np.ndarray]) -> torch.Tensor:
     """Paste faces (N×3×s×s, any s ≥ 256) under masks (N×1×256×256) into backgrounds (N×3×H×W)."""

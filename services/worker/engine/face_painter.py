@@ -55,6 +55,10 @@ def average(generators: Sequence[StyleGenerator]) -> StyleGenerator:
     return averaged
 
 
+def _generator_key(recipe: GanRecipe) -> tuple[Medium, Medium | None]:
+    return recipe.medium, recipe.structure
+
+
 class FacePainter:
     """One encoder and the three generators, loaded once."""
 
@@ -64,14 +68,15 @@ class FacePainter:
                      for medium, name in MODEL_FILES.items()}
         self.encoder = self._prepare(stylizers[Medium.OIL_PAINTING].encoder)
         generators = {medium: model.generator for medium, model in stylizers.items()}
-        self.generators: dict[GanRecipe, torch.nn.Module] = {}
+        # One generator per (medium, structure donor) in the catalog, whatever else the recipes vary.
+        self.generators: dict[tuple[Medium, Medium | None], torch.nn.Module] = {}
         for style in CATALOG:
             recipe = style.recipe
-            if isinstance(recipe, GanRecipe) and recipe not in self.generators:
+            if isinstance(recipe, GanRecipe) and _generator_key(recipe) not in self.generators:
                 generator = generators[recipe.medium]
                 if recipe.structure is not None:
                     generator = swap_structure(generator, generators[recipe.structure])
-                self.generators[recipe] = self._prepare(generator)
+                self.generators[_generator_key(recipe)] = self._prepare(generator)
         self.redrawer = self._prepare(average(list(generators.values())))
 
     def _prepare(self, module: torch.nn.Module) -> torch.nn.Module:
@@ -86,9 +91,10 @@ class FacePainter:
         """faces: N×3×256×256 in 0..1 (aligned) → painted N×3×256×256 in 0..1, on the runtime's device."""
         latents = self.encode(faces)
         painted = torch.empty((len(recipes), 3, *faces.shape[-2:]), dtype=latents.dtype, device=latents.device)
-        for recipe in dict.fromkeys(recipes):
-            rows = [i for i, r in enumerate(recipes) if r == recipe]
-            painted[rows] = self.generators[recipe](latents[rows])
+        keys = [_generator_key(recipe) for recipe in recipes]
+        for key in dict.fromkeys(keys):
+            rows = [i for i, k in enumerate(keys) if k == key]
+            painted[rows] = self.generators[key](latents[rows])
         return painted
 
     def redraw_errors(self, faces: torch.Tensor) -> list[float]:

@@ -77,6 +77,9 @@ class GanPortraitGenerator:
         background = compose.match_palette(background, faces_cpu, masks,
                                            [PAPER_PALETTE if r.paper else PAINT_PALETTE for r in recipes])  # type: ignore[union-attr]
         painted = compose.composite(background, self._upscaler.upscale(faces), masks, matrices)
+        graded = [i for i, r in enumerate(recipes) if r.old_master]  # type: ignore[union-attr]
+        if graded:
+            painted[graded] = compose.old_master_grade(painted[graded])
         # Strength below 1 lets the photo show through, as for the built-in styles: 0 keeps the photo.
         strength = torch.tensor([job.strength for job in jobs], dtype=painted.dtype).view(-1, 1, 1, 1)
         return strength * painted + (1 - strength) * portraits

@@ -91,7 +91,8 @@ def nearest_in(family: Family, f: PhotoFeatures, paintable: Paintable = _everyth
     allowed = [style for style in gans if caveats[style.name] is None]
     pool = allowed or [style for style in candidates if not isinstance(style.recipe, GanRecipe)] or candidates
     style = min(pool, key=lambda s: (_distance(s, f), CATALOG.index(s)))
-    note = "; ".join(reason for reason in caveats.values() if reason) if not allowed and gans else ""
+    # Several GAN styles of a family give one caveat per reason (the same likeness check rules them all out).
+    note = "; ".join(dict.fromkeys(r for r in caveats.values() if r)) if not allowed and gans else ""
     return style, note
 
 

@@ -64,3 +64,12 @@ def test_composite_puts_the_face_inside_the_mask_and_keeps_the_rest():
     centre = points.mean(0).round().astype(int)
     assert out[0, :, centre[1], centre[0]].min() > 0.99
     assert out[0, :, 5, 5].max() == 0 and out[0, :, 295, 235].max() == 0
+
+
+def test_the_old_master_grade_warms_the_palette_and_darkens_the_corners():
+    grey = torch.full((1, 3, 100, 80), 0.6)
+    cool = grey * torch.tensor([0.7, 0.9, 1.2]).view(1, 3, 1, 1)
+    graded = compose.old_master_grade(torch.cat([grey, cool]))
+    centre, corner = graded[..., 45, 40], graded[..., 2, 2]
+    assert (centre[:, 0] > centre[:, 2] + 0.1).all()  # umber: red well above blue, even for a cool input
+    assert (corner.sum(1) < 0.7 * centre.sum(1)).all()
