@@ -109,3 +109,22 @@ def test_another_network_in_the_file_is_refused_not_loaded(model_dir, tmp_path):
         FaceStylizer.from_graph(TfliteGraph.from_task(impostor))
     with pytest.raises(ModelFilesError, match="not a readable TFLite model"):
         TfliteGraph(io.BytesIO(b"not a flatbuffer at all").getvalue())
+
+
+def test_reduced_precision_and_channels_last_paint_what_fp32_paints(model_dir, faces):
+    """The GPU configuration's dtype and layout plumbing (fp16 + channels_last on CUDA), exercised on the CPU
+    with bf16 — fp16 convolutions on the CPU are too slow for a test."""
+    from services.worker.engine.catalog import CATALOG, GanRecipe
+    from services.worker.engine.face_painter import FacePainter
+    from services.worker.engine.runtime import Runtime
+    from services.worker.engine.weights import verify_model_dir
+
+    paths = verify_model_dir(model_dir)
+    recipe = next(style.recipe for style in CATALOG if isinstance(style.recipe, GanRecipe))
+    with torch.inference_mode():
+        full = FacePainter(paths, Runtime(torch.device("cpu"), torch.float32, channels_last=False))
+        half = FacePainter(paths, Runtime(torch.device("cpu"), torch.bfloat16, channels_last=True))
+        reference = full.paint(faces, [recipe] * len(faces))
+        reduced = half.paint(faces, [recipe] * len(faces))
+    assert reduced.dtype == torch.bfloat16 and torch.isfinite(reduced.float()).all()
+    assert (reduced.float() - reference).abs().mean() < 0.05  # bf16 moves it ~7 levels of 255 on average
