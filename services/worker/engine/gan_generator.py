@@ -62,22 +62,16 @@ class GanPortraitGenerator:
         return painted
 
     def _paint_gan(self, portraits: torch.Tensor, jobs: Sequence[PaintJob]) -> torch.Tensor:
-        recipes = [job.style.recipe for job in jobs]
-        assert all(isinstance(r, GanRecipe) for r in recipes)
-        matrices = []
-        for job in jobs:
-            if job.face is None:
-                raise ValueError("a GAN style needs the face's landmarks (PaintJob.face)")
-            matrices.append(align.alignment(job.face))
+        recipes = [_recipe(job) for job in jobs]
+        matrices = [align.alignment(_face(job)) for job in jobs]
         crops = align.crop_faces(portraits, matrices)
-        faces = self._faces.paint(crops, recipes)  # type: ignore[arg-type]
-        masks = compose.head_masks(faces, [r.paper for r in recipes]).float().cpu()  # type: ignore[union-attr]
+        faces = self._faces.paint(crops, recipes)
+        masks = compose.head_masks(faces, [r.paper for r in recipes]).float().cpu()
         background = self._paint_background(portraits, self._encoder.encode(faces.float()))
-        faces_cpu = faces.float().cpu()
-        background = compose.match_palette(background, faces_cpu, masks,
-                                           [PAPER_PALETTE if r.paper else PAINT_PALETTE for r in recipes])  # type: ignore[union-attr]
+        background = compose.match_palette(background, faces.float().cpu(), masks,
+                                           [PAPER_PALETTE if r.paper else PAINT_PALETTE for r in recipes])
         painted = compose.composite(background, self._upscaler.upscale(faces), masks, matrices)
-        graded = [i for i, r in enumerate(recipes) if r.old_master]  # type: ignore[union-attr]
+        graded = [i for i, r in enumerate(recipes) if r.old_master]
         if graded:
             painted[graded] = compose.old_master_grade(painted[graded])
         # Strength below 1 lets the photo show through, as for the built-in styles: 0 keeps the photo.
@@ -95,3 +89,15 @@ class GanPortraitGenerator:
         if scale < 1:
             painted = F.interpolate(painted, size=(height, width), mode="bicubic", align_corners=False)
         return painted.clamp(0, 1)
+
+
+def _recipe(job: PaintJob) -> GanRecipe:
+    if not isinstance(job.style.recipe, GanRecipe):
+        raise ValueError(f"{job.style.name} is not painted by the face GAN")
+    return job.style.recipe
+
+
+def _face(job: PaintJob) -> FaceBox:
+    if job.face is None:
+        raise ValueError("a face-GAN style needs the face's landmarks (PaintJob.face)")
+    return job.face
