@@ -301,6 +301,16 @@ def worker() -> Dashboard:
                            [(BATCH_MEAN, "mean"),
                             (quantile(0.95, "portraits_worker_batch_size"), "p95")]),
             ]),
+            ("Painters", [
+                timeseries("Portraits by painter", "Painted by the face GAN or by style transfer, per family: auto "
+                           "selection falls back to style transfer where the likeness check fails.",
+                           [(f"sum by (painter, family) (rate(portraits_worker_portraits_total[{RATE}]))",
+                             "{{painter}} {{family}}")], unit="reqps", stacking=True),
+                timeseries("Face-GAN likeness check", "Redraw error of the photos (auto and family requests): "
+                           "above the line the face GAN is passed over (#8).",
+                           [(quantile(0.5, "portraits_worker_redraw_error"), "p50"),
+                            (quantile(0.9, "portraits_worker_redraw_error"), "p90")], thresholds=[0.15]),
+            ]),
             ("Queue", [
                 timeseries("Queue wait", f"Upload accepted → render started; past {SOURCE_MAX_AGE_S} s the photo "
                            "is gone and the job fails with source_expired.",

@@ -23,6 +23,13 @@ QUEUE_WAIT = Histogram("portraits_worker_queue_wait_seconds", "Upload accepted â
 JOB_SECONDS = Histogram("portraits_worker_job_seconds", "Render started â†’ result stored.", buckets=_WAIT_BUCKETS)
 RETRIES = Counter("portraits_worker_retries_total", "Tasks sent back for a retry after a transient error.",
                   ["reason"])
+PORTRAITS = Counter("portraits_worker_portraits_total", "Portraits painted, by painter (face-gan, style-transfer) "
+                    "and family.", ["painter", "family"])
+# The face GAN's likeness check (#8): where real faces fall against the provisional 0.15 threshold, so it can be
+# tuned on traffic rather than on four test faces.
+REDRAW_ERROR = Histogram("portraits_worker_redraw_error", "Face-GAN likeness check: the averaged generator's "
+                         "redraw error of the photo (auto or family requests).",
+                         buckets=(0.05, 0.08, 0.10, 0.12, 0.14, 0.15, 0.16, 0.18, 0.20, 0.25, 0.3))
 BATCH_SIZE = Histogram("portraits_worker_batch_size", "Photos rendered per engine call.",
                        buckets=(1, 2, 4, 8, 16, 32))
 # A gauge per state rather than prometheus_client's Enum, which has no multiprocess mode: summed over live

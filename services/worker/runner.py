@@ -15,6 +15,7 @@ import redis
 import structlog
 
 from services.worker import metrics
+from services.worker.engine.catalog import painter_of
 from shared.audit import Deleter, ObjectKind
 from shared.crypto import KeyGone, SealBroken, SourceKeys, unseal
 from shared.deletion import Eraser
@@ -87,6 +88,9 @@ class JobRunner:
         for stage, seconds in portrait.timings.items():
             metrics.STAGE_SECONDS.labels(stage=stage).observe(seconds)
         metrics.BATCH_SIZE.observe(1)
+        metrics.PORTRAITS.labels(painter=painter_of(portrait.style), family=portrait.family).inc()
+        if portrait.features.redraw_error is not None:
+            metrics.REDRAW_ERROR.observe(portrait.features.redraw_error)
 
         key = result_key(job_id, RESULT_EXTENSIONS[portrait.content_type])
         stored = now()

@@ -114,6 +114,9 @@ def test_worker_serves_its_metrics(worker):
     text = worker.metrics()
     assert 'portraits_worker_jobs_total{outcome="done"}' in text
     assert "portraits_worker_stage_seconds_bucket" in text and "portraits_worker_queue_wait_seconds" in text
+    # The astronaut, auto: painted by the face GAN after a likeness check (#8).
+    assert 'portraits_worker_portraits_total{family="oil",painter="face-gan"}' in text
+    assert "portraits_worker_redraw_error_count" in text
 
 
 def test_worker_probe_reads_the_live_worker(worker):

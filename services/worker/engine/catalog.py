@@ -88,6 +88,11 @@ class Style:
     strength: float  # default strength, 0..1
     suits: Profile
 
+    @property
+    def painter(self) -> str:
+        """`face-gan` when a face GAN repaints the face, `style-transfer` when the photo is painted over."""
+        return "face-gan" if isinstance(self.recipe, GanRecipe) else "style-transfer"
+
     def as_dict(self) -> dict[str, object]:
         return {
             "name": self.name,
@@ -95,7 +100,7 @@ class Style:
             "title": self.title,
             "description": self.description,
             "strength": self.strength,
-            "painter": "face-gan" if isinstance(self.recipe, GanRecipe) else "style-transfer",
+            "painter": self.painter,
         }
 
 
@@ -170,6 +175,10 @@ def get_style(name: str) -> Style:
     except KeyError:
         known = ", ".join(["auto", *Family, *_BY_NAME])
         raise UnknownStyle(f"unknown style {name!r}; choose one of: {known}") from None
+
+
+def painter_of(name: str) -> str:
+    return get_style(name).painter
 
 
 def styles_in(family: Family) -> tuple[Style, ...]:
