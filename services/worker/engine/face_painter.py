@@ -13,19 +13,17 @@ someone else — and no medium painted from it keeps the sitter.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-
-import copy
 
 from services.worker.engine.catalog import CATALOG, GanRecipe, Medium
 from services.worker.engine.identity import redraw_error
 from services.worker.engine.networks.blazestylegan import FaceStylizer, StyleGenerator
 from services.worker.engine.runtime import Runtime
 from services.worker.engine.tflite_weights import TfliteGraph
-
 
 MODEL_FILES: dict[Medium, str] = {
     Medium.OIL_PAINTING: "face_stylizer_oil_painting.task",

@@ -13,15 +13,15 @@ from typing import Callable, Sequence
 
 import torch
 
-from services.worker.engine import finish
-from services.worker.engine.catalog import CATALOG, Family, GanRecipe
+from services.worker.engine import align, finish
+from services.worker.engine.catalog import CATALOG, Family, GanRecipe, Style
 from services.worker.engine.choose_face import choose_face
 from shared.imaging import DecodedPhoto, decode
 from services.worker.engine.detect import FaceBox, FaceDetector
 from shared.errors import PortraitError
 from services.worker.engine.features import PhotoFeatures, measure
 from services.worker.engine.frame import Framing, frame
-from services.worker.engine.generate import GeneratorOptions, PaintJob, StyleEncoder, create_generator
+from services.worker.engine.generate import Generator, GeneratorOptions, PaintJob, StyleEncoder, create_generator
 from services.worker.engine.networks.arbitrary import StylePredictor
 from services.worker.engine.runtime import Runtime, inference, resolve_runtime
 from services.worker.engine.select import StyleChoice, check_request, choose_style
@@ -76,14 +76,14 @@ class _Item:
 
 
 def warm_up_face(side: int) -> FaceBox:
-    """A face filling a side×side probe image, landmarks where a frontal face has them (for warm-up only)."""
-    scale = side / 256
-    points = tuple((x * scale, y * scale) for x, y in ((96, 118), (160, 118), (128, 152), (101, 182), (155, 182)))
+    """A face filling a side×side probe image, its landmarks on the alignment template (for warm-up only)."""
+    scale = side / align.CROP_SIDE
+    points = tuple((x * scale, y * scale) for x, y in align.TEMPLATE.tolist())
     return FaceBox(x1=64 * scale, y1=72 * scale, x2=192 * scale, y2=216 * scale, score=1.0, landmarks=points)
 
 
-def _one_style_per_recipe_kind(generator) -> list:
-    seen: dict[type, object] = {}
+def _one_style_per_recipe_kind(generator: Generator) -> list[Style]:
+    seen: dict[type, Style] = {}
     for style in CATALOG:
         if generator.supports(style):
             seen.setdefault(type(style.recipe), style)
