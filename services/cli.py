@@ -46,10 +46,12 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_styles(args: argparse.Namespace) -> int:
+    width = max(len(style.name) for style in CATALOG)
     for family in Family:
         print(f"{family.value}:")
         for style in (s for s in CATALOG if s.family is family):
-            print(f"  {style.name:<16} {style.description} (strength {style.strength:.2f})")
+            print(f"  {style.name:<{width}}  {style.painter:<14}  {style.description} "
+                  f"(strength {style.strength:.2f})")
     return 0
 
 
