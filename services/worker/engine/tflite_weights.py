@@ -156,9 +156,7 @@ class TfliteGraph:
             for i in range(graph.OperatorsLength()):
                 op = self._read_op(graph, i)
                 if op.kind == "VAR_HANDLE":
-                    handles[op.out] = str(op.options.get("SharedName", b"").decode()
-                                          if isinstance(op.options.get("SharedName"), bytes)
-                                          else op.options.get("SharedName", ""))
+                    handles[op.out] = _shared_name(op)
                 elif op.kind == "ASSIGN_VARIABLE" and op.inputs[0] in handles:
                     value = self._const_in(graph, op.inputs[1])
                     if value is not None:
@@ -168,9 +166,7 @@ class TfliteGraph:
     def variable_name(self, tensor: int) -> str:
         """The shared name of the resource variable a READ_VARIABLE output was read from."""
         read = self.made_by(tensor, "READ_VARIABLE")
-        handle = self.made_by(read.inputs[0], "VAR_HANDLE")
-        shared = handle.options.get("SharedName", b"")
-        return shared.decode() if isinstance(shared, bytes) else str(shared)
+        return _shared_name(self.made_by(read.inputs[0], "VAR_HANDLE"))
 
     # --- parsing ---
 
@@ -186,6 +182,12 @@ class TfliteGraph:
             options = _builtin_options(raw)
         return Op(index=index, kind=kind, inputs=tuple(int(i) for i in raw.InputsAsNumpy()),
                   outputs=tuple(int(i) for i in raw.OutputsAsNumpy()), options=options)
+
+
+def _shared_name(handle: Op) -> str:
+    """A VAR_HANDLE's variable name (the flatbuffer hands strings over as bytes)."""
+    name = handle.options.get("SharedName", b"")
+    return name.decode() if isinstance(name, bytes) else str(name)
 
 
 def _builtin_options(raw: Any) -> dict[str, Any]:
