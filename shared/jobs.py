@@ -67,7 +67,8 @@ class Job:
     stage: str | None = None
     started_at: float | None = None
     finished_at: float | None = None
-    attempts: int = 0
+    attempts: int = 0  # renders started (retries after transient errors included)
+    restarts: int = 0  # renders cut short by a worker that died (#9): bounded by `job_max_restarts`
     style: str | None = None
     family: str | None = None
     reason: str | None = None

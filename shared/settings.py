@@ -123,7 +123,22 @@ class Settings(BaseSettings):
     visibility_timeout: int = Field(
         300, ge=30, description="Seconds before Redis redelivers an unacknowledged task (> hard limit)."
     )
-    task_max_retries: int = Field(5, ge=0, description="Retries of a render after transient storage/Redis errors.")
+    task_max_retries: int = Field(
+        5, ge=0, description="Retries through the broker after transient storage/Redis errors, once a render has "
+        "spent its soft time limit retrying in its own process."
+    )
+    worker_start_timeout: float = Field(
+        120.0, gt=0, description="Seconds a new render process may take to load its models before Celery "
+        "replaces it (Celery's own 4 s default killed 10 of 12 replacements on a busy CPU: issue 9)."
+    )
+    job_lease_seconds: float = Field(
+        10.0, ge=1, description="A render process renews its job's lease every third of this; a lease not "
+        "renewed this long means the worker is gone, and the janitor sends the job again."
+    )
+    job_max_restarts: int = Field(
+        2, ge=0, description="Times a job may be restarted after its worker died (killed, OOM, lost) before it "
+        "fails `worker_lost`: a photo that kills every worker must not loop."
+    )
     worker_metrics_port: int = Field(9101, description="Port of the worker's /metrics endpoint.")
 
     # --- janitor and audit ---

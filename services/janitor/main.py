@@ -11,12 +11,15 @@ import threading
 import time
 
 import redis
+from kombu.exceptions import OperationalError as BrokerUnavailable
 
 from services.janitor.sweeper import Janitor
 from shared.audit import AuditLog
 from shared.crypto import SourceKeys
 from shared.deletion import DeletionSchedule, Eraser
 from shared.jobs import JobStore
+from shared.leases import JobLeases
+from shared.queue import enqueue_render, make_celery
 from shared.logging import configure_logging, get_logger
 from shared.settings import Settings, get_settings
 from shared.storage import ObjectStore, StorageUnavailable
@@ -29,7 +32,9 @@ def build_janitor(settings: Settings) -> Janitor:
     storage = ObjectStore(settings)
     keys = SourceKeys(client, settings.source_max_age_seconds)
     eraser = Eraser(storage, keys, DeletionSchedule(client), AuditLog(client, settings.audit_max_entries))
-    return Janitor(settings, client, JobStore(client, settings.job_ttl_seconds), eraser)
+    celery = make_celery(settings)  # only to send rescued jobs by task name; the janitor never imports the worker
+    return Janitor(settings, client, JobStore(client, settings.job_ttl_seconds), eraser,
+                   JobLeases(client, settings.job_lease_seconds), lambda job_id: enqueue_render(celery, settings, job_id))
 
 
 def run(settings: Settings, stop: threading.Event) -> None:
@@ -43,7 +48,7 @@ def run(settings: Settings, stop: threading.Event) -> None:
             if time.monotonic() >= next_reconcile:
                 janitor.reconcile()
                 next_reconcile = time.monotonic() + settings.janitor_reconcile_seconds
-        except (redis.RedisError, StorageUnavailable) as exc:
+        except (redis.RedisError, StorageUnavailable, BrokerUnavailable) as exc:
             log.warning("sweep failed; retrying next interval", error=str(exc))
         stop.wait(settings.janitor_interval_seconds)
     log.info("janitor stopped")

@@ -17,3 +17,5 @@ RECONCILE_SECONDS = Histogram("janitor_reconcile_duration_seconds", "Duration of
                               buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
 ORPHANS = Counter("janitor_orphans_found_total", "Objects found in a bucket but missing from the schedule.",
                   ["kind"])
+RESCUES = Counter("janitor_rescues_total", "Jobs sent again because their render process stopped renewing its "
+                  "lease (killed, OOM, node lost: issue 9).")

@@ -4,6 +4,9 @@ whatever happened to the workers.
 - `sweep()` (every few seconds) claims what is due from the deletion schedule and erases it through the
   shared `Eraser`; a source whose job is still live fails that job with `source_expired`, an expired result
   expires its job. Failures stay on the schedule and are retried with backoff.
+- `rescue()` (with every sweep, issue 9) sends again the jobs whose render process stopped renewing its lease
+  (shared/leases.py): a worker killed mid-render is noticed within a lease period plus one sweep, well inside
+  the source's maximum age, instead of after the broker's 300 s visibility timeout.
 - `reconcile()` (every minute or so, one replica at a time under a Redis lock) lists the buckets to find
   objects the schedule never saw — a crash between a write and its scheduling — and schedules or erases them.
 
@@ -23,6 +26,7 @@ from services.janitor import metrics
 from shared.audit import Deleter, ObjectKind
 from shared.deletion import Eraser, Tracked
 from shared.jobs import JobNotFound, JobState, JobStore, TransitionRefused
+from shared.leases import JobLeases
 from shared.logging import get_logger
 from shared.settings import Settings
 from shared.storage import StorageUnavailable, job_id_of
@@ -32,6 +36,10 @@ log = get_logger("portraits.janitor")
 SOURCE_EXPIRED_MESSAGE = "the photo reached its maximum age before it could be painted; please upload again"
 RECONCILE_LOCK = "portraits:janitor:reconcile-lock"
 BUCKET_PREFIXES = {ObjectKind.SOURCE: "sources/", ObjectKind.RESULT: "results/"}
+# A rescued job that no worker has taken this many lease periods later is sent once more (a copy lost with a
+# restarting Redis, a worker that died again). Extra copies are harmless: the job's lease and state let only one
+# finish it.
+RESCUE_WAIT_LEASES = 3
 
 
 @dataclass
@@ -42,8 +50,11 @@ class SweepReport:
 
 class Janitor:
     def __init__(self, settings: Settings, client: redis.Redis, jobs: JobStore, eraser: Eraser,
+                 leases: JobLeases, enqueue: Callable[[str], None],
                  clock: Callable[[], float] = time.time) -> None:
         self._settings = settings
+        self._leases = leases
+        self._enqueue = enqueue
         self._redis = client
         self._jobs = jobs
         self._eraser = eraser
@@ -66,6 +77,7 @@ class Janitor:
                     report.deleted += 1
                 else:
                     report.failed += 1
+        self.rescue()
         self._publish_gauges(self._clock())
         metrics.SWEEP_SECONDS.observe(time.perf_counter() - started)
         if not report.failed:
@@ -100,6 +112,25 @@ class Janitor:
                 self._jobs.transition(tracked.job_id, JobState.EXPIRED)
         except (TransitionRefused, JobNotFound):
             pass  # the job already finished, was erased, or its record expired
+
+    # --- rescue ---
+
+    def rescue(self) -> list[str]:
+        """Send again every `processing` job whose lease lapsed; forget leases of jobs that already ended."""
+        now = self._clock()
+        rescue_seconds = RESCUE_WAIT_LEASES * self._settings.job_lease_seconds
+        rescued = []
+        for job_id in self._leases.claim_lapsed(now, self._settings.janitor_batch_size, rescue_seconds):
+            job = self._jobs.get(job_id)
+            if job is None or job.state is not JobState.PROCESSING:
+                self._leases.drop(job_id)
+                continue
+            self._enqueue(job_id)
+            rescued.append(job_id)
+            metrics.RESCUES.inc()
+            log.warning("job rescued: its worker stopped renewing the lease", job_id=job_id, stage=job.stage,
+                        restarts=job.restarts, age=round(now - job.created_at, 1))
+        return rescued
 
     def _publish_gauges(self, now: float) -> None:
         oldest = self._schedule.oldest_created(ObjectKind.SOURCE)

@@ -21,6 +21,16 @@ from shared.settings import get_settings
 settings = get_settings()
 app: Celery = make_celery(settings)
 app.conf.include = ["services.worker.tasks"]
+app.conf.update(
+    # A replacement render process loads its models before it reports ready; Celery kills any that takes
+    # longer than this (4 s by default), so with both cores busy 10 of 12 replacements in a row were killed
+    # and nothing was painted for 78 s (issue 9).
+    worker_proc_alive_timeout=settings.worker_start_timeout,
+    # Celery turns a render process's stdout/stderr into log records of its own by default; our handler writes
+    # to stderr, so every job line went into that loop and never reached the output (issue 9: 348 jobs, not one
+    # "job done" line).
+    worker_redirect_stdouts=False,
+)
 log = get_logger("portraits.worker")
 
 

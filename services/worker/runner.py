@@ -4,6 +4,10 @@ mark the job done, delete the source.
 Errors are sorted into two kinds. Permanent ones (the photo has no face, the source expired…) fail the job at
 once and delete the source. Transient ones (S3 or Redis unreachable) raise `TransientError` so the task layer
 can retry with backoff; the job stays `processing` and the source stays until its maximum age.
+
+While it paints, the runner holds the job's lease (shared/leases.py, issue 9): if this process dies, the lease
+lapses and the janitor sends the job again; if the lease was rescued elsewhere meanwhile, this render is
+discarded rather than written.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from shared.audit import Deleter, ObjectKind
 from shared.crypto import KeyGone, SealBroken, SourceKeys, unseal
 from shared.deletion import Eraser
 from shared.errors import PortraitError
-from shared.jobs import TERMINAL, JobNotFound, JobState, JobStore, TransitionRefused, now
+from shared.jobs import TERMINAL, Job, JobNotFound, JobState, JobStore, TransitionRefused, now
+from shared.leases import Held, JobLeases, Refused, process_owner
 from shared.logging import get_logger
 from shared.settings import Settings
 from shared.storage import RESULT_EXTENSIONS, ObjectMissing, ObjectStore, StorageUnavailable, result_key, source_key
@@ -45,17 +50,21 @@ SOURCE_EXPIRED = Failure("source_expired", "the photo was deleted before it coul
 SOURCE_UNREADABLE = Failure("source_unreadable", "the stored photo could not be read; please upload again")
 UNAVAILABLE = Failure("unavailable", "storage stayed unavailable; please upload again")
 TIMED_OUT = Failure("timeout", "painting took too long and was stopped; please try another photo")
+WORKER_LOST = Failure("worker_lost", "painting this photo stopped its worker several times; please try another "
+                      "photo")
 
 
 class JobRunner:
     def __init__(self, settings: Settings, jobs: JobStore, storage: ObjectStore, keys: SourceKeys,
-                 eraser: Eraser, engine: PortraitRenderer) -> None:
+                 eraser: Eraser, engine: PortraitRenderer, leases: JobLeases, owner: str | None = None) -> None:
         self._settings = settings
         self._jobs = jobs
         self._storage = storage
         self._keys = keys
         self._eraser = eraser
         self._engine = engine
+        self._leases = leases
+        self.owner = owner or process_owner()
 
     def run(self, job_id: str) -> str:
         """Process one job; returns the outcome label. Raises `TransientError` for the caller to retry."""
@@ -66,15 +75,41 @@ class JobRunner:
         except (StorageUnavailable, redis.ConnectionError, redis.TimeoutError) as exc:
             raise TransientError(str(exc)) from exc
 
+    def extend_lease(self, job_id: str, seconds: float) -> None:
+        """Keep holding the job while a retry waits `seconds` (best effort: with Redis away it cannot be
+        renewed, and a rescue after Redis returns is harmless)."""
+        try:
+            self._leases.renew(job_id, self.owner, now(), extra_seconds=seconds)
+        except redis.RedisError:
+            pass
+
     def _run(self, job_id: str) -> str:
         job = self._jobs.get(job_id)
         if job is None or job.state in TERMINAL:
             # Expired, erased by its owner, or a redelivery of a job already finished: nothing to do.
             log.info("job skipped", job_id=job_id, state=job.state if job else "gone")
             return "skipped"
+        lease = self._leases.acquire(job_id, self.owner, now())
+        if isinstance(lease, Refused):
+            # Another live process paints it (a duplicate delivery): this one is dropped. Should that process
+            # die, its lease lapses and the job is sent again.
+            log.info("job skipped: leased by another worker", job_id=job_id, holder=lease.holder)
+            return "skipped"
+        # Still `processing` under someone else's name: the render before this one died with its worker.
+        restarts = job.restarts + int(job.state is JobState.PROCESSING and lease.previous != self.owner)
+        if restarts > job.restarts:
+            log.warning("job restarted after its worker died", job_id=job_id, restarts=restarts,
+                        previous=lease.previous)
+        if restarts > self._settings.job_max_restarts:
+            return self.fail(job_id, WORKER_LOST)
+        with self._leases.held(job_id, self.owner, now) as held:
+            return self._paint(job, restarts, held)
+
+    def _paint(self, job: Job, restarts: int, held: Held) -> str:
+        job_id = job.id
         started = now()
         self._jobs.transition(job_id, JobState.PROCESSING, started_at=started, attempts=job.attempts + 1,
-                              stage="fetch")
+                              restarts=restarts, stage="fetch")
         metrics.QUEUE_WAIT.observe(max(0.0, started - job.created_at))
         try:
             data = self._open_source(job_id)
@@ -91,6 +126,10 @@ class JobRunner:
         metrics.PORTRAITS.labels(painter=painter_of(portrait.style), family=portrait.family).inc()
         if portrait.features.redraw_error is not None:
             metrics.REDRAW_ERROR.observe(portrait.features.redraw_error)
+        if held.lost.is_set():
+            # Rescued elsewhere while we painted (we looked dead: a stalled CPU or Redis): the rescuer owns it.
+            log.info("job rescued elsewhere during render; result discarded", job_id=job_id)
+            return "skipped"
 
         key = result_key(job_id, RESULT_EXTENSIONS[portrait.content_type])
         stored = now()
@@ -105,16 +144,26 @@ class JobRunner:
                 timings=portrait.timings, result_key=key,
                 result_expires_at=stored + self._settings.result_ttl_seconds,
             )
-        except (TransitionRefused, JobNotFound):
-            # Erased (or expired) while we painted: the result must not outlive the job.
-            self._eraser.erase(ObjectKind.RESULT, key, job_id, Deleter.WORKER, reason="job gone")
-            self.erase_source(job_id, reason="job gone")
-            log.info("job erased during render; result discarded", job_id=job_id)
-            return "skipped"
+        except TransitionRefused as refused:
+            if refused.current is JobState.DONE:
+                # A duplicate delivery finished first and wrote the same key: that result is the job's.
+                log.info("job already done by another delivery", job_id=job_id)
+                return "skipped"
+            return self._discard(job_id, key)
+        except JobNotFound:
+            return self._discard(job_id, key)
         self.erase_source(job_id, reason="done")
         metrics.JOB_SECONDS.observe(finished - started)
-        log.info("job done", job_id=job_id, style=portrait.style, seconds=round(finished - started, 3))
+        log.info("job done", job_id=job_id, style=portrait.style, seconds=round(finished - started, 3),
+                 attempts=job.attempts + 1)
         return "done"
+
+    def _discard(self, job_id: str, key: str) -> str:
+        # Erased (or expired) while we painted: the result must not outlive the job.
+        self._eraser.erase(ObjectKind.RESULT, key, job_id, Deleter.WORKER, reason="job gone")
+        self.erase_source(job_id, reason="job gone")
+        log.info("job erased during render; result discarded", job_id=job_id)
+        return "skipped"
 
     def _open_source(self, job_id: str) -> bytes:
         try:
@@ -135,6 +184,10 @@ class JobRunner:
             pass  # already finished, erased or expired
         self.erase_source(job_id, reason=f"failed:{failure.code}")
         log.info("job failed", job_id=job_id, code=failure.code)
+        try:
+            self._leases.release(job_id, self.owner)
+        except redis.RedisError:
+            pass  # it lapses; the rescue then finds the job failed and drops it
         return f"failed:{failure.code}"
 
     def erase_source(self, job_id: str, reason: str) -> None:

@@ -1,7 +1,16 @@
-"""The render task: a thin Celery shell around `JobRunner` that turns transient errors into retries."""
+"""The render task: a thin Celery shell around `JobRunner` that turns transient errors into retries.
+
+Retries happen in this process first (issue 9): a Celery retry is a new message, which cannot be queued while
+Redis is down — exactly when it is needed. So a render that meets an outage waits and tries again here, holding
+its job's lease, for as long as its soft time limit allows; only then does it go back to the broker. If even
+that fails, the lease lapses and the janitor sends the job again once Redis is back.
+"""
 
 from __future__ import annotations
 
+import time
+
+import redis
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
@@ -13,12 +22,16 @@ from shared.audit import AuditLog
 from shared.crypto import SourceKeys
 from shared.deletion import DeletionSchedule, Eraser
 from shared.jobs import JobStore
+from shared.leases import JobLeases
 from shared.logging import get_logger
 from shared.queue import RENDER_TASK, queue_depth
 from shared.settings import Settings
 from shared.storage import ObjectStore
 
 log = get_logger("portraits.worker")
+
+# Seconds of the soft time limit kept for the render itself after the last in-process retry.
+RENDER_RESERVE_SECONDS = 15.0
 
 _runner: JobRunner | None = None
 _redis = None  # this process's Redis client, shared by the runner and the queue-depth sample
@@ -34,7 +47,7 @@ def start_process(settings: Settings) -> None:
     keys = SourceKeys(client, ttl_seconds=settings.source_max_age_seconds)
     eraser = Eraser(storage, keys, DeletionSchedule(client), AuditLog(client, settings.audit_max_entries))
     _runner = JobRunner(settings, JobStore(client, ttl_seconds=settings.job_ttl_seconds), storage, keys, eraser,
-                        PortraitEngine(settings))
+                        PortraitEngine(settings), JobLeases(client, settings.job_lease_seconds))
 
 
 def runner() -> JobRunner:
@@ -45,8 +58,14 @@ def runner() -> JobRunner:
 
 
 def retry_delay(retries: int) -> int:
-    """Exponential backoff, 1 s doubling up to 30 s."""
+    """Backoff between retries through the broker: 1 s doubling up to 30 s."""
     return min(30, 2**retries)
+
+
+def local_retry_delay(retries: int) -> float:
+    """Backoff between retries in this process: 0.5 s doubling up to 4 s, so a render resumes within a few
+    seconds of Redis or S3 coming back."""
+    return min(4.0, 0.5 * 2**retries)
 
 
 @app.task(name=RENDER_TASK, bind=True, acks_late=True)
@@ -54,17 +73,44 @@ def render_portrait(self: Task, job_id: str) -> None:
     job_runner = runner()
     metrics.set_state(WorkerState.BUSY)
     try:
-        metrics.QUEUE_DEPTH.set(queue_depth(_redis, settings))
-        outcome = job_runner.run(job_id)
-    except TransientError as exc:
-        metrics.RETRIES.labels(reason=type(exc.__cause__).__name__).inc()
-        log.warning("transient error; retrying", job_id=job_id, retries=self.request.retries, error=str(exc))
-        if self.request.retries >= settings.task_max_retries:
-            outcome = job_runner.fail(job_id, UNAVAILABLE)
-        else:
-            raise self.retry(countdown=retry_delay(self.request.retries), max_retries=settings.task_max_retries)
+        _sample_queue_depth()
+        outcome = _run_with_retries(self, job_runner, job_id)
     except SoftTimeLimitExceeded:
         outcome = job_runner.fail(job_id, TIMED_OUT)
     finally:
         metrics.set_state(WorkerState.READY)
     metrics.JOBS.labels(outcome=outcome).inc()
+
+
+def _run_with_retries(task: Task, job_runner: JobRunner, job_id: str) -> str:
+    started = time.monotonic()
+    local_retries = 0
+    while True:
+        try:
+            return job_runner.run(job_id)
+        except TransientError as exc:
+            reason = type(exc.__cause__).__name__
+            metrics.RETRIES.labels(reason=reason).inc()
+            delay = local_retry_delay(local_retries)
+            spent = time.monotonic() - started
+            if spent + delay <= settings.task_soft_time_limit - RENDER_RESERVE_SECONDS:
+                local_retries += 1
+                log.warning("job retry: transient error, retrying in this process", job_id=job_id,
+                            retry=local_retries, in_seconds=delay, reason=reason, error=str(exc))
+                job_runner.extend_lease(job_id, delay)
+                time.sleep(delay)
+                continue
+            if task.request.retries >= settings.task_max_retries:
+                return job_runner.fail(job_id, UNAVAILABLE)
+            countdown = retry_delay(task.request.retries)
+            log.warning("job retry: transient error, retrying through the broker", job_id=job_id,
+                        retries=task.request.retries, in_seconds=countdown, reason=reason, error=str(exc))
+            job_runner.extend_lease(job_id, countdown)
+            raise task.retry(countdown=countdown, max_retries=settings.task_max_retries) from exc
+
+
+def _sample_queue_depth() -> None:
+    try:
+        metrics.QUEUE_DEPTH.set(queue_depth(_redis, settings))
+    except redis.RedisError:
+        pass  # a metric sample is not worth failing the job over; the render's own retries handle Redis

@@ -71,7 +71,9 @@ class Backends:
     def runner(self, engine, storage: ObjectStore | None = None):  # type: ignore[no-untyped-def]
         """A JobRunner on these backends (optionally with a different object store, e.g. a flaky one)."""
         from services.worker.runner import JobRunner
+        from shared.leases import JobLeases
 
         storage = storage or self.storage
         eraser = Eraser(storage, self.keys, self.eraser.schedule, self.audit)
-        return JobRunner(self.settings, self.jobs, storage, self.keys, eraser, engine)
+        return JobRunner(self.settings, self.jobs, storage, self.keys, eraser, engine,
+                         JobLeases(self.redis, self.settings.job_lease_seconds))

@@ -19,6 +19,7 @@ from shared.crypto import KeyGone, SealBroken, SourceKeys, new_key, seal, unseal
 from shared.deletion import DeletionSchedule, Eraser, Tracked
 from shared.ids import new_job_id
 from shared.jobs import JobState
+from shared.leases import JobLeases
 from shared.storage import ObjectStore, source_key
 from tests.support.service import Backends, service_settings
 
@@ -33,12 +34,20 @@ def backends(redis_server, s3_server) -> Backends:
                                              result_ttl_seconds=60))
 
 
-def janitor(backends: Backends, at: float, storage: ObjectStore | None = None) -> Janitor:
-    """A janitor whose clock reads `at` (a replica of its own: own Redis client, own S3 client)."""
+def janitor(backends: Backends, at: float, storage: ObjectStore | None = None,
+            sent: list[str] | None = None) -> Janitor:
+    """A janitor whose clock reads `at` (a replica of its own: own Redis client, own S3 client); the jobs it
+    rescues are appended to `sent` instead of being queued."""
     client = redis.Redis.from_url(backends.settings.redis_url)
     storage = storage or ObjectStore(backends.settings)
     eraser = Eraser(storage, SourceKeys(client, 10), DeletionSchedule(client), AuditLog(client, 1000))
-    return Janitor(backends.settings, client, backends.jobs, eraser, clock=lambda: at)
+    outbox = sent if sent is not None else []
+    settings = backends.settings.model_copy(update={"job_lease_seconds": LEASE})
+    return Janitor(settings, client, backends.jobs, eraser, JobLeases(client, LEASE), outbox.append,
+                   clock=lambda: at)
+
+
+LEASE = 2.0  # short enough for every rescue below to happen inside the sources' 10 s maximum age
 
 
 def audit_for(backends: Backends, job_ids: set[str]):
@@ -163,3 +172,33 @@ def test_failing_deletions_still_show_the_true_age(backends):
     assert metrics.OLDEST_SOURCE_AGE._value.get() >= 199
     assert metrics.OVERDUE.labels(kind="source")._value.get() == 1
     assert backends.eraser.schedule.overdue(ObjectKind.SOURCE, now, 10) == 1
+
+
+# --- rescue (#9) -------------------------------------------------------------------------------------------
+
+
+def test_job_whose_lease_lapsed_is_sent_again_once_per_rescue_wait(backends, astronaut_path):
+    leases = JobLeases(backends.redis, LEASE)
+    job_id = backends.submit(astronaut_path.read_bytes())
+    backends.jobs.transition(job_id, JobState.PROCESSING, attempts=1)
+    start = time.time()
+    assert leases.acquire(job_id, "worker-host:1", start) is not None
+    sent: list[str] = []
+    janitor(backends, at=start + 1, sent=sent).sweep()
+    assert sent == []  # the lease still runs
+    janitor(backends, at=start + 2.5, sent=sent).sweep()
+    assert sent == [job_id] and leases.holder(job_id) == "rescue"
+    janitor(backends, at=start + 5, sent=sent).sweep()
+    assert sent == [job_id]  # handed to `rescue` for three lease periods: no second copy yet
+    janitor(backends, at=start + 9, sent=sent).sweep()
+    assert sent == [job_id, job_id]  # nobody took it: sent once more
+
+
+def test_lapsed_lease_of_a_finished_job_is_forgotten(backends, astronaut_path):
+    leases = JobLeases(backends.redis, LEASE)
+    job_id = backends.submit(astronaut_path.read_bytes())
+    backends.jobs.transition(job_id, JobState.FAILED, error_code="no_face")
+    leases.acquire(job_id, "worker-host:1", time.time())
+    sent: list[str] = []
+    janitor(backends, at=time.time() + 3, sent=sent).sweep()
+    assert sent == [] and leases.count() == 0

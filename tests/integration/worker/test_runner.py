@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import time
+
 import pytest
 
 from services.worker.runner import JobRunner, TransientError
 from shared.jobs import JobState
+from shared.leases import JobLeases
 from shared.storage import ObjectStore, StorageUnavailable
 from tests.support import samples
 from tests.support.service import Backends, service_settings
@@ -105,3 +110,96 @@ def test_log_lines_during_a_job_carry_its_id(backends, engine, astronaut_path):
     assert backends.runner(ContextCapturingEngine()).run(job_id) == "done"
     assert seen.get("job_id") == job_id
     assert "job_id" not in structlog.contextvars.get_contextvars()  # unbound afterwards
+
+
+# --- leases (#9): a job whose worker vanished is painted again; a live one is never painted twice ----------
+
+
+def _processing_under(backends, job_id: str, holder: str, deadline: float, restarts: int = 0) -> None:
+    """The state a job is left in when the render process `holder` took it and then vanished."""
+    leases = JobLeases(backends.redis, backends.settings.job_lease_seconds)
+    backends.jobs.transition(job_id, JobState.PROCESSING, attempts=1, restarts=restarts, stage="generate")
+    backends.redis.hset(leases.OWNERS, job_id, holder)
+    backends.redis.zadd(leases.DEADLINES, {job_id: deadline})
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def test_lease_is_held_while_painting_and_released_after(backends, engine, astronaut_path):
+    holders = []
+
+    class WatchingEngine:
+        def render(self, data, style="auto", strength=None, progress=None):
+            holders.append(leases.holder(job_id))
+            return engine.render(data, style=style, strength=strength, progress=progress)
+
+    leases = JobLeases(backends.redis, backends.settings.job_lease_seconds)
+    job_id = backends.submit(astronaut_path.read_bytes())
+    runner = backends.runner(WatchingEngine())
+    assert runner.run(job_id) == "done"
+    assert holders == [runner.owner]
+    assert leases.holder(job_id) is None and backends.redis.zscore(leases.DEADLINES, job_id) is None
+
+
+def test_rescued_job_is_painted_and_counts_a_restart(backends, runner, astronaut_path):
+    job_id = backends.submit(astronaut_path.read_bytes())
+    _processing_under(backends, job_id, "rescue", time.time() + 30)
+    assert runner.run(job_id) == "done"
+    assert backends.jobs.get(job_id).restarts == 1
+
+
+def test_live_lease_elsewhere_drops_the_duplicate_delivery(backends, runner, astronaut_path):
+    job_id = backends.submit(astronaut_path.read_bytes())
+    _processing_under(backends, job_id, "another-host:4242", time.time() + 30)
+    assert runner.run(job_id) == "skipped"
+    job = backends.jobs.get(job_id)
+    assert job.state is JobState.PROCESSING and job.attempts == 1 and backends.source_exists(job_id)
+
+
+def test_lease_of_a_killed_render_process_on_this_host_is_taken_at_once(backends, runner, astronaut_path):
+    job_id = backends.submit(astronaut_path.read_bytes())
+    _processing_under(backends, job_id, f"{socket.gethostname()}:{_dead_pid()}", time.time() + 30)
+    assert runner.run(job_id) == "done"  # no waiting for the lease to lapse
+    assert backends.jobs.get(job_id).restarts == 1
+
+
+def test_a_photo_that_keeps_killing_workers_fails_worker_lost(backends, runner, astronaut_path):
+    job_id = backends.submit(astronaut_path.read_bytes())
+    _processing_under(backends, job_id, "rescue", time.time() + 30, restarts=backends.settings.job_max_restarts)
+    assert runner.run(job_id) == "failed:worker_lost"
+    assert backends.jobs.get(job_id).error_code == "worker_lost"
+    assert not backends.source_exists(job_id)
+
+
+def test_render_rescued_elsewhere_meanwhile_is_discarded(redis_server, s3_server, engine, astronaut_path):
+    backends = Backends.connect(service_settings(redis_server.url, s3_server, job_lease_seconds=1))
+    leases = JobLeases(backends.redis, 1)
+
+    class StalledEngine:  # looks dead long enough for the janitor to hand the job to someone else
+        def render(self, data, style="auto", strength=None, progress=None):
+            backends.redis.hset(leases.OWNERS, job_id, "other-host:1")
+            time.sleep(0.8)  # more than two renewal beats
+            return engine.render(data, style=style, strength=strength, progress=progress)
+
+    job_id = backends.submit(astronaut_path.read_bytes())
+    assert backends.runner(StalledEngine()).run(job_id) == "skipped"
+    assert backends.jobs.get(job_id).state is JobState.PROCESSING  # the rescuer will finish it
+    assert not backends.storage.exists(backends.storage.results_bucket, f"results/{job_id}.jpg")
+    assert backends.source_exists(job_id)
+
+
+def test_duplicate_finishing_second_keeps_the_first_result(backends, engine, astronaut_path):
+    class OvertakenEngine:  # another delivery finishes the job while this one paints
+        def render(self, data, style="auto", strength=None, progress=None):
+            portrait = engine.render(data, style=style, strength=strength, progress=progress)
+            backends.jobs.transition(job_id, JobState.DONE, result_key=f"results/{job_id}.jpg")
+            return portrait
+
+    job_id = backends.submit(astronaut_path.read_bytes())
+    assert backends.runner(OvertakenEngine()).run(job_id) == "skipped"
+    assert backends.jobs.get(job_id).state is JobState.DONE
+    assert backends.storage.exists(backends.storage.results_bucket, f"results/{job_id}.jpg")

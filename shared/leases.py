@@ -1,0 +1,218 @@
+"""Job leases: how a job whose worker vanished is found and painted again within the privacy window (issue 9).
+
+Celery hands an unacknowledged task to another worker only after the broker's visibility timeout (300 s), but a
+photo lives at most 120 s: a job whose whole worker died (SIGKILL, OOM, node loss, Redis restart) always failed
+`source_expired` (3 of 3 in the issue's trials). So the render process *leases* the job while it paints and
+renews the lease every few seconds; the janitor's sweep finds leases that lapsed and sends the job again.
+
+    portraits:leases        sorted set  job id → lease deadline (epoch s)
+    portraits:lease-owners  hash        job id → owner (`host:pid` of the render process, or `rescue`)
+
+An owner is a render process, named `host:pid`, so a process can tell that a lease held on its own host by a
+pid that no longer exists is dead (a render process SIGKILLed and replaced) and take it over at once instead
+of waiting for it to lapse. After a rescue the owner is `rescue` with a fresh deadline: any delivery may take
+it, and if none does before that deadline the job is sent again (duplicates are harmless: the job state
+machine lets only one delivery finish it, and a worker that lost its lease discards its render).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import redis
+
+from shared.logging import get_logger
+
+log = get_logger("portraits.leases")
+
+RESCUE_OWNER = "rescue"
+Clock = Callable[[], float]
+
+# KEYS[1] deadlines, KEYS[2] owners; ARGV[1] job id, ARGV[2] owner, ARGV[3] new deadline, ARGV[4] now,
+# ARGV[5] owner that may be replaced even before its deadline ('' for none). Returns 1 if taken, else the holder.
+_ACQUIRE = """
+local holder = redis.call('HGET', KEYS[2], ARGV[1])
+local deadline = tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1]) or '0')
+if holder and holder ~= ARGV[2] and holder ~= 'rescue' and holder ~= ARGV[5] and deadline > tonumber(ARGV[4]) then
+  return holder
+end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+return 1
+"""
+
+# Renew only while we still hold it. Returns 1 when renewed, 0 when the lease is someone else's (or gone).
+_RENEW = """
+if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+return 1
+"""
+
+_RELEASE = """
+if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[1], ARGV[1])
+return 1
+"""
+
+# ARGV[1] now, ARGV[2] limit, ARGV[3] the rescue deadline. Hands each lapsed lease to `rescue` and returns the ids.
+_CLAIM_LAPSED = """
+local lapsed = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, id in ipairs(lapsed) do
+  redis.call('ZADD', KEYS[1], ARGV[3], id)
+  redis.call('HSET', KEYS[2], id, 'rescue')
+end
+return lapsed
+"""
+
+
+def process_owner() -> str:
+    """This process's name as a lease owner."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def is_dead_local_owner(owner: str) -> bool:
+    """True for a render process on this host that no longer exists (so its lease can be taken at once)."""
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    return False
+
+
+@dataclass(frozen=True)
+class Acquired:
+    previous: str | None  # who held the lease before (None: nobody; our own name: a retry of ours)
+
+
+@dataclass(frozen=True)
+class Refused:
+    holder: str  # who holds the job's lease
+
+
+class JobLeases:
+    DEADLINES = "portraits:leases"
+    OWNERS = "portraits:lease-owners"
+
+    def __init__(self, client: redis.Redis, lease_seconds: float) -> None:
+        self._redis = client
+        self.lease_seconds = lease_seconds
+        self._acquire = client.register_script(_ACQUIRE)
+        self._renew = client.register_script(_RENEW)
+        self._release = client.register_script(_RELEASE)
+        self._claim = client.register_script(_CLAIM_LAPSED)
+
+    @property
+    def _keys(self) -> list[str]:
+        return [self.DEADLINES, self.OWNERS]
+
+    def acquire(self, job_id: str, owner: str, now: float) -> Acquired | Refused:
+        """Take the job's lease; `Refused(holder)` while a live holder has it."""
+        previous = self.holder(job_id)
+        outcome = self._acquire(keys=self._keys, args=[job_id, owner, now + self.lease_seconds, now, ""])
+        if outcome == 1:
+            return Acquired(previous)
+        holder = outcome.decode()
+        if is_dead_local_owner(holder):  # its render process was killed and replaced: no need to wait
+            outcome = self._acquire(keys=self._keys, args=[job_id, owner, now + self.lease_seconds, now, holder])
+            if outcome == 1:
+                log.info("lease taken over from a dead render process", job_id=job_id, previous=holder)
+                return Acquired(holder)
+            holder = outcome.decode()
+        return Refused(holder)
+
+    def renew(self, job_id: str, owner: str, now: float, extra_seconds: float = 0.0) -> bool:
+        """Push the deadline on; False when the lease is no longer ours (rescued elsewhere, or released)."""
+        deadline = now + self.lease_seconds + extra_seconds
+        return bool(self._renew(keys=self._keys, args=[job_id, owner, deadline]))
+
+    def release(self, job_id: str, owner: str) -> None:
+        self._release(keys=self._keys, args=[job_id, owner])
+
+    def drop(self, job_id: str) -> None:
+        """Forget a lease whoever holds it (the job ended while it was being rescued)."""
+        with self._redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(self.DEADLINES, job_id)
+            pipe.hdel(self.OWNERS, job_id)
+            pipe.execute()
+
+    def holder(self, job_id: str) -> str | None:
+        raw = self._redis.hget(self.OWNERS, job_id)
+        return raw.decode() if raw is not None else None
+
+    def claim_lapsed(self, now: float, limit: int, rescue_seconds: float) -> list[str]:
+        """Ids of jobs whose lease lapsed, each handed to `rescue` until `now + rescue_seconds`."""
+        ids = self._claim(keys=self._keys, args=[now, limit, now + rescue_seconds])
+        return [raw.decode() for raw in ids]
+
+    def count(self) -> int:
+        return int(self._redis.zcard(self.DEADLINES))
+
+    @contextmanager
+    def held(self, job_id: str, owner: str, clock: Clock) -> Iterator[Held]:
+        """Renew the (already acquired) lease from a background thread while the body runs; release it after.
+
+        A thread, because the render holds the process for seconds in torch (which releases the GIL). Renewal
+        errors (Redis briefly away) are logged and retried on the next beat; a renewal refused means the lease
+        was rescued elsewhere, and the body learns it from `Held.lost` before it writes anything.
+        """
+        held = Held(self, job_id, owner, clock)
+        held.start()
+        try:
+            yield held
+        finally:
+            held.stop()
+        # Released only when the body finished the job. After an error (a transient one the task retries) the
+        # lease stays: if this process dies before the retry, the lease lapses and the job is rescued.
+        try:
+            self.release(job_id, owner)
+        except redis.RedisError as exc:  # it lapses on its own; a rescue then finds the job finished
+            log.warning("lease release failed", job_id=job_id, error=str(exc))
+
+
+class Held:
+    """A lease being renewed; `lost` is set once a renewal is refused."""
+
+    def __init__(self, leases: JobLeases, job_id: str, owner: str, clock: Clock) -> None:
+        self._leases, self.job_id, self.owner, self._clock = leases, job_id, owner, clock
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"lease-{job_id}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def extend(self, seconds: float) -> bool:
+        """Hold the lease `seconds` longer than usual (a retry waiting out an outage)."""
+        return self._renew(extra=seconds)
+
+    def _renew(self, extra: float = 0.0) -> bool:
+        try:
+            if self._leases.renew(self.job_id, self.owner, self._clock(), extra):
+                return True
+            if not self.lost.is_set():
+                log.warning("lease lost: the job was rescued elsewhere", job_id=self.job_id)
+            self.lost.set()
+            return False
+        except redis.RedisError as exc:
+            log.warning("lease renewal failed; retrying", job_id=self.job_id, error=str(exc))
+            return True
+
+    def _beat(self) -> None:
+        # Three beats per lease period: two can be missed (a stalled Redis, a busy CPU) before it lapses.
+        while not self._stop.wait(self._leases.lease_seconds / 3):
+            self._renew()
