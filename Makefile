@@ -27,7 +27,7 @@ test: models
 
 run: models
 	$(PY) -m scripts.local_run prepare
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/honcho -f Procfile -e var/local/env start 2>&1 || true
+	$(PY) -m scripts.local_run supervise
 
 bench: models
 	$(PY) -m scripts.benchmark_engine --size 768

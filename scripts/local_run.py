@@ -1,10 +1,14 @@
-"""`make run`: the whole system on this machine, on loopback, under honcho (see the Procfile).
+"""`make run`: the whole system on this machine, on loopback, under supervisord (issue 9).
 
-    python -m scripts.local_run prepare       # var/local: generated S3 credentials, identities, env file
-    python -m scripts.local_run <process>     # what each Procfile line runs (redis, s3, gateway, worker…)
+    python -m scripts.local_run prepare       # var/local: generated S3 credentials, identities, env file and
+                                              # the supervisord configuration
+    python -m scripts.local_run supervise     # supervisord in the foreground: starts everything, restarts what
+                                              # crashes (logged), Ctrl-C stops all
+    python -m scripts.local_run <process>     # what each supervised program runs (redis, s3, gateway, worker…)
 
-Services wait for what they need (as init containers would in Kubernetes), so honcho can start them all at
-once. Everything lives under the ignored var/ folder; Ctrl-C stops every process.
+Services wait for what they need (as init containers would in Kubernetes), so everything starts at once. A
+process that dies is restarted and the rest keep serving: honcho, used before, stopped the whole stack when
+any one process exited (issue 9). Everything lives under the ignored var/ folder.
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ VAR = PROJECT_ROOT / "var" / "local"
 CREDENTIALS_FILE = VAR / "s3-credentials.json"
 IDENTITIES_FILE = VAR / "s3-identities.json"
 ENV_FILE = VAR / "env"
+SUPERVISOR_DIR = VAR / "supervisor"
+SUPERVISOR_CONF = SUPERVISOR_DIR / "supervisord.conf"
+SUPERVISOR_SOCKET = SUPERVISOR_DIR / "supervisor.sock"
 GATEWAY_ADDRESS = "127.0.0.1:8080"
 REDIS_PORT = 6380  # not 6379: leave a developer's own Redis alone
 WEED_PORTS = WeedPorts(master=9333, master_grpc=19333, volume=8081, volume_grpc=18081, filer=8888,
@@ -44,7 +51,7 @@ def credentials() -> S3Credentials:
 
 
 def prepare() -> None:
-    for folder in ("redis", "seaweedfs", "prometheus", "metrics/gateway", "metrics/worker"):
+    for folder in ("redis", "seaweedfs", "prometheus", "metrics/gateway", "metrics/worker", "supervisor"):
         (VAR / folder).mkdir(parents=True, exist_ok=True)
     for stale in (VAR / "metrics").glob("*/*.db"):  # multiprocess metrics files from a previous run
         stale.unlink()
@@ -60,6 +67,72 @@ def prepare() -> None:
     }
     ENV_FILE.touch(mode=0o600)
     ENV_FILE.write_text("".join(f"{name}={value}\n" for name, value in env.items()))
+    SUPERVISOR_CONF.write_text(supervisor_config(PROGRAMS))
+
+
+# Programs in start order; each waits for its dependencies itself. SeaweedFS ignores SIGTERM in single-master
+# mode (see devstack.weed_command), so it is sent SIGKILL straight away.
+PROGRAMS = ("redis", "s3", "gateway", "worker", "janitor", "prometheus")
+_STOP_SIGNALS = {"s3": "KILL", "worker": "TERM"}
+_STOP_WAIT_SECONDS = {"worker": 20, "gateway": 35}  # a warm shutdown finishes the render in hand
+
+
+def supervisor_config(programs: tuple[str, ...]) -> str:
+    """supervisord's configuration for the local run: every program restarted whenever it exits, output and
+    supervisord's own restart lines on our stdout, control socket owner-only under var/local."""
+    sections = [
+        "[supervisord]",
+        "nodaemon=true",
+        # In the foreground supervisord also prints its own log ("exited … spawned …": how a crash shows) on
+        # stdout; a log file on top would repeat every line.
+        "logfile=/dev/null",
+        "logfile_maxbytes=0",
+        f"pidfile={SUPERVISOR_DIR / 'supervisord.pid'}",
+        f"childlogdir={SUPERVISOR_DIR}",
+        "",
+        "[unix_http_server]",
+        f"file={SUPERVISOR_SOCKET}",
+        "chmod=0700",
+        "",
+        "[rpcinterface:supervisor]",
+        "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
+        "",
+        "[supervisorctl]",
+        f"serverurl=unix://{SUPERVISOR_SOCKET}",
+    ]
+    for priority, name in enumerate(programs, start=1):
+        sections += [
+            "",
+            f"[program:{name}]",
+            f"command={sys.executable} -m scripts.local_run {name}",
+            f"directory={PROJECT_ROOT}",
+            f"priority={priority}",
+            "autorestart=true",
+            "startsecs=1",
+            "startretries=1000",  # a dependency down for minutes must not leave a program FATAL for good
+            f"stopsignal={_STOP_SIGNALS.get(name, 'TERM')}",
+            f"stopwaitsecs={_STOP_WAIT_SECONDS.get(name, 10)}",
+            "stopasgroup=true",  # the worker's render processes and gunicorn's workers stop with their parent
+            "killasgroup=true",
+            "redirect_stderr=true",
+            "stdout_logfile=/dev/fd/1",
+            "stdout_logfile_maxbytes=0",
+        ]
+    return "\n".join(sections) + "\n"
+
+
+def supervise() -> None:
+    """supervisord in the foreground with the prepared configuration (Ctrl-C stops every program)."""
+    os.execvp(sys.executable, [sys.executable, "-m", "supervisor.supervisord", "-c", str(SUPERVISOR_CONF)])
+
+
+def load_env_file() -> None:
+    """The prepared environment (S3 credentials, URLs), read by each program itself: supervisord's
+    configuration then holds no secret."""
+    for line in ENV_FILE.read_text().splitlines():
+        name, _, value = line.partition("=")
+        if name:
+            os.environ.setdefault(name, value)
 
 
 def native_ttl(seconds: int) -> str:
@@ -106,7 +179,7 @@ def banner() -> str:
 def prometheus_command() -> list[str]:
     """Prometheus (Debian's package, when installed) scraping every local service with the project's rules."""
     binary = shutil.which("prometheus")
-    if binary is None:  # honcho stops everything when one process exits: stay up and say why
+    if binary is None:  # stay up and say why, rather than be restarted in a loop
         print("prometheus is not installed (apt-get install prometheus): local metrics are not collected",
               flush=True)
         return ["sleep", "infinity"]
@@ -116,6 +189,7 @@ def prometheus_command() -> list[str]:
 
 
 def exec_process(name: str) -> None:
+    load_env_file()
     settings = Settings()
     commands = {
         "redis": lambda: devstack.redis_command(REDIS_PORT, VAR / "redis", persist=True),
@@ -142,6 +216,8 @@ def exec_process(name: str) -> None:
 def main(argv: list[str]) -> None:
     if argv == ["prepare"]:
         prepare()
+    elif argv == ["supervise"]:
+        supervise()
     elif len(argv) == 1:
         exec_process(argv[0])
     else:
