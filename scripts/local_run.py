@@ -209,6 +209,8 @@ def exec_process(name: str) -> None:
     if name == "gateway":
         os.environ.setdefault("PORTRAITS_GATEWAY_BIND", GATEWAY_ADDRESS)
         print(banner(), flush=True)
+    if name == "s3":  # weed reads security.toml from its cwd: JWT keys, kept 0600 next to the data (issue 9)
+        os.chdir(devstack.ensure_weed_security(VAR / "seaweedfs"))
     command = commands[name]()
     os.execvp(command[0], command)
 
