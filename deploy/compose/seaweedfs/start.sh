@@ -5,6 +5,18 @@
 set -eu
 : "${PORTRAITS_S3_ACCESS_KEY_ID:?set it in .env (see deploy/compose/.env.example)}"
 : "${PORTRAITS_S3_SECRET_ACCESS_KEY:?set it in .env (see deploy/compose/.env.example)}"
+: "${SEAWEEDFS_JWT_KEY:?set it in .env (see deploy/compose/.env.example)}"
+# Issue 9: the S3 API must be the only way to stored objects. With JWT signing keys the volume server
+# serves and stores objects only for tokens that weed's own master, filer and S3 gateway sign (weed reads
+# WEED_JWT_* as it would security.toml); one suffix per kind of token, so a token for one use is refused
+# for another. -disableHttp / -filer.disableHttp below turn off the master's HTTP API (its /dir/lookup
+# hands anyone a write token) and the filer's (it lists and serves every bucket). The S3 gateway and
+# `weed shell` (init.sh) use gRPC, which stays unauthenticated: keep its ports on a trusted network.
+export WEED_JWT_SIGNING_KEY="$SEAWEEDFS_JWT_KEY.volume-write" \
+       WEED_JWT_SIGNING_READ_KEY="$SEAWEEDFS_JWT_KEY.volume-read" \
+       WEED_JWT_FILER_SIGNING_KEY="$SEAWEEDFS_JWT_KEY.filer-write" \
+       WEED_JWT_FILER_SIGNING_READ_KEY="$SEAWEEDFS_JWT_KEY.filer-read"
+unset SEAWEEDFS_JWT_KEY
 identities="${WEED_IDENTITIES_FILE:-/tmp/s3-identities.json}"
 umask 077
 cat > "$identities" <<JSON
@@ -30,4 +42,5 @@ exec weed -logtostderr server \
   ${WEED_FILER_GRPC_PORT:+-filer.port.grpc=$WEED_FILER_GRPC_PORT} \
   -s3 -s3.port="${WEED_S3_PORT:-8333}" -s3.port.iceberg=0 -s3.port.lance=0 \
   ${WEED_S3_GRPC_PORT:+-s3.port.grpc=$WEED_S3_GRPC_PORT} \
-  -s3.autoCreateBucket=false -s3.config="$identities"
+  -s3.autoCreateBucket=false -s3.config="$identities" \
+  -disableHttp -filer.disableHttp
