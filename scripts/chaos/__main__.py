@@ -1,0 +1,122 @@
+"""`make chaos`: break the real stack in every way issue 9 lists and print one row per fault.
+
+    python -m scripts.chaos            # the full run (about 10 minutes on 2 cores)
+    python -m scripts.chaos --quick    # the CI-sized run (what tests/chaos/ asserts)
+
+Each fault runs under bounded load (a few clients uploading, polling and downloading). Columns: jobs accepted,
+done, failed (codes), lost; 5xx answers (and 503s without our JSON envelope or Retry-After); honest 503s; the
+oldest source seen; seconds to recover; /healthz p99; upload p50; whether the issue's targets were met. The
+table is also written to var/chaos/report.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from scripts.chaos.faults import (
+    KillMethod,
+    Plan,
+    Row,
+    abusive_burst,
+    baseline,
+    redis_hung,
+    redis_killed,
+    s3_stopped,
+    slow_uploaders,
+    worker_kills,
+)
+from scripts.chaos.stack import ChaosStack
+from shared.settings import PROJECT_ROOT
+from tests.support import samples
+
+REPORT = PROJECT_ROOT / "var" / "chaos" / "report.md"
+
+
+def storage_row(stack: ChaosStack) -> Row:
+    """Every unsigned path to a stored object through SeaweedFS's own ports must be refused."""
+    from scripts.storage_backdoor import unsigned_reads
+
+    bucket, key = stack.settings.results_bucket, "results/chaos-probe.jpg"
+    stack.s3.client().put_object(Bucket=bucket, Key=key, Body=b"not for strangers")
+    attempts = unsigned_reads(stack.s3.ports, bucket, key)
+    row = Row("unsigned reads through SeaweedFS ports")
+    row.notes.append(f"{sum(a.refused for a in attempts)}/{len(attempts)} refused")
+    row.problems += [f"{a.port} {a.what}: {a.status or a.error}" for a in attempts if not a.refused]
+    stack.s3.client().delete_object(Bucket=bucket, Key=key)
+    return row
+
+
+def run(plan: Plan, workdir: Path, progress: bool = True) -> list[Row]:
+    photo = samples.grace_hopper_path().read_bytes()
+    rows: list[Row] = []
+
+    def step(label: str, make_row) -> Row:  # type: ignore[no-untyped-def]
+        started = time.monotonic()
+        if progress:
+            print(f"[chaos] {label} …", flush=True)
+        row = make_row()
+        rows.append(row)
+        if progress:
+            verdict = "ok" if row.met else "; ".join(row.problems)
+            print(f"[chaos] {label}: {time.monotonic() - started:.0f} s, {verdict}", flush=True)
+        return row
+
+    # One client address for every load client: the per-address upload limit is raised to what they send.
+    with ChaosStack(workdir, upload_rate_limit="600/minute") as stack:
+        base = step("baseline", lambda: baseline(stack, plan, photo))
+        step("render process kills", lambda: worker_kills(stack, plan, photo, KillMethod.RENDER_SIGKILL, plan.kills))
+        step("whole worker kills", lambda: worker_kills(stack, plan, photo, KillMethod.WORKER_SIGKILL,
+                                                        plan.worker_kills))
+        step("cold shutdowns", lambda: worker_kills(stack, plan, photo, KillMethod.WORKER_SIGQUIT, plan.kills))
+        step("warm shutdowns", lambda: worker_kills(stack, plan, photo, KillMethod.WORKER_SIGTERM, plan.kills))
+        step("Redis killed", lambda: redis_killed(stack, plan, photo))
+        step("Redis hung", lambda: redis_hung(stack, plan, photo))
+        step("S3 stopped", lambda: s3_stopped(stack, plan, photo))
+        for count in plan.slow_clients:
+            step(f"{count} slow uploaders", lambda c=count: slow_uploaders(stack, plan, photo, c, base))
+        step("abusive burst", lambda: abusive_burst(stack, plan, photo))
+        step("storage back door", lambda: storage_row(stack))
+    return rows
+
+
+def _seconds(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1f} s"
+
+
+def _ms(value: float | None) -> str:
+    return "–" if value is None else f"{value * 1000:.0f} ms"
+
+
+def table(rows: list[Row]) -> str:
+    lines = ["| fault | accepted | done | failed (codes) | lost | 5xx | 503 | oldest source | recover | "
+             "healthz p99 | upload p50 | targets |",
+             "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for row in rows:
+        failed = ", ".join(f"{code} {n}" for code, n in sorted(row.failed.items())) or "0"
+        verdict = "met" if row.met else "**missed**: " + "; ".join(row.problems)
+        lines.append(f"| {row.fault} | {row.accepted} | {row.done} | {failed} | {row.lost} | {row.server_errors} "
+                     f"| {row.unavailable} | {_seconds(row.oldest_source)} | {_seconds(row.recover)} "
+                     f"| {_ms(row.healthz_p99)} | {_ms(row.upload_p50)} | {verdict} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="the CI-sized run")
+    args = parser.parse_args(argv)
+    plan = Plan.quick() if args.quick else Plan()
+    REPORT.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="chaos-", dir=REPORT.parent) as workdir:
+        rows = run(plan, Path(workdir))
+    text = table(rows)
+    REPORT.write_text(text + "\n")
+    print("\n" + text)
+    return 0 if all(row.met for row in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
