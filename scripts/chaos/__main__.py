@@ -12,6 +12,7 @@ table is also written to var/chaos/report.md.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import tempfile
 import time
@@ -107,8 +108,11 @@ def table(rows: list[Row]) -> str:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="the CI-sized run")
+    parser.add_argument("--worker-kills", type=int, help="whole-worker SIGKILLs (default 20; 1 with --quick)")
     args = parser.parse_args(argv)
     plan = Plan.quick() if args.quick else Plan()
+    if args.worker_kills is not None:
+        plan = dataclasses.replace(plan, worker_kills=args.worker_kills)
     REPORT.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="chaos-", dir=REPORT.parent) as workdir:
         rows = run(plan, Path(workdir))

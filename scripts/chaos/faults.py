@@ -20,7 +20,6 @@ from scripts.chaos.load import Load, Prober, SourceAgeMonitor, percentile
 from scripts.chaos.stack import ChaosStack, wait_until
 from shared.deletion import DeletionSchedule
 from shared.jobs import JobStore
-from shared.leases import JobLeases
 
 
 class KillMethod(StrEnum):
@@ -126,15 +125,16 @@ class Session:
 
 
 def _job_being_painted(stack: ChaosStack, timeout: float = 60.0) -> str | None:
-    """Wait until some job is mid-render (leased, past fetching) and return its id."""
+    """Wait until some job is mid-render (processing, past fetching its photo) and return its id. Reads the
+    job records themselves, so the same run measures a build without leases (the "before" table)."""
     client = stack.redis_client()
     jobs = JobStore(client, stack.settings.job_ttl_seconds)
     found: list[str] = []
 
     def painting() -> bool:
-        for raw in client.zrange(JobLeases.DEADLINES, 0, -1):
-            job = jobs.get(raw.decode())
-            if job is not None and job.stage not in (None, "fetch"):
+        for key in client.scan_iter(f"{JobStore.KEY_PREFIX}*", count=1000):
+            job = jobs.get(key.decode().removeprefix(JobStore.KEY_PREFIX))
+            if job is not None and job.state.value == "processing" and job.stage not in (None, "fetch"):
                 found.append(job.id)
                 return True
         return False
