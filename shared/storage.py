@@ -42,32 +42,47 @@ def job_id_of(key: str) -> str:
     return key.split("/", 1)[-1].split(".", 1)[0]
 
 
-def _client(settings: Settings, endpoint_url: str) -> Any:
+def _client(settings: Settings, endpoint_url: str, fail_fast: bool = False) -> Any:
+    # botocore's `max_attempts` counts retries, not attempts: 4 means up to 5 calls. `total_max_attempts`
+    # counts attempts.
+    retries = ({"total_max_attempts": settings.s3_max_attempts} if fail_fast
+               else {"max_attempts": settings.s3_max_attempts})
     config = Config(
         region_name=settings.s3_region,
         signature_version="s3v4",
         s3={"addressing_style": "path"},
-        retries={"max_attempts": settings.s3_max_attempts, "mode": "standard"},
+        retries={**retries, "mode": "standard"},
         connect_timeout=settings.s3_connect_timeout,
         read_timeout=settings.s3_read_timeout,
     )
-    return boto3.client(
+    client = boto3.client(
         "s3",
         endpoint_url=endpoint_url,
         aws_access_key_id=settings.s3_access_key_id,
         aws_secret_access_key=settings.s3_secret_access_key.get_secret_value(),
         config=config,
     )
+    if fail_fast:
+        # botocore sends every upload with `Expect: 100-continue` and, when no answer comes, waits a fixed
+        # second before sending the body anyway: a second per attempt against a hung S3 (issue 9).
+        client.meta.events.register("before-send.s3", _without_expect_continue)
+    return client
+
+
+def _without_expect_continue(request: Any, **_: Any) -> None:
+    request.headers.pop("Expect", None)  # not signed: removing it leaves the signature valid
 
 
 class ObjectStore:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, fail_fast: bool = False) -> None:
+        """`fail_fast` (the gateway, which has a client waiting): `s3_max_attempts` counts attempts, not
+        retries, and uploads do not wait for `100 Continue`."""
         self.sources_bucket = settings.sources_bucket
         self.results_bucket = settings.results_bucket
-        self._s3 = _client(settings, settings.s3_endpoint_url)
+        self._s3 = _client(settings, settings.s3_endpoint_url, fail_fast)
         # Presigned URLs carry the host they were signed for: sign with the address browsers can reach.
         public = settings.s3_public_endpoint_url or settings.s3_endpoint_url
-        self._signer = self._s3 if public == settings.s3_endpoint_url else _client(settings, public)
+        self._signer = self._s3 if public == settings.s3_endpoint_url else _client(settings, public, fail_fast)
 
     def put(self, bucket: str, key: str, data: bytes, content_type: str) -> None:
         with _translated_errors(key):
