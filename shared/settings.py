@@ -116,6 +116,30 @@ class Settings(BaseSettings):
     gateway_bind: str = Field("127.0.0.1:8080", description="Address gunicorn listens on.")
     gateway_workers: int = Field(2, ge=1, description="Gunicorn worker processes.")
     gateway_timeout: int = Field(30, ge=5, description="Gunicorn worker timeout, seconds.")
+    gateway_threads: int = Field(
+        32, ge=1, description="Threads per gunicorn worker (gthread): requests in flight per worker, slow "
+        "uploads included; idle keep-alive connections wait without one."
+    )
+    gateway_redis_timeout: float = Field(
+        1.0, gt=0, description="Seconds the gateway waits to connect to Redis or for a reply (rate limiter "
+        "and broker too); a hung Redis answers 503 after this, not retried."
+    )
+    gateway_s3_timeout: float = Field(
+        1.5, gt=0, description="The gateway's S3 connect and read timeout, seconds (the worker and janitor "
+        "keep `s3_connect_timeout`/`s3_read_timeout`)."
+    )
+    gateway_s3_max_attempts: int = Field(
+        2, ge=1, description="The gateway's attempts per S3 call (first try included): with "
+        "`gateway_s3_timeout`, an upload during an S3 hang answers 503 in about 3 s."
+    )
+    gateway_body_timeout: float = Field(
+        10.0, gt=0, description="Seconds a request body may take before `gateway_body_min_rate` applies: "
+        "after that it must have arrived at that average rate or the upload answers 408 `upload_timeout`."
+    )
+    gateway_body_min_rate: int = Field(
+        16 * 1024, ge=1, description="Slowest accepted average upload rate, bytes per second (after "
+        "`gateway_body_timeout`); 16 KiB/s is 128 kbit/s."
+    )
 
     # --- worker ---
     task_soft_time_limit: int = Field(60, ge=5, description="Seconds before a render is asked to stop.")

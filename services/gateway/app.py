@@ -9,13 +9,18 @@ from typing import Any
 
 import redis
 from celery import Celery
-from flask import Flask
+from flask import Flask, Request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
 from services.gateway import metrics, routes
+from services.gateway.bodies import BodyDeadline
 from services.gateway.errors import register_error_handlers
+from services.gateway.uploads import FieldCountingParser
 from shared.audit import AuditLog
 from shared.crypto import SourceKeys
 from shared.deletion import DeletionSchedule, Eraser
@@ -32,11 +37,49 @@ MULTIPART_OVERHEAD_BYTES = 64 * 1024
 MAX_FORM_MEMORY_BYTES = 128 * 1024
 MAX_FORM_PARTS = 16
 
-# Redis calls sit on the request path: fail fast rather than hold a worker (candidates for Settings).
-REDIS_CONNECT_TIMEOUT_S = 2.0
-REDIS_SOCKET_TIMEOUT_S = 5.0
+# The time budget (issue 9). Every dependency call on the request path is bounded, so a request answers —
+# a 503 with Retry-After if need be — long before anything in front gives up. Measured before: with S3 stopped,
+# botocore's retries (connect 2 s, read 15 s, 4 attempts) outlasted gunicorn's 30 s timeout and the client got
+# gunicorn's HTML 500; a hung Redis held every request 5 s and an upload 10 s. Budget now (measured in
+# tests/integration/gateway/test_gateway_budget.py): a status read during a Redis hang answers in about
+# `gateway_redis_timeout` (1.0 s), an upload in 3 of them (rate limiter, first write, one undo step: 3.0 s);
+# an upload during an S3 hang in `gateway_s3_max_attempts` × `gateway_s3_timeout` plus botocore's backoff
+# (3.1 s), now that it no longer waits a second per attempt for `100 Continue` (shared/storage.py).
+# The worker and the janitor keep their own, patient S3 settings (`s3_*`): they are not holding a client.
 # Readiness probes must answer quickly: one attempt, short timeouts.
 PROBE_S3_OVERRIDES: dict[str, Any] = {"s3_max_attempts": 1, "s3_connect_timeout": 1.0, "s3_read_timeout": 2.0}
+
+
+def redis_options(settings: Settings) -> dict[str, Any]:
+    """Connection options for every Redis client of the gateway (its own, the rate limiter's).
+
+    redis-py 8 retries a timed-out command up to 10 times by default, so a hung Redis would cost 10 timeouts;
+    here a timeout is final, and only a refused or reset connection (a restarted Redis, a stale pooled
+    connection) is retried, once and at once: that costs nothing while Redis hangs."""
+    return {
+        "socket_connect_timeout": settings.gateway_redis_timeout,
+        "socket_timeout": settings.gateway_redis_timeout,
+        "retry": Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+    }
+
+
+def gateway_s3_settings(settings: Settings) -> Settings:
+    """The gateway's S3 client: short timeouts, few attempts (`gateway_s3_*`)."""
+    return with_overrides(settings, s3_max_attempts=settings.gateway_s3_max_attempts,
+                          s3_connect_timeout=settings.gateway_s3_timeout, s3_read_timeout=settings.gateway_s3_timeout)
+
+
+def bound_broker(celery: Celery, settings: Settings) -> Celery:
+    """The Celery app's publishing side on the same budget as the other Redis calls (only the gateway's copy:
+    the worker consumes with the shared settings)."""
+    timeout = settings.gateway_redis_timeout
+    celery.conf.broker_transport_options = {**celery.conf.broker_transport_options,
+                                            "socket_timeout": timeout, "socket_connect_timeout": timeout}
+    celery.conf.broker_connection_timeout = timeout
+    # kombu retries a failed publish 3 times by default, each on a fresh connection: once is enough.
+    celery.conf.task_publish_retry_policy = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2,
+                                             "interval_max": 0.2}
+    return celery
 
 
 @dataclass(frozen=True)
@@ -52,9 +95,8 @@ class Gateway:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Gateway:
-        client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
-                                      socket_timeout=REDIS_SOCKET_TIMEOUT_S)
-        objects = ObjectStore(settings)
+        client = redis.Redis.from_url(settings.redis_url, **redis_options(settings))
+        objects = ObjectStore(gateway_s3_settings(settings), fail_fast=True)
         source_keys = SourceKeys(client, ttl_seconds=settings.source_max_age_seconds)
         return cls(
             settings=settings,
@@ -62,9 +104,9 @@ class Gateway:
             jobs=JobStore(client, ttl_seconds=settings.job_ttl_seconds),
             objects=objects,
             source_keys=source_keys,
-            celery=make_celery(settings),
+            celery=bound_broker(make_celery(settings), settings),
             eraser=Eraser(objects, source_keys, DeletionSchedule(client), AuditLog(client, settings.audit_max_entries)),
-            probe_objects=ObjectStore(with_overrides(settings, **PROBE_S3_OVERRIDES)),
+            probe_objects=ObjectStore(with_overrides(settings, **PROBE_S3_OVERRIDES), fail_fast=True),
         )
 
 
@@ -86,6 +128,10 @@ def create_app(settings: Settings | None = None, *, gateway: Gateway | None = No
     settings = gateway.settings
 
     app = Flask(__name__, static_folder=None)  # no /static route: the API serves no files
+    app.request_class = GatewayRequest
+    # Under gunicorn, a request body that arrives too slowly answers 408 (bodies.py).
+    app.wsgi_app = BodyDeadline(app.wsgi_app, settings.gateway_body_timeout,  # type: ignore[method-assign]
+                                settings.gateway_body_min_rate)
     if settings.trusted_proxy_hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxy_hops)  # type: ignore[method-assign]
     app.config.update(
@@ -103,6 +149,10 @@ def create_app(settings: Settings | None = None, *, gateway: Gateway | None = No
     return app
 
 
+class GatewayRequest(Request):
+    form_data_parser_class = FieldCountingParser  # too many form parts: 400 `too_many_fields`, not 413
+
+
 def _limit_uploads(app: Flask, settings: Settings) -> None:
     if not settings.upload_rate_limit.strip():
         return
@@ -110,9 +160,12 @@ def _limit_uploads(app: Flask, settings: Settings) -> None:
         get_remote_address,
         app=app,
         storage_uri=settings.redis_url,
+        # Without these the limiter's own Redis client waits on a hung Redis with redis-py's defaults (no
+        # timeout, 10 retries), in front of every upload.
+        storage_options=redis_options(settings),
         key_prefix="portraits:ratelimit",
         headers_enabled=True,  # Retry-After on the 429
-        # Limits are best effort: with Redis down the upload itself answers 503 a moment later.
+        # Limits are best effort: with Redis down or hung the upload itself answers 503 a moment later.
         swallow_errors=True,
     )
     # The upload blueprint holds POST /v1/portraits only. The check runs before the body is parsed.

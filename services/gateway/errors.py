@@ -42,16 +42,24 @@ CODES: dict[str, ErrorCode] = {
         ErrorCode("empty_upload", 400, "The `image` file part is empty."),
         ErrorCode("unknown_style", 400, "`style` is not `auto`, a family or a catalog style (see /v1/styles)."),
         ErrorCode("invalid_strength", 400, "`strength` is not a number between 0 and 1."),
+        ErrorCode("too_many_fields", 400, "The multipart form has more parts than an upload needs."),
         ErrorCode("not_found", 404, "No such route, or no such portrait (unknown, expired or deleted)."),
         ErrorCode("method_not_allowed", 405, "The route exists but not with this method (see `Allow`)."),
+        ErrorCode("upload_timeout", 408, "The request body arrived too slowly (see `gateway_body_min_rate`); "
+                                         "the connection is closed."),
         ErrorCode("too_large", 413, "The request body or the image file is over the upload limit."),
         ErrorCode("image_too_large", 413, "The image has too many pixels (checked on its header)."),
+        ErrorCode("uri_too_long", 414, "The request line is too long (answered by the HTTP server)."),
         ErrorCode("unsupported_type", 415, "Not a JPEG, PNG, WebP or HEIC/HEIF image (judged by content)."),
         ErrorCode("corrupt_image", 422, "The image is truncated or damaged."),
         ErrorCode("image_too_small", 422, "The image's short side is below the minimum."),
         ErrorCode("rate_limited", 429, "Too many uploads from this client; retry after `Retry-After` seconds."),
+        ErrorCode("headers_too_large", 431, "Too many or too large request headers (answered by the HTTP "
+                                            "server)."),
         ErrorCode("internal_error", 500, "An unexpected error; it has been logged."),
-        ErrorCode("unavailable", 503, "Storage or Redis is unreachable; retry later."),
+        ErrorCode("not_implemented", 501, "A transfer coding other than chunked (answered by the HTTP server)."),
+        ErrorCode("unavailable", 503, "Storage or Redis is unreachable or too slow; retry after `Retry-After` "
+                                      "seconds."),
     )
 }
 
@@ -68,6 +76,14 @@ _HTTP_MESSAGES = {
 UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     StorageUnavailable, ClientError, BotoCoreError, redis.RedisError, BrokerUnavailable,
 )
+
+#: Retry-After on every 503: long enough for a blip to pass, short next to the outages it covers (issue 9).
+RETRY_AFTER_SECONDS = 5
+
+#: WSGI environ keys. CLOSE_CONNECTION: a callable the gunicorn worker (worker.py) puts there to close the
+#: connection after this response. BODY_TIMED_OUT: set by bodies.py when a body missed its deadline.
+CLOSE_CONNECTION = "portraits.close_connection"
+BODY_TIMED_OUT = "portraits.body_timed_out"
 
 # An unread request body makes the server's close send a TCP reset, which can destroy the error response
 # before the client reads it. Read and discard a bounded amount so the client sees our answer.
@@ -105,10 +121,18 @@ def envelope(code: str, message: str) -> dict[str, Any]:
 
 def error_response(error: ApiError) -> Response:
     metrics.REJECTIONS.labels(code=error.code).inc()
-    _drain_request_body()
+    if request.environ.get(BODY_TIMED_OUT):
+        # Waiting for the rest of a body that came too slowly is what the 408 refuses: close instead.
+        close = request.environ.get(CLOSE_CONNECTION)
+        if close is not None:
+            close()
+    else:
+        _drain_request_body()
     response = jsonify(envelope(error.code, error.message))
     response.status_code = error.status
     response.headers.update(error.headers)
+    if error.status == 503:
+        response.headers.setdefault("Retry-After", str(RETRY_AFTER_SECONDS))
     return response
 
 

@@ -2,7 +2,8 @@
 
     gunicorn -c services/gateway/gunicorn_conf.py services.gateway.wsgi:app
 
-Bind address, worker count and timeout come from Settings (PORTRAITS_GATEWAY_BIND, _WORKERS, _TIMEOUT).
+Bind address, worker and thread counts and timeout come from Settings (PORTRAITS_GATEWAY_BIND, _WORKERS,
+_THREADS, _TIMEOUT).
 PROMETHEUS_MULTIPROC_DIR, when set, turns on multi-process metrics: it is
 emptied at start and each dead worker's files are marked (prometheus_client's documented gunicorn setup).
 """
@@ -20,7 +21,14 @@ bind = _settings.gateway_bind
 workers = _settings.gateway_workers
 timeout = _settings.gateway_timeout
 graceful_timeout = timeout
-worker_class = "sync"  # uploads are CPU-bound (decode, re-encode); put a buffering proxy in front
+# Threads (issue 9): with `sync` workers, three clients sending a photo at 2 KB/s held both workers 32 s and
+# /healthz with them. gthread serves each request on a thread and parks idle keep-alive connections in a poller,
+# so slow clients take a thread each, not a process; bodies that are too slow are cut off (bodies.py).
+# Our subclass also answers gunicorn's own errors (431, 400…) in the JSON envelope (worker.py).
+# Note: a gthread worker's heartbeat comes from its main loop, so `timeout` no longer kills a worker over one
+# slow request; the gateway's own time budget (app.py) is what bounds requests.
+worker_class = "services.gateway.worker.GatewayWorker"
+threads = _settings.gateway_threads
 preload_app = False  # each worker opens its own Redis/S3/broker connections after the fork
 accesslog = None  # gunicorn's access log records client addresses; the app logs no addresses
 errorlog = "-"

@@ -51,6 +51,12 @@ def _errors(*codes: str) -> dict[str, Any]:
         if status == 429:
             response["headers"] = {"Retry-After": {"description": "Seconds until an upload is accepted again.",
                                                    "schema": {"type": "integer"}}}
+        elif status == 503:
+            response["headers"] = {"Retry-After": {"description": "Seconds to wait before retrying.",
+                                                   "schema": {"type": "integer"}}}
+        elif status == 408:
+            response["headers"] = {"Connection": {"description": "`close`: the rest of the body is not read.",
+                                                  "schema": {"type": "string", "const": "close"}}}
         responses[str(status)] = response
     return responses
 
@@ -63,9 +69,9 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-_UPLOAD_ERRORS = ("missing_image", "empty_upload", "unknown_style", "invalid_strength", "too_large",
-                  "image_too_large", "unsupported_type", "corrupt_image", "image_too_small", "rate_limited",
-                  "unavailable", "internal_error")
+_UPLOAD_ERRORS = ("missing_image", "empty_upload", "unknown_style", "invalid_strength", "too_many_fields",
+                  "upload_timeout", "too_large", "image_too_large", "unsupported_type", "corrupt_image",
+                  "image_too_small", "rate_limited", "unavailable", "internal_error")
 _ALWAYS = ("internal_error",)
 
 _ID_PARAMETER = {
@@ -242,9 +248,14 @@ def document() -> dict[str, Any]:
         },
         "components": {
             "schemas": _schemas(),
-            # Answers any route can give, outside its own operation's list.
+            # Answers any route can give, outside its own operation's list. The HTTP server itself answers
+            # malformed requests (bad request line, Content-Length with chunked: 400), over-long request lines
+            # (414), oversized headers (431) and unknown transfer codings (501), in the same envelope.
             "responses": {
                 "BadRequest": _errors("bad_request")["400"],
+                "UriTooLong": _errors("uri_too_long")["414"],
+                "HeadersTooLarge": _errors("headers_too_large")["431"],
+                "NotImplemented": _errors("not_implemented")["501"],
                 "NotFound": _errors("not_found")["404"],
                 "MethodNotAllowed": {**_errors("method_not_allowed")["405"],
                                      "headers": {"Allow": {"schema": {"type": "string"}}}},

@@ -27,6 +27,7 @@ from shared.jobs import now as clock
 from shared.logging import get_logger
 from shared.queue import enqueue_render, queue_depth
 from shared.audit import Deleter, ObjectKind
+from shared.deletion import Tracked
 from shared.storage import RESULT_EXTENSIONS, ObjectMissing, StorageUnavailable, result_key, source_key
 
 if TYPE_CHECKING:
@@ -82,42 +83,57 @@ def create_portrait() -> tuple[Response, int, dict[str, str]]:
 
 
 def submit(gw: Gateway, upload: CleanUpload) -> Job:
-    """Seal and store the source, record the job, enqueue it; on any failure undo what was written."""
+    """Seal and store the source, record the job, enqueue it; on any failure abandon what was written."""
     job = Job(id=new_job_id(), state=JobState.QUEUED, created_at=clock(), style_requested=upload.style,
               strength=upload.strength)
     _bind_job(job.id)
     key = new_key()
-    # Each undo is registered before its write (all are idempotent): a write that timed out may have landed.
-    undo: list[partial[None]] = []
+    scheduled = False
     try:
-        undo.append(partial(gw.source_keys.delete, job.id))
         gw.source_keys.store(job.id, key)
         # Scheduled for deletion before it exists: no crash can leave an unscheduled source behind.
-        undo.append(partial(gw.eraser.schedule.remove, ObjectKind.SOURCE, source_key(job.id)))
         gw.eraser.track(ObjectKind.SOURCE, source_key(job.id), job.id, job.created_at,
                         gw.settings.source_max_age_seconds)
-        undo.append(partial(gw.objects.delete, gw.objects.sources_bucket, source_key(job.id)))
+        scheduled = True
         gw.objects.put(gw.objects.sources_bucket, source_key(job.id), seal(key, upload.jpeg, job.id),
                        SOURCE_CONTENT_TYPE)
-        undo.append(partial(gw.jobs.delete, job.id))
         gw.jobs.create(job)
         enqueue_render(gw.celery, gw.settings, job.id)
     except Exception:
-        _roll_back(undo)
+        _abandon(gw, job, scheduled=scheduled)
         raise  # the error handlers answer 503 for dependency failures
     metrics.ENQUEUED.inc()
     return job
 
 
-def _roll_back(undo: list[partial[None]]) -> None:
-    # Best effort: what cannot be undone now expires by itself (the key's TTL shreds the source; the job
-    # record has a TTL) or is found by the janitor's orphan sweep.
-    for step in reversed(undo):
+def _abandon(gw: Gateway, job: Job, *, scheduled: bool) -> None:
+    """Undo a half-done upload without touching the store that may be failing (issue 9: the undo used to
+    delete the source from S3 in the request, so with S3 hung it was the undo that timed out, and was skipped,
+    leaving orphan sources). Only Redis is touched, and the janitor deletes:
+
+    1. shred the source's key: whatever blob landed, or lands later from a write we gave up on, is unreadable;
+    2. move the source's deletion deadline to now, so the janitor's next sweep (seconds) deletes, verifies
+       and audits it, as any other source, whether or not the blob landed;
+    3. delete the job record (and its queue entry), so the client's id answers 404.
+
+    Each step is idempotent. The first one that fails ends the undo: it is Redis that failed, and every
+    further step would wait for the same timeout. What is left then expires by itself: the key with its TTL,
+    the record with its TTL, and the source at its original deadline (`source_max_age_seconds`), when the
+    janitor deletes it — nothing is left unscheduled for its reconcile pass to find. (One race remains: a
+    write we gave up on can land after the janitor deleted and verified; reconcile finds that blob, already
+    unreadable.)"""
+    steps: list[partial[Any]] = [partial(gw.source_keys.delete, job.id)]
+    if scheduled:  # otherwise nothing was written to S3: the entry, if it landed, keeps its deadline
+        steps.append(partial(gw.eraser.schedule.add, Tracked(ObjectKind.SOURCE, source_key(job.id), job.id,
+                                                             job.created_at), clock()))
+    steps.append(partial(gw.jobs.delete, job.id))
+    for step in steps:
         try:
             step()
-        except Exception as exc:  # noqa: BLE001 - keep undoing the rest
-            log.warning("rollback step failed", step=step.func.__qualname__,
+        except Exception as exc:  # noqa: BLE001 - the request's own error is the one to answer with
+            log.warning("undo of a failed upload stopped", step=step.func.__qualname__,
                         error_type=type(exc).__name__)
+            return
 
 
 @portraits.get("/v1/portraits/<id>")

@@ -10,9 +10,12 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from flask import Request
 from PIL import Image
+from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.formparser import FormDataParser
 
 from services.gateway import metrics
 from services.gateway.errors import ApiError, format_traceback, from_portrait_error
@@ -97,7 +100,59 @@ def parse_strength(raw: str | None) -> float | None:
         raise ApiError("invalid_strength", "strength must be a number between 0 and 1") from None
     if not math.isfinite(value) or not 0.0 <= value <= 1.0:
         raise ApiError("invalid_strength", "strength must be a number between 0 and 1")
-    return value
+    return value + 0.0  # -0.0 + 0.0 is 0.0: "-0" is stored and echoed as 0.0, not -0.0 (issue 9)
+
+
+class FieldCountingParser(FormDataParser):
+    """Werkzeug's form parser, but a multipart form with more parts than `max_form_parts` is a 400
+    `too_many_fields`, not the 413 Werkzeug raises for it (the same 413 as a body over the size limit, which
+    told the client to send less rather than fewer fields; issue 9). Parts are counted on the raw stream,
+    ahead of Werkzeug's own parser, by their delimiter lines."""
+
+    def parse(self, stream: Any, mimetype: str, content_length: int | None,
+              options: dict[str, str] | None = None) -> Any:
+        boundary = (options or {}).get("boundary", "")
+        if mimetype != "multipart/form-data" or not boundary or self.max_form_parts is None:
+            return super().parse(stream, mimetype, content_length, options)
+        counted = _PartCounter(stream, boundary.encode("latin-1"), self.max_form_parts)
+        try:
+            return super().parse(counted, mimetype, content_length, options)
+        except RequestEntityTooLarge:
+            counted.check()  # Werkzeug got there first: say which limit it was
+            raise
+
+
+class _PartCounter:
+    """Passes reads through, counting part delimiters (`--boundary` not followed by `--`, which closes)."""
+
+    def __init__(self, stream: Any, boundary: bytes, max_parts: int) -> None:
+        self._stream = stream
+        self._delimiter = b"--" + boundary
+        self._max_parts = max_parts
+        self._pending = b""  # unscanned tail: a delimiter may straddle two reads
+        self.parts = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        window, start = self._pending + data, 0
+        while (found := window.find(self._delimiter, start)) != -1:
+            after = found + len(self._delimiter)
+            if after + 2 > len(window) and data:
+                start = found  # can't tell an opening delimiter from the closing one yet
+                break
+            if window[after:after + 2] != b"--":
+                self.parts += 1
+            start = after
+        else:
+            start = max(start, len(window) - len(self._delimiter) + 1)  # a delimiter's beginning, maybe
+        self._pending = window[start:]
+        self.check()
+        return data
+
+    def check(self) -> None:
+        if self.parts > self._max_parts:
+            raise ApiError("too_many_fields", f"an upload has at most {self._max_parts} form parts "
+                                              f"(`image`, `style`, `strength`)")
 
 
 def encode_source(image: Image.Image) -> bytes:

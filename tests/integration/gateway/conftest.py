@@ -6,11 +6,18 @@ disturbs what other tests keep in the shared servers.
 
 from __future__ import annotations
 
+import http.client
 import io
 import json
 import logging
+import os
+import signal
+import sys
 from base64 import b64decode
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,10 +26,15 @@ import structlog
 from flask import Flask
 from flask.testing import FlaskClient
 
-from scripts.devstack import RedisServer, SeaweedServer, ensure_buckets, free_port
+from scripts.devstack import ManagedProcess, RedisServer, SeaweedServer, ensure_buckets, free_port
 from services.gateway.app import create_app
+from shared.audit import ObjectKind
+from shared.crypto import SourceKeys
+from shared.deletion import DeletionSchedule
+from shared.jobs import JobStore, now
 from shared.logging import configure_logging
-from shared.settings import Settings
+from shared.settings import PROJECT_ROOT, Settings
+from shared.storage import job_id_of
 
 pytestmark = pytest.mark.integration
 
@@ -30,6 +42,7 @@ GATEWAY_REDIS_DB = 5
 SOURCES_BUCKET = "gateway-test-sources"
 RESULTS_BUCKET = "gateway-test-results"
 QUEUE = "portraits-gateway-test"
+GUNICORN_CONF = PROJECT_ROOT / "services" / "gateway" / "gunicorn_conf.py"
 
 
 @pytest.fixture(scope="session")
@@ -138,3 +151,98 @@ def json_logs(gateway_settings: Settings) -> Iterator[Callable[[], list[dict]]]:
         root.setLevel(saved_level)
         structlog.configure(**saved_config)
         structlog.contextvars.clear_contextvars()
+
+
+@pytest.fixture
+def assert_abandoned(rdb: redis.Redis, queued_tasks: Callable[[], list[str]]) -> Callable[[], str]:
+    """Checks what a failed upload leaves (issue 9): its source's key shredded, its source due for deletion
+    now (the janitor's next sweep erases, verifies and audits it, written or not: nothing is left for its
+    reconcile pass), no job record and no task. Returns the job id."""
+
+    def check() -> str:
+        due = rdb.zrangebyscore(DeletionSchedule.PREFIX + ObjectKind.SOURCE.value, "-inf", now())
+        assert len(due) == 1, due
+        job_id = job_id_of(due[0].decode())
+        assert rdb.exists(SourceKeys.KEY_PREFIX + job_id, JobStore.KEY_PREFIX + job_id) == 0
+        assert rdb.zscore(JobStore.QUEUE_KEY, job_id) is None
+        assert job_id not in queued_tasks()
+        return job_id
+
+    return check
+
+
+@pytest.fixture
+def scheduled_sources(rdb: redis.Redis) -> Callable[[], set[str]]:
+    """Source keys on the deletion schedule."""
+    return lambda: {key.decode() for key in rdb.zrange(DeletionSchedule.PREFIX + ObjectKind.SOURCE.value, 0, -1)}
+
+
+# ------------------------------------------------------------------------------------ gunicorn, as deployed
+
+
+@dataclass(frozen=True)
+class Served:
+    port: int
+    process: ManagedProcess
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                headers: dict[str, str] | None = None, timeout: float = 30) -> tuple[int, dict[str, str], bytes]:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            connection.request(method, path, body=body, headers=headers or {})
+            response = connection.getresponse()
+            return response.status, dict(response.getheaders()), response.read()
+        finally:
+            connection.close()
+
+
+def settings_env(settings: Settings, **overrides: Any) -> dict[str, str]:
+    """This process's environment without PORTRAITS_*, plus `settings` (only fields set explicitly) and
+    `overrides` as PORTRAITS_ variables."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("PORTRAITS_")}
+    values = {name: getattr(settings, name) for name in settings.model_fields_set} | overrides
+    for name, value in values.items():
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        env[f"PORTRAITS_{name.upper()}"] = str(value)
+    return env
+
+
+@pytest.fixture
+def serve(gateway_settings: Settings, tmp_path: Path) -> Iterator[Callable[..., Served]]:
+    """Start the gateway under gunicorn with its config file; keyword arguments override Settings fields."""
+    started: list[ManagedProcess] = []
+
+    def start(**overrides: Any) -> Served:
+        port = free_port()
+        env = settings_env(gateway_settings, gateway_bind=f"127.0.0.1:{port}", **overrides)
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path / f"prometheus-{port}")
+        command = [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF), "services.gateway.wsgi:app"]
+        process = ManagedProcess("gunicorn", command, tmp_path / f"gunicorn-{port}.log", cwd=PROJECT_ROOT, env=env)
+        started.append(process.start())
+        server = Served(port, process)
+        process.wait_ready(lambda: server.request("GET", "/healthz", timeout=5)[0] == 200, timeout=30)
+        return server
+
+    try:
+        yield start
+    finally:
+        for process in started:
+            process.stop(grace=10)
+
+
+@contextmanager
+def _stopped(process: ManagedProcess) -> Iterator[None]:
+    assert process.pid is not None
+    os.kill(process.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(process.pid, signal.SIGCONT)
+
+
+@pytest.fixture
+def hung() -> Callable[[ManagedProcess], Any]:
+    """`with hung(server.process):` SIGSTOPs the server — it hangs: the kernel still accepts connections and
+    nothing answers — and SIGCONTs it after."""
+    return _stopped

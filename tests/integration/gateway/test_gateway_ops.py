@@ -38,9 +38,10 @@ def test_readyz_when_everything_answers(client: FlaskClient) -> None:
 
 
 def test_readyz_names_unreachable_storage(make_app: Callable[..., Flask], closed_url: Callable[[str], str]) -> None:
-    message = assert_envelope(make_app(s3_endpoint_url=closed_url("http")).test_client().get("/readyz"),
-                              503, "unavailable")
+    response = make_app(s3_endpoint_url=closed_url("http")).test_client().get("/readyz")
+    message = assert_envelope(response, 503, "unavailable")
     assert "storage" in message and "redis" not in message
+    assert response.headers["Retry-After"] == "5"  # every 503 says when to retry (issue 9)
 
 
 def test_readyz_names_unreachable_redis(make_app: Callable[..., Flask], closed_url: Callable[[str], str]) -> None:

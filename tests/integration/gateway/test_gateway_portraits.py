@@ -236,6 +236,29 @@ def test_oversize_text_field_is_413(client: FlaskClient, astronaut: Image.Image)
     assert_envelope(response, 413, "too_large")
 
 
+@pytest.mark.parametrize("parts", [17, 41])
+def test_too_many_form_fields_is_a_400_of_its_own(client: FlaskClient, rdb: redis.Redis, parts: int) -> None:
+    # Issue 9: this was the 413 `too_large` of an oversize body, which told the client to send a smaller photo.
+    extra = {f"field{index}": "x" for index in range(parts - 1)}
+    response = post_photo(client, samples.grace_hopper_path().read_bytes(), **extra)
+    assert_envelope(response, 400, "too_many_fields")
+    assert rdb.keys("portraits:*") == []
+
+
+def test_sixteen_form_parts_are_still_accepted(client: FlaskClient) -> None:
+    extra = {f"field{index}": "x" for index in range(13)}
+    response = post_photo(client, samples.grace_hopper_path().read_bytes(), style="auto", strength="0.5", **extra)
+    assert response.status_code == 202, response.json
+
+
+def test_negative_zero_strength_is_zero(client: FlaskClient) -> None:
+    accepted = post_photo(client, samples.grace_hopper_path().read_bytes(), strength="-0")
+    assert accepted.status_code == 202, accepted.json
+    status = client.get(accepted.json["status_url"])
+    assert status.json["strength"] == 0.0
+    assert '"strength":0.0' in status.get_data(as_text=True).replace(" ", "")  # not -0.0
+
+
 # --------------------------------------------------------------------------------------------- status
 
 
@@ -349,14 +372,15 @@ def test_interrupted_erasure_can_be_finished(
 # ---------------------------------------------------------------------------------------- dependencies down
 
 
-def test_storage_down_is_503_and_leaves_nothing(
-    make_app: Callable[..., Flask], rdb: redis.Redis, queued_tasks: Callable[[], list[str]],
-    closed_url: Callable[[str], str], astronaut: Image.Image,
+def test_storage_down_is_503_and_leaves_the_source_to_the_janitor(
+    make_app: Callable[..., Flask], assert_abandoned: Callable[[], str], closed_url: Callable[[str], str],
+    astronaut: Image.Image,
 ) -> None:
     client = make_app(s3_endpoint_url=closed_url("http")).test_client()
-    assert_envelope(post_photo(client, images.encode(astronaut, "JPEG")), 503, "unavailable")
-    assert rdb.keys("portraits:*") == []
-    assert queued_tasks() == []
+    response = post_photo(client, images.encode(astronaut, "JPEG"))
+    assert_envelope(response, 503, "unavailable")
+    assert response.headers["Retry-After"] == "5"
+    assert_abandoned()
 
 
 def test_redis_down_is_503(make_app: Callable[..., Flask], stored_sources: Callable[[], set[str]],
@@ -368,17 +392,16 @@ def test_redis_down_is_503(make_app: Callable[..., Flask], stored_sources: Calla
     assert stored_sources() == before
 
 
-def test_broker_down_rolls_back_source_key_and_record(
-    gateway_settings: Settings, rdb: redis.Redis, stored_sources: Callable[[], set[str]],
+def test_broker_down_shreds_the_source_and_drops_the_record(
+    gateway_settings: Settings, assert_abandoned: Callable[[], str], stored_sources: Callable[[], set[str]],
     closed_url: Callable[[str], str], astronaut: Image.Image,
 ) -> None:
     # Everything works except the broker, so the source, key and record are written before the enqueue fails.
     broken_broker = make_celery(gateway_settings.model_copy(update={"redis_url": closed_url("redis")}))
     gateway = dataclasses.replace(Gateway.from_settings(gateway_settings), celery=broken_broker)
     client = create_app(gateway=gateway).test_client()
-    before = stored_sources()
 
     assert_envelope(post_photo(client, images.encode(astronaut, "JPEG")), 503, "unavailable")
 
-    assert rdb.keys("portraits:*") == []
-    assert stored_sources() == before
+    job_id = assert_abandoned()
+    assert source_key(job_id) in stored_sources()  # written: unreadable now, and the janitor's next
