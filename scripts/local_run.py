@@ -151,7 +151,8 @@ def wait_for_backends(settings: Settings, *, prepare: bool) -> None:
         ttls = {f"{settings.sources_bucket}/sources": native_ttl(settings.source_max_age_seconds),
                 f"{settings.results_bucket}/results": native_ttl(settings.result_ttl_seconds)}
         devstack.prepare_s3(settings.s3_endpoint_url, creds, WEED_PORTS.master_address,
-                            [settings.sources_bucket, settings.results_bucket], ttls)
+                            [settings.sources_bucket, settings.results_bucket], ttls,
+                            security_dir=VAR / "seaweedfs")  # weed shell's gRPC client certificate (issue 9)
     else:
         storage = ObjectStore(settings)
         deadline = time.monotonic() + 90
@@ -209,7 +210,7 @@ def exec_process(name: str) -> None:
     if name == "gateway":
         os.environ.setdefault("PORTRAITS_GATEWAY_BIND", GATEWAY_ADDRESS)
         print(banner(), flush=True)
-    if name == "s3":  # weed reads security.toml from its cwd: JWT keys, kept 0600 next to the data (issue 9)
+    if name == "s3":  # weed reads security.toml from its cwd: JWT keys, gRPC certificates, 0600 (issue 9)
         os.chdir(devstack.ensure_weed_security(VAR / "seaweedfs"))
     command = commands[name]()
     os.execvp(command[0], command)

@@ -77,6 +77,23 @@ def test_identities_file_is_private_and_grants_one_admin(tmp_path: Path) -> None
     assert set(identity["actions"]) == {"Admin", "Read", "Write", "List", "Tagging"}
 
 
+def test_weed_security_is_kept_across_restarts_and_upgraded_to_grpc_tls(tmp_path: Path) -> None:
+    # `make run` calls ensure_weed_security before every start of weed: the keys and gRPC certificates stay
+    # (a running `weed shell` keeps working), but a JWT-only file from before gRPC mutual TLS is replaced.
+    (tmp_path / devstack.WEED_SECURITY_FILE).write_text('[jwt.signing]\nkey = "old"\n')
+    devstack.ensure_weed_security(tmp_path)
+    first = (tmp_path / devstack.WEED_SECURITY_FILE).read_text()
+    assert '"old"' not in first and "[grpc.filer]" in first
+    ca = (tmp_path / devstack.WEED_GRPC_DIR / "client" / "ca.crt").read_bytes()
+    devstack.ensure_weed_security(tmp_path)
+    assert (tmp_path / devstack.WEED_SECURITY_FILE).read_text() == first
+    assert (tmp_path / devstack.WEED_GRPC_DIR / "client" / "ca.crt").read_bytes() == ca
+    # The client side gets the CA and the client certificate, never the servers' key or the JWT keys.
+    env = devstack.weed_client_env(tmp_path)
+    assert set(env) == {"WEED_GRPC_CA", "WEED_GRPC_CLIENT_CERT", "WEED_GRPC_CLIENT_KEY"}
+    assert all(Path(path).is_file() and "/client/" in path for path in env.values())
+
+
 def test_command_lines_stay_on_loopback_and_keep_telemetry_off(tmp_path: Path) -> None:
     weed = devstack.weed_command(devstack.WeedPorts.allocate(), tmp_path, tmp_path / "ids.json")
     assert "-master.telemetry=false" in weed
