@@ -88,9 +88,15 @@ class Settings(BaseSettings):
     s3_region: str = Field("us-east-1", description="Region signed into every S3 request (SigV4).")
     s3_access_key_id: str = Field("", description="S3 access key id.")
     s3_secret_access_key: SecretStr = Field(SecretStr(""), description="S3 secret key.")
-    s3_max_attempts: int = Field(4, ge=1, description="botocore attempts per S3 call (standard retry mode).")
+    s3_max_attempts: int = Field(
+        4, ge=1, description="botocore retries of an S3 call after its first attempt, in the worker and the janitor "
+        "(botocore's `max_attempts`, standard mode); the gateway has `gateway_s3_max_attempts`."
+    )
     s3_connect_timeout: float = Field(2.0, gt=0, description="Seconds to connect to S3.")
-    s3_read_timeout: float = Field(15.0, gt=0, description="Seconds to wait for an S3 response.")
+    s3_read_timeout: float = Field(
+        5.0, gt=0, description="Seconds to wait for an S3 response (worker, janitor). With the retries, a hung S3 "
+        "fails a call within ~30 s, inside a render's 60 s soft limit (15 s failed renders with `timeout`: #9)."
+    )
     sources_bucket: str = Field("portrait-sources", description="Bucket for uploaded photos (cleaned).")
     results_bucket: str = Field("portrait-results", description="Bucket for finished portraits.")
     result_ttl_seconds: int = Field(
