@@ -34,7 +34,8 @@ def test_passes_the_compose_spec_schema():
 def test_docker_compose_accepts_it(profile):
     services = resolved(profile)["services"]
     worker = "worker" if profile == "gpu" else "worker-cpu"
-    assert {"redis", "seaweedfs", "s3-init", "gateway", worker, "janitor", "prometheus", "grafana"} == set(services)
+    assert {"redis", "seaweedfs-certs", "seaweedfs", "s3-init", "gateway", worker, "janitor", "prometheus",
+            "grafana"} == set(services)
 
 
 def test_it_refuses_to_start_without_credentials():
@@ -69,6 +70,7 @@ def test_healthchecks_and_start_order():
         assert depends["redis"]["condition"] == "service_healthy"
         assert depends["s3-init"]["condition"] == "service_completed_successfully"
     assert services["s3-init"]["depends_on"]["seaweedfs"]["condition"] == "service_healthy"
+    assert services["seaweedfs"]["depends_on"]["seaweedfs-certs"]["condition"] == "service_completed_successfully"
     assert services["grafana"]["depends_on"]["prometheus"]["condition"] == "service_healthy"
 
 
@@ -86,6 +88,22 @@ def test_app_containers_are_locked_down():
         assert "no-new-privileges:true" in service["security_opt"], name
         assert "/tmp" in service["tmpfs"], name
         assert service["environment"]["PORTRAITS_METRICS_BIND_ADDRESS"] == "0.0.0.0"
+
+
+def test_seaweedfs_grpc_certificates_go_only_where_needed():
+    # Issue 9: gRPC mutual TLS. The servers get their key, s3-init (weed shell) only the client's; made by
+    # grpc_certs.py in a one-shot container without network, never by hand, never committed.
+    services = resolved("cpu")["services"]
+    mounts = {name: {v["target"]: v.get("source") for v in services[name]["volumes"] if v["type"] == "volume"}
+              for name in ("seaweedfs-certs", "seaweedfs", "s3-init")}
+    assert mounts["seaweedfs-certs"] == {"/certs/server": "seaweedfs-grpc-server",
+                                         "/certs/client": "seaweedfs-grpc-client"}
+    assert mounts["seaweedfs"]["/certs"] == "seaweedfs-grpc-server"
+    assert mounts["s3-init"] == {"/certs": "seaweedfs-grpc-client"}
+    certs = services["seaweedfs-certs"]
+    assert certs["entrypoint"] == ["python", "/seaweedfs/grpc_certs.py", "/certs"]
+    assert certs["network_mode"] == "none" and certs["read_only"] is True and certs["cap_drop"] == ["ALL"]
+    assert (DEPLOY / "compose" / "seaweedfs" / "grpc_certs.py").is_file()
 
 
 def test_published_ports_listen_on_loopback_only():

@@ -317,6 +317,31 @@ def test_network_policies(overlay):
     assert egress_ports == {("UDP", 53), ("TCP", 53), ("TCP", 6379), ("TCP", 443)}
 
 
+def test_dev_seaweedfs_grpc_is_mutual_tls_with_keys_only_where_needed():
+    # Issue 9: the server gets the seaweedfs-grpc-server Secret, the init Job (weed shell) only the client's;
+    # both are made by the documented setup commands, never shipped in the overlay.
+    docs = rendered("overlays/dev")
+    kustomization = (K8S / "overlays/dev/kustomization.yaml").read_text()
+    for doc, secret in ((one(docs, "StatefulSet", "seaweedfs"), "seaweedfs-grpc-server"),
+                        (one(docs, "Job", "seaweedfs-init"), "seaweedfs-grpc-client")):
+        spec = doc["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        mounts = {m["mountPath"]: m for m in container(doc)["volumeMounts"]}
+        certs = volumes[mounts["/certs"]["name"]]
+        assert certs["secret"]["secretName"] == secret and mounts["/certs"]["readOnly"] is True
+        assert spec["securityContext"]["fsGroup"] == 1000 and certs["secret"]["defaultMode"] == 0o440
+        assert f"create secret generic {secret}" in kustomization
+    assert not [s for s in find(docs, "Secret") if s["metadata"]["name"].startswith("seaweedfs-grpc")]
+    # The init Job reaches the master and the filer's gRPC port only: the filer's HTTP port is off.
+    policies = {p["metadata"]["name"]: p["spec"] for p in find(docs, "NetworkPolicy")}
+    init_ports = {port["port"] for rule in policies["seaweedfs"]["ingress"] for peer in rule["from"]
+                  if peer["podSelector"].get("matchLabels") == {"app.kubernetes.io/name": "seaweedfs-init"}
+                  for port in rule["ports"]}
+    assert init_ports == {9333, 19333, 18888}
+    assert 8888 not in {port["port"] for rule in policies["seaweedfs-clients-egress"]["egress"]
+                        for port in rule["ports"]}
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_namespace_enforces_restricted_pod_security(overlay):
     [namespace] = find(rendered(f"overlays/{overlay}"), "Namespace")

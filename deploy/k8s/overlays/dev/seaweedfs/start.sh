@@ -11,12 +11,24 @@ set -eu
 # WEED_JWT_* as it would security.toml); one suffix per kind of token, so a token for one use is refused
 # for another. -disableHttp / -filer.disableHttp below turn off the master's HTTP API (its /dir/lookup
 # hands anyone a write token) and the filer's (it lists and serves every bucket). The S3 gateway and
-# `weed shell` (init.sh) use gRPC, which stays unauthenticated: keep its ports on a trusted network.
+# `weed shell` (init.sh) use gRPC, which is mutual TLS: every gRPC port (and weed's /tmp unix sockets)
+# refuses a client without a certificate from our CA, so no `weed shell`, `weed backup` or `fs.meta.cat`
+# for strangers. The CA and certificates are made by grpc_certs.py (compose: the seaweedfs-certs service;
+# dev overlay: the seaweedfs-grpc-server Secret); weed reads WEED_GRPC_* as it would security.toml, and the
+# parts present the server certificate to each other.
 export WEED_JWT_SIGNING_KEY="$SEAWEEDFS_JWT_KEY.volume-write" \
        WEED_JWT_SIGNING_READ_KEY="$SEAWEEDFS_JWT_KEY.volume-read" \
        WEED_JWT_FILER_SIGNING_KEY="$SEAWEEDFS_JWT_KEY.filer-write" \
        WEED_JWT_FILER_SIGNING_READ_KEY="$SEAWEEDFS_JWT_KEY.filer-read"
 unset SEAWEEDFS_JWT_KEY
+certs="${WEED_GRPC_CERTS_DIR:-/certs}"
+for file in ca.crt server.crt server.key; do
+  [ -r "$certs/$file" ] || { echo "start.sh: no $certs/$file: make it with grpc_certs.py (see its docstring)" >&2; exit 1; }
+done
+export WEED_GRPC_CA="$certs/ca.crt"
+for part in MASTER VOLUME FILER S3 CLIENT; do
+  export "WEED_GRPC_${part}_CERT=$certs/server.crt" "WEED_GRPC_${part}_KEY=$certs/server.key"
+done
 identities="${WEED_IDENTITIES_FILE:-/tmp/s3-identities.json}"
 umask 077
 cat > "$identities" <<JSON
