@@ -88,42 +88,43 @@ def submit(gw: Gateway, upload: CleanUpload) -> Job:
               strength=upload.strength)
     _bind_job(job.id)
     key = new_key()
-    scheduled = False
+    stored = False
     try:
         gw.source_keys.store(job.id, key)
         # Scheduled for deletion before it exists: no crash can leave an unscheduled source behind.
         gw.eraser.track(ObjectKind.SOURCE, source_key(job.id), job.id, job.created_at,
                         gw.settings.source_max_age_seconds)
-        scheduled = True
         gw.objects.put(gw.objects.sources_bucket, source_key(job.id), seal(key, upload.jpeg, job.id),
                        SOURCE_CONTENT_TYPE)
+        stored = True
         gw.jobs.create(job)
         enqueue_render(gw.celery, gw.settings, job.id)
     except Exception:
-        _abandon(gw, job, scheduled=scheduled)
+        _abandon(gw, job, stored=stored)
         raise  # the error handlers answer 503 for dependency failures
     metrics.ENQUEUED.inc()
     return job
 
 
-def _abandon(gw: Gateway, job: Job, *, scheduled: bool) -> None:
+def _abandon(gw: Gateway, job: Job, *, stored: bool) -> None:
     """Undo a half-done upload without touching the store that may be failing (issue 9: the undo used to
     delete the source from S3 in the request, so with S3 hung it was the undo that timed out, and was skipped,
     leaving orphan sources). Only Redis is touched, and the janitor deletes:
 
     1. shred the source's key: whatever blob landed, or lands later from a write we gave up on, is unreadable;
-    2. move the source's deletion deadline to now, so the janitor's next sweep (seconds) deletes, verifies
-       and audits it, as any other source, whether or not the blob landed;
+    2. if the source was stored, move its deletion deadline to now, so the janitor's next sweep (seconds)
+       deletes, verifies and audits it. A write we gave up on (S3 hung or failing) keeps its original
+       deadline instead: S3 may still carry it out when it wakes up — a frozen SeaweedFS did, 45 s later —
+       and a deletion due now would come first and leave that late blob an orphan (`make chaos` found one).
+       At the deadline the janitor deletes whatever landed, within the source's maximum age.
     3. delete the job record (and its queue entry), so the client's id answers 404.
 
     Each step is idempotent. The first one that fails ends the undo: it is Redis that failed, and every
     further step would wait for the same timeout. What is left then expires by itself: the key with its TTL,
-    the record with its TTL, and the source at its original deadline (`source_max_age_seconds`), when the
-    janitor deletes it — nothing is left unscheduled for its reconcile pass to find. (One race remains: a
-    write we gave up on can land after the janitor deleted and verified; reconcile finds that blob, already
-    unreadable.)"""
+    the record with its TTL, and the source at its original deadline, when the janitor deletes it — nothing is
+    left unscheduled for its reconcile pass to find."""
     steps: list[partial[Any]] = [partial(gw.source_keys.delete, job.id)]
-    if scheduled:  # otherwise nothing was written to S3: the entry, if it landed, keeps its deadline
+    if stored:
         steps.append(partial(gw.eraser.schedule.add, Tracked(ObjectKind.SOURCE, source_key(job.id), job.id,
                                                              job.created_at), clock()))
     steps.append(partial(gw.jobs.delete, job.id))

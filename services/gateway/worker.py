@@ -1,4 +1,4 @@
-"""The gateway's gunicorn worker: gunicorn's threaded worker (`gthread`) with two additions.
+"""The gateway's gunicorn worker: gunicorn's threaded worker (`gthread`) with three additions.
 
 Why threads (issue 9): with `sync` workers, three clients sending a photo at 2 KB/s held both workers for 32 s
 and /healthz waited as long. A gthread worker reads each request on one of `gateway_threads` threads and keeps
@@ -13,6 +13,7 @@ server. (A slow *body* is also cut off: see services/gateway/bodies.py.)
 2. The app can ask for the connection to be closed after its response (`CLOSE_CONNECTION` in the WSGI
    environ): a 408 for a stalled upload must not leave the rest of that body to be drained, and RFC 9110
    asks for `Connection: close` on it. WSGI has no way to say so (hop-by-hop headers are dropped).
+3. A connection that is not kept alive is closed on its request's thread, not on the main loop (see `handle`).
 """
 
 from __future__ import annotations
@@ -86,6 +87,17 @@ class GatewayWorker(ThreadWorker):
             util.write_nonblock(client, error_response(page.status()))
         except Exception:  # noqa: BLE001 - the client may be gone; nothing more to do (gunicorn does the same)
             self.log.debug("Failed to send error message.")
+
+    def handle(self, conn: Any) -> Any:
+        keep = super().handle(conn)
+        if keep is False:
+            # Close here, on this request's thread. Gunicorn would close it on the worker's main loop, and its
+            # graceful close lingers up to 2 s reading what the client still sends: when 20 slow uploaders got
+            # their 408 together, the main loop stalled 10 s and the keep-alive connections of every other
+            # client were dropped or left unanswered (`make chaos`, issue 9). The main loop's own close that
+            # follows finds the socket closed and returns at once.
+            conn.close(graceful=True)
+        return keep
 
     def handle_request(self, req: Any, conn: Any) -> bool:
         self._local.req = req

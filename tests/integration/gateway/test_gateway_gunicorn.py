@@ -4,6 +4,7 @@ gunicorn's own errors in our envelope, and slow clients."""
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import re
@@ -211,6 +212,47 @@ def test_slow_clients_do_not_hold_up_the_others(serve: Callable[..., Served], cl
     # Twice the no-fault latency is the target; the slack is for a small, shared test machine.
     assert statistics.median(healthz_during) < 2 * statistics.median(healthz_before) + 0.05
     assert statistics.median(upload_during) < 2 * statistics.median(upload_before) + 0.25
+
+
+def test_slow_clients_cut_off_together_do_not_stall_the_others(serve: Callable[..., Served]) -> None:
+    """Gunicorn closes a finished connection on its worker's main loop, lingering up to 2 s to read what the
+    client still sends: 20 slow uploaders cut off at once stalled the loop 10 s, and every keep-alive client
+    was dropped or left waiting (`make chaos`, issue 9). They are closed on their own threads now."""
+    served = serve(max_upload_bytes=MAX_UPLOAD_BYTES, gateway_workers=1, gateway_body_timeout=1)
+    connection = http.client.HTTPConnection("127.0.0.1", served.port, timeout=10)  # one keep-alive connection
+    # Slow clients that never read the answer: they keep sending after their 408, as a trickling client does.
+    slow = [socket.create_connection(("127.0.0.1", served.port)) for _ in range(20)]
+    for sock in slow:
+        sock.sendall(b"POST /v1/portraits HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=x\r\n"
+                     b"Content-Length: 100000\r\n\r\n")
+    stop = threading.Event()
+
+    def trickle() -> None:
+        while not stop.wait(0.1):
+            for sock in slow:
+                with contextlib.suppress(OSError):
+                    sock.sendall(b"a" * 200)  # 2 KB/s each
+
+    sender = threading.Thread(target=trickle, daemon=True)
+    sender.start()
+    polls: list[float] = []
+    try:
+        deadline = time.monotonic() + 4.0  # the 408s come at about 1.2 s
+        while time.monotonic() < deadline:
+            started = time.monotonic()
+            connection.request("GET", "/healthz")
+            response = connection.getresponse()
+            response.read()
+            assert response.status == 200
+            polls.append(time.monotonic() - started)
+            time.sleep(0.05)
+    finally:
+        connection.close()
+        stop.set()
+        sender.join()
+        for sock in slow:
+            sock.close()
+    assert max(polls) < 1.0, f"max {max(polls):.2f} s"
 
 
 @pytest.mark.parametrize("rate", [2048, 0], ids=["2KB/s", "stalled"])

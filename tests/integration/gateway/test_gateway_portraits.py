@@ -373,14 +373,14 @@ def test_interrupted_erasure_can_be_finished(
 
 
 def test_storage_down_is_503_and_leaves_the_source_to_the_janitor(
-    make_app: Callable[..., Flask], assert_abandoned: Callable[[], str], closed_url: Callable[[str], str],
+    make_app: Callable[..., Flask], assert_abandoned: Callable[..., str], closed_url: Callable[[str], str],
     astronaut: Image.Image,
 ) -> None:
     client = make_app(s3_endpoint_url=closed_url("http")).test_client()
     response = post_photo(client, images.encode(astronaut, "JPEG"))
     assert_envelope(response, 503, "unavailable")
     assert response.headers["Retry-After"] == "5"
-    assert_abandoned()
+    assert_abandoned(stored=False)
 
 
 def test_redis_down_is_503(make_app: Callable[..., Flask], stored_sources: Callable[[], set[str]],
@@ -393,7 +393,7 @@ def test_redis_down_is_503(make_app: Callable[..., Flask], stored_sources: Calla
 
 
 def test_broker_down_shreds_the_source_and_drops_the_record(
-    gateway_settings: Settings, assert_abandoned: Callable[[], str], stored_sources: Callable[[], set[str]],
+    gateway_settings: Settings, assert_abandoned: Callable[..., str], stored_sources: Callable[[], set[str]],
     closed_url: Callable[[str], str], astronaut: Image.Image,
 ) -> None:
     # Everything works except the broker, so the source, key and record are written before the enqueue fails.
