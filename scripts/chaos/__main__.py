@@ -5,7 +5,8 @@
 
 Each fault runs under bounded load (a few clients uploading, polling and downloading). Columns: jobs accepted,
 done, failed (codes), lost; 5xx answers (and 503s without our JSON envelope or Retry-After); honest 503s; the
-oldest source seen; seconds to recover; /healthz p99; upload p50; whether the issue's targets were met. The
+oldest source seen; seconds to recover; /healthz p99; upload p50; whether the issue's targets were met ("5xx" also
+counts requests that got no answer at all, e.g. a connection dropped by a killed server process). The
 table is also written to var/chaos/report.md.
 """
 

@@ -36,7 +36,7 @@ class Row:
     done: int = 0
     failed: Counter[str] = field(default_factory=Counter)
     lost: int = 0
-    server_errors: int = 0  # 5xx other than 503, and 503s without our JSON envelope or Retry-After
+    server_errors: int = 0  # 5xx other than 503, 503s without our envelope or Retry-After, and no answer at all
     unavailable: int = 0  # 503 JSON with Retry-After: the honest answer during an outage
     oldest_source: float = 0.0
     recover: float | None = None  # seconds until the stack worked again (per fault: see each function)
@@ -107,16 +107,20 @@ class Session:
                 row.failed[job.status.split(":", 1)[1]] += 1
             else:
                 row.lost += 1
-        row.server_errors = load.responses.server_errors + load.responses.bad_503
+        row.server_errors = (load.responses.server_errors + load.responses.bad_503
+                             + load.responses.transport_errors)
         row.unavailable = load.responses.by_status[503] - load.responses.bad_503
         row.oldest_source = self.ages.oldest
         row.healthz_p99 = percentile(self.prober.latencies, 99)
         row.upload_p50 = percentile(load.upload_seconds, 50)
+        if load.responses.transport_kinds:
+            row.notes.append("no answer: " + ", ".join(f"{kind} ×{n}" for kind, n in
+                                                       sorted(load.responses.transport_kinds.items())))
         max_age = self.stack.settings.source_max_age_seconds
         if row.lost:
             row.problems.append(f"{row.lost} accepted jobs lost")
         if row.server_errors:
-            row.problems.append(f"{row.server_errors} 5xx (or 503 without envelope/Retry-After)")
+            row.problems.append(f"{row.server_errors} 5xx, 503 without envelope/Retry-After, or no answer")
         if row.oldest_source > max_age + self.stack.settings.janitor_interval_seconds + 1:
             row.problems.append(f"a source lived {row.oldest_source:.0f} s (max age {max_age} s)")
 
@@ -124,7 +128,7 @@ class Session:
 # --- worker kills ---------------------------------------------------------------------------------------
 
 
-def _job_being_painted(stack: ChaosStack, timeout: float = 60.0) -> str | None:
+def _job_being_painted(stack: ChaosStack, timeout: float = 60.0, exclude: frozenset[str] = frozenset()) -> str | None:
     """Wait until some job is mid-render (processing, past fetching its photo) and return its id. Reads the
     job records themselves, so the same run measures a build without leases (the "before" table)."""
     client = stack.redis_client()
@@ -134,7 +138,8 @@ def _job_being_painted(stack: ChaosStack, timeout: float = 60.0) -> str | None:
     def painting() -> bool:
         for key in client.scan_iter(f"{JobStore.KEY_PREFIX}*", count=1000):
             job = jobs.get(key.decode().removeprefix(JobStore.KEY_PREFIX))
-            if job is not None and job.state.value == "processing" and job.stage not in (None, "fetch"):
+            if (job is not None and job.id not in exclude and job.state.value == "processing"
+                    and job.stage not in (None, "fetch")):
                 found.append(job.id)
                 return True
         return False
@@ -159,7 +164,7 @@ def worker_kills(stack: ChaosStack, plan: Plan, photo: bytes, method: KillMethod
     killed: list[tuple[str, float]] = []
     with Session(stack, f"{method.value} ×{times}", plan.clients, photo) as session:
         for _ in range(times):
-            job_id = _job_being_painted(stack)
+            job_id = _job_being_painted(stack, exclude=frozenset(job for job, _ in killed))
             if job_id is None:
                 session.row.problems.append("no job reached the render to kill")
                 break

@@ -36,6 +36,7 @@ class Responses:
     bad_503: int = 0  # a 503 without our JSON envelope or without Retry-After
     not_json: int = 0  # an error status whose body is not our envelope
     transport_errors: int = 0  # no HTTP answer at all (connection refused, reset, timeout)
+    transport_kinds: Counter[str] = field(default_factory=Counter)  # which, by exception and request
 
     def record(self, response: requests.Response) -> None:
         self.by_status[response.status_code] += 1
@@ -87,9 +88,11 @@ class Load:
     def _request(self, session: requests.Session, method: str, url: str, **kwargs: object) -> requests.Response | None:
         try:
             response = session.request(method, url, timeout=30, **kwargs)  # type: ignore[arg-type]
-        except requests.RequestException:
+        except requests.RequestException as exc:
             with self._lock:
                 self.responses.transport_errors += 1
+                where = "S3" if not url.startswith(self.base_url) else url.removeprefix(self.base_url)[:16]
+                self.responses.transport_kinds[f"{method} {where} {type(exc).__name__}"] += 1
             return None
         with self._lock:
             self.responses.record(response)

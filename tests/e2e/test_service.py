@@ -124,3 +124,16 @@ def test_worker_probe_reads_the_live_worker(worker):
     probe = subprocess.run([sys.executable, "-m", "services.worker.probe", "--ready"], env=env, timeout=30,
                            capture_output=True, text=True)
     assert probe.returncode == 0, probe.stderr
+
+
+def test_worker_logs_each_job_with_its_id(client, worker, astronaut_path):
+    """Celery used to swallow the render processes' log lines (issue 9: 348 jobs, not one "job done")."""
+    accepted = submit(client, astronaut_path)
+    assert wait_for(client, accepted["status_url"])["status"] == "done"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        lines = [line for line in worker.process.log_path.read_text().splitlines() if accepted["id"] in line]
+        if any("job done" in line for line in lines):
+            break
+        time.sleep(0.2)
+    assert any("job done" in line for line in lines), lines
