@@ -1,7 +1,7 @@
 """Start real Redis and SeaweedFS (S3) servers on free loopback ports.
 
 Used by the integration-test fixtures (tests/support/servers.py) and by the local run (`make run`), which can
-hand `redis_command()` / `weed_command()` to a process supervisor such as honcho.
+hand `redis_command()` / `weed_command()` to a process supervisor (supervisord, for `make run`).
 
 Rules every server started from here follows:
 - it listens on 127.0.0.1 only, on ports picked by the OS (so parallel sessions never collide);
@@ -286,7 +286,8 @@ def weed_command(ports: WeedPorts, data_dir: Path, s3_config_path: Path) -> list
       bootstrap, and the volume server's first heartbeat is not refused (which otherwise costs a 5 s retry):
       ready in ~2.5 s instead of 2.5-7 s. Cost: with it, weed never finishes a SIGTERM shutdown (without it,
       ~15 s: the filer's gRPC graceful stop waits out a 15 s timeout). Stop it with SIGKILL either way —
-      honcho does after 5 s; acknowledged S3 writes are already in the OS's hands by then.
+      the local run's supervisord sends SIGKILL straight away; acknowledged S3 writes are already in the
+      OS's hands by then.
     - -volume.max=100: the master grows volumes 7 at a time for every (collection, TTL) pair — each bucket
       is a collection and each TTL prefix another pair — so the default of 8 breaks at the second bucket.
       `limit_volume_growth` brings that to 1 per pair; 100 leaves room either way. Empty volumes are a few
