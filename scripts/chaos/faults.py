@@ -18,6 +18,7 @@ from enum import StrEnum
 
 from scripts.chaos.load import Load, Prober, SourceAgeMonitor, percentile
 from scripts.chaos.stack import ChaosStack, wait_until
+from scripts.devstack import ManagedProcess
 from shared.deletion import DeletionSchedule
 from shared.jobs import JobStore
 
@@ -225,33 +226,31 @@ def redis_killed(stack: ChaosStack, plan: Plan, photo: bytes) -> Row:
     return row
 
 
+def _frozen(stack: ChaosStack, session: Session, process: ManagedProcess, seconds: float) -> None:
+    """SIGSTOP `process` for `seconds` (it keeps its connections and answers nothing), then measure how long
+    until a job accepted after it woke up is done."""
+    pid = process.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        time.sleep(seconds)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    session.row.recover = _first_done_after(stack, session.load, time.time())
+    time.sleep(2)
+
+
 def redis_hung(stack: ChaosStack, plan: Plan, photo: bytes) -> Row:
     with Session(stack, f"Redis hung (SIGSTOP) {plan.redis_hang:.0f} s", plan.clients, photo) as session:
         _job_being_painted(stack)
-        pid = stack.redis.process.pid
-        assert pid is not None
-        os.kill(pid, signal.SIGSTOP)
-        try:
-            time.sleep(plan.redis_hang)
-        finally:
-            os.kill(pid, signal.SIGCONT)
-        session.row.recover = _first_done_after(stack, session.load, time.time())
-        time.sleep(2)
+        _frozen(stack, session, stack.redis.process, plan.redis_hang)
     return session.row
 
 
 def s3_stopped(stack: ChaosStack, plan: Plan, photo: bytes) -> Row:
     """SeaweedFS frozen (SIGSTOP): connections are accepted and never answered, the worst case for timeouts."""
     with Session(stack, f"S3 stopped (SIGSTOP) {plan.s3_stop:.0f} s", plan.clients, photo) as session:
-        pid = stack.s3.process.pid
-        assert pid is not None
-        os.kill(pid, signal.SIGSTOP)
-        try:
-            time.sleep(plan.s3_stop)
-        finally:
-            os.kill(pid, signal.SIGCONT)
-        session.row.recover = _first_done_after(stack, session.load, time.time())
-        time.sleep(2)
+        _frozen(stack, session, stack.s3.process, plan.s3_stop)
     row = session.row
     if row.healthz_p99 is not None and row.healthz_p99 > HEALTHZ_P99:
         row.problems.append(f"/healthz p99 {row.healthz_p99 * 1000:.0f} ms (target < {HEALTHZ_P99 * 1000:.0f} ms)")

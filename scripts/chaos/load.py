@@ -10,6 +10,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Self
 
 import requests
 
@@ -139,25 +140,35 @@ class Load:
             record.status = "lost"
 
 
-class Prober:
-    """GET /healthz every `interval` seconds; latencies in seconds (a timeout counts as its full length)."""
+class _Background:
+    """A daemon thread running `_run` until `stop()`."""
 
-    def __init__(self, base_url: str, interval: float = 0.05, timeout: float = 5.0) -> None:
-        self.url = base_url + "/healthz"
-        self.interval = interval
-        self.timeout = timeout
-        self.latencies: list[float] = []
-        self.failures = 0
+    def __init__(self, name: str) -> None:
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="healthz-prober")
+        self._thread = threading.Thread(target=self._run, daemon=True, name=name)
 
-    def start(self) -> Prober:
+    def start(self) -> Self:
         self._thread.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=self.timeout + 2)
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+class Prober(_Background):
+    """GET /healthz every `interval` seconds; latencies in seconds (a timeout counts as its full length)."""
+
+    def __init__(self, base_url: str, interval: float = 0.05, timeout: float = 5.0) -> None:
+        super().__init__("healthz-prober")
+        self.url = base_url + "/healthz"
+        self.interval = interval
+        self.timeout = timeout
+        self.latencies: list[float] = []
+        self.failures = 0
 
     def _run(self) -> None:
         session = requests.Session()
@@ -171,22 +182,13 @@ class Prober:
             self.failures += not ok
 
 
-class SourceAgeMonitor:
+class SourceAgeMonitor(_Background):
     """The age of the oldest source still stored, sampled every second (Redis may be away: skipped then)."""
 
     def __init__(self, schedule: DeletionSchedule) -> None:
+        super().__init__("source-age")
         self._schedule = schedule
         self.oldest = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="source-age")
-
-    def start(self) -> SourceAgeMonitor:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
 
     def _run(self) -> None:
         while not self._stop.wait(1.0):
