@@ -113,7 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--server", default="http://127.0.0.1:8080")
     submit.add_argument("--style", default="auto", help=STYLE_CHOICES_HELP)
     submit.add_argument("--strength", type=float, default=None)
-    submit.add_argument("--wait", action="store_true", help="poll until the portrait is ready")
+    submit.add_argument("--wait", action="store_true",
+                        help="follow the job's live progress (stages, queue position) until the portrait is ready; "
+                             "polls instead, saying so, if the gateway's event stream cannot be opened")
     submit.add_argument("-o", "--output", type=Path, help="where to save the portrait (with --wait)")
     submit.set_defaults(handler=cmd_submit)
 

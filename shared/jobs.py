@@ -19,6 +19,8 @@ from typing import Any
 
 import redis
 
+from shared import events
+
 
 class JobState(StrEnum):
     QUEUED = "queued"
@@ -89,15 +91,34 @@ class Job:
         return cls(**{key: value for key, value in values.items() if key in known})
 
 
-# KEYS[1] job hash; ARGV[1] comma-separated allowed current states; ARGV[2] target state (JSON-encoded);
-# ARGV[3..] field/value pairs. Returns {"ok"} or {"refused", current} or {"missing"}.
-_TRANSITION = """
+# KEYS[1] job hash, KEYS[2] its event stream (shared/events.py); ARGV[1] comma-separated allowed current states;
+# ARGV[2] target state (JSON-encoded); ARGV[3] the stream's TTL in ms should the hash have none; ARGV[4..]
+# field/value pairs. Returns {"ok"} or {"refused", current} or {"missing"}.
+# The event is appended inside the script (#10): a client following the stream sees every transition that
+# happened and none that was refused, in the order Redis applied them, with no window in which one is written
+# and not the other.
+_TRANSITION = events.LUA_RECORD + """
 local current = redis.call('HGET', KEYS[1], 'state')
 if not current then return {'missing'} end
 local bare = cjson.decode(current)
 if not string.find(',' .. ARGV[1] .. ',', ',' .. bare .. ',', 1, true) then return {'refused', bare} end
-redis.call('HSET', KEYS[1], 'state', ARGV[2], unpack(ARGV, 3))
+redis.call('HSET', KEYS[1], 'state', ARGV[2], unpack(ARGV, 4))
+record('transition', cjson.decode(ARGV[2]), ARGV[3])
 return {'ok'}
+"""
+
+# KEYS[1] job hash, KEYS[2] its event stream; ARGV[1] the stage (JSON-encoded); ARGV[2] fallback TTL in ms.
+# A Lua script rather than MULTI because it must read the hash (does it exist, what state) before writing: a
+# stage reported for a job that was erased meanwhile must not recreate its record — a bare HSET did, as a hash
+# holding only `stage` and no TTL — nor add an event after the job's last one.
+_SET_STAGE = events.LUA_RECORD + """
+local current = redis.call('HGET', KEYS[1], 'state')
+if not current then return 0 end
+local bare = cjson.decode(current)
+if bare ~= 'processing' then return 0 end
+redis.call('HSET', KEYS[1], 'stage', ARGV[1])
+record('stage', bare, ARGV[2])
+return 1
 """
 
 
@@ -111,14 +132,21 @@ class JobStore:
         self._redis = client
         self._ttl = ttl_seconds
         self._transition = client.register_script(_TRANSITION)
+        self._set_stage = client.register_script(_SET_STAGE)
 
     def key(self, job_id: str) -> str:
         return self.KEY_PREFIX + job_id
 
     def create(self, job: Job) -> None:
+        # MULTI is enough here (nothing to read first): the record and its stream's first entry appear together,
+        # with the same TTL (#10).
         with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(self.key(job.id), mapping=job.to_redis())
             pipe.expire(self.key(job.id), self._ttl)
+            created = {"kind": events.EventKind.CREATED.value, "state": job.state.value}
+            pipe.xadd(events.key(job.id), created | ({"stage": json.dumps(job.stage)} if job.stage else {}),
+                      maxlen=events.MAXLEN, approximate=False)
+            pipe.expire(events.key(job.id), self._ttl)
             pipe.zadd(self.QUEUE_KEY, {job.id: job.created_at})
             pipe.execute()
 
@@ -132,7 +160,8 @@ class JobStore:
         pairs: list[str] = []
         for name, value in fields.items():
             pairs += [name, json.dumps(value)]
-        outcome = self._transition(keys=[self.key(job_id)], args=[allowed, json.dumps(target.value), *pairs])
+        outcome = self._transition(keys=[self.key(job_id), events.key(job_id)],
+                                   args=[allowed, json.dumps(target.value), self._ttl * 1000, *pairs])
         status = outcome[0].decode()
         if status == "missing":
             raise JobNotFound(job_id)
@@ -142,12 +171,13 @@ class JobStore:
             self._redis.zrem(self.QUEUE_KEY, job_id)
 
     def set_stage(self, job_id: str, stage: str) -> None:
-        """Progress within `processing`; no state change, so no check is needed."""
-        self._redis.hset(self.key(job_id), "stage", json.dumps(stage))
+        """Progress within `processing`, recorded with its event; ignored for a job no longer processing (done,
+        failed, erased or expired meanwhile)."""
+        self._set_stage(keys=[self.key(job_id), events.key(job_id)], args=[json.dumps(stage), self._ttl * 1000])
 
     def delete(self, job_id: str) -> None:
         with self._redis.pipeline(transaction=True) as pipe:
-            pipe.delete(self.key(job_id))
+            pipe.delete(self.key(job_id), events.key(job_id))  # the stream goes with the record (#10)
             pipe.zrem(self.QUEUE_KEY, job_id)
             pipe.execute()
 

@@ -122,9 +122,19 @@ class Settings(BaseSettings):
     gateway_bind: str = Field("127.0.0.1:8080", description="Address gunicorn listens on.")
     gateway_workers: int = Field(2, ge=1, description="Gunicorn worker processes.")
     gateway_timeout: int = Field(30, ge=5, description="Gunicorn worker timeout, seconds.")
+    # 256 (#10): every open live-progress stream (GET /v1/portraits/<id>/events) holds a thread for as long as it
+    # is open. Connections are not spread evenly over the workers (whichever worker's poller wakes first accepts
+    # one), so 200 streams may all land on one worker: 200 streams + the 32 threads normal traffic needed before
+    # + headroom = 256 per worker (512 for both). An idle stream thread sleeps in a 1 s XREAD (GIL released),
+    # so the cost is memory: ~0.1 MiB resident per thread. Measured: scripts/sse_load.py, README "Live progress".
     gateway_threads: int = Field(
-        32, ge=1, description="Threads per gunicorn worker (gthread): requests in flight per worker, slow "
-        "uploads included; idle keep-alive connections wait without one."
+        256, ge=1, description="Threads per gunicorn worker (gthread): requests in flight per worker, slow "
+        "uploads and open live-progress streams included (each holds one); idle keep-alive connections wait "
+        "without one."
+    )
+    events_heartbeat_seconds: float = Field(
+        15.0, gt=0, description="Seconds between `: keep-alive` comments on an idle live-progress stream, so "
+        "proxies and browsers do not close it."
     )
     gateway_redis_timeout: float = Field(
         1.0, gt=0, description="Seconds the gateway waits to connect to Redis or for a reply (rate limiter "

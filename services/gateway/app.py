@@ -17,7 +17,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from services.gateway import metrics, routes
+from services.gateway import events, metrics, routes
 from services.gateway.bodies import BodyDeadline
 from services.gateway.errors import register_error_handlers
 from services.gateway.uploads import FieldCountingParser
@@ -145,6 +145,7 @@ def create_app(settings: Settings | None = None, *, gateway: Gateway | None = No
     metrics.instrument(app)  # first, so its timer starts before the rate limiter can refuse a request
     register_error_handlers(app)
     routes.register(app)
+    events.register(app)  # GET /v1/portraits/<id>/events (#10)
     _limit_uploads(app, settings)
     return app
 

@@ -14,7 +14,8 @@ import time
 from collections.abc import Callable, Iterator
 
 from flask import Flask, Response, g, request
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram,
+                               generate_latest)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -31,7 +32,13 @@ UPLOAD_BYTES = Histogram(f"{PREFIX}upload_bytes", "Size of the uploaded image fi
 REJECTIONS = Counter(f"{PREFIX}rejections_total", "Error responses, by error code.", ["code"])
 ENQUEUED = Counter(f"{PREFIX}jobs_enqueued_total", "Render jobs created and queued.")
 ERASED = Counter(f"{PREFIX}jobs_erased_total", "Jobs erased at their owner's request (DELETE).")
-
+# Live progress (#10): each open stream holds a gunicorn thread, so this is what `gateway_threads` must cover.
+EVENT_STREAMS_OPEN = Gauge(f"{PREFIX}event_streams_open", "Live-progress (SSE) streams open now, each holding a "
+                           "thread.", multiprocess_mode="livesum")
+EVENT_STREAMS = Counter(f"{PREFIX}event_streams_total", "Live-progress streams closed, by how: `ended` (the job "
+                        "ended), `client_gone`, `shutdown` (the worker stopped), `redis_error`.", ["outcome"])
+GALLERY_WITHDRAWN = Counter(f"{PREFIX}gallery_withdrawn_total", "Gallery entries withdrawn with their token "
+                            "(DELETE /v1/gallery/<id>), before or after publication.")
 
 def multiprocess_dir() -> str | None:
     # Not app configuration: prometheus_client's own switch, which it has already read at import.

@@ -175,6 +175,58 @@ def _schemas() -> dict[str, Any]:
             },
         },
         "Status": {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}},
+        # The `data` of each live-progress event (#10); `done` and `failed` carry a `Portrait`, `deleted` `{}`.
+        "StageEvent": {"type": "object", "required": ["stage"], "additionalProperties": False,
+                       "properties": {"stage": {"type": "string", "enum": list(EVENT_STAGES)}}},
+        "QueuePositionEvent": {"type": "object", "required": ["queue_position"], "additionalProperties": False,
+                               "properties": {"queue_position": {"type": "integer", "minimum": 0}}},
+        "DeletedEvent": {"type": "object", "additionalProperties": False, "properties": {}},
+    }
+
+
+EVENT_STAGES = ("fetch", "decode", "detect", "frame", "select", "generate", "finish")
+
+
+def _portrait_events() -> dict[str, Any]:
+    """GET /v1/portraits/{id}/events (#10). OpenAPI 3.1 has no schema for the messages of an event stream: each
+    event's `data` schema is named under `x-events` and in the description."""
+    return {
+        "operationId": "getPortraitEvents",
+        "summary": "The job's live progress, as server-sent events, until it ends.",
+        "description": (
+            "A `text/event-stream` (HTML standard, server-sent events; `EventSource` in browsers). Each event has "
+            "an `event:` name, one `data:` line of JSON and, except `queue_position`, an `id:`:\n\n"
+            "- `stage` (`StageEvent`): the stage the worker started, `fetch` first;\n"
+            "- `queue_position` (`QueuePositionEvent`): 0-based place in the queue while queued, when it "
+            "changes;\n"
+            "- `done` (`Portrait`): the same document as GET /v1/portraits/{id}, then the stream ends;\n"
+            "- `failed` (`Portrait`, with `error`), then the stream ends;\n"
+            "- `deleted` (`DeletedEvent`, `{}`): erased or expired, then the stream ends.\n\n"
+            "A new client first gets where the job is now (its stage, or its queue position, or, for a job that "
+            "has ended, its final event at once). A comment line `: keep-alive` is sent after 15 s without an "
+            "event (`PORTRAITS_EVENTS_HEARTBEAT_SECONDS`). To resume after a dropped connection, send the last "
+            "`id:` received as `Last-Event-ID` (EventSource does) or as `last_event_id`: only what followed it "
+            "is sent (a job that has ended answers its final event again). The stream may end without a final "
+            "event when a server stops: reconnect and resume. The first message is `retry: 2000`."
+        ),
+        "parameters": [
+            {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string",
+             "pattern": "^[0-9]+-[0-9]+$"}, "description": "Resume after this event id (others are ignored)."},
+            {"name": "last_event_id", "in": "query", "required": False, "schema": {"type": "string",
+             "pattern": "^[0-9]+-[0-9]+$"}, "description": "Same, for clients that cannot set headers; the "
+                                                           "header wins."},
+        ],
+        "responses": {
+            "200": {
+                "description": "The event stream; `Cache-Control: no-store`, `X-Accel-Buffering: no`.",
+                "content": {"text/event-stream": {"schema": {"type": "string"}, "example": (
+                    'retry: 2000\n\nevent: queue_position\ndata: {"queue_position":0}\n\n'
+                    'id: 1718000000123-0\nevent: stage\ndata: {"stage":"fetch"}\n\n: keep-alive\n\n')}},
+            },
+            **_errors("not_found", "unavailable", *_ALWAYS),
+        },
+        "x-events": {"stage": _ref("StageEvent"), "queue_position": _ref("QueuePositionEvent"),
+                     "done": _ref("Portrait"), "failed": _ref("Portrait"), "deleted": _ref("DeletedEvent")},
     }
 
 
@@ -223,6 +275,7 @@ def document() -> dict[str, Any]:
                                   **_errors("not_found", "unavailable", *_ALWAYS)},
                 },
             },
+            "/v1/portraits/{id}/events": {"parameters": [_ID_PARAMETER], "get": _portrait_events()},
             "/v1/styles": {"get": {
                 "operationId": "listStyles", "summary": "The style catalog.",
                 "responses": {"200": _ok("Families and styles.", _ref("Styles")), **_errors(*_ALWAYS)},

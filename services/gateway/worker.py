@@ -14,6 +14,9 @@ server. (A slow *body* is also cut off: see services/gateway/bodies.py.)
    environ): a 408 for a stalled upload must not leave the rest of that body to be drained, and RFC 9110
    asks for `Connection: close` on it. WSGI has no way to say so (hop-by-hop headers are dropped).
 3. A connection that is not kept alive is closed on its request's thread, not on the main loop (see `handle`).
+4. The app can ask whether the worker is stopping (`STOPPING` in the WSGI environ): a live-progress stream
+   (events.py, #10) ends within a second of SIGTERM, and its client resumes elsewhere with `Last-Event-ID`,
+   instead of holding the worker for its whole graceful timeout.
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ from gunicorn.workers.gthread import ThreadWorker
 # 500 `internal_error`.
 _CODE_BY_STATUS = {400: "bad_request", 414: "uri_too_long", 431: "headers_too_large", 500: "internal_error",
                    501: "not_implemented"}
+#: WSGI environ key: a callable answering whether this worker is shutting down.
+STOPPING = "portraits.worker_stopping"
+
 _MESSAGES = {
     "bad_request": "the request is not valid HTTP/1.1",
     "uri_too_long": "the request line is too long",
@@ -118,6 +124,7 @@ class GatewayWorker(ThreadWorker):
                 # Read by gunicorn's Response: `Connection: close`, then the connection is closed, unread
                 # body and all.
                 environ[CLOSE_CONNECTION] = lambda: setattr(req, "must_close", True)
+            environ[STOPPING] = lambda: not self.alive
             return app(environ, start_response)
 
         self.wsgi = with_close_hook

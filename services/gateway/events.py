@@ -1,0 +1,254 @@
+"""GET /v1/portraits/<id>/events: a job's live progress as server-sent events (#10).
+
+Fed by the job's Redis Stream (shared/events.py), which JobStore appends to with every change it makes:
+
+    id: 1718000000123-0          the stream entry's id (resume with `Last-Event-ID`)
+    event: stage                 stage | queue_position | done | failed | deleted
+    data: {"stage":"detect"}     one line of JSON
+
+- `stage` {"stage"} for every stage the worker reports, `fetch` first;
+- `queue_position` {"queue_position": 0-based} while queued: not in the stream (every upload and every start
+  moves everyone), so each stream reads its job's rank itself once per read slice and sends it when it changes;
+  it carries no `id:` (an event without one leaves the client's last event id as it was);
+- `done`/`failed` {the document GET /v1/portraits/<id> answers, built from the record when sent, so its
+  presigned `result_url` is fresh}, `deleted` {} (erased or expired); the stream then ends;
+- `: keep-alive` when nothing was sent for `events_heartbeat_seconds`.
+
+A new client gets where the job is now (from the record and the stream's newest id, read in one MULTI), then
+what follows; a client with `Last-Event-ID` (header, or `?last_event_id=` where it cannot set headers) gets the
+entries after that id instead. Either way a job that has ended answers its final event at once and the stream
+closes; a queued job answers its position at once.
+
+Threads: every open stream holds one of gunicorn's threads (`gateway_threads` is sized for it: settings.py).
+It waits in XREAD BLOCK slices of `READ_SLICE_SECONDS`, so within about a second it notices a client that went
+away (the socket reads EOF), a worker that is stopping (worker.py's `STOPPING`) and a record that vanished. The
+blocking reads use a Redis client of their own, whose socket timeout is the slice plus `gateway_redis_timeout`
+(the gateway's main client would time out at 1 s in the middle of a 1 s block).
+"""
+
+from __future__ import annotations
+
+import json
+import select
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from flask import Blueprint, Flask, Request, Response, current_app, request
+
+from services.gateway import metrics
+from services.gateway.routes import EXTENSION_KEY as GATEWAY_KEY
+from services.gateway.routes import _bind_job, _not_found, portrait_view
+from services.gateway.worker import STOPPING
+from shared import events as job_events
+from shared.ids import is_job_id
+from shared.jobs import TERMINAL, Job, JobState, JobStore
+from shared.jobs import now as clock
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+EXTENSION_KEY = "portraits_events"
+READ_SLICE_SECONDS = 1.0
+RETRY_MS = 2000  # sent as `retry:`: how long an EventSource waits before it reconnects
+HEARTBEAT = b": keep-alive\n\n"
+STREAM_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Accel-Buffering": "no",  # nginx (the ingress) would otherwise hold events back in its buffer
+}
+_FINAL_NAMES = {JobState.DONE: "done", JobState.FAILED: "failed"}
+
+blueprint = Blueprint("events", __name__)
+
+
+@dataclass(frozen=True)
+class SseEvent:
+    event: str
+    data: dict[str, Any] = field(default_factory=dict)
+    id: str | None = None
+
+
+def format_event(event: SseEvent) -> bytes:
+    """One SSE message. The JSON is ASCII-only (`ensure_ascii`), so it is one line: no CR, LF or U+2028 that a
+    client could split it on."""
+    data = json.dumps(event.data, separators=(",", ":"), ensure_ascii=True)
+    for value in (event.event, event.id or "", data):
+        if "\n" in value or "\r" in value:
+            raise ValueError("an SSE field cannot hold a line break")
+    head = f"id: {event.id}\n" if event.id else ""
+    return f"{head}event: {event.event}\ndata: {data}\n\n".encode()
+
+
+@dataclass(frozen=True)
+class EventFeed:
+    """The route's collaborators: the per-job streams on a Redis client whose timeout allows a blocking read."""
+
+    redis: redis.Redis
+    log: job_events.EventLog
+    heartbeat_seconds: float
+
+    @classmethod
+    def for_app(cls, app: Flask) -> EventFeed:
+        gw = app.extensions[GATEWAY_KEY]
+        settings = gw.settings
+        timeout = READ_SLICE_SECONDS + settings.gateway_redis_timeout
+        # One connection per open stream (a blocked XREAD holds its connection): 200 streams, 200 connections,
+        # far below Redis's 10 000. redis-py's pool has no default cap.
+        client = redis.Redis.from_url(settings.redis_url, socket_timeout=timeout,
+                                      socket_connect_timeout=settings.gateway_redis_timeout)
+        return cls(redis=client, log=job_events.EventLog(client), heartbeat_seconds=settings.events_heartbeat_seconds)
+
+
+def register(app: Flask) -> None:
+    app.extensions[EXTENSION_KEY] = EventFeed.for_app(app)
+    app.register_blueprint(blueprint)
+
+
+def last_event_id(req: Request) -> str | None:
+    """The client's resume point, if it is a stream id; anything else is ignored (the client starts afresh)."""
+    value = (req.headers.get("Last-Event-ID") or req.args.get("last_event_id") or "").strip()
+    return value if job_events.is_event_id(value) else None
+
+
+@blueprint.get("/v1/portraits/<id>/events")
+def portrait_events(id: str) -> Response:  # the public path parameter is called `id`
+    if not is_job_id(id):
+        raise _not_found()  # malformed ids never reach Redis
+    _bind_job(id)
+    gw = current_app.extensions[GATEWAY_KEY]
+    feed: EventFeed = current_app.extensions[EXTENSION_KEY]
+    # Read before answering, on the gateway's usual client: an unknown id is a 404 envelope and a Redis outage a
+    # 503, not a stream that ends at once. One MULTI, so the newest stream id and the record agree.
+    with gw.redis.pipeline(transaction=True) as pipe:
+        pipe.xrevrange(job_events.key(id), count=1)
+        pipe.hgetall(JobStore.KEY_PREFIX + id)
+        newest, raw = pipe.execute()
+    if not raw:
+        raise _not_found()
+    job = Job.from_redis(raw)  # deleted or expired, but not yet removed: the stream answers `deleted` at once
+    newest_id = newest[0][0].decode() if newest else None
+    follower = Follower(
+        gw=gw, feed=feed, job=job, newest_id=newest_id, resume_from=last_event_id(request),
+        stopping=request.environ.get(STOPPING, lambda: False),
+        client_gone=_peer_closed_check(request.environ.get("gunicorn.socket")),
+    )
+    return Response(follower.stream(), mimetype="text/event-stream", headers=STREAM_HEADERS)
+
+
+def _peer_closed_check(sock: Any) -> Callable[[], bool]:
+    """Whether the client closed its side. An SSE client sends nothing after its request, so a readable socket
+    means EOF (or a reset); under the test client there is no socket and the answer is always no."""
+    if not isinstance(sock, socket.socket):
+        return lambda: False
+
+    def closed() -> bool:
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+            return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+        except (OSError, ValueError):
+            return True
+
+    return closed
+
+
+@dataclass
+class Follower:
+    """One client's stream: what to send first, then the job's stream from there, until the job ends."""
+
+    gw: Any  # services.gateway.app.Gateway (not imported: app.py imports this module)
+    feed: EventFeed
+    job: Job
+    newest_id: str | None
+    resume_from: str | None
+    stopping: Callable[[], bool]
+    client_gone: Callable[[], bool]
+    sent_position: int | None = None
+
+    def stream(self) -> Iterator[bytes]:
+        metrics.EVENT_STREAMS_OPEN.inc()
+        outcome = "ended"
+        try:
+            yield f"retry: {RETRY_MS}\n\n".encode()
+            for message in self._messages():
+                if message is None:  # a slice went by: is anyone still there?
+                    if self.stopping():
+                        outcome = "shutdown"
+                        return
+                    if self.client_gone():
+                        outcome = "client_gone"
+                        return
+                    continue
+                yield message
+        except GeneratorExit:
+            outcome = "client_gone"  # the server could not write to it
+            raise
+        except redis.RedisError as exc:
+            # Headers are sent: no envelope is possible. Ending lets the client resume with Last-Event-ID.
+            outcome = "redis_error"
+            log.warning("event stream ended: redis", error_type=type(exc).__name__)
+        finally:
+            metrics.EVENT_STREAMS_OPEN.dec()
+            metrics.EVENT_STREAMS.labels(outcome=outcome).inc()
+
+    def _messages(self) -> Iterator[bytes | None]:
+        """Formatted messages and heartbeats, with None after each empty read slice; returns when the job ends."""
+        job, job_id = self.job, self.job.id
+        heartbeat = self.feed.heartbeat_seconds
+        slice_ms = max(1, int(min(READ_SLICE_SECONDS, heartbeat) * 1000))
+        if self.resume_from is None:
+            cursor = self.newest_id or "0-0"
+            if job.state in TERMINAL:
+                yield format_event(self._final(self.newest_id))
+                return
+            if job.state is JobState.PROCESSING and job.stage:
+                yield format_event(SseEvent("stage", {"stage": job.stage}, self.newest_id))
+        else:
+            cursor = self.resume_from
+        last_write = time.monotonic()
+        first = True
+        while True:
+            # The first read does not wait: a resuming client catches up (or learns the job ended) at once.
+            entries = self.feed.log.read(job_id, cursor, block_ms=None if first else slice_ms)
+            first = False
+            for entry in entries:
+                cursor = entry.id
+                if entry.state in TERMINAL:
+                    yield format_event(self._final(entry.id))
+                    return
+                if entry.state is JobState.PROCESSING and entry.stage:
+                    self.sent_position = None
+                    yield format_event(SseEvent("stage", {"stage": entry.stage}, entry.id))
+                    last_write = time.monotonic()
+            if entries:
+                continue
+            # Nothing new: is the job still there, and where in the queue?
+            with self.feed.redis.pipeline(transaction=False) as pipe:
+                pipe.hget(JobStore.KEY_PREFIX + job_id, "state")
+                pipe.zrank(JobStore.QUEUE_KEY, job_id)
+                raw_state, rank = pipe.execute()
+            state = JobState(json.loads(raw_state)) if raw_state else None
+            if state is None or state in TERMINAL:
+                # Gone (erased: the record and its stream went together) or ended without an entry we saw (a
+                # record older than its stream, a resume id from elsewhere): say how it ended, from the record.
+                yield format_event(self._final(cursor if cursor != "0-0" else None))
+                return
+            if state is JobState.QUEUED and rank is not None and int(rank) != self.sent_position:
+                self.sent_position = int(rank)
+                yield format_event(SseEvent("queue_position", {"queue_position": self.sent_position}))
+                last_write = time.monotonic()
+            elif time.monotonic() - last_write >= heartbeat:
+                yield HEARTBEAT
+                last_write = time.monotonic()
+            else:
+                yield None
+
+    def _final(self, event_id: str | None) -> SseEvent:
+        """The last event, from the record as it is now: done/failed with the status document, or deleted."""
+        job = self.gw.jobs.get(self.job.id)
+        view = portrait_view(self.gw, job, clock()) if job is not None else None
+        if view is None or job is None or job.state not in _FINAL_NAMES:
+            return SseEvent("deleted", {}, event_id)
+        return SseEvent(_FINAL_NAMES[job.state], view, event_id)
