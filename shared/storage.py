@@ -113,10 +113,13 @@ class ObjectStore:
                 for item in page.get("Contents", []):
                     yield item["Key"], item["LastModified"].timestamp()
 
-    def presigned_get(self, bucket: str, key: str, expires_in: int) -> str:
-        return self._signer.generate_presigned_url(
-            "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=max(1, int(expires_in))
-        )
+    def presigned_get(self, bucket: str, key: str, expires_in: int, *, download_name: str | None = None) -> str:
+        """A presigned GET; with `download_name`, S3 answers `Content-Disposition: attachment` under that name
+        (the page's download link, #10: a browser ignores `download` on a link to another origin)."""
+        params = {"Bucket": bucket, "Key": key}
+        if download_name is not None:
+            params["ResponseContentDisposition"] = f'attachment; filename="{download_name}"'
+        return self._signer.generate_presigned_url("get_object", Params=params, ExpiresIn=max(1, int(expires_in)))
 
     def ping(self) -> None:
         """Raises `StorageUnavailable` unless both buckets answer."""

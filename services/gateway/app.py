@@ -17,7 +17,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from services.gateway import events, metrics, routes
+from services.gateway import events, metrics, routes, site
 from services.gateway.bodies import BodyDeadline
 from services.gateway.errors import register_error_handlers
 from services.gateway.uploads import FieldCountingParser
@@ -127,7 +127,8 @@ def create_app(settings: Settings | None = None, *, gateway: Gateway | None = No
         raise TypeError("pass either a gateway or settings/overrides, not both")
     settings = gateway.settings
 
-    app = Flask(__name__, static_folder=None)  # no /static route: the API serves no files
+    # No app-wide static folder: the page's files (#10) are served by the `site` blueprint, with its headers.
+    app = Flask(__name__, static_folder=None)
     app.request_class = GatewayRequest
     # Under gunicorn, a request body that arrives too slowly answers 408 (bodies.py).
     app.wsgi_app = BodyDeadline(app.wsgi_app, settings.gateway_body_timeout,  # type: ignore[method-assign]
@@ -146,6 +147,7 @@ def create_app(settings: Settings | None = None, *, gateway: Gateway | None = No
     register_error_handlers(app)
     routes.register(app)
     events.register(app)  # GET /v1/portraits/<id>/events (#10)
+    site.register(app)  # the page at / and its files (#10)
     _limit_uploads(app, settings)
     return app
 

@@ -35,6 +35,8 @@ def document(app: Flask) -> dict[str, Any]:
 def app_routes(app: Flask) -> set[tuple[str, str]]:
     routes = set()
     for rule in app.url_map.iter_rules():
+        if rule.endpoint.startswith("site."):
+            continue  # the website (services/gateway/site.py, #10): the page and its files, not the JSON API
         path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
         routes |= {(path, method) for method in rule.methods - IMPLICIT_METHODS}
     return routes
