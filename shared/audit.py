@@ -18,12 +18,13 @@ log = get_logger("portraits.audit")
 class ObjectKind(StrEnum):
     SOURCE = "source"
     RESULT = "result"
+    GALLERY = "gallery"  # a shared portrait's copy (#10); its records' `job_id` holds the gallery id, never the job's
 
 
 class Deleter(StrEnum):
     WORKER = "worker"  # source deleted as soon as the portrait was stored (or the job failed)
     JANITOR = "janitor"  # deadline reached, or an orphan found by reconciliation
-    USER = "user"  # DELETE /v1/portraits/<id>
+    USER = "user"  # DELETE /v1/portraits/<id>, or a gallery entry withdrawn with its token
 
 
 @dataclass(frozen=True)

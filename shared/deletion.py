@@ -26,7 +26,12 @@ SOURCE_LIFETIME = Histogram("source_lifetime_seconds", "Upload stored → source
                             buckets=_LIFETIME_BUCKETS)
 RESULT_LIFETIME = Histogram("result_lifetime_seconds", "Portrait stored → portrait deleted.", ["deleted_by"],
                             buckets=_LIFETIME_BUCKETS)
-_LIFETIMES = {ObjectKind.SOURCE: SOURCE_LIFETIME, ObjectKind.RESULT: RESULT_LIFETIME}
+# Gallery copies live up to 30 days (#10): buckets in hours and days.
+GALLERY_LIFETIME = Histogram("gallery_lifetime_seconds", "Gallery copy stored → deleted (withdrawn or expired).",
+                             ["deleted_by"], buckets=(60, 3600, 21600, 86400, 7 * 86400, 14 * 86400, 28 * 86400,
+                                                      30 * 86400, 31 * 86400, 60 * 86400))
+_LIFETIMES = {ObjectKind.SOURCE: SOURCE_LIFETIME, ObjectKind.RESULT: RESULT_LIFETIME,
+              ObjectKind.GALLERY: GALLERY_LIFETIME}
 
 
 @dataclass(frozen=True)
@@ -139,6 +144,7 @@ class Eraser:
         self._audit = audit
 
     def bucket(self, kind: ObjectKind) -> str:
+        # Gallery copies share the results bucket, under their own prefix (`gallery/`).
         return self._storage.sources_bucket if kind is ObjectKind.SOURCE else self._storage.results_bucket
 
     def list_objects(self, kind: ObjectKind, prefix: str) -> Iterator[tuple[str, float]]:

@@ -79,6 +79,11 @@ class Job:
     result_expires_at: float | None = None
     error_code: str | None = None
     error_message: str | None = None
+    # The public gallery (#10): consent, and — only until the worker has published the copy — its random id and
+    # the withdraw token's hash. Never part of the public view of the job.
+    share: bool = False
+    gallery_id: str | None = None
+    gallery_token_hash: str | None = None
 
     def to_redis(self) -> dict[str, str]:
         return {name: json.dumps(value) for name, value in asdict(self).items() if value is not None}
@@ -134,6 +139,10 @@ class JobStore:
         self._transition = client.register_script(_TRANSITION)
         self._set_stage = client.register_script(_SET_STAGE)
 
+    @property
+    def client(self) -> redis.Redis:
+        return self._redis
+
     def key(self, job_id: str) -> str:
         return self.KEY_PREFIX + job_id
 
@@ -174,6 +183,11 @@ class JobStore:
         """Progress within `processing`, recorded with its event; ignored for a job no longer processing (done,
         failed, erased or expired meanwhile)."""
         self._set_stage(keys=[self.key(job_id), events.key(job_id)], args=[json.dumps(stage), self._ttl * 1000])
+
+    def forget_gallery(self, job_id: str) -> None:
+        """Drop the gallery id and token hash once the copy is published (or given up): from then on nothing
+        links the job to its gallery entry (#10)."""
+        self._redis.hdel(self.key(job_id), "gallery_id", "gallery_token_hash")
 
     def delete(self, job_id: str) -> None:
         with self._redis.pipeline(transaction=True) as pipe:

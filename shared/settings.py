@@ -105,6 +105,10 @@ class Settings(BaseSettings):
     source_max_age_seconds: int = Field(
         120, ge=10, description="No uploaded photo lives longer than this, whatever its job's state."
     )
+    gallery_ttl_seconds: int = Field(
+        30 * 86_400, ge=60, description="How long a portrait shared to the public gallery (`share=true`) stays "
+        "there before the janitor deletes it (its owner can withdraw it sooner with the withdraw token)."
+    )
     queue_name: str = Field("portraits", description="Celery queue the gateway feeds and the workers drain.")
 
     # --- gateway ---

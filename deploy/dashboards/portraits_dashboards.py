@@ -256,6 +256,19 @@ def privacy() -> Dashboard:
                 timeseries("Erasures on request", "Jobs erased by their owner (DELETE /v1/portraits/<id>).",
                            [(f"sum(rate(portraits_gateway_jobs_erased_total[{RATE}]))", "erased")], unit="reqps"),
             ]),
+            ("Gallery (shared with consent, #10)", [
+                timeseries("Gallery copy lifetime by deleter", "Copy published → deleted: the janitor at the "
+                           "gallery TTL (30 days), or its owner's withdraw token.",
+                           [(quantile(0.5, "gallery_lifetime_seconds", "deleted_by"), "p50 {{deleted_by}}"),
+                            (quantile(0.99, "gallery_lifetime_seconds", "deleted_by"), "p99 {{deleted_by}}")],
+                           unit="s"),
+                timeseries("Published, withdrawn, failed", "Copies published by the workers, withdrawn with "
+                           "their token, and publications that failed (the job itself stays done).",
+                           [(f"sum(rate(portraits_worker_gallery_published_total[{RATE}]))", "published"),
+                            (f"sum(rate(portraits_gateway_gallery_withdrawn_total[{RATE}]))", "withdrawn"),
+                            (f"sum(rate(portraits_worker_gallery_publish_failures_total[{RATE}]))", "failed")],
+                           unit="reqps"),
+            ]),
             ("Janitor", [
                 timeseries("Overdue objects", "Scheduled objects past their deadline, by kind (claimed ones "
                            "are hidden while leased).",

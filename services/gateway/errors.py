@@ -43,7 +43,11 @@ CODES: dict[str, ErrorCode] = {
         ErrorCode("unknown_style", 400, "`style` is not `auto`, a family or a catalog style (see /v1/styles)."),
         ErrorCode("invalid_strength", 400, "`strength` is not a number between 0 and 1."),
         ErrorCode("too_many_fields", 400, "The multipart form has more parts than an upload needs."),
-        ErrorCode("not_found", 404, "No such route, or no such portrait (unknown, expired or deleted)."),
+        ErrorCode("invalid_share", 400, "`share` is not `true` or `false` (`1`/`0`, `on`/`off` also accepted)."),
+        ErrorCode("invalid_token", 403, "The `Authorization: Bearer` withdraw token is missing or does not match "
+                                        "this gallery entry (the same answer whether or not the entry exists)."),
+        ErrorCode("not_found", 404, "No such route, or no such portrait or gallery entry (unknown, expired, "
+                                    "deleted or withdrawn)."),
         ErrorCode("method_not_allowed", 405, "The route exists but not with this method (see `Allow`)."),
         ErrorCode("upload_timeout", 408, "The request body arrived too slowly (see `gateway_body_min_rate`); "
                                          "the connection is closed."),

@@ -70,6 +70,7 @@ def _ref(name: str) -> dict[str, str]:
 
 
 _UPLOAD_ERRORS = ("missing_image", "empty_upload", "unknown_style", "invalid_strength", "too_many_fields",
+                  "invalid_share",
                   "upload_timeout", "too_large", "image_too_large", "unsupported_type", "corrupt_image",
                   "image_too_small", "rate_limited", "unavailable", "internal_error")
 _ALWAYS = ("internal_error",)
@@ -109,6 +110,12 @@ def _schemas() -> dict[str, Any]:
                 "strength": {"type": "number", "minimum": 0, "maximum": 1,
                              "description": "How strongly the style is applied. Blank or absent: the style's "
                                             "default."},
+                "share": {"type": "string", "enum": ["true", "false", "1", "0", "on", "off"], "default": "false",
+                          "description": "Consent to the public gallery (#10; case-insensitive, blank or absent: "
+                                         "`false`). When done, a copy of the portrait (never the photo), "
+                                         "re-encoded without metadata, is listed under a new random id with only "
+                                         "its style, family and day, for `PORTRAITS_GALLERY_TTL_SECONDS` (30 "
+                                         "days) unless withdrawn sooner."},
             },
         },
         "Accepted": {
@@ -118,8 +125,38 @@ def _schemas() -> dict[str, Any]:
                 "status": {"type": "string", "const": "queued"},
                 "status_url": {"type": "string", "format": "uri-reference",
                                "description": "Relative URL to poll; also in the `Location` header."},
+                "gallery": {"oneOf": [{"type": "null"}, {
+                    "type": "object", "required": ["id", "withdraw_token"], "additionalProperties": False,
+                    "description": "With `share=true`: the gallery id (unrelated to the job id) and the token that "
+                                   "withdraws it (`DELETE /v1/gallery/{id}`). Shown once: only its SHA-256 is "
+                                   "kept. `null` without consent.",
+                    "properties": {"id": {"type": "string"}, "withdraw_token": {"type": "string"}},
+                }]},
             },
         },
+        "GalleryItem": {
+            "type": "object", "required": ["id", "image_url", "style", "family", "day"],
+            "additionalProperties": False,
+            "properties": {
+                "id": {"type": "string", "description": "The gallery id (not a job id)."},
+                "image_url": {"type": "string", "format": "uri",
+                              "description": "A presigned GET of the copy (JPEG without metadata), valid at most "
+                                             "15 minutes: list again for fresh URLs."},
+                "style": {"type": "string"},
+                "family": {"type": "string"},
+                "day": {"type": "string", "format": "date", "description": "The day it was published (UTC)."},
+            },
+        },
+        "GalleryPage": {
+            "type": "object", "required": ["items", "next_cursor"], "additionalProperties": False,
+            "properties": {
+                "items": {"type": "array", "items": _ref("GalleryItem"), "description": "Newest first."},
+                "next_cursor": _nullable({"type": "string",
+                                          "description": "Opaque; pass as `cursor` for the next page. `null` "
+                                                         "on the last page."}),
+            },
+        },
+
         "Portrait": {
             "type": "object", "additionalProperties": False, "description": NULL_CONVENTION,
             "required": ["id", "status", "stage", "queue_position", "created_at", "timings", "style", "family",
@@ -276,6 +313,34 @@ def document() -> dict[str, Any]:
                 },
             },
             "/v1/portraits/{id}/events": {"parameters": [_ID_PARAMETER], "get": _portrait_events()},
+            "/v1/gallery": {"get": {
+                "operationId": "listGallery",
+                "summary": "The public gallery of portraits shared with consent, newest first.",
+                "parameters": [
+                    {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"},
+                     "description": "`next_cursor` of the previous page; absent for the first page."},
+                    {"name": "limit", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 1, "maximum": 50, "default": 24}},
+                ],
+                "responses": {"200": _ok("A page of entries.", _ref("GalleryPage")),
+                              **_errors("bad_request", "unavailable", *_ALWAYS)},
+            }},
+            "/v1/gallery/{id}": {
+                "parameters": [{"name": "id", "in": "path", "required": True,
+                                "description": "The gallery id returned by the upload.",
+                                "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{32}$"}}],
+                "delete": {
+                    "operationId": "withdrawFromGallery",
+                    "summary": "Withdraw a shared portrait now (before or after it was published).",
+                    "description": "Needs `Authorization: Bearer <withdraw_token>`. Without the right token every "
+                                   "well-formed id answers the same 403, listed or not; with it: 204 (the copy "
+                                   "is erased, verified and audited at once, or its publication cancelled), "
+                                   "and 404 once it is gone (withdrawn or expired). Malformed ids: 404.",
+                    "security": [{"withdrawToken": []}],
+                    "responses": {"204": {"description": "Withdrawn."},
+                                  **_errors("invalid_token", "not_found", "unavailable", *_ALWAYS)},
+                },
+            },
             "/v1/styles": {"get": {
                 "operationId": "listStyles", "summary": "The style catalog.",
                 "responses": {"200": _ok("Families and styles.", _ref("Styles")), **_errors(*_ALWAYS)},
@@ -301,6 +366,9 @@ def document() -> dict[str, Any]:
         },
         "components": {
             "schemas": _schemas(),
+            "securitySchemes": {"withdrawToken": {
+                "type": "http", "scheme": "bearer",
+                "description": "The `withdraw_token` of an upload with `share=true` (gallery withdrawals only)."}},
             # Answers any route can give, outside its own operation's list. The HTTP server itself answers
             # malformed requests (bad request line, Content-Length with chunked: 400), over-long request lines
             # (414), oversized headers (431) and unknown transfer codings (501), in the same envelope.

@@ -21,6 +21,8 @@ from services.gateway.errors import ApiError
 from services.gateway.uploads import CleanUpload, read_upload
 from services.worker.engine.catalog import CATALOG, Family, styles_in
 from shared.crypto import new_key, seal
+from shared.gallery import (Cursor, GalleryEntry, GalleryGrant, GalleryIndex, Gone, Pending, is_gallery_id,
+                            token_hash, token_matches)
 from shared.ids import is_job_id, new_job_id
 from shared.jobs import Job, JobNotFound, JobState, TransitionRefused
 from shared.jobs import now as clock
@@ -74,18 +76,22 @@ def _not_found() -> ApiError:
 def create_portrait() -> tuple[Response, int, dict[str, str]]:
     gw = gateway()
     upload = read_upload(request, gw.settings)  # every rejection happens here, before anything is stored
-    job = submit(gw, upload)
+    # Consent given: a gallery id and a withdraw token, shown once in this answer (#10; only its hash is kept).
+    grant = GalleryGrant.new() if upload.share else None
+    job = submit(gw, upload, gallery=grant)
     status_url = url_for("portraits.get_portrait", id=job.id)
     log.info("portrait queued", received_bytes=upload.received_bytes, source_format=upload.source_format,
              width=upload.width, height=upload.height, style_requested=upload.style, strength=upload.strength)
     body = {"id": job.id, "status": job.state.value, "status_url": status_url}
+    body["gallery"] = {"id": grant.id, "withdraw_token": grant.token} if grant else None
     return jsonify(body), 202, {"Location": status_url}
 
 
-def submit(gw: Gateway, upload: CleanUpload) -> Job:
+def submit(gw: Gateway, upload: CleanUpload, gallery: GalleryGrant | None = None) -> Job:
     """Seal and store the source, record the job, enqueue it; on any failure abandon what was written."""
     job = Job(id=new_job_id(), state=JobState.QUEUED, created_at=clock(), style_requested=upload.style,
-              strength=upload.strength)
+              strength=upload.strength, share=gallery is not None,
+              gallery_id=gallery.id if gallery else None, gallery_token_hash=gallery.token_hash if gallery else None)
     _bind_job(job.id)
     key = new_key()
     stored = False
@@ -97,6 +103,9 @@ def submit(gw: Gateway, upload: CleanUpload) -> Job:
         gw.objects.put(gw.objects.sources_bucket, source_key(job.id), seal(key, upload.jpeg, job.id),
                        SOURCE_CONTENT_TYPE)
         stored = True
+        if gallery is not None:
+            # Reserved now, so the token withdraws even before the portrait exists; expires with the job record.
+            GalleryIndex(gw.redis).reserve(gallery, gw.settings.job_ttl_seconds)
         gw.jobs.create(job)
         enqueue_render(gw.celery, gw.settings, job.id)
     except Exception:
@@ -218,6 +227,10 @@ def erase(gw: Gateway, job: Job) -> None:
     for key in sorted(results):
         gw.eraser.erase(ObjectKind.RESULT, key, job.id, Deleter.USER, reason="erased")
     gw.eraser.erase(ObjectKind.SOURCE, source_key(job.id), job.id, Deleter.USER, reason="erased")
+    if job.gallery_id:
+        # Erased before its copy was published: the publication is cancelled (the worker erases a copy it wrote
+        # meanwhile). A copy already published is independent of the job; its withdraw token removes it (#10).
+        GalleryIndex(gw.redis).remove(job.gallery_id, only_pending=True)
     gw.jobs.delete(job.id)
 
 
@@ -225,6 +238,88 @@ def job_erased_by_user(job_id: str) -> None:
     """The single place a user-requested erasure is counted (each object's audit record is the Eraser's)."""
     metrics.ERASED.inc()
     log.info("job erased by user", job_id=job_id)
+
+
+# ---------------------------------------------------------------------------------------------- gallery (#10)
+
+GALLERY_DEFAULT_LIMIT = 24
+GALLERY_MAX_LIMIT = 50
+# Compared against when an id has no entry, so a 403 for an unknown id costs what a 403 for a known one costs.
+_NO_TOKEN_HASH = token_hash("")
+
+
+@portraits.get("/v1/gallery")
+def list_gallery() -> Response:
+    """Newest first; each image URL is presigned for at most `result_url_max_seconds` and never past the copy's
+    own deadline. Items carry only the gallery id, style, family and day."""
+    gw = gateway()
+    limit = _gallery_limit(request.args.get("limit"))
+    raw_cursor = request.args.get("cursor") or None
+    try:
+        cursor = Cursor.decode(raw_cursor) if raw_cursor else None
+    except ValueError:
+        raise ApiError("bad_request", "cursor is not one this API gave out") from None
+    page = GalleryIndex(gw.redis).page(cursor, limit)
+    now = clock()
+    items = []
+    for entry in page.entries:
+        expires_in = math.floor(min(entry.published_at + gw.settings.gallery_ttl_seconds - now,
+                                    gw.settings.result_url_max_seconds))
+        if expires_in < 1:
+            continue  # due for deletion: the janitor's next sweep takes it
+        items.append({
+            "id": entry.id,
+            "image_url": gw.objects.presigned_get(gw.objects.results_bucket, entry.object_key, expires_in),
+            "style": entry.style,
+            "family": entry.family,
+            "day": entry.day,
+        })
+    return jsonify({"items": items, "next_cursor": page.next_cursor.encode() if page.next_cursor else None})
+
+
+def _gallery_limit(raw: str | None) -> int:
+    if raw is None or not raw.strip():
+        return GALLERY_DEFAULT_LIMIT
+    try:
+        limit = int(raw)
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= GALLERY_MAX_LIMIT:
+        raise ApiError("bad_request", f"limit must be an integer from 1 to {GALLERY_MAX_LIMIT}")
+    return limit
+
+
+@portraits.delete("/v1/gallery/<id>")
+def withdraw_from_gallery(id: str) -> tuple[str, int]:
+    """Withdraw a gallery entry with its token. Only the token holder learns anything: without the right token
+    every well-formed id answers the same 403, whether it is listed, pending, withdrawn or never existed; with
+    it, 204 (erased now: copy, index entry) or, once it is gone (withdrawn or expired within a day), 404."""
+    if not is_gallery_id(id):
+        raise ApiError("not_found", "no such gallery entry")
+    gw = gateway()
+    index = GalleryIndex(gw.redis)
+    found = index.lookup(id)
+    presented = _bearer_token()
+    matches = token_matches(presented or "", found.token_hash if found is not None else _NO_TOKEN_HASH)
+    if presented is None or found is None or not matches:
+        raise ApiError("invalid_token", "this token does not withdraw this gallery entry")
+    if isinstance(found, Gone):
+        raise ApiError("not_found", "this gallery entry was already withdrawn or has expired")
+    if isinstance(found, Pending) and not index.remove(id, only_pending=True):
+        found = index.lookup(id)  # published between the two reads: withdraw the published copy
+    if isinstance(found, GalleryEntry):
+        # The copy first, through the one Eraser (deleted, verified, audited under the gallery id); the index
+        # entry only after, so a failed erasure (503) can be retried with the same token.
+        gw.eraser.erase(ObjectKind.GALLERY, found.object_key, id, Deleter.USER, reason="withdrawn")
+        index.remove(id)
+    metrics.GALLERY_WITHDRAWN.inc()
+    log.info("gallery entry withdrawn")  # no ids: the gallery id must never share a log line with a job id
+    return "", 204
+
+
+def _bearer_token() -> str | None:
+    scheme, _, value = request.headers.get("Authorization", "").strip().partition(" ")
+    return value.strip() or None if scheme.lower() == "bearer" else None
 
 
 # ---------------------------------------------------------------------------------------------- catalog, docs

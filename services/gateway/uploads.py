@@ -30,6 +30,8 @@ log = get_logger(__name__)
 IMAGE_FIELD = "image"
 STYLE_FIELD = "style"
 STRENGTH_FIELD = "strength"
+SHARE_FIELD = "share"
+_SHARE_VALUES = {"true": True, "1": True, "on": True, "false": False, "0": False, "off": False}
 DEFAULT_STYLE = "auto"
 
 # The cleaned source is what the worker paints from: keep it close to lossless, with full-resolution chroma.
@@ -46,6 +48,7 @@ class CleanUpload:
     received_bytes: int
     style: str
     strength: float | None  # None: the style's own default
+    share: bool = False  # consent to the public gallery (#10): off unless asked for
 
 
 def read_upload(request: Request, settings: Settings) -> CleanUpload:
@@ -64,6 +67,7 @@ def read_upload(request: Request, settings: Settings) -> CleanUpload:
         raise ApiError("too_large", f"the photo is over {settings.max_upload_bytes} bytes")
     style = parse_style(request.form.get(STYLE_FIELD))
     strength = parse_strength(request.form.get(STRENGTH_FIELD))
+    share = parse_share(request.form.get(SHARE_FIELD))
     try:
         photo = decode(data, max_pixels=settings.max_image_pixels, min_side=settings.min_image_side)
     except PortraitError as exc:
@@ -77,6 +81,7 @@ def read_upload(request: Request, settings: Settings) -> CleanUpload:
     return CleanUpload(
         jpeg=encode_source(photo.image), width=photo.image.width, height=photo.image.height,
         source_format=photo.format, received_bytes=len(data), style=style, strength=strength,
+        share=share,
     )
 
 
@@ -101,6 +106,17 @@ def parse_strength(raw: str | None) -> float | None:
     if not math.isfinite(value) or not 0.0 <= value <= 1.0:
         raise ApiError("invalid_strength", "strength must be a number between 0 and 1")
     return value + 0.0  # -0.0 + 0.0 is 0.0: "-0" is stored and echoed as 0.0, not -0.0 (issue 9)
+
+
+def parse_share(raw: str | None) -> bool:
+    """Consent must be explicit (#10): "true"/"1"/"on" shares; absent, blank, "false"/"0"/"off" do not; anything
+    else is refused rather than guessed at."""
+    value = (raw or "").strip().lower()
+    if not value:
+        return False
+    if value not in _SHARE_VALUES:
+        raise ApiError("invalid_share", "share must be true or false")
+    return _SHARE_VALUES[value]
 
 
 class FieldCountingParser(FormDataParser):

@@ -42,7 +42,8 @@ def build_report(entries: list[AuditEntry], schedule: DeletionSchedule, max_ages
 
 
 def max_ages(settings: Settings) -> dict[ObjectKind, float]:
-    return {ObjectKind.SOURCE: settings.source_max_age_seconds, ObjectKind.RESULT: settings.result_ttl_seconds}
+    return {ObjectKind.SOURCE: settings.source_max_age_seconds, ObjectKind.RESULT: settings.result_ttl_seconds,
+            ObjectKind.GALLERY: settings.gallery_ttl_seconds}
 
 
 def main() -> int:

@@ -25,6 +25,7 @@ import redis
 from services.janitor import metrics
 from shared.audit import Deleter, ObjectKind
 from shared.deletion import Eraser, Tracked
+from shared.gallery import GalleryIndex
 from shared.jobs import JobNotFound, JobState, JobStore, TransitionRefused
 from shared.leases import JobLeases
 from shared.logging import get_logger
@@ -35,7 +36,7 @@ log = get_logger("portraits.janitor")
 
 SOURCE_EXPIRED_MESSAGE = "the photo reached its maximum age before it could be painted; please upload again"
 RECONCILE_LOCK = "portraits:janitor:reconcile-lock"
-BUCKET_PREFIXES = {ObjectKind.SOURCE: "sources/", ObjectKind.RESULT: "results/"}
+BUCKET_PREFIXES = {ObjectKind.SOURCE: "sources/", ObjectKind.RESULT: "results/", ObjectKind.GALLERY: "gallery/"}
 # A rescued job that no worker has taken this many lease periods later is sent once more (a copy lost with a
 # restarting Redis, a worker that died again). Extra copies are harmless: the job's lease and state let only one
 # finish it.
@@ -61,7 +62,9 @@ class Janitor:
         self._schedule = eraser.schedule
         self._clock = clock
         self._max_age = {ObjectKind.SOURCE: settings.source_max_age_seconds,
-                         ObjectKind.RESULT: settings.result_ttl_seconds}
+                         ObjectKind.RESULT: settings.result_ttl_seconds,
+                         ObjectKind.GALLERY: settings.gallery_ttl_seconds}
+        self._gallery = GalleryIndex(client)
 
     # --- the sweep ---
 
@@ -103,7 +106,11 @@ class Janitor:
         return True
 
     def _settle_job(self, tracked: Tracked) -> None:
-        """A source past its age fails a live job; an expired result expires its job."""
+        """A source past its age fails a live job; an expired result expires its job; an expired gallery copy
+        leaves the gallery (its schedule entry's "job id" is the gallery id: there is no job to settle, #10)."""
+        if tracked.kind is ObjectKind.GALLERY:
+            self._gallery.remove(tracked.job_id)
+            return
         try:
             if tracked.kind is ObjectKind.SOURCE:
                 self._jobs.transition(tracked.job_id, JobState.FAILED, stage=None, finished_at=self._clock(),
@@ -173,5 +180,7 @@ class Janitor:
             try:
                 if self._eraser.erase(kind, key, job_id, Deleter.JANITOR, "orphan") is not None:
                     metrics.DELETIONS.labels(kind=kind.value, reason="orphan").inc()
+                if kind is ObjectKind.GALLERY:
+                    self._gallery.remove(job_id)  # an index entry must not outlive its copy
             except StorageUnavailable:
                 metrics.FAILURES.labels(kind=kind.value).inc()  # still scheduled: the sweep retries it

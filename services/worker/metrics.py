@@ -30,6 +30,10 @@ PORTRAITS = Counter("portraits_worker_portraits_total", "Portraits painted, by p
 REDRAW_ERROR = Histogram("portraits_worker_redraw_error", "Face-GAN likeness check: the averaged generator's "
                          "redraw error of the photo (auto or family requests).",
                          buckets=(0.05, 0.08, 0.10, 0.12, 0.14, 0.15, 0.16, 0.18, 0.20, 0.25, 0.3))
+GALLERY_PUBLISHED = Counter("portraits_worker_gallery_published_total", "Portraits copied to the public gallery "
+                            "with their owner's consent (#10).")
+GALLERY_PUBLISH_FAILURES = Counter("portraits_worker_gallery_publish_failures_total", "Gallery copies that could not "
+                                   "be published (storage or Redis failed); the job itself stays done.")
 BATCH_SIZE = Histogram("portraits_worker_batch_size", "Photos rendered per engine call.",
                        buckets=(1, 2, 4, 8, 16, 32))
 # A gauge per state rather than prometheus_client's Enum, which has no multiprocess mode: summed over live

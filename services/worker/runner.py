@@ -12,11 +12,15 @@ discarded rather than written.
 
 from __future__ import annotations
 
+import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
 import redis
 import structlog
+from PIL import Image
 
 from services.worker import metrics
 from services.worker.engine.catalog import painter_of
@@ -24,6 +28,8 @@ from shared.audit import Deleter, ObjectKind
 from shared.crypto import KeyGone, SealBroken, SourceKeys, unseal
 from shared.deletion import Eraser
 from shared.errors import PortraitError
+from shared.gallery import GalleryEntry, GalleryIndex, day_of
+from shared.gallery import object_key as gallery_object_key
 from shared.jobs import TERMINAL, Job, JobNotFound, JobState, JobStore, TransitionRefused, now
 from shared.leases import Held, JobLeases, Refused, process_owner
 from shared.logging import get_logger
@@ -56,7 +62,8 @@ WORKER_LOST = Failure("worker_lost", "painting this photo stopped its worker sev
 
 class JobRunner:
     def __init__(self, settings: Settings, jobs: JobStore, storage: ObjectStore, keys: SourceKeys,
-                 eraser: Eraser, engine: PortraitRenderer, leases: JobLeases, owner: str | None = None) -> None:
+                 eraser: Eraser, engine: PortraitRenderer, leases: JobLeases, owner: str | None = None,
+                 gallery: GalleryIndex | None = None) -> None:
         self._settings = settings
         self._jobs = jobs
         self._storage = storage
@@ -65,6 +72,7 @@ class JobRunner:
         self._engine = engine
         self._leases = leases
         self.owner = owner or process_owner()
+        self._gallery = gallery or GalleryIndex(jobs.client)
 
     def run(self, job_id: str) -> str:
         """Process one job; returns the outcome label. Raises `TransientError` for the caller to retry."""
@@ -153,10 +161,56 @@ class JobRunner:
         except JobNotFound:
             return self._discard(job_id, key)
         self.erase_source(job_id, reason="done")
+        if job.share:
+            self._publish_to_gallery(job, portrait.data, portrait.style, portrait.family)
         metrics.JOB_SECONDS.observe(finished - started)
         log.info("job done", job_id=job_id, style=portrait.style, seconds=round(finished - started, 3),
                  attempts=job.attempts + 1)
         return "done"
+
+    def _publish_to_gallery(self, job: Job, data: bytes, style: str, family: str) -> None:
+        """With its owner's consent, copy the finished portrait to the public gallery (#10): re-encoded without
+        metadata, under the gallery id drawn at upload, scheduled for deletion before it is written; then the job
+        forgets that id. Never fails the job: a copy that cannot be published is counted and logged."""
+        gallery_id, token_hash = job.gallery_id, job.gallery_token_hash
+        if not gallery_id or not token_hash:
+            return
+        key = gallery_object_key(gallery_id)
+        may_exist = False
+        with _unlinked():  # no log line may carry both the job id and the gallery id
+            try:
+                if self._gallery.is_pending(gallery_id):
+                    copy = clean_jpeg(data, self._settings.output_quality)
+                    published = now()
+                    # The audit's and the schedule's "job id" is the gallery id: nothing there names the job.
+                    self._eraser.track(ObjectKind.GALLERY, key, gallery_id, published,
+                                       self._settings.gallery_ttl_seconds)
+                    may_exist = True
+                    self._storage.put(self._storage.results_bucket, key, copy, "image/jpeg")
+                    entry = GalleryEntry(id=gallery_id, style=style, family=family, day=day_of(published),
+                                         object_key=key, token_hash=token_hash, published_at=published)
+                    if self._gallery.publish(entry, self._settings.gallery_ttl_seconds):
+                        metrics.GALLERY_PUBLISHED.inc()
+                        log.info("portrait published to the gallery")
+                    else:  # withdrawn (or the job erased) while we wrote it
+                        self._eraser.erase(ObjectKind.GALLERY, key, gallery_id, Deleter.WORKER, reason="withdrawn")
+                        log.info("gallery copy erased: withdrawn before publication")
+                else:
+                    log.info("gallery copy not made: withdrawn before publication")
+            except Exception as exc:  # noqa: BLE001 - the portrait is done; the gallery copy is a bonus
+                metrics.GALLERY_PUBLISH_FAILURES.inc()
+                # The type only: storage errors name the object key, which holds the gallery id.
+                log.warning("gallery publication failed; the job stays done", error_type=type(exc).__name__)
+                if may_exist:
+                    try:
+                        self._eraser.erase(ObjectKind.GALLERY, key, gallery_id, Deleter.WORKER,
+                                           reason="publish failed")
+                    except Exception:  # noqa: BLE001 - still on the schedule: the janitor deletes it
+                        pass
+        try:
+            self._jobs.forget_gallery(job.id)
+        except redis.RedisError:
+            pass  # the record expires with the job; until then only the job's own id can read it
 
     def _discard(self, job_id: str, key: str) -> str:
         # Erased (or expired) while we painted: the result must not outlive the job.
@@ -192,6 +246,29 @@ class JobRunner:
 
     def erase_source(self, job_id: str, reason: str) -> None:
         self._eraser.erase(ObjectKind.SOURCE, source_key(job_id), job_id, Deleter.WORKER, reason=reason)
+
+
+def clean_jpeg(data: bytes, quality: int) -> bytes:
+    """A fresh JPEG of the pixels alone: the image is rebuilt from raw RGB bytes, so no EXIF, ICC profile, XMP,
+    comment or other ancillary data of the original can ride along (#10)."""
+    with Image.open(io.BytesIO(data)) as opened:
+        rgb = opened.convert("RGB")
+    pixels = Image.frombytes("RGB", rgb.size, rgb.tobytes())
+    buffer = io.BytesIO()
+    pixels.save(buffer, format="JPEG", quality=quality, optimize=True)
+    return buffer.getvalue()
+
+
+@contextmanager
+def _unlinked() -> Iterator[None]:
+    """Log lines inside do not carry the bound job id (restored after)."""
+    bound = structlog.contextvars.get_contextvars().get("job_id")
+    structlog.contextvars.unbind_contextvars("job_id")
+    try:
+        yield
+    finally:
+        if bound is not None:
+            structlog.contextvars.bind_contextvars(job_id=bound)
 
 
 class _Permanent(Exception):

@@ -10,6 +10,7 @@ from scripts.devstack import SeaweedServer, ensure_buckets
 from shared.audit import AuditLog, ObjectKind
 from shared.crypto import SourceKeys, new_key, seal
 from shared.deletion import DeletionSchedule, Eraser
+from shared.gallery import GalleryGrant, GalleryIndex
 from shared.ids import new_job_id
 from shared.jobs import Job, JobState, JobStore, now
 from shared.settings import Settings
@@ -53,8 +54,10 @@ class Backends:
         return cls(settings, client, JobStore(client, settings.job_ttl_seconds), storage, keys,
                    Eraser(storage, keys, DeletionSchedule(client), audit), audit)
 
-    def submit(self, photo: bytes, style: str = "auto", strength: float | None = None) -> str:
-        """What the gateway does for an accepted upload, minus validation and the queue."""
+    def submit(self, photo: bytes, style: str = "auto", strength: float | None = None,
+               gallery: GalleryGrant | None = None) -> str:
+        """What the gateway does for an accepted upload, minus validation and the queue (`gallery`: with
+        consent to the gallery, and this id and token)."""
         job_id = new_job_id()
         key = new_key()
         self.keys.store(job_id, key)
@@ -62,7 +65,11 @@ class Backends:
         self.storage.put(self.storage.sources_bucket, source_key(job_id), seal(key, photo, job_id),
                          "application/octet-stream")
         self.jobs.create(Job(id=job_id, state=JobState.QUEUED, created_at=now(), style_requested=style,
-                             strength=strength))
+                             strength=strength, share=gallery is not None,
+                             gallery_id=gallery.id if gallery else None,
+                             gallery_token_hash=gallery.token_hash if gallery else None))
+        if gallery is not None:
+            GalleryIndex(self.redis).reserve(gallery, self.settings.job_ttl_seconds)
         return job_id
 
     def source_exists(self, job_id: str) -> bool:

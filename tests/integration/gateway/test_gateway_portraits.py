@@ -75,7 +75,8 @@ def test_good_upload_is_sealed_recorded_and_queued(
 
     assert response.status_code == 202, response.json
     job_id = response.json["id"]
-    assert response.json == {"id": job_id, "status": "queued", "status_url": f"/v1/portraits/{job_id}"}
+    assert response.json == {"id": job_id, "status": "queued", "status_url": f"/v1/portraits/{job_id}",
+                             "gallery": None}  # no consent given (#10)
     assert response.headers["Location"] == response.json["status_url"]
 
     job = JobStore(rdb, gateway_settings.job_ttl_seconds).get(job_id)

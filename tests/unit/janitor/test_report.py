@@ -10,7 +10,7 @@ class FakeSchedule:
     """Only `overdue` is read by the report; the schedule itself is tested against real Redis."""
 
     def overdue(self, kind: ObjectKind, now: float, max_age: float) -> int:
-        return {ObjectKind.SOURCE: 0, ObjectKind.RESULT: 2}[kind]
+        return {ObjectKind.SOURCE: 0, ObjectKind.RESULT: 2, ObjectKind.GALLERY: 0}[kind]
 
 
 def entry(kind: ObjectKind, lifetime: float, by: Deleter) -> AuditEntry:
@@ -21,7 +21,7 @@ def entry(kind: ObjectKind, lifetime: float, by: Deleter) -> AuditEntry:
 def test_counts_lifetimes_and_overdue():
     entries = [entry(ObjectKind.SOURCE, float(s), Deleter.WORKER) for s in range(1, 100)]
     entries += [entry(ObjectKind.SOURCE, 119.0, Deleter.JANITOR), entry(ObjectKind.RESULT, 1800.0, Deleter.USER)]
-    max_ages = {ObjectKind.SOURCE: 120.0, ObjectKind.RESULT: 1800.0}
+    max_ages = {ObjectKind.SOURCE: 120.0, ObjectKind.RESULT: 1800.0, ObjectKind.GALLERY: 2592000.0}
     report = build_report(entries, FakeSchedule(), max_ages, now=0.0)  # type: ignore[arg-type]
     assert "audit records: 101 (unverified: 0)" in report
     assert "source  worker           99" in report and "source  janitor           1" in report
@@ -29,4 +29,4 @@ def test_counts_lifetimes_and_overdue():
     count, p50, p90, p99, maximum = source_row.split()[1:]
     assert (int(count), float(p50), float(maximum)) == (100, 50.5, 119.0)
     assert 90 <= float(p90) <= 91 and 99 <= float(p99) <= 120
-    assert "source 0, result 2" in report
+    assert "source 0, result 2, gallery 0" in report

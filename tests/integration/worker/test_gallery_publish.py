@@ -1,0 +1,119 @@
+"""The worker's gallery copy (#10), against real Redis, SeaweedFS and the real engine: published only with
+consent, re-encoded without metadata, under an id unrelated to the job, scheduled and audited under that id, and
+forgotten by the job once published. A copy that cannot be published never fails the job."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from PIL import Image
+
+from services.worker import metrics
+from shared.audit import ObjectKind
+from shared.gallery import GalleryEntry, GalleryGrant, GalleryIndex, object_key
+from shared.jobs import JobState
+from shared.storage import ObjectStore, StorageUnavailable
+from tests.support.service import Backends, service_settings
+from tests.unit.worker.test_clean_jpeg import _METADATA_MARKERS, segments
+
+
+@pytest.fixture(scope="module")
+def backends(redis_server, s3_server) -> Backends:
+    return Backends.connect(service_settings(redis_server.url, s3_server))
+
+
+@pytest.fixture
+def gallery(backends) -> GalleryIndex:
+    return GalleryIndex(backends.redis)
+
+
+def gallery_object(backends: Backends, gallery_id: str) -> bytes:
+    return backends.storage.get(backends.settings.results_bucket, object_key(gallery_id))
+
+
+def test_a_shared_portrait_is_copied_clean_and_unlinked(backends, gallery, engine, astronaut_path):
+    grant = GalleryGrant.new()
+    job_id = backends.submit(astronaut_path.read_bytes(), style="ink", gallery=grant)
+    assert backends.jobs.get(job_id).gallery_id == grant.id  # until it is published
+    published_before = metrics.GALLERY_PUBLISHED._value.get()
+    assert backends.runner(engine).run(job_id) == "done"
+    assert metrics.GALLERY_PUBLISHED._value.get() == published_before + 1
+
+    job = backends.jobs.get(job_id)
+    assert job.state is JobState.DONE and job.share
+    assert job.gallery_id is None and job.gallery_token_hash is None  # the job no longer knows its entry
+    raw_job = backends.redis.hgetall(backends.jobs.key(job_id))
+    assert b"gallery_id" not in raw_job and b"gallery_token_hash" not in raw_job
+    assert grant.id != job_id and grant.id not in job_id and job_id not in grant.id
+
+    entry = gallery.lookup(grant.id)
+    assert isinstance(entry, GalleryEntry) and grant.id in gallery.ids()
+    assert (entry.style, entry.family, entry.object_key) == (job.style, job.family, f"gallery/{grant.id}.jpg")
+    assert entry.token_hash == grant.token_hash and len(entry.day) == 10
+    # Nothing in the entry points back at the job.
+    raw_entry = backends.redis.hgetall(GalleryIndex.ENTRY_PREFIX + grant.id)
+    assert set(raw_entry) == {b"style", b"family", b"day", b"object_key", b"token_hash", b"published_at"}
+    assert not any(job_id.encode() in value for value in raw_entry.values())
+    # Scheduled for deletion at the gallery TTL, under the gallery id.
+    tracked = backends.eraser.schedule.get(ObjectKind.GALLERY, entry.object_key)
+    assert tracked is not None and tracked.job_id == grant.id
+    deadline = backends.redis.zscore("portraits:deletions:gallery", entry.object_key)
+    assert deadline == pytest.approx(entry.published_at + backends.settings.gallery_ttl_seconds, abs=1)
+    meta = json.loads(backends.redis.hget("portraits:deletions:meta", f"gallery:{entry.object_key}"))
+    assert job_id not in json.dumps(meta)
+
+    copy = gallery_object(backends, grant.id)
+    assert not _METADATA_MARKERS & set(segments(copy)) and b"Exif" not in copy
+    with Image.open(io.BytesIO(copy)) as opened:
+        assert opened.format == "JPEG" and not {"exif", "icc_profile", "xmp", "comment"} & set(opened.info)
+        portrait = backends.storage.get(backends.settings.results_bucket, job.result_key)
+        assert opened.size == Image.open(io.BytesIO(portrait)).size  # the portrait, not the photo
+    assert copy != portrait
+
+
+def test_without_consent_nothing_reaches_the_gallery(backends, gallery, engine, astronaut_path):
+    before = set(gallery.ids())
+    scheduled_before = backends.eraser.schedule.size(ObjectKind.GALLERY)
+    job_id = backends.submit(astronaut_path.read_bytes(), style="ink")
+    assert backends.runner(engine).run(job_id) == "done"
+    job = backends.jobs.get(job_id)
+    assert not job.share and job.gallery_id is None
+    assert set(gallery.ids()) == before
+    assert backends.eraser.schedule.size(ObjectKind.GALLERY) == scheduled_before
+
+
+def test_withdrawn_before_publication_is_never_listed(backends, gallery, engine, astronaut_path):
+    grant = GalleryGrant.new()
+    job_id = backends.submit(astronaut_path.read_bytes(), style="ink", gallery=grant)
+    assert gallery.remove(grant.id, only_pending=True)  # what DELETE /v1/gallery/<id> does while it is pending
+    assert backends.runner(engine).run(job_id) == "done"
+    assert grant.id not in gallery.ids()
+    assert not backends.storage.exists(backends.settings.results_bucket, object_key(grant.id))
+    assert not backends.eraser.schedule.contains(ObjectKind.GALLERY, object_key(grant.id))
+    assert backends.jobs.get(job_id).gallery_id is None
+
+
+class GalleryWritesFail(ObjectStore):
+    """S3 that refuses gallery writes (a full or failing bucket), and only those."""
+
+    def put(self, bucket: str, key: str, data: bytes, content_type: str) -> None:
+        if key.startswith("gallery/"):
+            raise StorageUnavailable("simulated outage")
+        super().put(bucket, key, data, content_type)
+
+
+def test_a_failed_publication_does_not_fail_the_job(backends, gallery, engine, astronaut_path):
+    grant = GalleryGrant.new()
+    job_id = backends.submit(astronaut_path.read_bytes(), style="ink", gallery=grant)
+    failures_before = metrics.GALLERY_PUBLISH_FAILURES._value.get()
+    runner = backends.runner(engine, storage=GalleryWritesFail(backends.settings))
+    assert runner.run(job_id) == "done"
+    job = backends.jobs.get(job_id)
+    assert job.state is JobState.DONE and job.gallery_id is None
+    assert metrics.GALLERY_PUBLISH_FAILURES._value.get() == failures_before + 1
+    assert grant.id not in gallery.ids()
+    # The copy that might have landed was erased at once (not left to wait 30 days on the schedule).
+    assert not backends.eraser.schedule.contains(ObjectKind.GALLERY, object_key(grant.id))
+    assert [e.reason for e in backends.audit.entries() if e.job_id == grant.id] == ["publish failed"]
