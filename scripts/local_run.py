@@ -13,9 +13,11 @@ any one process exited (issue 9). Everything lives under the ignored var/ folder
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
+import secrets
 import shutil
 import sys
 import time
@@ -31,6 +33,7 @@ VAR = PROJECT_ROOT / "var" / "local"
 CREDENTIALS_FILE = VAR / "s3-credentials.json"
 IDENTITIES_FILE = VAR / "s3-identities.json"
 ENV_FILE = VAR / "env"
+WEBHOOK_SECRET_FILE = VAR / "webhook-secret"
 SUPERVISOR_DIR = VAR / "supervisor"
 SUPERVISOR_CONF = SUPERVISOR_DIR / "supervisord.conf"
 SUPERVISOR_SOCKET = SUPERVISOR_DIR / "supervisor.sock"
@@ -50,6 +53,17 @@ def credentials() -> S3Credentials:
     return creds
 
 
+def webhook_secret() -> str:
+    """The local run's webhook signing secret (#10): generated once, kept 0600 like the S3 credentials, so a
+    receiver set up against it keeps verifying across restarts."""
+    if WEBHOOK_SECRET_FILE.exists():
+        return WEBHOOK_SECRET_FILE.read_text().strip()
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    WEBHOOK_SECRET_FILE.touch(mode=0o600)
+    WEBHOOK_SECRET_FILE.write_text(secret + "\n")
+    return secret
+
+
 def prepare() -> None:
     for folder in ("redis", "seaweedfs", "prometheus", "metrics/gateway", "metrics/worker", "supervisor"):
         (VAR / folder).mkdir(parents=True, exist_ok=True)
@@ -62,6 +76,7 @@ def prepare() -> None:
         "PORTRAITS_S3_ENDPOINT_URL": WEED_PORTS.s3_endpoint,
         "PORTRAITS_S3_ACCESS_KEY_ID": creds.access_key,
         "PORTRAITS_S3_SECRET_ACCESS_KEY": creds.secret_key,
+        "PORTRAITS_WEBHOOK_SECRET": webhook_secret(),
         "PORTRAITS_LOG_JSON": "false",
         "PYTHONUNBUFFERED": "1",
     }

@@ -84,6 +84,9 @@ class Job:
     share: bool = False
     gallery_id: str | None = None
     gallery_token_hash: str | None = None
+    # Where to POST the signed webhook when the job ends (#10); checked at submit, never in the public view,
+    # and kept only as long as the record itself.
+    callback_url: str | None = None
 
     def to_redis(self) -> dict[str, str]:
         return {name: json.dumps(value) for name, value in asdict(self).items() if value is not None}

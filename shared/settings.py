@@ -6,6 +6,7 @@ the README's settings table is generated from these fields and their description
 
 from __future__ import annotations
 
+import base64
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -197,6 +198,22 @@ class Settings(BaseSettings):
     janitor_metrics_port: int = Field(9102, description="Port of the janitor's /metrics endpoint.")
     audit_max_entries: int = Field(100_000, ge=100, description="Deletion audit records kept (Redis stream).")
 
+    # --- webhooks (#10) ---
+    webhook_secret: SecretStr = Field(
+        SecretStr(""), description="Signing secret of webhook deliveries (Standard Webhooks: `whsec_` and base64 of "
+        "24-64 random bytes), one per deployment; empty disables webhooks, and an upload with a `callback_url` "
+        "is then refused (`webhooks_disabled`) rather than silently never called back."
+    )
+    webhook_allowed_hosts: str = Field(
+        "", description="Comma-separated host names or IP addresses a `callback_url` may point at although they "
+        "resolve to loopback, private, link-local or other non-public addresses (the tests' local receiver); "
+        "empty: only public addresses."
+    )
+    webhook_max_attempts: int = Field(
+        6, ge=1, le=10, description="Delivery attempts per webhook, the first included, before it is given up "
+        "(retries wait 5 s, 30 s, 2 min, 10 min, then 30 min each)."
+    )
+
     # --- observability ---
     metrics_bind_address: str = Field(
         "127.0.0.1", description="Address the worker's and janitor's /metrics listen on (0.0.0.0 in containers)."
@@ -210,6 +227,26 @@ class Settings(BaseSettings):
         if not self.task_soft_time_limit < self.task_hard_time_limit < self.visibility_timeout:
             raise ValueError("need task_soft_time_limit < task_hard_time_limit < visibility_timeout")
         return self
+
+    @model_validator(mode="after")
+    def _webhook_secret_decodes(self) -> "Settings":
+        # Checked at start, not at the first delivery: a mistyped secret must not surface as failed webhooks.
+        secret = self.webhook_secret.get_secret_value()
+        if secret:
+            raw = secret.removeprefix("whsec_")
+            try:
+                key = base64.b64decode(raw, validate=True)
+            except ValueError:
+                raise ValueError("webhook_secret must be `whsec_` followed by base64") from None
+            if not 24 <= len(key) <= 64:
+                raise ValueError("webhook_secret must encode 24 to 64 bytes")
+        return self
+
+    @property
+    def webhook_allowed_host_set(self) -> frozenset[str]:
+        """`webhook_allowed_hosts` as lower-case names (IPv6 literals without brackets)."""
+        return frozenset(host.strip().lower().strip("[]").rstrip(".")
+                         for host in self.webhook_allowed_hosts.split(",") if host.strip())
 
     @property
     def job_ttl_seconds(self) -> int:

@@ -44,6 +44,14 @@ CODES: dict[str, ErrorCode] = {
         ErrorCode("invalid_strength", 400, "`strength` is not a number between 0 and 1."),
         ErrorCode("too_many_fields", 400, "The multipart form has more parts than an upload needs."),
         ErrorCode("invalid_share", 400, "`share` is not `true` or `false` (`1`/`0`, `on`/`off` also accepted)."),
+        ErrorCode("invalid_callback_url", 400, "`callback_url` is not an absolute http(s) URL of at most 2048 "
+                                               "characters without a user name or password."),
+        ErrorCode("callback_url_refused", 400, "`callback_url`'s host does not resolve, or resolves to a "
+                                               "loopback, private, link-local (cloud metadata), multicast, "
+                                               "reserved or unspecified address, which webhooks never call."),
+        ErrorCode("webhooks_disabled", 400, "`callback_url` was sent but this deployment has no webhook secret "
+                                            "(`PORTRAITS_WEBHOOK_SECRET`): the upload is refused rather than "
+                                            "never called back."),
         ErrorCode("invalid_token", 403, "The `Authorization: Bearer` withdraw token is missing or does not match "
                                         "this gallery entry (the same answer whether or not the entry exists)."),
         ErrorCode("not_found", 404, "No such route, or no such portrait or gallery entry (unknown, expired, "

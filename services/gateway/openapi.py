@@ -71,6 +71,7 @@ def _ref(name: str) -> dict[str, str]:
 
 _UPLOAD_ERRORS = ("missing_image", "empty_upload", "unknown_style", "invalid_strength", "too_many_fields",
                   "invalid_share",
+                  "invalid_callback_url", "callback_url_refused", "webhooks_disabled",
                   "upload_timeout", "too_large", "image_too_large", "unsupported_type", "corrupt_image",
                   "image_too_small", "rate_limited", "unavailable", "internal_error")
 _ALWAYS = ("internal_error",)
@@ -116,6 +117,11 @@ def _schemas() -> dict[str, Any]:
                                          "re-encoded without metadata, is listed under a new random id with only "
                                          "its style, family and day, for `PORTRAITS_GALLERY_TTL_SECONDS` (30 "
                                          "days) unless withdrawn sooner."},
+                "callback_url": {"type": "string", "format": "uri", "maxLength": 2048,
+                                 "description": "Optional (#10): an absolute http(s) URL that receives a signed "
+                                                "POST when the job is done or failed (see `webhooks`). Its host "
+                                                "must resolve to public addresses only; redirects are never "
+                                                "followed. Never shown in the job's status."},
             },
         },
         "Accepted": {
@@ -156,7 +162,6 @@ def _schemas() -> dict[str, Any]:
                                                          "on the last page."}),
             },
         },
-
         "Portrait": {
             "type": "object", "additionalProperties": False, "description": NULL_CONVENTION,
             "required": ["id", "status", "stage", "queue_position", "created_at", "timings", "style", "family",
@@ -219,6 +224,52 @@ def _schemas() -> dict[str, Any]:
                                "properties": {"queue_position": {"type": "integer", "minimum": 0}}},
         "DeletedEvent": {"type": "object", "additionalProperties": False, "properties": {}},
     }
+
+
+WEBHOOK_HEADERS = {
+    "webhook-id": "The message id (`msg_…`): the same on every retry of one message, so deduplicate on it.",
+    "webhook-timestamp": "Unix seconds of this attempt; reject messages more than 5 minutes off.",
+    "webhook-signature": "`v1,<base64 HMAC-SHA256>` of `<webhook-id>.<webhook-timestamp>.<body>` with the "
+                         "deployment's secret (Standard Webhooks; verify with the `standardwebhooks` library).",
+}
+
+
+def _webhooks() -> dict[str, Any]:
+    """OpenAPI 3.1 `webhooks`: the POST a `callback_url` receives (#10)."""
+    data = {
+        "type": "object", "additionalProperties": False,
+        "required": ["id", "status", "status_url", "style", "family", "reason", "error"],
+        "properties": {
+            "id": {"type": "string"},
+            "status": {"type": "string", "enum": ["done", "failed"]},
+            "status_url": {"type": "string", "format": "uri-reference",
+                           "description": "Relative URL of the job's status (GET it for a fresh `result_url`)."},
+            "style": _nullable({"type": "string"}),
+            "family": _nullable({"type": "string"}),
+            "reason": _nullable({"type": "string"}),
+            "error": {"oneOf": [{"type": "null"}, {"type": "object", "required": ["code", "message"],
+                                                   "properties": {"code": {"type": "string"},
+                                                                  "message": {"type": "string"}}}]},
+        },
+    }
+    body = {
+        "type": "object", "additionalProperties": False, "required": ["type", "timestamp", "data"],
+        "properties": {"type": {"type": "string", "enum": ["portrait.done", "portrait.failed"]},
+                       "timestamp": {"type": "string", "format": "date-time",
+                                     "description": "When the job ended."},
+                       "data": data},
+    }
+    return {"portraitFinished": {"post": {
+        "operationId": "portraitFinished",
+        "summary": "Sent to the upload's `callback_url` when its job is done or failed.",
+        "description": "Signed with Standard Webhooks. Answer 2xx within 5 seconds (3 s to connect); any "
+                       "other answer, a redirect included (never followed), or a timeout is retried after "
+                       "5 s, 30 s, 2 min, 10 min and 30 min, then given up. Delivery is at least once.",
+        "parameters": [{"name": name, "in": "header", "required": True, "description": text,
+                        "schema": {"type": "string"}} for name, text in WEBHOOK_HEADERS.items()],
+        "requestBody": {"required": True, "content": {_JSON: {"schema": body}}},
+        "responses": {"2XX": {"description": "Received; not sent again."}},
+    }}}
 
 
 EVENT_STAGES = ("fetch", "decode", "detect", "frame", "select", "generate", "finish")
@@ -364,6 +415,7 @@ def document() -> dict[str, Any]:
                               **_errors(*_ALWAYS)},
             }},
         },
+        "webhooks": _webhooks(),
         "components": {
             "schemas": _schemas(),
             "securitySchemes": {"withdrawToken": {

@@ -30,6 +30,7 @@ from shared.logging import get_logger
 from shared.queue import enqueue_render, queue_depth
 from shared.audit import Deleter, ObjectKind
 from shared.deletion import Tracked
+from shared.webhooks import host_of
 from shared.storage import RESULT_EXTENSIONS, ObjectMissing, StorageUnavailable, result_key, source_key
 
 if TYPE_CHECKING:
@@ -81,7 +82,9 @@ def create_portrait() -> tuple[Response, int, dict[str, str]]:
     job = submit(gw, upload, gallery=grant)
     status_url = url_for("portraits.get_portrait", id=job.id)
     log.info("portrait queued", received_bytes=upload.received_bytes, source_format=upload.source_format,
-             width=upload.width, height=upload.height, style_requested=upload.style, strength=upload.strength)
+             width=upload.width, height=upload.height, style_requested=upload.style, strength=upload.strength,
+             # The callback's host only: its path and query may carry the client's own tokens (#10).
+             callback_host=host_of(upload.callback_url) if upload.callback_url else None)
     body = {"id": job.id, "status": job.state.value, "status_url": status_url}
     body["gallery"] = {"id": grant.id, "withdraw_token": grant.token} if grant else None
     return jsonify(body), 202, {"Location": status_url}
@@ -91,7 +94,8 @@ def submit(gw: Gateway, upload: CleanUpload, gallery: GalleryGrant | None = None
     """Seal and store the source, record the job, enqueue it; on any failure abandon what was written."""
     job = Job(id=new_job_id(), state=JobState.QUEUED, created_at=clock(), style_requested=upload.style,
               strength=upload.strength, share=gallery is not None,
-              gallery_id=gallery.id if gallery else None, gallery_token_hash=gallery.token_hash if gallery else None)
+              gallery_id=gallery.id if gallery else None, gallery_token_hash=gallery.token_hash if gallery else None,
+              callback_url=upload.callback_url)
     _bind_job(job.id)
     key = new_key()
     stored = False

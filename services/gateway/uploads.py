@@ -24,6 +24,7 @@ from shared.errors import PortraitError
 from shared.imaging import decode
 from shared.logging import get_logger
 from shared.settings import Settings
+from shared.webhooks import CallbackUrlError, check_callback_url
 
 log = get_logger(__name__)
 
@@ -31,6 +32,7 @@ IMAGE_FIELD = "image"
 STYLE_FIELD = "style"
 STRENGTH_FIELD = "strength"
 SHARE_FIELD = "share"
+CALLBACK_FIELD = "callback_url"
 _SHARE_VALUES = {"true": True, "1": True, "on": True, "false": False, "0": False, "off": False}
 DEFAULT_STYLE = "auto"
 
@@ -49,6 +51,7 @@ class CleanUpload:
     style: str
     strength: float | None  # None: the style's own default
     share: bool = False  # consent to the public gallery (#10): off unless asked for
+    callback_url: str | None = None  # checked: where the signed webhook goes when the job ends (#10)
 
 
 def read_upload(request: Request, settings: Settings) -> CleanUpload:
@@ -68,6 +71,8 @@ def read_upload(request: Request, settings: Settings) -> CleanUpload:
     style = parse_style(request.form.get(STYLE_FIELD))
     strength = parse_strength(request.form.get(STRENGTH_FIELD))
     share = parse_share(request.form.get(SHARE_FIELD))
+    # Before decoding, though it may wait on DNS: a refused callback costs no decode (#10).
+    callback_url = parse_callback_url(request.form.get(CALLBACK_FIELD), settings)
     try:
         photo = decode(data, max_pixels=settings.max_image_pixels, min_side=settings.min_image_side)
     except PortraitError as exc:
@@ -81,7 +86,7 @@ def read_upload(request: Request, settings: Settings) -> CleanUpload:
     return CleanUpload(
         jpeg=encode_source(photo.image), width=photo.image.width, height=photo.image.height,
         source_format=photo.format, received_bytes=len(data), style=style, strength=strength,
-        share=share,
+        share=share, callback_url=callback_url,
     )
 
 
@@ -117,6 +122,19 @@ def parse_share(raw: str | None) -> bool:
     if value not in _SHARE_VALUES:
         raise ApiError("invalid_share", "share must be true or false")
     return _SHARE_VALUES[value]
+
+
+def parse_callback_url(raw: str | None, settings: Settings) -> str | None:
+    """An absolute http(s) URL we are willing to call (shared.webhooks.check_callback_url: public addresses
+    only, unless allow-listed); absent or blank means no webhook."""
+    if raw is None or not raw.strip():
+        return None
+    if not settings.webhook_secret.get_secret_value():
+        raise ApiError("webhooks_disabled", "this service sends no webhooks; leave out callback_url")
+    try:
+        return check_callback_url(raw, settings.webhook_allowed_host_set)
+    except CallbackUrlError as exc:
+        raise ApiError(exc.code, str(exc)) from None
 
 
 class FieldCountingParser(FormDataParser):

@@ -13,6 +13,7 @@ import time
 import redis
 from kombu.exceptions import OperationalError as BrokerUnavailable
 
+from services.janitor import webhooks
 from services.janitor.sweeper import Janitor
 from shared.audit import AuditLog
 from shared.crypto import SourceKeys
@@ -23,6 +24,7 @@ from shared.queue import enqueue_render, make_celery
 from shared.logging import configure_logging, get_logger
 from shared.settings import Settings, get_settings
 from shared.storage import ObjectStore, StorageUnavailable
+from shared.webhooks import WebhookOutbox
 
 log = get_logger("portraits.janitor")
 
@@ -34,11 +36,16 @@ def build_janitor(settings: Settings) -> Janitor:
     eraser = Eraser(storage, keys, DeletionSchedule(client), AuditLog(client, settings.audit_max_entries))
     celery = make_celery(settings)  # only to send rescued jobs by task name; the janitor never imports the worker
     return Janitor(settings, client, JobStore(client, settings.job_ttl_seconds), eraser,
-                   JobLeases(client, settings.job_lease_seconds), lambda job_id: enqueue_render(celery, settings, job_id))
+                   JobLeases(client, settings.job_lease_seconds), lambda job_id: enqueue_render(celery, settings, job_id),
+                   webhooks=WebhookOutbox(client))
 
 
 def run(settings: Settings, stop: threading.Event) -> None:
     janitor = build_janitor(settings)
+    # Webhooks (#10) go out from their own thread with their own connection: a slow receiver never delays a
+    # sweep, and a long sweep never delays a webhook.
+    webhooks.start(settings, redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=3),
+                   stop)
     next_reconcile = time.monotonic()  # reconcile once at start: catch what a previous crash left behind
     log.info("janitor started", interval=settings.janitor_interval_seconds,
              source_max_age=settings.source_max_age_seconds, result_ttl=settings.result_ttl_seconds)

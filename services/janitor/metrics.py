@@ -19,3 +19,9 @@ ORPHANS = Counter("janitor_orphans_found_total", "Objects found in a bucket but 
                   ["kind"])
 RESCUES = Counter("janitor_rescues_total", "Jobs sent again because their render process stopped renewing its "
                   "lease (killed, OOM, node lost: issue 9).")
+WEBHOOK_DELIVERIES = Counter("portraits_webhook_deliveries_total", "Webhook delivery attempts by outcome: delivered "
+                             "(2xx), retried (failed, another attempt scheduled), gave_up (the last attempt "
+                             "failed), refused (the URL now resolves to a non-public address: not retried).",
+                             ["outcome"])
+WEBHOOK_PENDING = Gauge("portraits_webhook_pending", "Webhook deliveries waiting in the outbox (due or "
+                        "scheduled for a retry).")

@@ -31,6 +31,7 @@ from shared.leases import JobLeases
 from shared.logging import get_logger
 from shared.settings import Settings
 from shared.storage import StorageUnavailable, job_id_of
+from shared.webhooks import WebhookOutbox, notify_finished
 
 log = get_logger("portraits.janitor")
 
@@ -52,8 +53,9 @@ class SweepReport:
 class Janitor:
     def __init__(self, settings: Settings, client: redis.Redis, jobs: JobStore, eraser: Eraser,
                  leases: JobLeases, enqueue: Callable[[str], None],
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, webhooks: WebhookOutbox | None = None) -> None:
         self._settings = settings
+        self._webhooks = webhooks
         self._leases = leases
         self._enqueue = enqueue
         self._redis = client
@@ -113,12 +115,26 @@ class Janitor:
             return
         try:
             if tracked.kind is ObjectKind.SOURCE:
-                self._jobs.transition(tracked.job_id, JobState.FAILED, stage=None, finished_at=self._clock(),
+                finished = self._clock()
+                self._jobs.transition(tracked.job_id, JobState.FAILED, stage=None, finished_at=finished,
                                       error_code="source_expired", error_message=SOURCE_EXPIRED_MESSAGE)
+                self._notify_failed(tracked.job_id, finished)
             else:
                 self._jobs.transition(tracked.job_id, JobState.EXPIRED)
         except (TransitionRefused, JobNotFound):
             pass  # the job already finished, was erased, or its record expired
+
+    def _notify_failed(self, job_id: str, at: float) -> None:
+        """The janitor failed this job, so it queues the job's webhook (#10). Best effort: a Redis error here
+        must not undo or repeat the sweep's work."""
+        if self._webhooks is None:
+            return
+        try:
+            job = self._jobs.get(job_id)
+        except redis.RedisError as exc:
+            log.warning("webhook not queued: Redis unavailable", job_id=job_id, error_type=type(exc).__name__)
+            return
+        notify_finished(self._webhooks, job, at)
 
     # --- rescue ---
 

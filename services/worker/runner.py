@@ -35,6 +35,7 @@ from shared.leases import Held, JobLeases, Refused, process_owner
 from shared.logging import get_logger
 from shared.settings import Settings
 from shared.storage import RESULT_EXTENSIONS, ObjectMissing, ObjectStore, StorageUnavailable, result_key, source_key
+from shared.webhooks import WebhookOutbox, notify_finished
 
 log = get_logger("portraits.worker")
 
@@ -63,7 +64,7 @@ WORKER_LOST = Failure("worker_lost", "painting this photo stopped its worker sev
 class JobRunner:
     def __init__(self, settings: Settings, jobs: JobStore, storage: ObjectStore, keys: SourceKeys,
                  eraser: Eraser, engine: PortraitRenderer, leases: JobLeases, owner: str | None = None,
-                 gallery: GalleryIndex | None = None) -> None:
+                 webhooks: WebhookOutbox | None = None, gallery: GalleryIndex | None = None) -> None:
         self._settings = settings
         self._jobs = jobs
         self._storage = storage
@@ -72,6 +73,7 @@ class JobRunner:
         self._engine = engine
         self._leases = leases
         self.owner = owner or process_owner()
+        self._webhooks = webhooks
         self._gallery = gallery or GalleryIndex(jobs.client)
 
     def run(self, job_id: str) -> str:
@@ -163,6 +165,9 @@ class JobRunner:
         self.erase_source(job_id, reason="done")
         if job.share:
             self._publish_to_gallery(job, portrait.data, portrait.style, portrait.family)
+        if job.callback_url:
+            # Queued, not sent: the janitor's delivery loop calls the receiver, so it never holds up a render (#10).
+            self._notify(job_id, finished)
         metrics.JOB_SECONDS.observe(finished - started)
         log.info("job done", job_id=job_id, style=portrait.style, seconds=round(finished - started, 3),
                  attempts=job.attempts + 1)
@@ -231,11 +236,14 @@ class JobRunner:
 
     def fail(self, job_id: str, failure: Failure) -> str:
         """Fail the job for good and delete its source (nothing more will be made from it)."""
+        finished = now()
         try:
-            self._jobs.transition(job_id, JobState.FAILED, stage=None, finished_at=now(),
+            self._jobs.transition(job_id, JobState.FAILED, stage=None, finished_at=finished,
                                   error_code=failure.code, error_message=failure.message)
         except (TransitionRefused, JobNotFound):
             pass  # already finished, erased or expired
+        else:
+            self._notify(job_id, finished)  # only whoever made the job fail sends its webhook (#10)
         self.erase_source(job_id, reason=f"failed:{failure.code}")
         log.info("job failed", job_id=job_id, code=failure.code)
         try:
@@ -243,6 +251,17 @@ class JobRunner:
         except redis.RedisError:
             pass  # it lapses; the rescue then finds the job failed and drops it
         return f"failed:{failure.code}"
+
+    def _notify(self, job_id: str, at: float) -> None:
+        """Queue the job's webhook if it has a callback URL; best effort, never fails the job (#10)."""
+        if self._webhooks is None:
+            return
+        try:
+            job = self._jobs.get(job_id)  # as it ended: style and reason, or the error
+        except redis.RedisError as exc:
+            log.warning("webhook not queued: Redis unavailable", job_id=job_id, error_type=type(exc).__name__)
+            return
+        notify_finished(self._webhooks, job, at)
 
     def erase_source(self, job_id: str, reason: str) -> None:
         self._eraser.erase(ObjectKind.SOURCE, source_key(job_id), job_id, Deleter.WORKER, reason=reason)

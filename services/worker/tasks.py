@@ -27,6 +27,7 @@ from shared.logging import get_logger
 from shared.queue import RENDER_TASK, queue_depth
 from shared.settings import Settings
 from shared.storage import ObjectStore
+from shared.webhooks import WebhookOutbox
 
 log = get_logger("portraits.worker")
 
@@ -47,7 +48,8 @@ def start_process(settings: Settings) -> None:
     keys = SourceKeys(client, ttl_seconds=settings.source_max_age_seconds)
     eraser = Eraser(storage, keys, DeletionSchedule(client), AuditLog(client, settings.audit_max_entries))
     _runner = JobRunner(settings, JobStore(client, ttl_seconds=settings.job_ttl_seconds), storage, keys, eraser,
-                        PortraitEngine(settings), JobLeases(client, settings.job_lease_seconds))
+                        PortraitEngine(settings), JobLeases(client, settings.job_lease_seconds),
+                        webhooks=WebhookOutbox(client))
 
 
 def runner() -> JobRunner:

@@ -314,7 +314,18 @@ def test_network_policies(overlay):
     egress_ports = {(port.get("protocol", "TCP"), port["port"]) for name, spec in policies.items()
                     if name.startswith("portraits-") for rule in spec.get("egress", [])
                     for port in rule.get("ports", [])}
-    assert egress_ports == {("UDP", 53), ("TCP", 53), ("TCP", 6379), ("TCP", 443)}
+    assert egress_ports == {("UDP", 53), ("TCP", 53), ("TCP", 6379), ("TCP", 443), ("TCP", 80)}
+    # Port 80 only for the janitor's webhooks (#10), and only to public addresses: never the metadata
+    # service or the cluster's own networks.
+    port_80 = [name for name, spec in policies.items() for rule in spec.get("egress", [])
+               if ("TCP", 80) in {(port.get("protocol", "TCP"), port["port"]) for port in rule.get("ports", [])}]
+    assert port_80 == ["portraits-webhooks-egress"]
+    webhooks = policies["portraits-webhooks-egress"]
+    assert webhooks["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "janitor"
+    [rule] = webhooks["egress"]
+    blocks = {peer["ipBlock"]["cidr"]: set(peer["ipBlock"]["except"]) for peer in rule["to"]}
+    assert {"10.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12", "192.168.0.0/16"} <= blocks["0.0.0.0/0"]
+    assert {"fc00::/7", "fe80::/10"} <= blocks["::/0"]
 
 
 def test_dev_seaweedfs_grpc_is_mutual_tls_with_keys_only_where_needed():

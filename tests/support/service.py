@@ -15,6 +15,7 @@ from shared.ids import new_job_id
 from shared.jobs import Job, JobState, JobStore, now
 from shared.settings import Settings
 from shared.storage import ObjectStore, source_key
+from shared.webhooks import WebhookOutbox
 
 
 def service_settings(redis_url: str, s3: SeaweedServer, **overrides: object) -> Settings:
@@ -55,7 +56,7 @@ class Backends:
                    Eraser(storage, keys, DeletionSchedule(client), audit), audit)
 
     def submit(self, photo: bytes, style: str = "auto", strength: float | None = None,
-               gallery: GalleryGrant | None = None) -> str:
+               callback_url: str | None = None, gallery: GalleryGrant | None = None) -> str:
         """What the gateway does for an accepted upload, minus validation and the queue (`gallery`: with
         consent to the gallery, and this id and token)."""
         job_id = new_job_id()
@@ -65,7 +66,7 @@ class Backends:
         self.storage.put(self.storage.sources_bucket, source_key(job_id), seal(key, photo, job_id),
                          "application/octet-stream")
         self.jobs.create(Job(id=job_id, state=JobState.QUEUED, created_at=now(), style_requested=style,
-                             strength=strength, share=gallery is not None,
+                             strength=strength, callback_url=callback_url, share=gallery is not None,
                              gallery_id=gallery.id if gallery else None,
                              gallery_token_hash=gallery.token_hash if gallery else None))
         if gallery is not None:
@@ -83,4 +84,4 @@ class Backends:
         storage = storage or self.storage
         eraser = Eraser(storage, self.keys, self.eraser.schedule, self.audit)
         return JobRunner(self.settings, self.jobs, storage, self.keys, eraser, engine,
-                         JobLeases(self.redis, self.settings.job_lease_seconds))
+                         JobLeases(self.redis, self.settings.job_lease_seconds), webhooks=WebhookOutbox(self.redis))
