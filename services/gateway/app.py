@@ -55,11 +55,16 @@ def redis_options(settings: Settings) -> dict[str, Any]:
 
     redis-py 8 retries a timed-out command up to 10 times by default, so a hung Redis would cost 10 timeouts;
     here a timeout is final, and only a refused or reset connection (a restarted Redis, a stale pooled
-    connection) is retried, once and at once: that costs nothing while Redis hangs."""
+    connection) is retried, once and at once: that costs nothing while Redis hangs.
+
+    redis-py 8 also caps a pool at 100 connections and answers the 101st with MaxConnectionsError (a 503 here):
+    each of a worker's `gateway_threads` threads uses at most one connection at a time, so the cap is that (#10:
+    256 threads; the live-progress streams' own client hit that cap in the first 200-stream load run)."""
     return {
         "socket_connect_timeout": settings.gateway_redis_timeout,
         "socket_timeout": settings.gateway_redis_timeout,
         "retry": Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+        "max_connections": settings.gateway_threads + 8,
     }
 
 

@@ -96,9 +96,11 @@ class EventFeed:
         settings = gw.settings
         timeout = READ_SLICE_SECONDS + settings.gateway_redis_timeout
         # One connection per open stream (a blocked XREAD holds its connection): 200 streams, 200 connections,
-        # far below Redis's 10 000. redis-py's pool has no default cap.
+        # far below Redis's 10 000; at most one per thread, so the pool's cap (redis-py's default is 100) is the
+        # thread count.
         client = redis.Redis.from_url(settings.redis_url, socket_timeout=timeout,
-                                      socket_connect_timeout=settings.gateway_redis_timeout)
+                                      socket_connect_timeout=settings.gateway_redis_timeout,
+                                      max_connections=settings.gateway_threads + 8)
         return cls(redis=client, log=job_events.EventLog(client), heartbeat_seconds=settings.events_heartbeat_seconds)
 
 
@@ -145,10 +147,17 @@ def _peer_closed_check(sock: Any) -> Callable[[], bool]:
         return lambda: False
 
     def closed() -> bool:
+        # poll, not select: select() refuses descriptors above 1024, and a worker holding 200 streams (and their
+        # Redis connections) has many (the first load run ended 179 of 200 live streams as "gone" that way).
+        poller = select.poll()
+        poller.register(sock, select.POLLIN | select.POLLERR | select.POLLHUP)
         try:
-            readable, _, _ = select.select([sock], [], [], 0)
-            return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
-        except (OSError, ValueError):
+            if not poller.poll(0):
+                return False
+            return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
             return True
 
     return closed
