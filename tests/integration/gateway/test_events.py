@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -292,3 +294,21 @@ def test_the_cli_says_when_it_falls_back_to_polling(jobs: JobStore, capsys: pyte
     err = capsys.readouterr().err
     assert "live progress unavailable (HTTP 404" in err and "polling" in err
     assert json.loads(json.dumps(job))  # the polled document is the same shape
+
+
+def test_a_stopping_worker_ends_its_streams_at_once(serve, jobs: JobStore) -> None:
+    """SIGTERM: each stream ends within a read slice (its client resumes elsewhere with Last-Event-ID) instead
+    of holding the worker for its whole graceful timeout (30 s)."""
+    server = serve()
+    job_id = queued(jobs)
+    connection, response = _open(server.port, job_id)
+    try:
+        assert response.readline() == b"retry: 2000\n"
+        assert server.process.pid is not None
+        os.kill(server.process.pid, signal.SIGTERM)
+        started = time.monotonic()
+        rest = response.read().decode()  # returns when the server ends the stream
+        assert time.monotonic() - started < 5
+        assert [event.event for event in parse_sse(rest.split("\n"))] == ["queue_position"]
+    finally:
+        connection.close()
