@@ -186,7 +186,7 @@ class _PartCounter:
     def check(self) -> None:
         if self.parts > self._max_parts:
             raise ApiError("too_many_fields", f"an upload has at most {self._max_parts} form parts "
-                                              f"(`image`, `style`, `strength`)")
+                                              f"(`image`, `style`, `strength`, `share`, `callback_url`)")
 
 
 def encode_source(image: Image.Image) -> bytes:
