@@ -40,6 +40,7 @@ EVENT_STREAMS = Counter(f"{PREFIX}event_streams_total", "Live-progress streams c
 GALLERY_WITHDRAWN = Counter(f"{PREFIX}gallery_withdrawn_total", "Gallery entries withdrawn with their token "
                             "(DELETE /v1/gallery/<id>), before or after publication.")
 
+
 def multiprocess_dir() -> str | None:
     # Not app configuration: prometheus_client's own switch, which it has already read at import.
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
