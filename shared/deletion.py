@@ -18,6 +18,7 @@ import redis
 from prometheus_client import Histogram
 
 from shared.audit import AuditEntry, AuditLog, Deleter, ObjectKind
+from shared.claims import CLAIM_DUE
 from shared.crypto import SourceKeys
 from shared.storage import ObjectStore, StorageUnavailable, job_id_of
 
@@ -47,14 +48,6 @@ class DeletionUnverified(StorageUnavailable):
     """The object was still there after the delete (retried later, like an unreachable store)."""
 
 
-# KEYS[1] schedule; ARGV[1] now; ARGV[2] limit; ARGV[3] lease deadline. Returns the claimed members.
-_CLAIM = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-for _, member in ipairs(due) do redis.call('ZADD', KEYS[1], 'XX', ARGV[3], member) end
-return due
-"""
-
-
 class DeletionSchedule:
     PREFIX = "portraits:deletions:"
     META = "portraits:deletions:meta"
@@ -63,7 +56,7 @@ class DeletionSchedule:
 
     def __init__(self, client: redis.Redis) -> None:
         self._redis = client
-        self._claim = client.register_script(_CLAIM)
+        self._claim = client.register_script(CLAIM_DUE)
 
     def _zset(self, kind: ObjectKind) -> str:
         return self.PREFIX + kind.value

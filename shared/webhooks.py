@@ -37,6 +37,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util import connection as urllib3_connection
 
+from shared.claims import CLAIM_DUE
 from shared.jobs import Job, JobState
 from shared.logging import get_logger
 
@@ -194,15 +195,6 @@ def payload_for(job: Job, event: EventType, at: float) -> str:
     return json.dumps(document, separators=(",", ":"), ensure_ascii=False)
 
 
-# KEYS[1] due set; ARGV[1] now; ARGV[2] limit; ARGV[3] lease deadline. Returns the claimed ids (as in
-# shared/deletion.py: a claim hides the delivery from other janitor replicas until the lease ends).
-_CLAIM = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-for _, member in ipairs(due) do redis.call('ZADD', KEYS[1], 'XX', ARGV[3], member) end
-return due
-"""
-
-
 class WebhookOutbox:
     DUE = "portraits:webhooks:due"
     PREFIX = "portraits:webhooks:delivery:"
@@ -212,7 +204,7 @@ class WebhookOutbox:
 
     def __init__(self, client: redis.Redis) -> None:
         self._redis = client
-        self._claim = client.register_script(_CLAIM)
+        self._claim = client.register_script(CLAIM_DUE)
 
     def key(self, delivery_id: str) -> str:
         return self.PREFIX + delivery_id
