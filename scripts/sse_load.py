@@ -28,6 +28,8 @@ from pathlib import Path
 
 import requests
 
+from scripts.chaos.load import percentile
+
 REQUEST_TIMEOUT = 10.0
 STREAM_OPEN_TIMEOUT = 30.0
 
@@ -37,19 +39,13 @@ class Sample:
     seconds: list[float] = field(default_factory=list)
     failed: int = 0
 
-    def percentile(self, fraction: float) -> float | None:
-        if not self.seconds:
-            return None
-        ordered = sorted(self.seconds)
-        return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
-
     @property
     def p50(self) -> float | None:
         return statistics.median(self.seconds) if self.seconds else None
 
     @property
     def p99(self) -> float | None:
-        return self.percentile(0.99)
+        return percentile(self.seconds, 99) if self.seconds else None
 
 
 def timed(call: Callable[[], requests.Response], expected: int, sample: Sample, lock: threading.Lock) -> None:
