@@ -203,6 +203,10 @@ class JobStore:
         rank = self._redis.zrank(self.QUEUE_KEY, job_id)
         return int(rank) if rank is not None else None
 
+    def oldest_queued(self, limit: int) -> list[str]:
+        """Ids of the `limit` longest-waiting queued jobs (the candidates a render process batches, #11)."""
+        return [raw.decode() for raw in self._redis.zrange(self.QUEUE_KEY, 0, limit - 1)]
+
     def queued_count(self) -> int:
         return int(self._redis.zcard(self.QUEUE_KEY))
 

@@ -186,6 +186,18 @@ class Settings(BaseSettings):
         2, ge=0, description="Times a job may be restarted after its worker died (killed, OOM, lost) before it "
         "fails `worker_lost`: a photo that kills every worker must not loop."
     )
+    # Dynamic batching across requests (#11): a render process that takes a job also takes up to
+    # `batch_max_size - 1` other queued jobs (waiting at most `batch_wait_ms` for them) and paints them in one
+    # engine call. 1 on the CPU: there a batch only queues work behind the first photo (2 cores, Grace Hopper:
+    # README, "Dynamic batching").
+    batch_max_size: int = Field(
+        1, ge=1, le=64, description="Most jobs one render process paints in one engine call; 1 turns batching "
+        "off (the CPU default, measured in the README); a GPU host may take 8 or more."
+    )
+    batch_wait_ms: float = Field(
+        5.0, ge=0, le=1000, description="Longest a render process waits for more queued jobs to fill a batch "
+        "(only with `batch_max_size` > 1): every job of the batch waits this long at most."
+    )
     worker_metrics_port: int = Field(9101, description="Port of the worker's /metrics endpoint.")
 
     # --- janitor and audit ---

@@ -13,10 +13,11 @@ discarded rather than written.
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import redis
 import structlog
@@ -38,6 +39,10 @@ from shared.storage import RESULT_EXTENSIONS, ObjectMissing, ObjectStore, Storag
 from shared.webhooks import WebhookOutbox, notify_finished
 
 log = get_logger("portraits.worker")
+
+# How often a render process gathering a batch looks at the queue again while it waits (#11).
+GATHER_POLL_SECONDS = 0.002
+
 
 class TransientError(RuntimeError):
     """Worth retrying later: nothing is wrong with the job itself."""
@@ -75,64 +80,179 @@ class JobRunner:
         self.owner = owner or process_owner()
         self._webhooks = webhooks
         self._gallery = gallery or GalleryIndex(jobs.client)
+        self._carried: list[str] = []  # jobs of an interrupted batch, still leased to this process
 
     def run(self, job_id: str) -> str:
-        """Process one job; returns the outcome label. Raises `TransientError` for the caller to retry."""
+        """Process one job (and whatever batch it takes along); returns its outcome label. Raises
+        `TransientError` for the caller to retry."""
+        return self.run_batch(job_id)[job_id]
+
+    def run_batch(self, job_id: str) -> dict[str, str]:
+        """Process the job, and with `batch_max_size` > 1 up to that many queued jobs in one engine call (#11);
+        returns each job's outcome label. Raises `TransientError` for the caller to retry: the jobs of the batch
+        that had not finished stay leased to this process and are carried into the next call."""
+        outcomes: dict[str, str] = {}
         try:
             # Every log line while this job runs — ours, the engine's stage timings — carries its id.
             with structlog.contextvars.bound_contextvars(job_id=job_id):
-                return self._run(job_id)
+                self._run(job_id, outcomes)
         except (StorageUnavailable, redis.ConnectionError, redis.TimeoutError) as exc:
             raise TransientError(str(exc)) from exc
+        return outcomes
+
+    def unfinished(self) -> list[str]:
+        """Jobs this process holds that have no outcome yet (a batch cut short by a retry or a time limit)."""
+        return list(self._carried)
+
+    def forget_unfinished(self) -> None:
+        """The unfinished jobs were failed by the caller (a time limit): nothing to carry any more."""
+        self._carried = []
 
     def extend_lease(self, job_id: str, seconds: float) -> None:
-        """Keep holding the job while a retry waits `seconds` (best effort: with Redis away it cannot be
-        renewed, and a rescue after Redis returns is harmless)."""
-        try:
-            self._leases.renew(job_id, self.owner, now(), extra_seconds=seconds)
-        except redis.RedisError:
-            pass
+        """Keep holding the job (and the rest of its batch) while a retry waits `seconds` (best effort: with
+        Redis away it cannot be renewed, and a rescue after Redis returns is harmless)."""
+        for held_id in dict.fromkeys([job_id, *self._carried]):
+            try:
+                self._leases.renew(held_id, self.owner, now(), extra_seconds=seconds)
+            except redis.RedisError:
+                pass
 
-    def _run(self, job_id: str) -> str:
+    def _run(self, job_id: str, outcomes: dict[str, str]) -> None:
+        claims: list[_Claim] = []
+        # The job itself, then the rest of a batch that a transient error interrupted (still leased to us).
+        for candidate in dict.fromkeys([job_id, *self._carried]):
+            claim = self._claim(candidate, outcomes)
+            if claim is not None:
+                claims.append(claim)
+        if claims:
+            self._gather(claims, outcomes)
+        self._carried = [claim.job.id for claim in claims]
+        with ExitStack() as stack:
+            helds = {claim.job.id: stack.enter_context(self._leases.held(claim.job.id, self.owner, now))
+                     for claim in claims}
+            self._paint(claims, helds, outcomes)
+        self._carried = []
+
+    def _claim(self, job_id: str, outcomes: dict[str, str], *, extra: bool = False) -> _Claim | None:
+        """Take the job's lease if it is ours to paint. `extra`: a queued job a batch takes along, which is
+        left alone (no outcome) unless it is still queued and free."""
         job = self._jobs.get(job_id)
         if job is None or job.state in TERMINAL:
             # Expired, erased by its owner, or a redelivery of a job already finished: nothing to do.
-            log.info("job skipped", job_id=job_id, state=job.state if job else "gone")
-            return "skipped"
+            if not extra:
+                log.info("job skipped", job_id=job_id, state=job.state if job else "gone")
+                outcomes[job_id] = "skipped"
+            return None
+        if extra and job.state is not JobState.QUEUED:
+            return None
         lease = self._leases.acquire(job_id, self.owner, now())
         if isinstance(lease, Refused):
-            # Another live process paints it (a duplicate delivery): this one is dropped. Should that process
-            # die, its lease lapses and the job is sent again.
-            log.info("job skipped: leased by another worker", job_id=job_id, holder=lease.holder)
-            return "skipped"
+            # Another live process paints it (a duplicate delivery, or another batch took it): dropped here.
+            # Should that process die, its lease lapses and the job is sent again.
+            if not extra:
+                log.info("job skipped: leased by another worker", job_id=job_id, holder=lease.holder)
+                outcomes[job_id] = "skipped"
+            return None
         # Still `processing` under someone else's name: the render before this one died with its worker.
         restarts = job.restarts + int(job.state is JobState.PROCESSING and lease.previous != self.owner)
         if restarts > job.restarts:
             log.warning("job restarted after its worker died", job_id=job_id, restarts=restarts,
                         previous=lease.previous)
         if restarts > self._settings.job_max_restarts:
-            return self.fail(job_id, WORKER_LOST)
-        with self._leases.held(job_id, self.owner, now) as held:
-            return self._paint(job, restarts, held)
+            outcomes[job_id] = self.fail(job_id, WORKER_LOST)
+            return None
+        return _Claim(job, restarts)
 
-    def _paint(self, job: Job, restarts: int, held: Held) -> str:
-        job_id = job.id
+    def _gather(self, claims: list[_Claim], outcomes: dict[str, str]) -> None:
+        """Fill the batch with the longest-waiting queued jobs, waiting at most `batch_wait_ms` for them (#11).
+        Each taken job keeps its own broker message: when that arrives it finds the job leased or finished and
+        is dropped, and should this process die the janitor rescues the job like any other."""
+        room = self._settings.batch_max_size - len(claims)
+        if room <= 0:
+            return
+        deadline = time.monotonic() + self._settings.batch_wait_ms / 1000
+        tried = {claim.job.id for claim in claims}
+        while True:
+            for candidate in self._jobs.oldest_queued(room + len(tried)):
+                if candidate in tried:
+                    continue
+                tried.add(candidate)
+                claim = self._claim(candidate, outcomes, extra=True)
+                if claim is not None:
+                    claims.append(claim)
+                    room -= 1
+                    if room == 0:
+                        return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(GATHER_POLL_SECONDS, left))
+
+    def _paint(self, claims: list[_Claim], helds: dict[str, Held], outcomes: dict[str, str]) -> None:
         started = now()
-        self._jobs.transition(job_id, JobState.PROCESSING, started_at=started, attempts=job.attempts + 1,
-                              restarts=restarts, stage="fetch")
-        metrics.QUEUE_WAIT.observe(max(0.0, started - job.created_at))
-        try:
-            data = self._open_source(job_id)
-        except _Permanent as failure:
-            return self.fail(job_id, failure.failure)
-        try:
-            portrait = self._engine.render(data, style=job.style_requested, strength=job.strength,
-                                           progress=lambda stage: self._jobs.set_stage(job_id, stage))
-        except PortraitError as exc:
-            return self.fail(job_id, Failure(exc.code, exc.message))
-        for stage, seconds in portrait.timings.items():
-            metrics.STAGE_SECONDS.labels(stage=stage).observe(seconds)
-        metrics.BATCH_SIZE.observe(1)
+        ready: list[tuple[Job, bytes]] = []
+        for claim in claims:
+            job_id = claim.job.id
+            try:
+                self._jobs.transition(job_id, JobState.PROCESSING, started_at=started,
+                                      attempts=claim.job.attempts + 1, restarts=claim.restarts, stage="fetch")
+            except (TransitionRefused, JobNotFound):
+                # Finished or erased between our look and our lease (another delivery was quicker).
+                self._leases.release(job_id, self.owner)
+                self._settle(outcomes, job_id, "skipped")
+                continue
+            metrics.QUEUE_WAIT.observe(max(0.0, started - claim.job.created_at))
+            try:
+                ready.append((claim.job, self._open_source(job_id)))
+            except _Permanent as failure:
+                self._settle(outcomes, job_id, self.fail(job_id, failure.failure))
+        if not ready:
+            return
+        rendered = self._render(ready)
+        metrics.BATCH_SIZE.observe(len(ready))
+        for (job, _), outcome in zip(ready, rendered):
+            with structlog.contextvars.bound_contextvars(job_id=job.id):
+                if isinstance(outcome, PortraitError):
+                    label = self.fail(job.id, Failure(outcome.code, outcome.message))
+                else:
+                    label = self._deliver(job, outcome, started, helds[job.id])
+            self._settle(outcomes, job.id, label)
+
+    def _render(self, ready: list[tuple[Job, bytes]]) -> list[Any]:
+        """One engine call for the whole batch; each photo's portrait or its `PortraitError`."""
+        ids = [job.id for job, _ in ready]
+
+        def progress(stage: str) -> None:
+            for job_id in ids:
+                self._jobs.set_stage(job_id, stage)
+
+        if len(ready) == 1:
+            job, data = ready[0]
+            try:
+                outcomes: list[Any] = [self._engine.render(data, style=job.style_requested, strength=job.strength,
+                                                           progress=progress)]
+            except PortraitError as exc:
+                outcomes = [exc]
+        else:
+            from services.worker.engine.pipeline import RenderRequest  # torch: only in render processes
+
+            outcomes = list(self._engine.render_batch(
+                [RenderRequest(data, style=job.style_requested, strength=job.strength) for job, data in ready],
+                progress=progress))
+        portrait = next((o for o in outcomes if not isinstance(o, PortraitError)), None)
+        if portrait is not None:  # a batch's stage timings are the batch's: observed once per engine call
+            for stage, seconds in portrait.timings.items():
+                metrics.STAGE_SECONDS.labels(stage=stage).observe(seconds)
+        return outcomes
+
+    def _settle(self, outcomes: dict[str, str], job_id: str, label: str) -> None:
+        outcomes[job_id] = label
+        if job_id in self._carried:
+            self._carried.remove(job_id)
+
+    def _deliver(self, job: Job, portrait: Any, started: float, held: Held) -> str:
+        """Store a painted portrait and finish its job."""
+        job_id = job.id
         metrics.PORTRAITS.labels(painter=painter_of(portrait.style), family=portrait.family).inc()
         if portrait.features.redraw_error is not None:
             metrics.REDRAW_ERROR.observe(portrait.features.redraw_error)
@@ -288,6 +408,14 @@ def _unlinked() -> Iterator[None]:
     finally:
         if bound is not None:
             structlog.contextvars.bind_contextvars(job_id=bound)
+
+
+@dataclass(frozen=True)
+class _Claim:
+    """A job whose lease this process took, to be painted in the current batch."""
+
+    job: Job
+    restarts: int
 
 
 class _Permanent(Exception):

@@ -1,0 +1,142 @@
+"""Dynamic batching across requests (#11): a render process takes queued jobs along and paints them in one engine
+call, against real Redis, SeaweedFS and the real engine; each job keeps its own outcome, progress and delivery."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from services.worker.runner import JobRunner, TransientError
+from shared.events import key as events_key
+from shared.jobs import JobState, JobStore
+from shared.leases import JobLeases
+from shared.storage import ObjectStore, StorageUnavailable
+from tests.integration.worker.test_runner import FlakyStore
+from tests.support import samples
+from tests.support.service import Backends, service_settings
+
+
+class RecordingEngine:
+    """The real engine, noting how many photos each call painted."""
+
+    def __init__(self, engine) -> None:  # type: ignore[no-untyped-def]
+        self.engine = engine
+        self.calls: list[int] = []
+
+    def render(self, data, style="auto", strength=None, progress=None):  # type: ignore[no-untyped-def]
+        self.calls.append(1)
+        return self.engine.render(data, style=style, strength=strength, progress=progress)
+
+    def render_batch(self, requests, progress=None):  # type: ignore[no-untyped-def]
+        self.calls.append(len(requests))
+        return self.engine.render_batch(requests, progress)
+
+
+class FlakyResultStore(FlakyStore):
+    """S3 that fails the next `failures` writes of results (the first portraits of a batch are already painted);
+    reads always work."""
+
+    def get(self, bucket: str, key: str) -> bytes:
+        return ObjectStore.get(self, bucket, key)
+
+    def put(self, bucket: str, key: str, data: bytes, content_type: str) -> None:
+        if bucket == self.results_bucket and self.failures:
+            self.failures -= 1
+            raise StorageUnavailable("simulated outage")
+        super().put(bucket, key, data, content_type)
+
+
+@pytest.fixture(scope="module")
+def backends(redis_server, s3_server) -> Backends:
+    return Backends.connect(service_settings(redis_server.url, s3_server, batch_max_size=4, batch_wait_ms=0))
+
+
+@pytest.fixture(autouse=True)
+def empty_queue(backends):
+    backends.redis.delete(JobStore.QUEUE_KEY)  # queued ids other modules left behind would join the batch
+
+
+def batch_runner(backends: Backends, engine, storage=None, **overrides: object) -> JobRunner:  # type: ignore[no-untyped-def]
+    settings = backends.settings.model_copy(update=overrides)
+    runner = backends.runner(engine, storage=storage)
+    runner._settings = settings  # the batch settings under test; everything else as the suite's runner
+    return runner
+
+
+def test_one_call_paints_the_queue_and_each_job_ends_on_its_own(backends, engine, astronaut_path):
+    recorder = RecordingEngine(engine)
+    first = backends.submit(astronaut_path.read_bytes(), style="ink")
+    no_face = backends.submit(samples.coffee_path().read_bytes())
+    others = [backends.submit(samples.grace_hopper_path().read_bytes(), style="ink") for _ in range(3)]
+
+    outcomes = batch_runner(backends, recorder).run_batch(first)
+
+    # The job itself and the three oldest queued ones, one engine call; the fifth waits for its own turn.
+    assert recorder.calls == [4]
+    assert outcomes == {first: "done", no_face: "failed:no_face", others[0]: "done", others[1]: "done"}
+    assert backends.jobs.get(no_face).error_code == "no_face" and not backends.source_exists(no_face)
+    for job_id in (first, others[0], others[1]):
+        job = backends.jobs.get(job_id)
+        assert job.state is JobState.DONE and job.result_key and not backends.source_exists(job_id)
+        stages = [fields[b"stage"] for _, fields in backends.redis.xrange(events_key(job_id))
+                  if fields.get(b"kind") == b"stage"]
+        assert b'"generate"' in stages  # each job of the batch reports its own progress
+    assert backends.jobs.get(others[2]).state is JobState.QUEUED
+    assert backends.jobs.queue_position(others[2]) == 0
+
+    # The broker still delivers each taken job's own message: it finds the job finished and drops it.
+    assert batch_runner(backends, recorder).run_batch(others[0]) == {others[0]: "skipped"}
+    assert recorder.calls == [4]
+
+
+def test_a_job_leased_by_another_live_worker_is_left_to_it(backends, engine, astronaut_path):
+    first = backends.submit(astronaut_path.read_bytes(), style="ink")
+    taken = backends.submit(astronaut_path.read_bytes(), style="ink")
+    free = backends.submit(astronaut_path.read_bytes(), style="ink")
+    JobLeases(backends.redis, backends.settings.job_lease_seconds).acquire(taken, "elsewhere:1", time.time())
+
+    outcomes = batch_runner(backends, RecordingEngine(engine)).run_batch(first)
+
+    assert outcomes == {first: "done", free: "done"}
+    assert backends.jobs.get(taken).state is JobState.QUEUED
+
+
+def test_a_batch_waits_up_to_batch_wait_for_jobs_still_arriving(backends, engine, astronaut_path):
+    recorder = RecordingEngine(engine)
+    first = backends.submit(astronaut_path.read_bytes(), style="ink")
+    late: list[str] = []
+    arrival = threading.Timer(0.2, lambda: late.append(backends.submit(astronaut_path.read_bytes(), style="ink")))
+    arrival.start()
+    try:
+        outcomes = batch_runner(backends, recorder, batch_wait_ms=1500).run_batch(first)
+    finally:
+        arrival.join()
+    assert recorder.calls == [2]
+    assert outcomes == {first: "done", late[0]: "done"}
+
+
+def test_without_wait_a_lone_job_is_painted_at_once(backends, engine, astronaut_path):
+    recorder = RecordingEngine(engine)
+    first = backends.submit(astronaut_path.read_bytes(), style="ink")
+    assert batch_runner(backends, recorder).run_batch(first) == {first: "done"}
+    assert recorder.calls == [1]
+
+
+def test_a_batch_cut_short_by_an_outage_is_carried_into_the_retry(backends, engine, astronaut_path):
+    flaky = FlakyResultStore(backends.settings, failures=0)
+    runner = batch_runner(backends, RecordingEngine(engine), storage=flaky)
+    first = backends.submit(astronaut_path.read_bytes(), style="ink")
+    second = backends.submit(astronaut_path.read_bytes(), style="ink")
+    flaky.failures = 1  # the first result write of the batch fails
+
+    with pytest.raises(TransientError):
+        runner.run_batch(first)
+    assert set(runner.unfinished()) == {first, second}
+    assert backends.jobs.get(second).state is JobState.PROCESSING  # still leased to this process
+
+    # The retry (the task's own job) paints the rest of the batch too, without counting a restart.
+    assert runner.run_batch(first) == {first: "done", second: "done"}
+    assert runner.unfinished() == []
+    assert backends.jobs.get(second).restarts == 0
