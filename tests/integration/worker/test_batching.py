@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+from celery.exceptions import SoftTimeLimitExceeded
 
 from services.worker.runner import JobRunner, TransientError
 from shared.events import key as events_key
@@ -140,3 +141,34 @@ def test_a_batch_cut_short_by_an_outage_is_carried_into_the_retry(backends, engi
     assert runner.run_batch(first) == {first: "done", second: "done"}
     assert runner.unfinished() == []
     assert backends.jobs.get(second).restarts == 0
+
+
+class TimesOutEngine:
+    """A render that runs into the task's soft time limit."""
+
+    def render(self, data, style="auto", strength=None, progress=None):  # type: ignore[no-untyped-def]
+        raise SoftTimeLimitExceeded()
+
+    def render_batch(self, requests, progress=None):  # type: ignore[no-untyped-def]
+        raise SoftTimeLimitExceeded()
+
+
+def test_a_time_limit_fails_every_job_of_the_batch(backends, astronaut_path, monkeypatch):
+    from services.worker import tasks
+
+    runner = batch_runner(backends, TimesOutEngine())
+    first = backends.submit(astronaut_path.read_bytes(), style="ink")
+    second = backends.submit(astronaut_path.read_bytes(), style="ink")
+    monkeypatch.setattr(tasks, "_runner", runner)
+    monkeypatch.setattr(tasks, "_redis", backends.redis)
+    monkeypatch.setattr(tasks, "settings", backends.settings)
+    tasks.app.conf.task_always_eager = True
+    try:
+        tasks.render_portrait.apply(args=[first])
+    finally:
+        tasks.app.conf.task_always_eager = False
+    for job_id in (first, second):
+        job = backends.jobs.get(job_id)
+        assert job.state is JobState.FAILED and job.error_code == "timeout"
+        assert not backends.source_exists(job_id)
+    assert runner.unfinished() == []
