@@ -163,6 +163,22 @@ class Settings(BaseSettings):
         16 * 1024, ge=1, description="Slowest accepted average upload rate, bytes per second (after "
         "`gateway_body_timeout`); 16 KiB/s is 128 kbit/s."
     )
+    # Load shedding (#11): a photo is deleted `source_max_age_seconds` after upload, painted or not, so an upload
+    # that cannot be painted by then is refused at once (503 `overloaded`, Retry-After) rather than accepted to
+    # fail `source_expired` two minutes later. 0.8 of 120 s leaves 24 s for what the estimate does not see: the
+    # jobs being painted, the janitor's 5 s sweep, uploads arriving after this one's check. shared/capacity.py.
+    load_shedding: bool = Field(
+        True, description="Refuse uploads (503 `overloaded`) whose estimated queue wait plus one render would "
+        "outlast `shed_wait_fraction` of `source_max_age_seconds`; false accepts every upload, as before."
+    )
+    shed_wait_fraction: float = Field(
+        0.8, gt=0, le=1, description="Share of `source_max_age_seconds` an upload's estimated wait plus one "
+        "render may take before it is shed; the rest is a safety margin."
+    )
+    renderer_stale_seconds: float = Field(
+        30.0, gt=0, description="A render process counts towards the capacity estimate for this long after it "
+        "last reported a finished job (it reports after each one): an idle, stuck or dead process drops out."
+    )
 
     # --- worker ---
     task_soft_time_limit: int = Field(60, ge=5, description="Seconds before a render is asked to stop.")
@@ -261,6 +277,11 @@ class Settings(BaseSettings):
         """`webhook_allowed_hosts` as lower-case names (IPv6 literals without brackets)."""
         return frozenset(host.strip().lower().strip("[]").rstrip(".")
                          for host in self.webhook_allowed_hosts.split(",") if host.strip())
+
+    @property
+    def shed_max_seconds(self) -> float:
+        """The longest estimated wait plus one render an upload may face before it is shed (#11)."""
+        return self.shed_wait_fraction * self.source_max_age_seconds
 
     @property
     def job_ttl_seconds(self) -> int:
