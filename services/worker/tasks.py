@@ -9,6 +9,7 @@ that fails, the lease lapses and the janitor sends the job again once Redis is b
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 
 import redis
 from celery import Task
@@ -19,6 +20,7 @@ from services.worker.app import app, redis_client, settings
 from services.worker.lifecycle import WorkerState
 from services.worker.runner import TIMED_OUT, UNAVAILABLE, JobRunner, TransientError
 from shared.audit import AuditLog
+from shared.capacity import CapacityBoard
 from shared.crypto import SourceKeys
 from shared.deletion import DeletionSchedule, Eraser
 from shared.jobs import JobStore
@@ -36,14 +38,16 @@ RENDER_RESERVE_SECONDS = 15.0
 
 _runner: JobRunner | None = None
 _redis = None  # this process's Redis client, shared by the runner and the queue-depth sample
+_capacity: CapacityBoard | None = None  # this process's entry on the gateways' capacity board (#11)
 
 
 def start_process(settings: Settings) -> None:
     """Build this process's runner: verified models loaded and warmed up, clients connected."""
     from services.worker.engine.pipeline import PortraitEngine  # torch: only in worker processes
 
-    global _runner, _redis
+    global _runner, _redis, _capacity
     _redis = client = redis_client()
+    _capacity = CapacityBoard(client)
     storage = ObjectStore(settings)
     keys = SourceKeys(client, ttl_seconds=settings.source_max_age_seconds)
     eraser = Eraser(storage, keys, DeletionSchedule(client), AuditLog(client, settings.audit_max_entries))
@@ -73,6 +77,7 @@ def local_retry_delay(retries: int) -> float:
 @app.task(name=RENDER_TASK, bind=True, acks_late=True)
 def render_portrait(self: Task, job_id: str) -> None:
     job_runner = runner()
+    started = time.monotonic()
     metrics.set_state(WorkerState.BUSY)
     try:
         _sample_queue_depth()
@@ -82,6 +87,7 @@ def render_portrait(self: Task, job_id: str) -> None:
     finally:
         metrics.set_state(WorkerState.READY)
     metrics.JOBS.labels(outcome=outcome).inc()
+    _report_capacity(time.monotonic() - started, [outcome])
 
 
 def _run_with_retries(task: Task, job_runner: JobRunner, job_id: str) -> str:
@@ -116,3 +122,11 @@ def _sample_queue_depth() -> None:
         metrics.QUEUE_DEPTH.set(queue_depth(_redis, settings))
     except redis.RedisError:
         pass  # a metric sample is not worth failing the job over; the render's own retries handle Redis
+
+
+def _report_capacity(seconds: float, outcomes: Iterable[str]) -> None:
+    """Tell the gateways how long this task held the process and how many jobs it settled, so they can shed
+    uploads that could not be painted in time (#11). The board swallows Redis errors: a report is not worth
+    failing a job over."""
+    if _capacity is not None:  # None where a test installed its own runner without start_process
+        _capacity.report_service(seconds, sum(outcome != "skipped" for outcome in outcomes))

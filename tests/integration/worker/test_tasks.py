@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from services.worker import tasks
+from shared.capacity import CapacityBoard
 from shared.jobs import JobState
 from tests.integration.worker.test_runner import FlakyStore
 from tests.support.service import Backends, service_settings
@@ -47,6 +48,23 @@ def test_retries_run_out_into_a_clear_failure(eager_task, astronaut_path):
     # Two runs in each of the three deliveries (the first and two broker retries).
     assert job.attempts == 2 * (backends.settings.task_max_retries + 1)
     assert not backends.source_exists(job_id)
+
+
+def test_each_task_reports_its_time_per_job_for_load_shedding(eager_task, astronaut_path, monkeypatch):
+    # #11: the gateways shed uploads from these reports; a duplicate delivery settles no job and reports nothing.
+    backends = eager_task(failures=0)
+    backends.redis.delete(CapacityBoard.KEY)
+    board = CapacityBoard(backends.redis, owner="test-render-process:1")
+    monkeypatch.setattr(tasks, "_capacity", board)
+    job_id = backends.submit(astronaut_path.read_bytes())
+    tasks.render_portrait.apply(args=[job_id])
+    assert backends.jobs.get(job_id).state is JobState.DONE
+    first = board.seconds_per_job
+    assert first is not None and 0 < first < backends.settings.task_soft_time_limit
+    assert board.capacity().renderers == 1
+    tasks.render_portrait.apply(args=[job_id])  # redelivered: skipped
+    assert board.seconds_per_job == first
+    backends.redis.delete(CapacityBoard.KEY)
 
 
 def test_backoff_doubles_and_caps():
