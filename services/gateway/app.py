@@ -22,6 +22,7 @@ from services.gateway.bodies import BodyDeadline
 from services.gateway.errors import register_error_handlers
 from services.gateway.uploads import FieldCountingParser
 from shared.audit import AuditLog
+from shared.capacity import CapacityBoard
 from shared.crypto import SourceKeys
 from shared.deletion import DeletionSchedule, Eraser
 from shared.jobs import JobStore
@@ -97,6 +98,7 @@ class Gateway:
     celery: Celery
     eraser: Eraser
     probe_objects: ObjectStore  # same buckets, probe-sized timeouts, for /readyz
+    capacity: CapacityBoard  # the render processes' reports, for load shedding (#11)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Gateway:
@@ -112,6 +114,7 @@ class Gateway:
             celery=bound_broker(make_celery(settings), settings),
             eraser=Eraser(objects, source_keys, DeletionSchedule(client), AuditLog(client, settings.audit_max_entries)),
             probe_objects=ObjectStore(with_overrides(settings, **PROBE_S3_OVERRIDES), fail_fast=True),
+            capacity=CapacityBoard(client, settings.renderer_stale_seconds),
         )
 
 

@@ -72,6 +72,9 @@ CODES: dict[str, ErrorCode] = {
         ErrorCode("not_implemented", 501, "A transfer coding other than chunked (answered by the HTTP server)."),
         ErrorCode("unavailable", 503, "Storage or Redis is unreachable or too slow; retry after `Retry-After` "
                                       "seconds."),
+        ErrorCode("overloaded", 503, "Too many uploads are waiting: this one could not be painted before its "
+                                     "photo's maximum age, so it was not accepted; retry after `Retry-After` "
+                                     "seconds, the estimated time for the queue to drain enough."),
     )
 }
 

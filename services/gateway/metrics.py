@@ -37,6 +37,14 @@ EVENT_STREAMS_OPEN = Gauge(f"{PREFIX}event_streams_open", "Live-progress (SSE) s
                            "thread.", multiprocess_mode="livesum")
 EVENT_STREAMS = Counter(f"{PREFIX}event_streams_total", "Live-progress streams closed, by how: `ended` (the job "
                         "ended), `client_gone`, `shutdown` (the worker stopped), `redis_error`.", ["outcome"])
+# Load shedding (#11): what a new upload would wait, and the uploads refused because it was too long.
+UPLOADS_SHED = Counter(f"{PREFIX}uploads_shed_total", "Uploads refused with 503 `overloaded`: their estimated "
+                       "queue wait plus one render would have outlasted `shed_wait_fraction` of the photo's "
+                       "maximum age.")
+UPLOAD_WAIT_ESTIMATE = Histogram(f"{PREFIX}upload_wait_estimate_seconds", "Estimated queue wait a new upload "
+                                 "faced (jobs ahead of it at the render processes' pooled rate), shed uploads "
+                                 "included; not observed while no render process reports.",
+                                 buckets=(0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 300.0))
 GALLERY_WITHDRAWN = Counter(f"{PREFIX}gallery_withdrawn_total", "Gallery entries withdrawn with their token "
                             "(DELETE /v1/gallery/<id>), before or after publication.")
 

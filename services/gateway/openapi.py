@@ -52,7 +52,8 @@ def _errors(*codes: str) -> dict[str, Any]:
             response["headers"] = {"Retry-After": {"description": "Seconds until an upload is accepted again.",
                                                    "schema": {"type": "integer"}}}
         elif status == 503:
-            response["headers"] = {"Retry-After": {"description": "Seconds to wait before retrying.",
+            response["headers"] = {"Retry-After": {"description": "Seconds to wait before retrying (for "
+                                                   "`overloaded`, the estimated time for the queue to drain enough).",
                                                    "schema": {"type": "integer"}}}
         elif status == 408:
             response["headers"] = {"Connection": {"description": "`close`: the rest of the body is not read.",
@@ -73,7 +74,7 @@ _UPLOAD_ERRORS = ("missing_image", "empty_upload", "unknown_style", "invalid_str
                   "invalid_share",
                   "invalid_callback_url", "callback_url_refused", "webhooks_disabled",
                   "upload_timeout", "too_large", "image_too_large", "unsupported_type", "corrupt_image",
-                  "image_too_small", "rate_limited", "unavailable", "internal_error")
+                  "image_too_small", "rate_limited", "unavailable", "overloaded", "internal_error")
 _ALWAYS = ("internal_error",)
 
 _ID_PARAMETER = {

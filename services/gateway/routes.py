@@ -29,6 +29,7 @@ from shared.jobs import now as clock
 from shared.logging import get_logger
 from shared.queue import enqueue_render, queue_depth
 from shared.audit import Deleter, ObjectKind
+from shared.capacity import Shed, decide
 from shared.deletion import Tracked
 from shared.webhooks import host_of
 from shared.storage import RESULT_EXTENSIONS, ObjectMissing, StorageUnavailable, result_key, source_key
@@ -76,6 +77,7 @@ def _not_found() -> ApiError:
 @uploads.post("/v1/portraits")
 def create_portrait() -> tuple[Response, int, dict[str, str]]:
     gw = gateway()
+    admit(gw)  # before the body is read: a shed upload costs one Redis round trip, and nothing is stored
     upload = read_upload(request, gw.settings)  # every rejection happens here, before anything is stored
     # Consent given: a gallery id and a withdraw token, shown once in this answer (#10; only its hash is kept).
     grant = GalleryGrant.new() if upload.share else None
@@ -88,6 +90,28 @@ def create_portrait() -> tuple[Response, int, dict[str, str]]:
     body = {"id": job.id, "status": job.state.value, "status_url": status_url}
     body["gallery"] = {"id": grant.id, "withdraw_token": grant.token} if grant else None
     return jsonify(body), 202, {"Location": status_url}
+
+
+def admit(gw: Gateway) -> None:
+    """Load shedding (#11): refuse an upload that could not be painted before its photo's maximum age — 503
+    `overloaded` with Retry-After — rather than accept a job bound to fail `source_expired` two minutes later.
+    Redis errors answer 503 `unavailable`, as for the writes that would follow."""
+    settings = gw.settings
+    if not settings.load_shedding:
+        return
+    reading = gw.capacity.read(settings.source_max_age_seconds)
+    verdict = decide(reading.queued, reading.capacity, settings.shed_max_seconds)
+    if verdict.estimated_wait is not None:
+        metrics.UPLOAD_WAIT_ESTIMATE.observe(verdict.estimated_wait)
+    if isinstance(verdict, Shed):
+        metrics.UPLOADS_SHED.inc()
+        log.info("upload shed", queued=reading.queued, renderers=reading.capacity.renderers,
+                 seconds_per_job=round(reading.capacity.seconds_per_job, 3),
+                 estimated_wait=round(verdict.estimated_wait, 1), retry_after=verdict.retry_after)
+        raise ApiError("overloaded", f"too many portraits are waiting to be painted: yours would wait about "
+                       f"{math.ceil(verdict.estimated_wait)} s, and a photo is kept at most "
+                       f"{settings.source_max_age_seconds} s; please try again in {verdict.retry_after} s",
+                       headers={"Retry-After": str(verdict.retry_after)})
 
 
 def submit(gw: Gateway, upload: CleanUpload, gallery: GalleryGrant | None = None) -> Job:

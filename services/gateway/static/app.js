@@ -49,6 +49,7 @@ const MESSAGES = {
   internal_error: "Something went wrong on our side. It has been logged; please try again.",
   not_implemented: "Your browser sent the photo in a way we do not accept. Please try another browser.",
   unavailable: "The studio is busy or briefly unavailable. Please try again in a few seconds.",
+  overloaded: "So many portraits are waiting that yours could not be painted before we must delete your photo, so we did not take it.",
   invalid_token: "This withdraw key does not match that gallery portrait.",
   // Jobs that failed (GET /v1/portraits/<id> "error.code").
   no_face: "We could not find a face in this photo. Please try one where your face is clearly visible and turned towards the camera.",
@@ -98,7 +99,7 @@ async function apiError(response) {
   }
   let sentence = message(code, text);
   const retry = Number(response.headers.get("Retry-After"));
-  if ((code === "rate_limited" || code === "unavailable") && retry > 0) {
+  if ((code === "rate_limited" || code === "unavailable" || code === "overloaded") && retry > 0) {
     sentence += ` You can try again in ${retry} second${retry === 1 ? "" : "s"}.`;
   }
   return { code, sentence };
