@@ -31,6 +31,7 @@ DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 RATE = "$__rate_interval"  # Grafana's rate window: at least four scrape intervals
 TAGS = ["portraits"]
 SOURCE_MAX_AGE_S = 120  # PORTRAITS_SOURCE_MAX_AGE_SECONDS (the alert rules use the same figure)
+SHED_LIMIT_S = 96  # wait + one render past which uploads are shed: PORTRAITS_SHED_WAIT_FRACTION 0.8 × 120 s (#11)
 # Outcomes that are the photo's doing, not ours (see JobFailureRateHigh in deploy/prometheus/rules).
 USER_FAILURES = "|".join(("no_face", "face_too_small", "corrupt_image", "unsupported_type", "image_too_small",
                           "image_too_large", "unknown_style", "invalid_strength"))
@@ -207,6 +208,19 @@ def overview() -> Dashboard:
                              "{{outcome}}"),
                             (f"sum(rate(portraits_worker_jobs_total{{{FAILED}}}[{RATE}]))", "failed")],
                            unit="reqps", stacking=True),
+            ]),
+            ("Load shedding (#11)", [
+                timeseries("Uploads accepted and shed", "Uploads queued, and uploads refused with 503 `overloaded` "
+                           "because they could not have been painted before their photo's maximum age.",
+                           [(f"sum(rate(portraits_gateway_jobs_enqueued_total[{RATE}]))", "accepted"),
+                            (f"sum(rate(portraits_gateway_uploads_shed_total[{RATE}]))", "shed")],
+                           unit="reqps", stacking=True),
+                timeseries("Estimated wait of a new upload", f"The queue ahead of each upload at the render "
+                           f"processes' pooled rate; an upload is shed when this plus one render passes "
+                           f"{SHED_LIMIT_S} s (the line).",
+                           [(quantile(0.5, "portraits_gateway_upload_wait_estimate_seconds"), "p50"),
+                            (quantile(0.99, "portraits_gateway_upload_wait_estimate_seconds"), "p99")], unit="s",
+                           thresholds=[SHED_LIMIT_S]),
             ]),
             ("Failures", [
                 timeseries("Job failures by code", "Failed jobs per second by the engine's code. Ours: timeout, "
