@@ -81,21 +81,26 @@ def render_portrait(self: Task, job_id: str) -> None:
     metrics.set_state(WorkerState.BUSY)
     try:
         _sample_queue_depth()
-        outcome = _run_with_retries(self, job_runner, job_id)
+        outcomes = _run_with_retries(self, job_runner, job_id)
     except SoftTimeLimitExceeded:
-        outcome = job_runner.fail(job_id, TIMED_OUT)
+        # Every job of the batch that had not finished, this task's own included.
+        held = dict.fromkeys([job_id, *job_runner.unfinished()])
+        outcomes = {held_id: job_runner.fail(held_id, TIMED_OUT) for held_id in held}
+        job_runner.forget_unfinished()
     finally:
         metrics.set_state(WorkerState.READY)
-    metrics.JOBS.labels(outcome=outcome).inc()
-    _report_capacity(time.monotonic() - started, [outcome])
+    for outcome in outcomes.values():
+        metrics.JOBS.labels(outcome=outcome).inc()
+    _report_capacity(time.monotonic() - started, outcomes.values())
 
 
-def _run_with_retries(task: Task, job_runner: JobRunner, job_id: str) -> str:
+def _run_with_retries(task: Task, job_runner: JobRunner, job_id: str) -> dict[str, str]:
+    """Each job's outcome: this task's job and the others its batch took along (#11)."""
     started = time.monotonic()
     local_retries = 0
     while True:
         try:
-            return job_runner.run(job_id)
+            return job_runner.run_batch(job_id)
         except TransientError as exc:
             reason = type(exc.__cause__).__name__
             metrics.RETRIES.labels(reason=reason).inc()
@@ -109,7 +114,7 @@ def _run_with_retries(task: Task, job_runner: JobRunner, job_id: str) -> str:
                 time.sleep(delay)
                 continue
             if task.request.retries >= settings.task_max_retries:
-                return job_runner.fail(job_id, UNAVAILABLE)
+                return {job_id: job_runner.fail(job_id, UNAVAILABLE)}
             countdown = retry_delay(task.request.retries)
             log.warning("job retry: transient error, retrying through the broker", job_id=job_id,
                         retries=task.request.retries, in_seconds=countdown, reason=reason, error=str(exc))
