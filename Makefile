@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 DEPS_STAMP := $(VENV)/.deps-installed
 MODELS_STAMP := var/models/manifest.json
 
-.PHONY: run test models venv bench chaos drill sheet identity deploy-files clean
+.PHONY: run test models venv bench bench-system chaos drill sheet identity deploy-files clean
 
 venv: $(DEPS_STAMP)
 
@@ -32,6 +32,9 @@ run: models
 bench: models
 	$(PY) -m scripts.benchmark_engine --size 768
 	$(PY) -m scripts.benchmark_stylizer
+
+bench-system: models  # the bare engine vs the whole stack at 1-16 clients, then a burst (issue 11); ~8 min
+	$(PY) -m scripts.bench_system
 
 chaos: models  # every fault of issue 9 against the real stack, one row each (var/chaos/report.md); ~10 min
 	$(PY) -m scripts.chaos
