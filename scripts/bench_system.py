@@ -27,6 +27,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import requests
 from tqdm import tqdm
@@ -49,13 +50,16 @@ def engine_only(photo: Path, seconds: float, style: str) -> dict[str, float]:
     for _ in range(ENGINE_WARM_UP):
         engine.render(data, style=style)
     times: list[float] = []
+    stages: dict[str, list[float]] = {}
     started = time.perf_counter()
     while time.perf_counter() - started < seconds:
         began = time.perf_counter()
-        engine.render(data, style=style)
+        portrait = engine.render(data, style=style)
         times.append(time.perf_counter() - began)
+        for stage, spent in portrait.timings.items():
+            stages.setdefault(stage, []).append(spent)
     return {"portraits_per_s": len(times) / sum(times), "p50": percentile(times, 50), "p99": percentile(times, 99),
-            "renders": len(times)}
+            "renders": len(times), "stages": {stage: percentile(v, 50) for stage, v in stages.items()}}
 
 
 def measure_engine(photo: Path, seconds: float, style: str, env: dict[str, str]) -> dict[str, float]:
@@ -75,6 +79,9 @@ class Finished:
     ok: bool
     upload: float = 0.0  # POST sent → 202 read
     download: float = 0.0  # result URL requested → portrait read
+    job_id: str = ""
+    sent_at: float = 0.0  # wall clock, to line up with the job record's timestamps
+    event_at: float = 0.0  # wall clock: the final event (or poll answer) read
 
 
 @dataclass
@@ -115,7 +122,7 @@ class Driver:
         session = requests.Session()
         while not stop.is_set():
             began = time.monotonic()
-            phases: dict[str, float] = {}
+            phases: dict[str, Any] = {}
             try:
                 ok = self._one(session, phases)
             except requests.RequestException:
@@ -129,8 +136,9 @@ class Driver:
                 level.finished.append(Finished(time.monotonic() - began, time.monotonic(), ok, **phases))
                 level.errors += int(not ok)
 
-    def _one(self, session: requests.Session, phases: dict[str, float]) -> bool | None:
+    def _one(self, session: requests.Session, phases: dict[str, Any]) -> bool | None:
         began = time.monotonic()
+        phases["sent_at"] = time.time()
         response = session.post(self.base_url + "/v1/portraits", data={"style": self.style},
                                 files={"image": ("selfie.jpg", self.photo, "image/jpeg")}, timeout=30)
         phases["upload"] = time.monotonic() - began
@@ -138,8 +146,10 @@ class Driver:
             return None
         if response.status_code != 202:
             return False
-        status_url = f"{self.base_url}/v1/portraits/{response.json()['id']}"
+        phases["job_id"] = response.json()["id"]
+        status_url = f"{self.base_url}/v1/portraits/{phases['job_id']}"
         job = self._follow(session, status_url) if self.wait == "sse" else self._poll(session, status_url)
+        phases["event_at"] = time.time()
         if job is None or job["status"] != "done":
             return False
         began = time.monotonic()
@@ -166,6 +176,38 @@ class Driver:
                 elif line.startswith("data:") and event in ("done", "failed"):
                     return json.loads(line.removeprefix("data:"))
         return None
+
+
+PHASES = (
+    ("upload", "client: upload sent → 202 read (overlaps the next two rows)"),
+    ("before_record", "upload sent → job record's `created_at` (HTTP, parse, decode, re-encode)"),
+    ("pickup", "`created_at` → render process starts the job (seal, S3 put, record, enqueue, Celery)"),
+    ("render", "the engine's render in the system (sum of its stages)"),
+    ("around", "job started → done, minus the render (claim, fetch, unseal, store, records)"),
+    ("event", "job done → the client has the final event (SSE or poll)"),
+    ("download", "client: result URL requested → portrait read"),
+)
+
+
+def server_side(stack: Any, done: list[Finished]) -> dict[str, float]:
+    """p50s from the job records' own timestamps (one clock: everything runs on this machine)."""
+    from shared.jobs import JobStore
+
+    jobs = JobStore(stack.redis_client(), stack.settings.job_ttl_seconds)
+    pairs = [(f, job) for f, job in ((f, jobs.get(f.job_id)) for f in done)
+             if job and job.started_at and job.finished_at]
+    records = [job for _, job in pairs]
+    renders = [sum(job.timings.values()) for job in records]
+    stages = {stage: percentile([job.timings[stage] for job in records if stage in job.timings], 50)
+              for stage in records[0].timings} if records else {}
+    print("render stages in the system (p50 ms): " + ", ".join(f"{k} {v * 1000:.0f}" for k, v in stages.items()))
+    return {
+        "before_record": percentile([job.created_at - f.sent_at for f, job in pairs], 50),
+        "event": percentile([f.event_at - job.finished_at for f, job in pairs], 50),
+        "pickup": percentile([job.started_at - job.created_at for job in records], 50),
+        "render": percentile(renders, 50),
+        "around": percentile([job.finished_at - job.started_at - r for job, r in zip(records, renders)], 50),
+    }
 
 
 # --- a burst beyond capacity ---
@@ -233,6 +275,8 @@ def main() -> None:
     parser.add_argument("--photo", type=Path, default=None, help="default: Grace Hopper")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="a Settings override for the stack and the engine (e.g. --set batch_max_size=4)")
+    parser.add_argument("--workers", type=int, default=1, help="Celery workers of one render process each (the "
+                        "thread plan: e.g. 2 workers with --set torch_threads=1)")
     parser.add_argument("--burst", type=int, default=300, help="uploads sent at once after the client counts "
                         "(0: none)")
     parser.add_argument("--engine-only", action="store_true", help=argparse.SUPPRESS)
@@ -247,11 +291,12 @@ def main() -> None:
     overrides = dict(item.split("=", 1) for item in args.set)
     env = {**os.environ, **{f"PORTRAITS_{name.upper()}": value for name, value in overrides.items()}}
 
-    print(f"photo {args.photo.name}, style {args.style}, clients wait by {args.wait}, "
-          f"{args.seconds:.0f} s windows", flush=True)
+    print(f"photo {args.photo.name}, style {args.style}, clients wait by {args.wait}, {args.workers} worker(s), "
+          f"{args.seconds:.0f} s windows, overrides {overrides or 'none'}", flush=True)
     print("bare engine (a process of its own)…", flush=True)
     engine = measure_engine(args.photo, args.seconds, args.style, env)
-    print(f"engine: {engine['portraits_per_s']:.2f} portraits/s, render p50 {engine['p50'] * 1000:.0f} ms", flush=True)
+    print(f"engine: {engine['portraits_per_s']:.2f} portraits/s, render p50 {engine['p50'] * 1000:.0f} ms; stages "
+          "(p50 ms): " + ", ".join(f"{k} {v * 1000:.0f}" for k, v in engine["stages"].items()), flush=True)
 
     from scripts.chaos.stack import ChaosStack
 
@@ -259,7 +304,7 @@ def main() -> None:
     rows = []
     phases: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="bench-system-") as workdir, \
-            ChaosStack(Path(workdir), **stack_overrides) as stack:
+            ChaosStack(Path(workdir), workers=args.workers, **stack_overrides) as stack:
         driver = Driver(stack.gateway_url, args.photo.read_bytes(), args.wait, args.style)
         for clients in tqdm(args.clients, desc="client counts"):
             level, start, end = driver.run(clients, args.warm_up, args.seconds)
@@ -269,6 +314,7 @@ def main() -> None:
                          percentile(latencies, 99) if latencies else 0.0, level.refused, level.errors))
             if clients == 1 and done:
                 phases = {name: percentile([getattr(f, name) for f in done], 50) for name in ("upload", "download")}
+                phases |= server_side(stack, done)
         flood = burst(stack.gateway_url, args.photo.read_bytes(), args.burst, args.style) if args.burst else None
     print(f"\nengine alone: **{engine['portraits_per_s']:.2f} portraits/s**, render p50 "
           f"{engine['p50'] * 1000:.0f} ms\n")
@@ -280,10 +326,11 @@ def main() -> None:
     one = next((row for row in rows if row[0] == 1), None)
     if one is not None and one[2]:
         added = one[2] - engine["p50"]
-        print(f"\nadded latency at 1 client (system p50 − engine render p50): **{added * 1000:.0f} ms**: upload "
-              f"p50 {phases['upload'] * 1000:.0f} ms, download p50 {phases['download'] * 1000:.0f} ms, the rest "
-              f"{(added - phases['upload'] - phases['download']) * 1000:.0f} ms (queue pickup, source fetch, result "
-              "write, the final event)")
+        print(f"\nadded latency at 1 client (system p50 − engine render p50): **{added * 1000:.0f} ms**")
+        print("where a job's time goes at 1 client (p50 of each):\n")
+        print("| from → to | ms |\n|---|---:|")
+        for name, label in PHASES:
+            print(f"| {label} | {phases[name] * 1000:.0f} |")
     if flood is not None:
         answers = ", ".join(f"{count} × {status}" for status, count in sorted(flood.by_status.items()))
         ended = ", ".join(f"{count} {label}" for label, count in sorted(flood.outcomes.items())) or "none"

@@ -69,3 +69,11 @@ def test_each_task_reports_its_time_per_job_for_load_shedding(eager_task, astron
 
 def test_backoff_doubles_and_caps():
     assert [tasks.retry_delay(n) for n in range(7)] == [1, 2, 4, 8, 16, 30, 30]
+
+
+def test_back_to_back_tasks_count_their_hand_off_and_idle_gaps_do_not(monkeypatch):
+    # #11: the capacity estimate must see what a task costs the process's throughput, hand-off included.
+    monkeypatch.setattr(tasks, "_last_task_end", None)
+    assert tasks.busy_seconds(10.0, 10.5) == 0.5  # the first task: its own time
+    assert tasks.busy_seconds(10.6, 11.0) == pytest.approx(0.5)  # followed on 0.1 s later: 10.5 → 11.0
+    assert tasks.busy_seconds(20.0, 20.4) == pytest.approx(0.4)  # after 9 s idle: its own time only
