@@ -62,12 +62,21 @@ def engine_only(photo: Path, seconds: float, style: str) -> dict[str, float]:
             "renders": len(times), "stages": {stage: percentile(v, 50) for stage, v in stages.items()}}
 
 
-def measure_engine(photo: Path, seconds: float, style: str, env: dict[str, str]) -> dict[str, float]:
-    output = subprocess.run(
-        [sys.executable, "-m", "scripts.bench_system", "--engine-only", "--photo", str(photo),
-         "--seconds", str(seconds), "--style", style],
-        cwd=PROJECT_ROOT, env=env, check=True, capture_output=True, text=True).stdout
-    return json.loads(output.strip().splitlines()[-1])
+def measure_engine(photo: Path, seconds: float, style: str, env: dict[str, str],
+                   processes: int = 1) -> dict[str, Any]:
+    """The bare engine in `processes` processes side by side (as the worker's plan runs them): their summed
+    portraits/s, and the first one's render p50 and stage p50s."""
+    command = [sys.executable, "-m", "scripts.bench_system", "--engine-only", "--photo", str(photo),
+               "--seconds", str(seconds), "--style", style]
+    children = [subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, text=True)
+                for _ in range(processes)]
+    results = []
+    for child in children:
+        output, _ = child.communicate()
+        if child.returncode:
+            raise SystemExit(f"the engine benchmark failed (exit {child.returncode})")
+        results.append(json.loads(output.strip().splitlines()[-1]))
+    return {**results[0], "portraits_per_s": sum(r["portraits_per_s"] for r in results), "processes": processes}
 
 
 # --- the driver ---
@@ -293,14 +302,24 @@ def main() -> None:
 
     print(f"photo {args.photo.name}, style {args.style}, clients wait by {args.wait}, {args.workers} worker(s), "
           f"{args.seconds:.0f} s windows, overrides {overrides or 'none'}", flush=True)
-    print("bare engine (a process of its own)…", flush=True)
-    engine = measure_engine(args.photo, args.seconds, args.style, env)
-    print(f"engine: {engine['portraits_per_s']:.2f} portraits/s, render p50 {engine['p50'] * 1000:.0f} ms; stages "
-          "(p50 ms): " + ", ".join(f"{k} {v * 1000:.0f}" for k, v in engine["stages"].items()), flush=True)
-
     from scripts.chaos.stack import ChaosStack
+    from services.worker.plan import resolve_plan
+    from shared.settings import Settings
 
-    stack_overrides = {"upload_rate_limit": "", **overrides}
+    stack_overrides: dict[str, Any] = {"upload_rate_limit": "", "worker_processes": 0, **overrides}  # 0: deployed
+    plan = resolve_plan(Settings(**stack_overrides))
+    processes = plan.processes * args.workers
+    engine_env = {**env, **({"PORTRAITS_TORCH_THREADS": str(plan.torch_threads)} if plan.torch_threads else {})}
+    print(f"the worker plan: {args.workers} worker(s) × {plan.processes} render process(es) × "
+          f"{plan.torch_threads or 'default'} torch thread(s)", flush=True)
+    engines: dict[int, dict[str, Any]] = {}
+    for count in sorted({1, processes}):
+        print(f"bare engine, {count} process(es) side by side, same threads…", flush=True)
+        engines[count] = measure_engine(args.photo, args.seconds, args.style, engine_env, count)
+        print(f"  {engines[count]['portraits_per_s']:.2f} portraits/s, render p50 "
+              f"{engines[count]['p50'] * 1000:.0f} ms; stages (p50 ms): "
+              + ", ".join(f"{k} {v * 1000:.0f}" for k, v in engines[count]["stages"].items()), flush=True)
+
     rows = []
     phases: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="bench-system-") as workdir, \
@@ -316,17 +335,21 @@ def main() -> None:
                 phases = {name: percentile([getattr(f, name) for f in done], 50) for name in ("upload", "download")}
                 phases |= server_side(stack, done)
         flood = burst(stack.gateway_url, args.photo.read_bytes(), args.burst, args.style) if args.burst else None
-    print(f"\nengine alone: **{engine['portraits_per_s']:.2f} portraits/s**, render p50 "
-          f"{engine['p50'] * 1000:.0f} ms\n")
+    print("\nbare engine: " + "; ".join(f"{count} process(es): **{e['portraits_per_s']:.2f} portraits/s**, render "
+                                      f"p50 {e['p50'] * 1000:.0f} ms" for count, e in engines.items()) + "\n")
     print("| clients | portraits/s | system / engine | latency p50 | p99 | refused | errors |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for clients, rate, p50, p99, refused, errors in rows:
+        # Against the engine given as many jobs at once as the clients keep open, up to the plan's processes.
+        engine = engines[1 if clients < processes else processes]
         print(f"| {clients} | {rate:.2f} | **{rate / engine['portraits_per_s']:.2f}** | {p50 * 1000:.0f} ms | "
               f"{p99 * 1000:.0f} ms | {refused} | {errors} |")
     one = next((row for row in rows if row[0] == 1), None)
     if one is not None and one[2]:
-        added = one[2] - engine["p50"]
-        print(f"\nadded latency at 1 client (system p50 − engine render p50): **{added * 1000:.0f} ms**")
+        added = one[2] - phases["render"]
+        print(f"\nadded latency at 1 client (system p50 − the render's own p50 in the system): "
+              f"**{added * 1000:.0f} ms** (against the bare engine's render p50: "
+              f"{(one[2] - engines[1]['p50']) * 1000:.0f} ms)")
         print("where a job's time goes at 1 client (p50 of each):\n")
         print("| from → to | ms |\n|---|---:|")
         for name, label in PHASES:

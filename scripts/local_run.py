@@ -215,7 +215,7 @@ def exec_process(name: str) -> None:
         "janitor": lambda: [sys.executable, "-m", "services.janitor"],
         "prometheus": prometheus_command,
         "worker": lambda: [sys.executable, "-m", "celery", "-A", "services.worker.app", "worker",
-                           "-Q", settings.queue_name, "--concurrency", "1", "--loglevel", "INFO",
+                           "-Q", settings.queue_name, "--loglevel", "INFO",
                            "--without-gossip", "--without-mingle"],
     }
     if name in ("gateway", "worker"):  # several processes each: their metrics are shared through files

@@ -34,7 +34,7 @@ class WorkerProcess:
         env = {**os.environ, **settings_env(self.settings), "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
                "PYTHONPATH": str(PROJECT_ROOT)}
         command = [sys.executable, "-m", "celery", "-A", "services.worker.app", "worker", "-Q",
-                   self.settings.queue_name, "--concurrency", "1", "--loglevel", "INFO", "--without-gossip",
+                   self.settings.queue_name, "--loglevel", "INFO", "--without-gossip",
                    "--without-mingle", "--without-heartbeat"]
         self.process = ManagedProcess("celery-worker", command, workdir / "worker.log", cwd=PROJECT_ROOT, env=env)
 

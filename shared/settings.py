@@ -32,7 +32,12 @@ class Settings(BaseSettings):
         "auto", description="Generator precision; `auto` is fp16 on CUDA and fp32 on the CPU."
     )
     torch_threads: int = Field(
-        0, ge=0, description="CPU threads for torch; 0 leaves torch's default (one per core)."
+        0, ge=0, description="CPU threads for torch; 0: in a worker on the CPU, the cores divided among its "
+        "render processes (at least 1); elsewhere (CUDA, the CLI, benchmarks) torch's default, one per core."
+    )
+    worker_processes: int = Field(
+        0, ge=0, le=256, description="Render processes per worker (Celery's pool); 0: one per available CPU core "
+        "on the CPU (the measured default, services/worker/plan.py), one per worker with CUDA."
     )
     generator: str = Field(
         "gan-portrait",

@@ -75,6 +75,9 @@ class ChaosStack:
             "gateway_bind": f"127.0.0.1:{gateway_port}",
             "janitor_metrics_port": free_port(),
             "log_json": False,
+            # One render process per worker, as the fault table was measured (the faults kill "the" render
+            # process); `make bench-system` asks for the deployed plan instead (#11).
+            "worker_processes": 1,
             **self.overrides,
         }
         self.settings = Settings(**values)

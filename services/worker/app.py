@@ -14,6 +14,7 @@ from celery.signals import worker_init, worker_process_init, worker_process_shut
 
 from services.worker import metrics
 from services.worker.lifecycle import WorkerState
+from services.worker.plan import resolve_plan
 from shared.logging import configure_logging, get_logger
 from shared.queue import make_celery
 from shared.settings import get_settings
@@ -30,6 +31,9 @@ app.conf.update(
     # to stderr, so every job line went into that loop and never reached the output (issue 9: 348 jobs, not one
     # "job done" line).
     worker_redirect_stdouts=False,
+    # Render processes per worker, from the measured thread and process plan (#11, plan.py): one per core on the
+    # CPU, one with CUDA. `--concurrency` on the command line still overrides it.
+    worker_concurrency=resolve_plan(settings).processes,
 )
 log = get_logger("portraits.worker")
 

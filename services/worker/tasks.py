@@ -18,6 +18,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from services.worker import metrics
 from services.worker.app import app, redis_client, settings
 from services.worker.lifecycle import WorkerState
+from services.worker.plan import resolve_plan
 from services.worker.runner import TIMED_OUT, UNAVAILABLE, JobRunner, TransientError
 from shared.audit import AuditLog
 from shared.capacity import CapacityBoard
@@ -49,6 +50,9 @@ def start_process(settings: Settings) -> None:
     from services.worker.engine.pipeline import PortraitEngine  # torch: only in worker processes
 
     global _runner, _redis, _capacity
+    threads = resolve_plan(settings).torch_threads
+    if threads is not None and not settings.torch_threads:
+        settings = settings.model_copy(update={"torch_threads": threads})  # the engine sets it (#11: plan.py)
     _redis = client = redis_client()
     _capacity = CapacityBoard(client)
     storage = ObjectStore(settings)

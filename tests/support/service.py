@@ -29,6 +29,7 @@ def service_settings(redis_url: str, s3: SeaweedServer, **overrides: object) -> 
         "output_size": 512,
         "upload_rate_limit": "",
         "log_json": False,
+        "worker_processes": 1,  # one render process per test worker: one model load (the plan: #11, plan.py)
     }
     values.update(overrides)
     settings = Settings(**values)  # type: ignore[arg-type]
