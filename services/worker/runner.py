@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -81,6 +82,7 @@ class JobRunner:
         self._webhooks = webhooks
         self._gallery = gallery or GalleryIndex(jobs.client)
         self._carried: list[str] = []  # jobs of an interrupted batch, still leased to this process
+        self._progress = ThreadPoolExecutor(max_workers=1, thread_name_prefix="progress")  # one: stages stay in order
 
     def run(self, job_id: str) -> str:
         """Process one job (and whatever batch it takes along); returns its outcome label. Raises
@@ -223,8 +225,8 @@ class JobRunner:
         ids = [job.id for job, _ in ready]
 
         def progress(stage: str) -> None:
-            for job_id in ids:
-                self._jobs.set_stage(job_id, stage)
+            # Sent from a thread of its own: the render never waits on a Redis round trip per stage and job (#11).
+            self._progress.submit(self._report_stage, ids, stage)
 
         if len(ready) == 1:
             job, data = ready[0]
@@ -239,11 +241,19 @@ class JobRunner:
             outcomes = list(self._engine.render_batch(
                 [RenderRequest(data, style=job.style_requested, strength=job.strength) for job, data in ready],
                 progress=progress))
+        self._progress.submit(lambda: None).result()  # every stage reported before any job is finished
         portrait = next((o for o in outcomes if not isinstance(o, PortraitError)), None)
         if portrait is not None:  # a batch's stage timings are the batch's: observed once per engine call
             for stage, seconds in portrait.timings.items():
                 metrics.STAGE_SECONDS.labels(stage=stage).observe(seconds)
         return outcomes
+
+    def _report_stage(self, ids: list[str], stage: str) -> None:
+        try:
+            for job_id in ids:
+                self._jobs.set_stage(job_id, stage)
+        except redis.RedisError as exc:  # progress is best effort; the job's own writes retry
+            log.warning("stage not reported", stage=stage, error_type=type(exc).__name__)
 
     def _settle(self, outcomes: dict[str, str], job_id: str, label: str) -> None:
         outcomes[job_id] = label
