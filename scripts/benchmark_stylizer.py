@@ -38,7 +38,8 @@ import numpy as np, torch
 from services.worker.engine.networks.blazestylegan import FaceStylizer
 from services.worker.engine.runtime import _keep_large_allocations
 from services.worker.engine.tflite_weights import TfliteGraph
-task, faces_path, repeats, threads, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+task, faces_path = sys.argv[1], sys.argv[2]
+repeats, threads, batch = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 device = torch.device(sys.argv[6])
 torch.set_num_threads(threads)
 model = FaceStylizer.from_graph(TfliteGraph.from_task(__import__("pathlib").Path(task)))
@@ -66,8 +67,12 @@ def ours(task: Path, faces: np.ndarray, repeats: int, threads: int, batch: int, 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "faces.npy"
         np.save(path, faces)
-        done = subprocess.run([sys.executable, "-c", OURS, str(task), str(path), str(repeats), str(threads),
-                               str(batch), device], capture_output=True, text=True, check=True)
+        done = subprocess.run(
+            [sys.executable, "-c", OURS, str(task), str(path), str(repeats), str(threads), str(batch), device],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -95,8 +100,11 @@ def main() -> None:
         ours_s = statistics.median(ours(task, aligned, args.repeats, args.threads, 1))
         time.sleep(SETTLE_SECONDS)
         batch8 = statistics.median(ours(task, aligned, max(4, args.repeats // 4), args.threads, 8)) / 8
-        print(f"| {medium.value} | {theirs_s * 1000:.0f} ms | {ours_s * 1000:.0f} ms | {batch8 * 1000:.0f} ms | "
-              f"**{theirs_s / ours_s:.2f}** |", flush=True)
+        print(
+            f"| {medium.value} | {theirs_s * 1000:.0f} ms | {ours_s * 1000:.0f} ms | {batch8 * 1000:.0f} ms | "
+            f"**{theirs_s / ours_s:.2f}** |",
+            flush=True,
+        )
     print(f"\nMediaPipe: {json.dumps({k: v for k, v in meta(theirs).items() if 'version' in k or 'thread' in k})}")
 
 
@@ -123,8 +131,10 @@ def gpu(model_dir: Path, photos: list[np.ndarray], args: argparse.Namespace) -> 
     aligned = our_crops(model_dir, photos)
     for medium in Medium:
         task = model_dir / MODEL_FILES[medium]
-        rates = [batch / statistics.median(ours(task, aligned, args.repeats, args.threads, batch, args.device))
-                 for batch in (1, 8, 32)]
+        rates = [
+            batch / statistics.median(ours(task, aligned, args.repeats, args.threads, batch, args.device))
+            for batch in (1, 8, 32)
+        ]
         print(f"| {medium.value} | " + " | ".join(f"{rate:.0f} faces/s" for rate in rates) + " |", flush=True)
 
 

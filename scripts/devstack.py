@@ -177,8 +177,9 @@ def write_weed_security(directory: Path) -> Path:
     server = f"{WEED_GRPC_DIR}/server"
     text = "".join(f'[{section}]\nkey = "{secrets.token_urlsafe(32)}"\n' for section in _WEED_JWT_SECTIONS)
     text += f'[grpc]\nca = "{server}/ca.crt"\n'
-    text += "".join(f'[grpc.{part}]\ncert = "{server}/server.crt"\nkey = "{server}/server.key"\n'
-                    for part in _WEED_GRPC_SERVERS)
+    text += "".join(
+        f'[grpc.{part}]\ncert = "{server}/server.crt"\nkey = "{server}/server.key"\n' for part in _WEED_GRPC_SERVERS
+    )
     path = directory / WEED_SECURITY_FILE
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # owner-only from the start: secrets
     with os.fdopen(fd, "w") as f:
@@ -201,8 +202,11 @@ def weed_client_env(security_dir: Path) -> dict[str, str]:
     certificate of the server whose security.toml is in `security_dir` (weed reads `grpc.client.cert` from
     WEED_GRPC_CLIENT_CERT, and so on). Only the certificate: not the JWT keys, which stay the server's."""
     client = Path(security_dir).resolve() / WEED_GRPC_DIR / "client"
-    return {"WEED_GRPC_CA": str(client / "ca.crt"), "WEED_GRPC_CLIENT_CERT": str(client / "client.crt"),
-            "WEED_GRPC_CLIENT_KEY": str(client / "client.key")}
+    return {
+        "WEED_GRPC_CA": str(client / "ca.crt"),
+        "WEED_GRPC_CLIENT_CERT": str(client / "client.crt"),
+        "WEED_GRPC_CLIENT_KEY": str(client / "client.key"),
+    }
 
 
 # ------------------------------------------------------------------------------------------- command lines
@@ -439,7 +443,7 @@ class ManagedProcess:
             try:
                 if check():
                     return time.monotonic() - start
-            except Exception as exc:  # noqa: BLE001 - any failure just means "not ready yet"
+            except Exception as exc:
                 last_error = exc
             if time.monotonic() - start > timeout:
                 raise ProcessError(
@@ -511,7 +515,7 @@ def _poll(check: Callable[[], bool], timeout: float, what: str, interval: float 
         try:
             if check():
                 return time.monotonic() - start
-        except Exception as exc:  # noqa: BLE001 - any failure just means "not ready yet"
+        except Exception as exc:
             last_error = exc
         time.sleep(interval)
     raise TimeoutError(f"{what} not ready after {timeout:.0f}s (last error: {last_error!r})")
@@ -618,8 +622,9 @@ def run_weed_shell(
     env = {**os.environ, **(weed_client_env(security_dir) if security_dir else {})}
     command = [str(weed_path()), "-logtostderr", "shell", f"-master={master_address}"]
     try:
-        result = subprocess.run(command, input="\n".join(commands) + "\n", capture_output=True, text=True,
-                                timeout=timeout, env=env)
+        result = subprocess.run(
+            command, input="\n".join(commands) + "\n", capture_output=True, text=True, timeout=timeout, env=env
+        )
     except subprocess.TimeoutExpired as exc:
         raise RuntimeError(
             f"weed shell {list(commands)}: no answer in {timeout:.0f}s (refused without our client certificate?)"
@@ -638,8 +643,11 @@ def limit_volume_growth(weed_master_address: str, count: int = 1, *, security_di
     which longer-prefix rules (such as TTL ones) inherit. Idempotent; stored in the filer, so it survives
     restarts.
     """
-    run_weed_shell(weed_master_address, [f"fs.configure -locationPrefix=/ -volumeGrowthCount={count} -apply"],
-                   security_dir=security_dir)
+    run_weed_shell(
+        weed_master_address,
+        [f"fs.configure -locationPrefix=/ -volumeGrowthCount={count} -apply"],
+        security_dir=security_dir,
+    )
 
 
 def read_filer_configuration(master_address: str, *, security_dir: Path | None = None) -> dict[str, Any]:
@@ -681,8 +689,9 @@ def configure_prefix_ttl(
     if not match or int(match.group(1)) > 255:
         raise ValueError(f"ttl must be 1..255 followed by one of m h d w M y (e.g. '1d'), got {ttl!r}")
     location = filer_location_prefix(bucket_prefix_path)
-    run_weed_shell(weed_master_address, [f"fs.configure -locationPrefix={location} -ttl={ttl} -apply"],
-                   security_dir=security_dir)
+    run_weed_shell(
+        weed_master_address, [f"fs.configure -locationPrefix={location} -ttl={ttl} -apply"], security_dir=security_dir
+    )
     for rule in read_filer_configuration(weed_master_address, security_dir=security_dir).get("locations", []):
         if rule.get("locationPrefix") == location and rule.get("ttl") == ttl:
             return rule
@@ -816,7 +825,8 @@ def start_seaweedfs(
     attempts: int = 2,
 ) -> SeaweedServer:
     """Start `weed server` (master, volume, filer, S3) under data_dir, with a fresh security.toml and gRPC
-    certificates there (issue 9; `run_weed_shell` finds them by the master address), wait until S3 accepts a signed request and the volume server heartbeats, then `limit_volume_growth`.
+    certificates there (issue 9; `run_weed_shell` finds them by the master address), wait until S3 accepts a
+    signed request and the volume server heartbeats, then `limit_volume_growth`.
     With ports=None, a start that fails (typically a port taken between picking it and binding it) is
     retried with fresh ports."""
     data_dir = Path(data_dir)

@@ -50,15 +50,22 @@ from services.worker.engine.catalog import Medium
 from services.worker.engine.detect import FaceBox, FaceDetector
 from services.worker.engine.face_painter import MODEL_FILES, average, swap_structure
 from services.worker.engine.identity import (
-    IdentityFigures, compare_batch, detect_faces, redraw_error, shape_residual,
+    IdentityFigures,
+    compare_batch,
+    detect_faces,
+    redraw_error,
+    shape_residual,
 )
 from services.worker.engine.networks.blazestylegan import FaceStylizer, StyleGenerator
 from services.worker.engine.tflite_weights import TfliteGraph
 from shared.settings import get_settings
 from tests.support import samples
 
-MEDIA = {"oil": MODEL_FILES[Medium.OIL_PAINTING], "ink": MODEL_FILES[Medium.COLOR_INK],
-         "sketch": MODEL_FILES[Medium.COLOR_SKETCH]}
+MEDIA = {
+    "oil": MODEL_FILES[Medium.OIL_PAINTING],
+    "ink": MODEL_FILES[Medium.COLOR_INK],
+    "sketch": MODEL_FILES[Medium.COLOR_SKETCH],
+}
 SIDE = 256
 LABEL_HEIGHT = 14
 # Generator stage index after which the resolution exceeds 16² / 32² (see StyleGenerator.stages:
@@ -165,10 +172,12 @@ def inverted(ctx: Context) -> torch.Tensor:
 
 def slot_mix(first: int) -> LatentFn:
     """Slots 0..first-1 from the inverted latent, the rest from the encoder's."""
+
     def latents(ctx: Context) -> torch.Tensor:
         w = ctx.latents.clone()
         w[:, :first] = inverted(ctx)[:, :first]
         return w
+
     return latents
 
 
@@ -180,14 +189,17 @@ def fixed(name: str) -> GeneratorFn:
     return lambda ctx, medium: ctx.generators[name]
 
 
-def _derived(kind: str, make: Callable[[StyleGenerator, StyleGenerator, float], StyleGenerator],
-             donor: str, amount: float) -> GeneratorFn:
+def _derived(
+    kind: str, make: Callable[[StyleGenerator, StyleGenerator, float], StyleGenerator], donor: str, amount: float
+) -> GeneratorFn:
     """A generator made from the medium's and a donor's, built once per (kind, medium, donor, amount)."""
+
     def generator(ctx: Context, medium: str) -> StyleGenerator:
         key = (kind, medium, donor, amount)
         if key not in ctx.derived:
             ctx.derived[key] = make(ctx.generators[medium], ctx.generators[donor], amount)
         return ctx.derived[key]
+
     return generator
 
 
@@ -236,8 +248,11 @@ def invert(generator: StyleGenerator, photos: torch.Tensor, start: torch.Tensor,
         for _ in range(steps):
             optimiser.zero_grad()
             out = F.avg_pool2d(generator(w), 2)
-            loss = ((out - target).abs().mean() + 0.5 * (F.avg_pool2d(out, 2) - F.avg_pool2d(target, 2)).pow(2).mean()
-                    + 1e-3 * (w - start).pow(2).mean())
+            loss = (
+                (out - target).abs().mean()
+                + 0.5 * (F.avg_pool2d(out, 2) - F.avg_pool2d(target, 2)).pow(2).mean()
+                + 1e-3 * (w - start).pow(2).mean()
+            )
             loss.backward()
             optimiser.step()
     return w.detach()
@@ -265,8 +280,13 @@ def labelled(tile: np.ndarray, text: str) -> Image.Image:
     return image
 
 
-def contact_sheet(columns: list[str], cells: dict[tuple[str, str], tuple[np.ndarray, str]], faces: list[str],
-                  path: Path, scale: float = 0.75) -> None:
+def contact_sheet(
+    columns: list[str],
+    cells: dict[tuple[str, str], tuple[np.ndarray, str]],
+    faces: list[str],
+    path: Path,
+    scale: float = 0.75,
+) -> None:
     """Rows = faces, columns as given; each tile labelled with its text."""
     tile_w, tile_h = round(SIDE * scale), round((SIDE + LABEL_HEIGHT) * scale)
     sheet = Image.new("RGB", (tile_w * len(columns), tile_h * len(faces)), "white")
@@ -292,8 +312,12 @@ def main() -> None:
     parser.add_argument("--models", type=Path, default=None, help="model folder (default PORTRAITS_MODEL_DIR)")
     parser.add_argument("--photo", type=Path, action="append", default=[], help="another face photo (repeatable)")
     parser.add_argument("--out", type=Path, default=Path("var/identity"))
-    parser.add_argument("--invert-steps", type=int, default=30,
-                        help="Adam steps of the photo inversion (0 skips the inversion strategies)")
+    parser.add_argument(
+        "--invert-steps",
+        type=int,
+        default=30,
+        help="Adam steps of the photo inversion (0 skips the inversion strategies)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     study(args.models or get_settings().model_dir, args.out, args.invert_steps, args.photo)
@@ -301,8 +325,9 @@ def main() -> None:
 
 def study(model_dir: Path, out: Path, invert_steps: int, extra: list[Path]) -> None:
     detector = FaceDetector(model_dir)
-    models = {m: FaceStylizer.from_graph(TfliteGraph.from_task(model_dir / f)).requires_grad_(False)
-              for m, f in MEDIA.items()}
+    models = {
+        m: FaceStylizer.from_graph(TfliteGraph.from_task(model_dir / f)).requires_grad_(False) for m, f in MEDIA.items()
+    }
     crops = aligned_crops(detector, test_faces(extra))
     faces = list(crops)
     photos = torch.from_numpy(np.stack([crops[f] for f in faces])).permute(0, 3, 1, 2).float() / 255
@@ -350,15 +375,20 @@ def study(model_dir: Path, out: Path, invert_steps: int, extra: list[Path]) -> N
                 print(f"  {medium:6s} {label:14s} {time.perf_counter() - started:5.1f} s")
             contact_sheet(["photo", *strategies], cells, faces, out / f"{medium}.png")
 
-    summary_columns = ["photo"] + [f"{m}|{s}" for m in MEDIA
-                                   for s in dict.fromkeys(["as is", RECOMMENDED[m], WITH_INVERSION[m]])
-                                   if ctx.inverted is not None or s != WITH_INVERSION[m]]
+    summary_columns = ["photo"] + [
+        f"{m}|{s}"
+        for m in MEDIA
+        for s in dict.fromkeys(["as is", RECOMMENDED[m], WITH_INVERSION[m]])
+        if ctx.inverted is not None or s != WITH_INVERSION[m]
+    ]
     cells = {(f, "photo"): (crops[f], f"photo {f}") for f in faces}
     for row in rows:
         column = f"{row.medium}|{row.strategy}"
         if column in summary_columns:
-            cells[(row.face, column)] = (painted[(row.face, row.medium, row.strategy)],
-                                         tile_text(row.medium, row.strategy, row.figures))
+            cells[(row.face, column)] = (
+                painted[(row.face, row.medium, row.strategy)],
+                tile_text(row.medium, row.strategy, row.figures),
+            )
     contact_sheet(summary_columns, cells, faces, out / "summary.png")
 
     print_table(rows, faces)
@@ -366,8 +396,10 @@ def study(model_dir: Path, out: Path, invert_steps: int, extra: list[Path]) -> N
 
 
 def print_table(rows: list[Row], faces: list[str]) -> None:
-    print("\nper face: MTCNN score of the painting's face / landmark shape residual (photo IODs) / shift (photo"
-          " IODs); '—' = no face where the photo's was\n")
+    print(
+        "\nper face: MTCNN score of the painting's face / landmark shape residual (photo IODs) / shift (photo"
+        " IODs); '—' = no face where the photo's was\n"
+    )
     print(f"{'medium':7s} {'strategy':15s}" + "".join(f"{f:>20s}" for f in faces) + f"{'found':>7s}{'mean shape':>11s}")
     for medium in MEDIA:
         labels = list(dict.fromkeys(r.strategy for r in rows if r.medium == medium))
@@ -379,8 +411,11 @@ def print_table(rows: list[Row], faces: list[str]) -> None:
                 cells.append(f"{f.face_score:.2f}/{f.shape_rms:.3f}/{f.shift_rms:.3f}" if f.face_found else "—")
             found = [f for f in sel.values() if f.face_found]
             mean = np.mean([f.shape_rms for f in found]) if found else float("nan")
-            print(f"{medium:7s} {label:15s}" + "".join(f"{c:>20s}" for c in cells)
-                  + f"{len(found):>5d}/{len(sel)}{mean:11.3f}")
+            print(
+                f"{medium:7s} {label:15s}"
+                + "".join(f"{c:>20s}" for c in cells)
+                + f"{len(found):>5d}/{len(sel)}{mean:11.3f}"
+            )
         print()
 
 

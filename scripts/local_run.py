@@ -22,7 +22,6 @@ import shutil
 import sys
 import time
 from dataclasses import asdict
-from pathlib import Path
 
 from scripts import devstack
 from scripts.devstack import S3Credentials, WeedPorts
@@ -39,8 +38,9 @@ SUPERVISOR_CONF = SUPERVISOR_DIR / "supervisord.conf"
 SUPERVISOR_SOCKET = SUPERVISOR_DIR / "supervisor.sock"
 GATEWAY_ADDRESS = "127.0.0.1:8080"
 REDIS_PORT = 6380  # not 6379: leave a developer's own Redis alone
-WEED_PORTS = WeedPorts(master=9333, master_grpc=19333, volume=8081, volume_grpc=18081, filer=8888,
-                       filer_grpc=18888, s3=8333, s3_grpc=18333)
+WEED_PORTS = WeedPorts(
+    master=9333, master_grpc=19333, volume=8081, volume_grpc=18081, filer=8888, filer_grpc=18888, s3=8333, s3_grpc=18333
+)
 
 
 def credentials() -> S3Credentials:
@@ -163,11 +163,18 @@ def wait_for_backends(settings: Settings, *, prepare: bool) -> None:
     creds = S3Credentials(settings.s3_access_key_id, settings.s3_secret_access_key.get_secret_value())
     devstack.wait_for_s3(settings.s3_endpoint_url, creds, timeout=60)
     if prepare:
-        ttls = {f"{settings.sources_bucket}/sources": native_ttl(settings.source_max_age_seconds),
-                f"{settings.results_bucket}/results": native_ttl(settings.result_ttl_seconds)}
-        devstack.prepare_s3(settings.s3_endpoint_url, creds, WEED_PORTS.master_address,
-                            [settings.sources_bucket, settings.results_bucket], ttls,
-                            security_dir=VAR / "seaweedfs")  # weed shell's gRPC client certificate (issue 9)
+        ttls = {
+            f"{settings.sources_bucket}/sources": native_ttl(settings.source_max_age_seconds),
+            f"{settings.results_bucket}/results": native_ttl(settings.result_ttl_seconds),
+        }
+        devstack.prepare_s3(
+            settings.s3_endpoint_url,
+            creds,
+            WEED_PORTS.master_address,
+            [settings.sources_bucket, settings.results_bucket],
+            ttls,
+            security_dir=VAR / "seaweedfs",
+        )  # weed shell's gRPC client certificate (issue 9)
     else:
         storage = ObjectStore(settings)
         deadline = time.monotonic() + 90
@@ -183,25 +190,30 @@ def wait_for_backends(settings: Settings, *, prepare: bool) -> None:
 
 def banner() -> str:
     url = f"http://{GATEWAY_ADDRESS}"
-    return (f"\n  AI Portraits is running at {url}\n\n"
-            f"  curl -F image=@selfie.jpg {url}/v1/portraits\n"
-            f"  curl {url}/v1/portraits/<id>          # poll until status is done, then fetch result_url\n"
-            f"  .venv/bin/portraits submit selfie.jpg --wait -o portrait.jpg\n"
-            f"  .venv/bin/portraits janitor report      # deletion audit: counts, lifetimes, overdue\n"
-            f"  http://127.0.0.1:9090                   # Prometheus with the alert rules (when installed)\n\n"
-            f"  Ctrl-C stops everything. Data lives under var/.\n")
+    return (
+        f"\n  AI Portraits is running at {url}\n\n"
+        f"  curl -F image=@selfie.jpg {url}/v1/portraits\n"
+        f"  curl {url}/v1/portraits/<id>          # poll until status is done, then fetch result_url\n"
+        f"  .venv/bin/portraits submit selfie.jpg --wait -o portrait.jpg\n"
+        f"  .venv/bin/portraits janitor report      # deletion audit: counts, lifetimes, overdue\n"
+        f"  http://127.0.0.1:9090                   # Prometheus with the alert rules (when installed)\n\n"
+        f"  Ctrl-C stops everything. Data lives under var/.\n"
+    )
 
 
 def prometheus_command() -> list[str]:
     """Prometheus (Debian's package, when installed) scraping every local service with the project's rules."""
     binary = shutil.which("prometheus")
     if binary is None:  # stay up and say why, rather than be restarted in a loop
-        print("prometheus is not installed (apt-get install prometheus): local metrics are not collected",
-              flush=True)
+        print("prometheus is not installed (apt-get install prometheus): local metrics are not collected", flush=True)
         return ["sleep", "infinity"]
-    return [binary, f"--config.file={PROJECT_ROOT / 'deploy/prometheus/local.yml'}",
-            f"--storage.tsdb.path={VAR / 'prometheus'}", "--storage.tsdb.retention.time=2d",
-            "--web.listen-address=127.0.0.1:9090"]
+    return [
+        binary,
+        f"--config.file={PROJECT_ROOT / 'deploy/prometheus/local.yml'}",
+        f"--storage.tsdb.path={VAR / 'prometheus'}",
+        "--storage.tsdb.retention.time=2d",
+        "--web.listen-address=127.0.0.1:9090",
+    ]
 
 
 def exec_process(name: str) -> None:
@@ -210,13 +222,30 @@ def exec_process(name: str) -> None:
     commands = {
         "redis": lambda: devstack.redis_command(REDIS_PORT, VAR / "redis", persist=True),
         "s3": lambda: devstack.weed_command(WEED_PORTS, VAR / "seaweedfs", IDENTITIES_FILE),
-        "gateway": lambda: [sys.executable, "-m", "gunicorn", "-c", "services/gateway/gunicorn_conf.py",
-                            "services.gateway.wsgi:app"],
+        "gateway": lambda: [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            "services/gateway/gunicorn_conf.py",
+            "services.gateway.wsgi:app",
+        ],
         "janitor": lambda: [sys.executable, "-m", "services.janitor"],
         "prometheus": prometheus_command,
-        "worker": lambda: [sys.executable, "-m", "celery", "-A", "services.worker.app", "worker",
-                           "-Q", settings.queue_name, "--loglevel", "INFO",
-                           "--without-gossip", "--without-mingle"],
+        "worker": lambda: [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "services.worker.app",
+            "worker",
+            "-Q",
+            settings.queue_name,
+            "--loglevel",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+        ],
     }
     if name in ("gateway", "worker"):  # several processes each: their metrics are shared through files
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(VAR / "metrics" / name)

@@ -36,8 +36,14 @@ ENDPOINTS = {
 }
 # Suffixes of the samples each type exposes (the `_created` samples are left out: multi-process mode,
 # which the gateway and the worker use, does not export them).
-SAMPLE_SUFFIXES = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count"),
-                   "summary": ("_sum", "_count", ""), "info": ("_info",), "enum": ("",)}
+SAMPLE_SUFFIXES = {
+    "counter": ("_total",),
+    "gauge": ("",),
+    "histogram": ("_bucket", "_sum", "_count"),
+    "summary": ("_sum", "_count", ""),
+    "info": ("_info",),
+    "enum": ("",),
+}
 
 
 @dataclass(frozen=True)
@@ -52,8 +58,9 @@ class MetricInfo:
     family: str = ""  # prometheus_client's family name (counters without _total)
 
 
-def _info(family_name: str, kind: str, labels: tuple[str, ...], services: str, help_text: str,
-          buckets: tuple[float, ...] = ()) -> MetricInfo:
+def _info(
+    family_name: str, kind: str, labels: tuple[str, ...], services: str, help_text: str, buckets: tuple[float, ...] = ()
+) -> MetricInfo:
     samples = tuple(family_name + suffix for suffix in SAMPLE_SUFFIXES[kind])
     name = family_name + "_total" if kind == "counter" else family_name
     return MetricInfo(name, kind, labels, services, help_text, buckets, samples, family_name)
@@ -109,8 +116,7 @@ def _buckets(values: tuple[float, ...]) -> str:
 def _labels(labels: tuple[str, ...], known: dict[str, tuple[str, ...]]) -> str:
     if not labels:
         return "—"
-    return ", ".join(f"`{label}` ({', '.join(known[label])})" if label in known else f"`{label}`"
-                     for label in labels)
+    return ", ".join(f"`{label}` ({', '.join(known[label])})" if label in known else f"`{label}`" for label in labels)
 
 
 def render(metrics: list[MetricInfo]) -> str:
@@ -154,8 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     text = render(catalogue())
     if args.check:
         if not DOC.is_file() or DOC.read_text() != text:
-            print(f"{DOC.relative_to(ROOT)} is out of date: run python -m scripts.metrics_catalogue",
-                  file=sys.stderr)
+            print(f"{DOC.relative_to(ROOT)} is out of date: run python -m scripts.metrics_catalogue", file=sys.stderr)
             return 1
         return 0
     DOC.parent.mkdir(parents=True, exist_ok=True)

@@ -3,8 +3,9 @@
 Starts its own Redis and SeaweedFS (under var/drill), a prefork Celery worker, the janitor and the gateway
 app, uploads --jobs photos (faces and non-faces) at --rate per second, SIGKILLs the worker --kills times while it
 is rendering (alternately the render process alone, which Celery requeues at once, and the whole worker,
-whose task the broker redelivers after the visibility timeout), and samples the bucket every half second for the oldest stored source. Prints the job outcomes,
-`portraits janitor report`'s figures and the oldest source ever seen. Run with `make drill`.
+whose task the broker redelivers after the visibility timeout), and samples the bucket every half second for the
+oldest stored source. Prints the job outcomes, `portraits janitor report`'s figures and the oldest source ever
+seen. Run with `make drill`.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import signal
 import shutil
+import signal
 import threading
 import time
 from collections import Counter
@@ -62,9 +63,15 @@ def main() -> None:
     redis_server = devstack.start_redis(DRILL_DIR / "redis")
     s3_server = devstack.start_seaweedfs(DRILL_DIR / "seaweedfs")
     settings = service_settings(
-        redis_server.url, s3_server, output_size=512, result_ttl_seconds=3600, log_level="WARNING",
+        redis_server.url,
+        s3_server,
+        output_size=512,
+        result_ttl_seconds=3600,
+        log_level="WARNING",
         # Short delivery limits so a killed worker's jobs come back within the drill (production: 60/90/300 s).
-        task_soft_time_limit=15, task_hard_time_limit=20, visibility_timeout=30,
+        task_soft_time_limit=15,
+        task_hard_time_limit=20,
+        visibility_timeout=30,
         model_dir=get_settings().model_dir,
     )
     configure_logging(settings, "drill")
@@ -75,8 +82,15 @@ def main() -> None:
     watch.start()
     worker = WorkerProcess(settings, DRILL_DIR / "worker-0").start()
     client = create_app(settings).test_client()
-    photos = [path.read_bytes() for path in (samples.astronaut_path(), samples.grace_hopper_path(),
-                                              samples.astronaut_path(), samples.coffee_path())]
+    photos = [
+        path.read_bytes()
+        for path in (
+            samples.astronaut_path(),
+            samples.grace_hopper_path(),
+            samples.astronaut_path(),
+            samples.coffee_path(),
+        )
+    ]
     kill_at = {round(args.jobs * (k + 1) / (args.kills + 1)) for k in range(args.kills)}
     job_ids: list[str] = []
     kills = 0
@@ -124,8 +138,10 @@ def main() -> None:
         for name, values in (("queue wait", waiting), ("processing", processing)):
             print(f"{name} (s): p50 {percentile(sorted(values), 50):.2f}, p99 {percentile(sorted(values), 99):.2f}")
         print(f"sources still stored: {sum(1 for _ in backends.storage.list(settings.sources_bucket, 'sources/'))}")
-        print(f"oldest source ever seen in the bucket: {watch.oldest_seen:.1f} s "
-              f"(max age {settings.source_max_age_seconds} s)\n")
+        print(
+            f"oldest source ever seen in the bucket: {watch.oldest_seen:.1f} s "
+            f"(max age {settings.source_max_age_seconds} s)\n"
+        )
         entries = [entry for entry in backends.audit.entries() if entry.kind is ObjectKind.SOURCE]
         print(build_report(entries, backends.eraser.schedule, max_ages(settings)))
     finally:

@@ -62,14 +62,14 @@ def timed(call: Callable[[], requests.Response], expected: int, sample: Sample, 
             sample.failed += 1
 
 
-def measure(url: str, photo: bytes, job_ids: list[str], uploads: int, reads: int, clients: int
-            ) -> tuple[Sample, Sample, list[str]]:
+def measure(
+    url: str, photo: bytes, job_ids: list[str], uploads: int, reads: int, clients: int
+) -> tuple[Sample, Sample, list[str]]:
     """Upload latency (202), status-read latency (200) and the ids of the new jobs."""
     upload_sample, read_sample, lock, new_ids = Sample(), Sample(), threading.Lock(), []
 
     def upload() -> requests.Response:
-        response = requests.post(f"{url}/v1/portraits", files={"image": ("photo.jpg", photo)},
-                                 timeout=REQUEST_TIMEOUT)
+        response = requests.post(f"{url}/v1/portraits", files={"image": ("photo.jpg", photo)}, timeout=REQUEST_TIMEOUT)
         if response.status_code == 202:
             with lock:
                 new_ids.append(response.json()["id"])
@@ -81,8 +81,13 @@ def measure(url: str, photo: bytes, job_ids: list[str], uploads: int, reads: int
     with ThreadPoolExecutor(clients) as pool:
         for n in range(reads):
             job_id = job_ids[n % len(job_ids)]
-            pool.submit(timed, lambda j=job_id: requests.get(f"{url}/v1/portraits/{j}", timeout=REQUEST_TIMEOUT),
-                        200, read_sample, lock)
+            pool.submit(
+                timed,
+                lambda j=job_id: requests.get(f"{url}/v1/portraits/{j}", timeout=REQUEST_TIMEOUT),
+                200,
+                read_sample,
+                lock,
+            )
     return upload_sample, read_sample, new_ids
 
 
@@ -101,8 +106,9 @@ class Streams:
 
     def _follow(self, job_id: str) -> None:
         try:
-            response = requests.get(f"{self.url}/v1/portraits/{job_id}/events", stream=True,
-                                    timeout=(REQUEST_TIMEOUT, 60))
+            response = requests.get(
+                f"{self.url}/v1/portraits/{job_id}/events", stream=True, timeout=(REQUEST_TIMEOUT, 60)
+            )
             with self._lock:
                 self._responses.append(response)
             first = True
@@ -162,8 +168,15 @@ def _ratio(after: float | None, before: float | None) -> str:
     return "—" if not after or not before else f"×{after / before:.2f}"
 
 
-def report(streams: int, opened: int, open_seconds: float, before: tuple[Sample, Sample],
-           after: tuple[Sample, Sample], rss: tuple[float | None, float | None], threads: str) -> str:
+def report(
+    streams: int,
+    opened: int,
+    open_seconds: float,
+    before: tuple[Sample, Sample],
+    after: tuple[Sample, Sample],
+    rss: tuple[float | None, float | None],
+    threads: str,
+) -> str:
     rows = [
         f"gateway: 2 workers × {threads} threads; {opened}/{streams} streams sent their first event within "
         f"{open_seconds:.1f} s",
@@ -172,10 +185,14 @@ def report(streams: int, opened: int, open_seconds: float, before: tuple[Sample,
         "|---|---|---|---|---|---|",
     ]
     for label, (uploads, reads) in (("no streams", before), (f"{opened} open streams", after)):
-        rows.append(f"| {label} | {_ms(uploads.p50)} | {_ms(uploads.p99)} | {_ms(reads.p50)} | {_ms(reads.p99)} "
-                    f"| {uploads.failed} uploads, {reads.failed} reads |")
-    rows.append(f"| ratio | {_ratio(after[0].p50, before[0].p50)} | {_ratio(after[0].p99, before[0].p99)} | "
-                f"{_ratio(after[1].p50, before[1].p50)} | {_ratio(after[1].p99, before[1].p99)} | |")
+        rows.append(
+            f"| {label} | {_ms(uploads.p50)} | {_ms(uploads.p99)} | {_ms(reads.p50)} | {_ms(reads.p99)} "
+            f"| {uploads.failed} uploads, {reads.failed} reads |"
+        )
+    rows.append(
+        f"| ratio | {_ratio(after[0].p50, before[0].p50)} | {_ratio(after[0].p99, before[0].p99)} | "
+        f"{_ratio(after[1].p50, before[1].p50)} | {_ratio(after[1].p99, before[1].p99)} | |"
+    )
     if rss[0] is not None and rss[1] is not None:
         rows += ["", f"gateway resident memory: {rss[0]:.0f} MiB before the streams, {rss[1]:.0f} MiB with them"]
     return "\n".join(rows)
@@ -195,20 +212,24 @@ def run(url: str, args: argparse.Namespace, gateway_pid: int | None) -> str:
     streams = Streams(url, job_ids)
     print(f"opening {args.streams} streams…", file=sys.stderr)
     open_seconds = streams.open()
-    print(f"{streams.opened} streams open ({streams.errors} failed: {sorted(set(streams.error_kinds))}); "
-          "measuring again…", file=sys.stderr)
+    print(
+        f"{streams.opened} streams open ({streams.errors} failed: {sorted(set(streams.error_kinds))}); "
+        "measuring again…",
+        file=sys.stderr,
+    )
     try:
         after = measure(url, photo, job_ids, args.uploads, args.reads, args.clients)[:2]
         rss_after = gateway_rss_mib(gateway_pid)
         opened = streams.opened
         with contextlib.suppress(requests.RequestException):  # a starved gateway does not answer this either
             metrics = requests.get(f"{url}/metrics", timeout=REQUEST_TIMEOUT).text.splitlines()
-            print("\n".join(line for line in metrics if line.startswith("portraits_gateway_event_streams")),
-                  file=sys.stderr)
+            print(
+                "\n".join(line for line in metrics if line.startswith("portraits_gateway_event_streams")),
+                file=sys.stderr,
+            )
     finally:
         streams.close()
-    return report(args.streams, opened, open_seconds, before, after, (rss_before, rss_after),
-                  str(args.threads or "?"))
+    return report(args.streams, opened, open_seconds, before, after, (rss_before, rss_after), str(args.threads or "?"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -232,8 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         overrides["gateway_threads"] = args.threads
     args.threads = args.threads or Settings.model_fields["gateway_threads"].default
-    with (contextlib.nullcontext(args.workdir) if args.workdir
-          else tempfile.TemporaryDirectory(prefix="sse-load-")) as workdir:
+    with (
+        contextlib.nullcontext(args.workdir) if args.workdir else tempfile.TemporaryDirectory(prefix="sse-load-")
+    ) as workdir:
         print("starting the stack (Redis, SeaweedFS, gateway, janitor; no workers)…", file=sys.stderr)
         with ChaosStack(Path(workdir), workers=0, **overrides) as stack:
             print(run(stack.gateway_url, args, stack.programs["gateway"].process.pid))

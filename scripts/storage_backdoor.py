@@ -62,8 +62,9 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
 
 
-def _request(port: str, what: str, url: str, *, method: str = "GET", data: bytes | None = None,
-             token: str = "") -> Attempt:
+def _request(
+    port: str, what: str, url: str, *, method: str = "GET", data: bytes | None = None, token: str = ""
+) -> Attempt:
     headers = {"Accept": "application/json"}
     if token:
         headers["Authorization"] = token
@@ -81,8 +82,9 @@ def file_id(ports: WeedPorts, bucket: str, key: str, *, security_dir: Path | Non
     """The volume file id of the object's first chunk, read from the filer over gRPC (`weed shell` with our
     client certificate: `security_dir` as for `run_weed_shell`). None when it cannot be read."""
     try:
-        out = run_weed_shell(ports.master_address, [f"fs.meta.cat /buckets/{bucket}/{key}"], timeout=15,
-                             security_dir=security_dir)
+        out = run_weed_shell(
+            ports.master_address, [f"fs.meta.cat /buckets/{bucket}/{key}"], timeout=15, security_dir=security_dir
+        )
     except (RuntimeError, OSError):
         return None
     match = re.search(r'"fileId":\s*"([0-9]+,[0-9a-f]+)"', out)
@@ -100,7 +102,9 @@ def unsigned_reads(ports: WeedPorts, bucket: str, key: str, *, security_dir: Pat
         _request("filer", "GET object", f"{filer}/buckets/{bucket}/{key}"),
         _request("filer", "list bucket", f"{filer}/buckets/{bucket}/?pretty=y"),
     ]
-    fid = file_id(ports, bucket, key, security_dir=security_dir) or "1,0000000000000000"  # unknown: any id shows whether it's open
+    fid = (
+        file_id(ports, bucket, key, security_dir=security_dir) or "1,0000000000000000"
+    )  # unknown: any id shows whether it's open
     volume_id = fid.split(",")[0]
     lookup = _request("master", "lookup file id (token)", f"{master}/dir/lookup?fileId={fid}")
     attempts += [
@@ -168,8 +172,12 @@ def grpc_plaintext(ports: WeedPorts) -> list[Attempt]:
     certificate: in plaintext, and over TLS without a client certificate. Each must be refused (issue 9:
     mutual TLS, see `devstack.write_weed_security`): unprotected, the filer's gives every object's metadata
     (file ids), the volume server's copies whole volumes (`weed backup`)."""
-    grpc_ports = (("master", ports.master_grpc), ("volume", ports.volume_grpc), ("filer", ports.filer_grpc),
-                  ("s3", ports.s3_grpc))
+    grpc_ports = (
+        ("master", ports.master_grpc),
+        ("volume", ports.volume_grpc),
+        ("filer", ports.filer_grpc),
+        ("s3", ports.s3_grpc),
+    )
     sockets = {path.name: path for path in ports.grpc_unix_sockets}
     attempts = []
     for name, number in grpc_ports:

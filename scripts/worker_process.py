@@ -31,11 +31,27 @@ class WorkerProcess:
         self.settings = settings.model_copy(update={"worker_metrics_port": self.metrics_port})
         metrics_dir = workdir / "metrics"
         metrics_dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **settings_env(self.settings), "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
-               "PYTHONPATH": str(PROJECT_ROOT)}
-        command = [sys.executable, "-m", "celery", "-A", "services.worker.app", "worker", "-Q",
-                   self.settings.queue_name, "--loglevel", "INFO", "--without-gossip",
-                   "--without-mingle", "--without-heartbeat"]
+        env = {
+            **os.environ,
+            **settings_env(self.settings),
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+            "PYTHONPATH": str(PROJECT_ROOT),
+        }
+        command = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "services.worker.app",
+            "worker",
+            "-Q",
+            self.settings.queue_name,
+            "--loglevel",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ]
         self.process = ManagedProcess("celery-worker", command, workdir / "worker.log", cwd=PROJECT_ROOT, env=env)
 
     def metrics(self) -> str:
@@ -51,7 +67,7 @@ class WorkerProcess:
         match = re.search(rf'portraits_worker_processes\{{state="{state}"\}} ([0-9.]+)', text)
         return int(float(match.group(1))) if match else 0
 
-    def start(self, timeout: float = 90.0) -> "WorkerProcess":
+    def start(self, timeout: float = 90.0) -> WorkerProcess:
         self.process.start()
         self.process.wait_ready(lambda: self.processes_in("ready") >= 1, timeout, interval=0.25)
         return self

@@ -40,8 +40,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     print(f"portrait: {args.output} ({portrait.width}×{portrait.height}, {len(portrait.data) // 1024} KiB)")
     stages = "  ".join(f"{name} {seconds * 1000:.0f} ms" for name, seconds in portrait.timings.items())
     print(f"stages:   {stages}")
-    print(f"total:    {sum(portrait.timings.values()):.2f} s rendering, "
-          f"{loaded - started:.2f} s loading models")
+    print(f"total:    {sum(portrait.timings.values()):.2f} s rendering, {loaded - started:.2f} s loading models")
     return 0
 
 
@@ -50,8 +49,7 @@ def cmd_styles(args: argparse.Namespace) -> int:
     for family in Family:
         print(f"{family.value}:")
         for style in (s for s in CATALOG if s.family is family):
-            print(f"  {style.name:<{width}}  {style.painter:<14}  {style.description} "
-                  f"(strength {style.strength:.2f})")
+            print(f"  {style.name:<{width}}  {style.painter:<14}  {style.description} (strength {style.strength:.2f})")
     return 0
 
 
@@ -96,7 +94,9 @@ def cmd_janitor_report(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="portraits", description="AI Portraits: selfies painted like the old masters.")
+    parser = argparse.ArgumentParser(
+        prog="portraits", description="AI Portraits: selfies painted like the old masters."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every stage as it runs")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -113,9 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--server", default="http://127.0.0.1:8080")
     submit.add_argument("--style", default="auto", help=STYLE_CHOICES_HELP)
     submit.add_argument("--strength", type=float, default=None)
-    submit.add_argument("--wait", action="store_true",
-                        help="follow the job's live progress (stages, queue position) until the portrait is ready; "
-                             "polls instead, saying so, if the gateway's event stream cannot be opened")
+    submit.add_argument(
+        "--wait",
+        action="store_true",
+        help="follow the job's live progress (stages, queue position) until the portrait is ready; "
+        "polls instead, saying so, if the gateway's event stream cannot be opened",
+    )
     submit.add_argument("-o", "--output", type=Path, help="where to save the portrait (with --wait)")
     submit.set_defaults(handler=cmd_submit)
 
@@ -137,8 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     try:
         return args.handler(args)
     except PortraitError as exc:

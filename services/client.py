@@ -74,8 +74,7 @@ class _Progress:
     """The progress bar over the pipeline's stages, with the queue position while queued."""
 
     def __init__(self) -> None:
-        self._bar = tqdm(total=len(STAGES) - 1, desc="queued", unit="stage",
-                         bar_format="{desc:<24}{bar}| {n}/{total}")
+        self._bar = tqdm(total=len(STAGES) - 1, desc="queued", unit="stage", bar_format="{desc:<24}{bar}| {n}/{total}")
 
     def show(self, stage: str, position: int | None = None) -> None:
         if stage in STAGES:
@@ -109,8 +108,9 @@ class PortraitsClient:
     def submit(self, photo: Path, style: str = "auto", strength: float | None = None) -> dict[str, Any]:
         form = {"style": style} | ({"strength": str(strength)} if strength is not None else {})
         with photo.open("rb") as handle:
-            response = requests.post(f"{self.server}/v1/portraits", files={"image": (photo.name, handle)},
-                                     data=form, timeout=self.timeout)
+            response = requests.post(
+                f"{self.server}/v1/portraits", files={"image": (photo.name, handle)}, data=form, timeout=self.timeout
+            )
         return self._check(response)
 
     def status(self, status_url: str) -> dict[str, Any]:
@@ -127,8 +127,9 @@ class PortraitsClient:
         url = status_url if status_url.startswith("http") else f"{self.server}{status_url}"
         return f"{url}/events"
 
-    def wait(self, status_url: str, deadline_seconds: float = 300.0, interval: float = 0.5,
-             *, live: bool = True) -> dict[str, Any]:
+    def wait(
+        self, status_url: str, deadline_seconds: float = 300.0, interval: float = 0.5, *, live: bool = True
+    ) -> dict[str, Any]:
         """Wait until done or failed, with a progress bar over the pipeline's stages: from the live progress
         stream, or by polling if it cannot be had (said on stderr)."""
         deadline = time.monotonic() + deadline_seconds
@@ -149,8 +150,7 @@ class PortraitsClient:
         while True:
             headers = {"Accept": "text/event-stream"} | ({"Last-Event-ID": last_id} if last_id else {})
             try:
-                response = requests.get(url, headers=headers, stream=True,
-                                        timeout=(self.timeout, STREAM_READ_TIMEOUT))
+                response = requests.get(url, headers=headers, stream=True, timeout=(self.timeout, STREAM_READ_TIMEOUT))
             except requests.RequestException as exc:
                 failures += 1
                 if failures > STREAM_RECONNECTS:

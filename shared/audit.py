@@ -47,12 +47,16 @@ class AuditEntry:
         return fields
 
     @classmethod
-    def from_fields(cls, fields: dict[bytes, bytes]) -> "AuditEntry":
+    def from_fields(cls, fields: dict[bytes, bytes]) -> AuditEntry:
         values = {key.decode(): value.decode() for key, value in fields.items()}
         return cls(
-            job_id=values["job_id"], kind=ObjectKind(values["kind"]), created_at=float(values["created_at"]),
-            deleted_at=float(values["deleted_at"]), deleted_by=Deleter(values["deleted_by"]),
-            reason=values["reason"], verified=values["verified"] == "True",
+            job_id=values["job_id"],
+            kind=ObjectKind(values["kind"]),
+            created_at=float(values["created_at"]),
+            deleted_at=float(values["deleted_at"]),
+            deleted_by=Deleter(values["deleted_by"]),
+            reason=values["reason"],
+            verified=values["verified"] == "True",
         )
 
 

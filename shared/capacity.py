@@ -127,8 +127,13 @@ class CapacityBoard:
 
     KEY = "portraits:renderers"
 
-    def __init__(self, client: redis.Redis, stale_seconds: float = 30.0, owner: str | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        stale_seconds: float = 30.0,
+        owner: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._redis = client
         self._stale_seconds = stale_seconds
         self.owner = owner or process_owner()

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import redis
 from prometheus_client import Histogram
@@ -23,16 +23,24 @@ from shared.crypto import SourceKeys
 from shared.storage import ObjectStore, StorageUnavailable, job_id_of
 
 _LIFETIME_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 180, 300, 600, 1200, 1800, 3600, 7200)
-SOURCE_LIFETIME = Histogram("source_lifetime_seconds", "Upload stored → source deleted.", ["deleted_by"],
-                            buckets=_LIFETIME_BUCKETS)
-RESULT_LIFETIME = Histogram("result_lifetime_seconds", "Portrait stored → portrait deleted.", ["deleted_by"],
-                            buckets=_LIFETIME_BUCKETS)
+SOURCE_LIFETIME = Histogram(
+    "source_lifetime_seconds", "Upload stored → source deleted.", ["deleted_by"], buckets=_LIFETIME_BUCKETS
+)
+RESULT_LIFETIME = Histogram(
+    "result_lifetime_seconds", "Portrait stored → portrait deleted.", ["deleted_by"], buckets=_LIFETIME_BUCKETS
+)
 # Gallery copies live up to 30 days (#10): buckets in hours and days.
-GALLERY_LIFETIME = Histogram("gallery_lifetime_seconds", "Gallery copy stored → deleted (withdrawn or expired).",
-                             ["deleted_by"], buckets=(60, 3600, 21600, 86400, 7 * 86400, 14 * 86400, 28 * 86400,
-                                                      30 * 86400, 31 * 86400, 60 * 86400))
-_LIFETIMES = {ObjectKind.SOURCE: SOURCE_LIFETIME, ObjectKind.RESULT: RESULT_LIFETIME,
-              ObjectKind.GALLERY: GALLERY_LIFETIME}
+GALLERY_LIFETIME = Histogram(
+    "gallery_lifetime_seconds",
+    "Gallery copy stored → deleted (withdrawn or expired).",
+    ["deleted_by"],
+    buckets=(60, 3600, 21600, 86400, 7 * 86400, 14 * 86400, 28 * 86400, 30 * 86400, 31 * 86400, 60 * 86400),
+)
+_LIFETIMES = {
+    ObjectKind.SOURCE: SOURCE_LIFETIME,
+    ObjectKind.RESULT: RESULT_LIFETIME,
+    ObjectKind.GALLERY: GALLERY_LIFETIME,
+}
 
 
 @dataclass(frozen=True)
@@ -69,8 +77,7 @@ class DeletionSchedule:
         return f"{kind.value}:{key}"
 
     def add(self, tracked: Tracked, deadline: float) -> None:
-        meta = json.dumps({"job_id": tracked.job_id, "created_at": tracked.created_at,
-                           "attempts": tracked.attempts})
+        meta = json.dumps({"job_id": tracked.job_id, "created_at": tracked.created_at, "attempts": tracked.attempts})
         with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(self.META, self._field(tracked.kind, tracked.key), meta)
             pipe.zadd(self._zset(tracked.kind), {tracked.key: deadline})
@@ -160,8 +167,15 @@ class Eraser:
         tracked = self.schedule.remove(kind, key)
         if tracked is None:
             return None
-        entry = AuditEntry(job_id=job_id, kind=kind, created_at=tracked.created_at, deleted_at=time.time(),
-                           deleted_by=deleted_by, reason=reason, verified=True)
+        entry = AuditEntry(
+            job_id=job_id,
+            kind=kind,
+            created_at=tracked.created_at,
+            deleted_at=time.time(),
+            deleted_by=deleted_by,
+            reason=reason,
+            verified=True,
+        )
         self._audit.record(entry)
         _LIFETIMES[kind].labels(deleted_by=deleted_by.value).observe(entry.lifetime)
         return entry

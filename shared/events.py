@@ -104,8 +104,9 @@ class EventLog:
     def read(self, job_id: str, after: str, *, block_ms: int | None = None, count: int = 32) -> list[JobEvent]:
         """Entries after `after` (a stream id; "0-0" for all), waiting up to `block_ms` for the first one."""
         reply = self._redis.xread({key(job_id): after}, count=count, block=block_ms)
-        return [JobEvent.from_entry(entry_id, fields)
-                for _stream, entries in reply or [] for entry_id, fields in entries]
+        return [
+            JobEvent.from_entry(entry_id, fields) for _stream, entries in reply or [] for entry_id, fields in entries
+        ]
 
     def history(self, job_id: str) -> list[JobEvent]:
         return [JobEvent.from_entry(entry_id, fields) for entry_id, fields in self._redis.xrange(key(job_id))]

@@ -73,7 +73,7 @@ class GalleryGrant:
         return token_hash(self.token)
 
     @classmethod
-    def new(cls) -> "GalleryGrant":
+    def new(cls) -> GalleryGrant:
         return cls(new_gallery_id(), secrets.token_urlsafe(_TOKEN_BYTES))
 
 
@@ -111,7 +111,7 @@ class Cursor:
         return base64.urlsafe_b64encode(f"{self.score!r}:{self.id}".encode()).decode().rstrip("=")
 
     @classmethod
-    def decode(cls, raw: str) -> "Cursor":
+    def decode(cls, raw: str) -> Cursor:
         """Raises ValueError for anything this module did not write."""
         try:
             text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode("ascii")
@@ -189,12 +189,21 @@ class GalleryIndex:
 
     def publish(self, entry: GalleryEntry, ttl_seconds: int) -> bool:
         """List the entry, if its reservation is still pending; False when the owner withdrew first."""
-        fields = {"style": entry.style, "family": entry.family, "day": entry.day, "object_key": entry.object_key,
-                  "token_hash": entry.token_hash, "published_at": repr(entry.published_at)}
+        fields = {
+            "style": entry.style,
+            "family": entry.family,
+            "day": entry.day,
+            "object_key": entry.object_key,
+            "token_hash": entry.token_hash,
+            "published_at": repr(entry.published_at),
+        }
         pairs = [item for pair in fields.items() for item in pair]
-        return bool(self._publish(keys=[self._entry(entry.id), self.SET_KEY],
-                                  args=[entry.id, repr(entry.published_at),
-                                        ttl_seconds + EXPIRY_SLACK_SECONDS, *pairs]))
+        return bool(
+            self._publish(
+                keys=[self._entry(entry.id), self.SET_KEY],
+                args=[entry.id, repr(entry.published_at), ttl_seconds + EXPIRY_SLACK_SECONDS, *pairs],
+            )
+        )
 
     # --- reads ---
 
@@ -214,8 +223,9 @@ class GalleryIndex:
         picked: list[tuple[str, float]] = []
         offset = 0
         while len(picked) <= limit:
-            batch = self._redis.zrevrangebyscore(self.SET_KEY, top, "-inf", start=offset, num=limit + 1,
-                                                 withscores=True)
+            batch = self._redis.zrevrangebyscore(
+                self.SET_KEY, top, "-inf", start=offset, num=limit + 1, withscores=True
+            )
             if not batch:
                 break
             offset += len(batch)
@@ -245,11 +255,21 @@ class GalleryIndex:
 
     def remove(self, gallery_id: str, *, only_pending: bool = False) -> bool:
         """Forget the entry, leaving a tombstone with its token hash; True for the one caller that removed it."""
-        return bool(self._remove(keys=[self._entry(gallery_id), self.SET_KEY, self._gone(gallery_id)],
-                                 args=[gallery_id, TOMBSTONE_SECONDS, "1" if only_pending else "0"]))
+        return bool(
+            self._remove(
+                keys=[self._entry(gallery_id), self.SET_KEY, self._gone(gallery_id)],
+                args=[gallery_id, TOMBSTONE_SECONDS, "1" if only_pending else "0"],
+            )
+        )
 
 
 def _entry_of(gallery_id: str, values: dict[str, str]) -> GalleryEntry:
-    return GalleryEntry(id=gallery_id, style=values["style"], family=values["family"], day=values["day"],
-                        object_key=values["object_key"], token_hash=values["token_hash"],
-                        published_at=float(values["published_at"]))
+    return GalleryEntry(
+        id=gallery_id,
+        style=values["style"],
+        family=values["family"],
+        day=values["day"],
+        object_key=values["object_key"],
+        token_hash=values["token_hash"],
+        published_at=float(values["published_at"]),
+    )

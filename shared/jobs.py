@@ -34,8 +34,9 @@ class JobState(StrEnum):
 ALLOWED: dict[JobState, frozenset[JobState]] = {
     JobState.QUEUED: frozenset({JobState.PROCESSING, JobState.FAILED, JobState.DELETED, JobState.EXPIRED}),
     # processing → processing: a task redelivered after its worker died starts over.
-    JobState.PROCESSING: frozenset({JobState.PROCESSING, JobState.DONE, JobState.FAILED, JobState.DELETED,
-                                    JobState.EXPIRED}),
+    JobState.PROCESSING: frozenset(
+        {JobState.PROCESSING, JobState.DONE, JobState.FAILED, JobState.DELETED, JobState.EXPIRED}
+    ),
     JobState.DONE: frozenset({JobState.DELETED, JobState.EXPIRED}),
     JobState.FAILED: frozenset({JobState.DELETED, JobState.EXPIRED}),
     JobState.DELETED: frozenset(),
@@ -92,7 +93,7 @@ class Job:
         return {name: json.dumps(value) for name, value in asdict(self).items() if value is not None}
 
     @classmethod
-    def from_redis(cls, raw: dict[bytes, bytes]) -> "Job":
+    def from_redis(cls, raw: dict[bytes, bytes]) -> Job:
         values: dict[str, Any] = {key.decode(): json.loads(value) for key, value in raw.items()}
         values["state"] = JobState(values["state"])
         known = cls.__dataclass_fields__
@@ -105,7 +106,9 @@ class Job:
 # The event is appended inside the script (#10): a client following the stream sees every transition that
 # happened and none that was refused, in the order Redis applied them, with no window in which one is written
 # and not the other.
-_TRANSITION = events.LUA_RECORD + """
+_TRANSITION = (
+    events.LUA_RECORD
+    + """
 local current = redis.call('HGET', KEYS[1], 'state')
 if not current then return {'missing'} end
 local bare = cjson.decode(current)
@@ -114,12 +117,15 @@ redis.call('HSET', KEYS[1], 'state', ARGV[2], unpack(ARGV, 4))
 record('transition', cjson.decode(ARGV[2]), ARGV[3])
 return {'ok'}
 """
+)
 
 # KEYS[1] job hash, KEYS[2] its event stream; ARGV[1] the stage (JSON-encoded); ARGV[2] fallback TTL in ms.
 # A Lua script rather than MULTI because it must read the hash (does it exist, what state) before writing: a
 # stage reported for a job that was erased meanwhile must not recreate its record — a bare HSET did, as a hash
 # holding only `stage` and no TTL — nor add an event after the job's last one.
-_SET_STAGE = events.LUA_RECORD + """
+_SET_STAGE = (
+    events.LUA_RECORD
+    + """
 local current = redis.call('HGET', KEYS[1], 'state')
 if not current then return 0 end
 local bare = cjson.decode(current)
@@ -128,6 +134,7 @@ redis.call('HSET', KEYS[1], 'stage', ARGV[1])
 record('stage', bare, ARGV[2])
 return 1
 """
+)
 
 
 class JobStore:
@@ -156,8 +163,12 @@ class JobStore:
             pipe.hset(self.key(job.id), mapping=job.to_redis())
             pipe.expire(self.key(job.id), self._ttl)
             created = {"kind": events.EventKind.CREATED.value, "state": job.state.value}
-            pipe.xadd(events.key(job.id), created | ({"stage": json.dumps(job.stage)} if job.stage else {}),
-                      maxlen=events.MAXLEN, approximate=False)
+            pipe.xadd(
+                events.key(job.id),
+                created | ({"stage": json.dumps(job.stage)} if job.stage else {}),
+                maxlen=events.MAXLEN,
+                approximate=False,
+            )
             pipe.expire(events.key(job.id), self._ttl)
             pipe.zadd(self.QUEUE_KEY, {job.id: job.created_at})
             pipe.execute()
@@ -172,8 +183,10 @@ class JobStore:
         pairs: list[str] = []
         for name, value in fields.items():
             pairs += [name, json.dumps(value)]
-        outcome = self._transition(keys=[self.key(job_id), events.key(job_id)],
-                                   args=[allowed, json.dumps(target.value), self._ttl * 1000, *pairs])
+        outcome = self._transition(
+            keys=[self.key(job_id), events.key(job_id)],
+            args=[allowed, json.dumps(target.value), self._ttl * 1000, *pairs],
+        )
         status = outcome[0].decode()
         if status == "missing":
             raise JobNotFound(job_id)

@@ -14,8 +14,7 @@ from shared.settings import Settings
 
 
 def configure_logging(settings: Settings, service: str) -> None:
-    renderer = (structlog.processors.JSONRenderer() if settings.log_json
-                else structlog.dev.ConsoleRenderer(colors=False))
+    renderer = structlog.processors.JSONRenderer() if settings.log_json else structlog.dev.ConsoleRenderer(colors=False)
     shared_processors: list = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,

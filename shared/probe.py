@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 import urllib.request
-from typing import Callable
+from collections.abc import Callable
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -15,8 +15,11 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 def read_metrics(port: int, timeout: float = 3.0) -> Samples:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout) as response:
         text = response.read().decode()
-    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(text) for sample in family.samples}
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 def run_probe(port: int, verdict: Callable[[Samples], str | None]) -> int:

@@ -32,12 +32,17 @@ class Settings(BaseSettings):
         "auto", description="Generator precision; `auto` is fp16 on CUDA and fp32 on the CPU."
     )
     torch_threads: int = Field(
-        0, ge=0, description="CPU threads for torch; 0: in a worker on the CPU, the cores divided among its "
-        "render processes (at least 1); elsewhere (CUDA, the CLI, benchmarks) torch's default, one per core."
+        0,
+        ge=0,
+        description="CPU threads for torch; 0: in a worker on the CPU, the cores divided among its "
+        "render processes (at least 1); elsewhere (CUDA, the CLI, benchmarks) torch's default, one per core.",
     )
     worker_processes: int = Field(
-        0, ge=0, le=256, description="Render processes per worker (Celery's pool); 0: one per available CPU core "
-        "on the CPU (the measured default, services/worker/plan.py), one per worker with CUDA."
+        0,
+        ge=0,
+        le=256,
+        description="Render processes per worker (Celery's pool); 0: one per available CPU core "
+        "on the CPU (the measured default, services/worker/plan.py), one per worker with CUDA.",
     )
     generator: str = Field(
         "gan-portrait",
@@ -60,9 +65,7 @@ class Settings(BaseSettings):
     min_image_side: int = Field(
         128, ge=32, description="Photos whose short side is below this many pixels are refused."
     )
-    output_size: int = Field(
-        768, ge=512, le=2048, description="Long side of the finished portrait, in pixels."
-    )
+    output_size: int = Field(768, ge=512, le=2048, description="Long side of the finished portrait, in pixels.")
     output_format: Literal["jpeg", "webp"] = Field("jpeg", description="Encoding of the portrait.")
     output_quality: int = Field(90, ge=50, le=100, description="JPEG/WebP quality of the portrait.")
     detect_max_side: int = Field(
@@ -81,7 +84,6 @@ class Settings(BaseSettings):
         description="How much of the photo's fine detail is blended back over eyes and mouth.",
     )
 
-
     # --- service: Redis, object storage, jobs ---
     redis_url: str = Field(
         "redis://127.0.0.1:6380/0",
@@ -95,13 +97,17 @@ class Settings(BaseSettings):
     s3_access_key_id: str = Field("", description="S3 access key id.")
     s3_secret_access_key: SecretStr = Field(SecretStr(""), description="S3 secret key.")
     s3_max_attempts: int = Field(
-        4, ge=1, description="botocore retries of an S3 call after its first attempt, in the worker and the janitor "
-        "(botocore's `max_attempts`, standard mode); the gateway has `gateway_s3_max_attempts`."
+        4,
+        ge=1,
+        description="botocore retries of an S3 call after its first attempt, in the worker and the janitor "
+        "(botocore's `max_attempts`, standard mode); the gateway has `gateway_s3_max_attempts`.",
     )
     s3_connect_timeout: float = Field(2.0, gt=0, description="Seconds to connect to S3.")
     s3_read_timeout: float = Field(
-        5.0, gt=0, description="Seconds to wait for an S3 response (worker, janitor). With the retries, a hung S3 "
-        "fails a call within ~30 s, inside a render's 60 s soft limit (15 s failed renders with `timeout`: #9)."
+        5.0,
+        gt=0,
+        description="Seconds to wait for an S3 response (worker, janitor). With the retries, a hung S3 "
+        "fails a call within ~30 s, inside a render's 60 s soft limit (15 s failed renders with `timeout`: #9).",
     )
     sources_bucket: str = Field("portrait-sources", description="Bucket for uploaded photos (cleaned).")
     results_bucket: str = Field("portrait-results", description="Bucket for finished portraits.")
@@ -112,8 +118,10 @@ class Settings(BaseSettings):
         120, ge=10, description="No uploaded photo lives longer than this, whatever its job's state."
     )
     gallery_ttl_seconds: int = Field(
-        30 * 86_400, ge=60, description="How long a portrait shared to the public gallery (`share=true`) stays "
-        "there before the janitor deletes it (its owner can withdraw it sooner with the withdraw token)."
+        30 * 86_400,
+        ge=60,
+        description="How long a portrait shared to the public gallery (`share=true`) stays "
+        "there before the janitor deletes it (its owner can withdraw it sooner with the withdraw token).",
     )
     queue_name: str = Field("portraits", description="Celery queue the gateway feeds and the workers drain.")
 
@@ -123,8 +131,10 @@ class Settings(BaseSettings):
         "30/minute", description="Uploads per client address (Flask-Limiter syntax); empty disables it."
     )
     trusted_proxy_hops: int = Field(
-        0, ge=0, description="Proxies in front whose X-Forwarded-For is trusted (1 behind an ingress); the "
-        "rate limit keys on the client address, so 0 behind a proxy puts every client under one limit."
+        0,
+        ge=0,
+        description="Proxies in front whose X-Forwarded-For is trusted (1 behind an ingress); the "
+        "rate limit keys on the client address, so 0 behind a proxy puts every client under one limit.",
     )
     result_url_max_seconds: int = Field(
         900, ge=10, description="Longest life of a presigned result URL (never past the result's own expiry)."
@@ -140,49 +150,69 @@ class Settings(BaseSettings):
     # status reads kept their latency (p99 ×1.3 and ×1.6 of a few ms); with 32 threads only 64 streams opened and
     # nothing else was answered. Measured with scripts/sse_load.py: README "Live progress".
     gateway_threads: int = Field(
-        256, ge=1, description="Threads per gunicorn worker (gthread): requests in flight per worker, slow "
+        256,
+        ge=1,
+        description="Threads per gunicorn worker (gthread): requests in flight per worker, slow "
         "uploads and open live-progress streams included (each holds one); idle keep-alive connections wait "
-        "without one."
+        "without one.",
     )
     events_heartbeat_seconds: float = Field(
-        15.0, gt=0, description="Seconds between `: keep-alive` comments on an idle live-progress stream, so "
-        "proxies and browsers do not close it."
+        15.0,
+        gt=0,
+        description="Seconds between `: keep-alive` comments on an idle live-progress stream, so "
+        "proxies and browsers do not close it.",
     )
     gateway_redis_timeout: float = Field(
-        1.0, gt=0, description="Seconds the gateway waits to connect to Redis or for a reply (rate limiter "
-        "and broker too); a hung Redis answers 503 after this, not retried."
+        1.0,
+        gt=0,
+        description="Seconds the gateway waits to connect to Redis or for a reply (rate limiter "
+        "and broker too); a hung Redis answers 503 after this, not retried.",
     )
     gateway_s3_timeout: float = Field(
-        1.5, gt=0, description="The gateway's S3 connect and read timeout, seconds (the worker and janitor "
-        "keep `s3_connect_timeout`/`s3_read_timeout`)."
+        1.5,
+        gt=0,
+        description="The gateway's S3 connect and read timeout, seconds (the worker and janitor "
+        "keep `s3_connect_timeout`/`s3_read_timeout`).",
     )
     gateway_s3_max_attempts: int = Field(
-        2, ge=1, description="The gateway's attempts per S3 call (first try included): with "
-        "`gateway_s3_timeout`, an upload during an S3 hang answers 503 in about 3 s."
+        2,
+        ge=1,
+        description="The gateway's attempts per S3 call (first try included): with "
+        "`gateway_s3_timeout`, an upload during an S3 hang answers 503 in about 3 s.",
     )
     gateway_body_timeout: float = Field(
-        10.0, gt=0, description="Seconds a request body may take before `gateway_body_min_rate` applies: "
-        "after that it must have arrived at that average rate or the upload answers 408 `upload_timeout`."
+        10.0,
+        gt=0,
+        description="Seconds a request body may take before `gateway_body_min_rate` applies: "
+        "after that it must have arrived at that average rate or the upload answers 408 `upload_timeout`.",
     )
     gateway_body_min_rate: int = Field(
-        16 * 1024, ge=1, description="Slowest accepted average upload rate, bytes per second (after "
-        "`gateway_body_timeout`); 16 KiB/s is 128 kbit/s."
+        16 * 1024,
+        ge=1,
+        description="Slowest accepted average upload rate, bytes per second (after "
+        "`gateway_body_timeout`); 16 KiB/s is 128 kbit/s.",
     )
     # Load shedding (#11): a photo is deleted `source_max_age_seconds` after upload, painted or not, so an upload
     # that cannot be painted by then is refused at once (503 `overloaded`, Retry-After) rather than accepted to
     # fail `source_expired` two minutes later. 0.8 of 120 s leaves 24 s for what the estimate does not see: the
     # jobs being painted, the janitor's 5 s sweep, uploads arriving after this one's check. shared/capacity.py.
     load_shedding: bool = Field(
-        True, description="Refuse uploads (503 `overloaded`) whose estimated queue wait plus one render would "
-        "outlast `shed_wait_fraction` of `source_max_age_seconds`; false accepts every upload, as before."
+        True,
+        description="Refuse uploads (503 `overloaded`) whose estimated queue wait plus one render would "
+        "outlast `shed_wait_fraction` of `source_max_age_seconds`; false accepts every upload, as before.",
     )
     shed_wait_fraction: float = Field(
-        0.8, gt=0, le=1, description="Share of `source_max_age_seconds` an upload's estimated wait plus one "
-        "render may take before it is shed; the rest is a safety margin."
+        0.8,
+        gt=0,
+        le=1,
+        description="Share of `source_max_age_seconds` an upload's estimated wait plus one "
+        "render may take before it is shed; the rest is a safety margin.",
     )
     renderer_stale_seconds: float = Field(
-        30.0, gt=0, description="A render process counts towards the capacity estimate for this long after it "
-        "last reported a finished job (it reports after each one): an idle, stuck or dead process drops out."
+        30.0,
+        gt=0,
+        description="A render process counts towards the capacity estimate for this long after it "
+        "last reported a finished job (it reports after each one): an idle, stuck or dead process drops out.",
     )
 
     # --- worker ---
@@ -192,32 +222,46 @@ class Settings(BaseSettings):
         300, ge=30, description="Seconds before Redis redelivers an unacknowledged task (> hard limit)."
     )
     task_max_retries: int = Field(
-        5, ge=0, description="Retries through the broker after transient storage/Redis errors, once a render has "
-        "spent its soft time limit retrying in its own process."
+        5,
+        ge=0,
+        description="Retries through the broker after transient storage/Redis errors, once a render has "
+        "spent its soft time limit retrying in its own process.",
     )
     worker_start_timeout: float = Field(
-        120.0, gt=0, description="Seconds a new render process may take to load its models before Celery "
-        "replaces it (Celery's own 4 s default killed 10 of 12 replacements on a busy CPU: issue 9)."
+        120.0,
+        gt=0,
+        description="Seconds a new render process may take to load its models before Celery "
+        "replaces it (Celery's own 4 s default killed 10 of 12 replacements on a busy CPU: issue 9).",
     )
     job_lease_seconds: float = Field(
-        10.0, ge=1, description="A render process renews its job's lease every third of this; a lease not "
-        "renewed this long means the worker is gone, and the janitor sends the job again."
+        10.0,
+        ge=1,
+        description="A render process renews its job's lease every third of this; a lease not "
+        "renewed this long means the worker is gone, and the janitor sends the job again.",
     )
     job_max_restarts: int = Field(
-        2, ge=0, description="Times a job may be restarted after its worker died (killed, OOM, lost) before it "
-        "fails `worker_lost`: a photo that kills every worker must not loop."
+        2,
+        ge=0,
+        description="Times a job may be restarted after its worker died (killed, OOM, lost) before it "
+        "fails `worker_lost`: a photo that kills every worker must not loop.",
     )
     # Dynamic batching across requests (#11): a render process that takes a job also takes up to
     # `batch_max_size - 1` other queued jobs (waiting at most `batch_wait_ms` for them) and paints them in one
     # engine call. 1 on the CPU: there a batch only queues work behind the first photo (2 cores, Grace Hopper:
     # README, "Dynamic batching").
     batch_max_size: int = Field(
-        1, ge=1, le=64, description="Most jobs one render process paints in one engine call; 1 turns batching "
-        "off (the CPU default, measured in the README); a GPU host may take 8 or more."
+        1,
+        ge=1,
+        le=64,
+        description="Most jobs one render process paints in one engine call; 1 turns batching "
+        "off (the CPU default, measured in the README); a GPU host may take 8 or more.",
     )
     batch_wait_ms: float = Field(
-        5.0, ge=0, le=1000, description="Longest a render process waits for more queued jobs to fill a batch "
-        "(only with `batch_max_size` > 1): every job of the batch waits this long at most."
+        5.0,
+        ge=0,
+        le=1000,
+        description="Longest a render process waits for more queued jobs to fill a batch "
+        "(only with `batch_max_size` > 1): every job of the batch waits this long at most.",
     )
     worker_metrics_port: int = Field(9101, description="Port of the worker's /metrics endpoint.")
 
@@ -235,18 +279,23 @@ class Settings(BaseSettings):
 
     # --- webhooks (#10) ---
     webhook_secret: SecretStr = Field(
-        SecretStr(""), description="Signing secret of webhook deliveries (Standard Webhooks: `whsec_` and base64 of "
+        SecretStr(""),
+        description="Signing secret of webhook deliveries (Standard Webhooks: `whsec_` and base64 of "
         "24-64 random bytes), one per deployment; empty disables webhooks, and an upload with a `callback_url` "
-        "is then refused (`webhooks_disabled`) rather than silently never called back."
+        "is then refused (`webhooks_disabled`) rather than silently never called back.",
     )
     webhook_allowed_hosts: str = Field(
-        "", description="Comma-separated host names or IP addresses a `callback_url` may point at although they "
+        "",
+        description="Comma-separated host names or IP addresses a `callback_url` may point at although they "
         "resolve to loopback, private, link-local or other non-public addresses (the tests' local receiver); "
-        "empty: only public addresses."
+        "empty: only public addresses.",
     )
     webhook_max_attempts: int = Field(
-        6, ge=1, le=10, description="Delivery attempts per webhook, the first included, before it is given up "
-        "(retries wait 5 s, 30 s, 2 min, 10 min, then 30 min each)."
+        6,
+        ge=1,
+        le=10,
+        description="Delivery attempts per webhook, the first included, before it is given up "
+        "(retries wait 5 s, 30 s, 2 min, 10 min, then 30 min each).",
     )
 
     # --- observability ---
@@ -257,14 +306,14 @@ class Settings(BaseSettings):
     log_json: bool = Field(True, description="JSON log lines (false: human-readable console lines).")
 
     @model_validator(mode="after")
-    def _time_limits_nest(self) -> "Settings":
+    def _time_limits_nest(self) -> Settings:
         # A task still running when Redis redelivers it would run twice (celery#5306, #5935).
         if not self.task_soft_time_limit < self.task_hard_time_limit < self.visibility_timeout:
             raise ValueError("need task_soft_time_limit < task_hard_time_limit < visibility_timeout")
         return self
 
     @model_validator(mode="after")
-    def _webhook_secret_decodes(self) -> "Settings":
+    def _webhook_secret_decodes(self) -> Settings:
         # Checked at start, not at the first delivery: a mistyped secret must not surface as failed webhooks.
         secret = self.webhook_secret.get_secret_value()
         if secret:
@@ -280,8 +329,11 @@ class Settings(BaseSettings):
     @property
     def webhook_allowed_host_set(self) -> frozenset[str]:
         """`webhook_allowed_hosts` as lower-case names (IPv6 literals without brackets)."""
-        return frozenset(host.strip().lower().strip("[]").rstrip(".")
-                         for host in self.webhook_allowed_hosts.split(",") if host.strip())
+        return frozenset(
+            host.strip().lower().strip("[]").rstrip(".")
+            for host in self.webhook_allowed_hosts.split(",")
+            if host.strip()
+        )
 
     @property
     def shed_max_seconds(self) -> float:

@@ -6,8 +6,9 @@ raised as `StorageUnavailable` (transient: the caller may retry later) or `Objec
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import boto3
 from botocore.config import Config
@@ -45,8 +46,9 @@ def job_id_of(key: str) -> str:
 def _client(settings: Settings, endpoint_url: str, fail_fast: bool = False) -> Any:
     # botocore's `max_attempts` counts retries, not attempts: 4 means up to 5 calls. `total_max_attempts`
     # counts attempts.
-    retries = ({"total_max_attempts": settings.s3_max_attempts} if fail_fast
-               else {"max_attempts": settings.s3_max_attempts})
+    retries = (
+        {"total_max_attempts": settings.s3_max_attempts} if fail_fast else {"max_attempts": settings.s3_max_attempts}
+    )
     config = Config(
         region_name=settings.s3_region,
         signature_version="s3v4",

@@ -23,10 +23,11 @@ import ipaddress
 import json
 import socket
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Iterable
+from typing import Any
 from urllib.parse import urlsplit
 
 import redis
@@ -95,9 +96,14 @@ def refused_address(address: str) -> str | None:
     ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id (fe80::1%eth0)
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
-    for label, flagged in (("unspecified", ip.is_unspecified), ("loopback", ip.is_loopback),
-                           ("link-local", ip.is_link_local), ("multicast", ip.is_multicast),
-                           ("private", ip.is_private), ("reserved", ip.is_reserved)):
+    for label, flagged in (
+        ("unspecified", ip.is_unspecified),
+        ("loopback", ip.is_loopback),
+        ("link-local", ip.is_link_local),
+        ("multicast", ip.is_multicast),
+        ("private", ip.is_private),
+        ("reserved", ip.is_reserved),
+    ):
         if flagged:
             return label
     if not ip.is_global:  # e.g. 100.64.0.0/10 (carrier-grade NAT), which is neither private nor public
@@ -122,8 +128,7 @@ def check_addresses(host: str, addresses: Iterable[str]) -> None:
         found = True
         why = refused_address(address)
         if why is not None:
-            raise CallbackRefused(f"the callback host {host!r} resolves to {address} ({why}), which is never "
-                                  "called")
+            raise CallbackRefused(f"the callback host {host!r} resolves to {address} ({why}), which is never called")
     if not found:
         raise CallbackRefused(f"the callback host {host!r} does not resolve")
 
@@ -188,8 +193,7 @@ def payload_for(job: Job, event: EventType, at: float) -> str:
             "style": job.style,
             "family": job.family,
             "reason": job.reason,
-            "error": {"code": job.error_code or "engine_error", "message": job.error_message or ""}
-            if failed else None,
+            "error": {"code": job.error_code or "engine_error", "message": job.error_message or ""} if failed else None,
         },
     }
     return json.dumps(document, separators=(",", ":"), ensure_ascii=False)
@@ -210,9 +214,14 @@ class WebhookOutbox:
         return self.PREFIX + delivery_id
 
     def enqueue(self, delivery: Delivery, when: float) -> None:
-        record = {"job_id": delivery.job_id, "event": delivery.event.value, "url": delivery.url,
-                  "payload": delivery.payload, "created_at": repr(delivery.created_at),
-                  "attempts": str(delivery.attempts)}
+        record = {
+            "job_id": delivery.job_id,
+            "event": delivery.event.value,
+            "url": delivery.url,
+            "payload": delivery.payload,
+            "created_at": repr(delivery.created_at),
+            "attempts": str(delivery.attempts),
+        }
         with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(self.key(delivery.id), mapping=record)
             pipe.expire(self.key(delivery.id), self.TTL_SECONDS)
@@ -224,9 +233,15 @@ class WebhookOutbox:
         if not raw:
             return None
         values = {key.decode(): value.decode() for key, value in raw.items()}
-        return Delivery(id=delivery_id, job_id=values["job_id"], event=EventType(values["event"]),
-                        url=values["url"], payload=values["payload"], created_at=float(values["created_at"]),
-                        attempts=int(values["attempts"]))
+        return Delivery(
+            id=delivery_id,
+            job_id=values["job_id"],
+            event=EventType(values["event"]),
+            url=values["url"],
+            payload=values["payload"],
+            created_at=float(values["created_at"]),
+            attempts=int(values["attempts"]),
+        )
 
     def claim_due(self, now: float, limit: int, lease_seconds: float) -> list[Delivery]:
         """Due deliveries, each hidden from other claimers for `lease_seconds`."""
@@ -241,8 +256,15 @@ class WebhookOutbox:
 
     def reschedule(self, delivery: Delivery, when: float) -> Delivery:
         """Count an attempt and set the next one (only if the delivery is still in the outbox)."""
-        again = Delivery(delivery.id, delivery.job_id, delivery.event, delivery.url, delivery.payload,
-                         delivery.created_at, delivery.attempts + 1)
+        again = Delivery(
+            delivery.id,
+            delivery.job_id,
+            delivery.event,
+            delivery.url,
+            delivery.payload,
+            delivery.created_at,
+            delivery.attempts + 1,
+        )
         with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(self.key(delivery.id), "attempts", str(again.attempts))
             pipe.zadd(self.DUE, {delivery.id: when}, xx=True)
@@ -272,13 +294,23 @@ def notify_finished(outbox: WebhookOutbox | None, job: Job | None, at: float) ->
         event = EventType.FAILED
     else:
         return
-    delivery = Delivery(id=delivery_id(job.id, event), job_id=job.id, event=event, url=job.callback_url,
-                        payload=payload_for(job, event, at), created_at=at)
+    delivery = Delivery(
+        id=delivery_id(job.id, event),
+        job_id=job.id,
+        event=event,
+        url=job.callback_url,
+        payload=payload_for(job, event, at),
+        created_at=at,
+    )
     try:
         outbox.enqueue(delivery, at)
     except redis.RedisError as exc:
-        log.warning("webhook not queued: Redis unavailable", job_id=job.id, webhook_event=event.value,
-                    error_type=type(exc).__name__)
+        log.warning(
+            "webhook not queued: Redis unavailable",
+            job_id=job.id,
+            webhook_event=event.value,
+            error_type=type(exc).__name__,
+        )
 
 
 # ------------------------------------------------------------------------------------------ delivery
@@ -305,8 +337,11 @@ class _CheckedConnectionMixin:
         for address in addresses:
             try:
                 return urllib3_connection.create_connection(
-                    (address, self.port), self.timeout, source_address=self.source_address,
-                    socket_options=self.socket_options)
+                    (address, self.port),
+                    self.timeout,
+                    source_address=self.source_address,
+                    socket_options=self.socket_options,
+                )
             except OSError as exc:
                 last = exc
         raise last or OSError(f"could not connect to {host}")
@@ -350,8 +385,13 @@ class Attempt:
 
 
 class Deliverer:
-    def __init__(self, secret: str, allowed_hosts: frozenset[str] = frozenset(),
-                 connect_timeout: float = CONNECT_TIMEOUT, read_timeout: float = READ_TIMEOUT) -> None:
+    def __init__(
+        self,
+        secret: str,
+        allowed_hosts: frozenset[str] = frozenset(),
+        connect_timeout: float = CONNECT_TIMEOUT,
+        read_timeout: float = READ_TIMEOUT,
+    ) -> None:
         self._webhook = Webhook(secret)
         self._allowed = frozenset(normalize_host(h) for h in allowed_hosts)
         self._timeout = (connect_timeout, read_timeout)
@@ -375,8 +415,14 @@ class Deliverer:
     def send(self, delivery: Delivery) -> Attempt:
         headers = self.signed_headers(delivery, datetime.now(UTC).replace(microsecond=0))
         try:
-            with self._session.post(delivery.url, data=delivery.payload.encode(), headers=headers,
-                                    timeout=self._timeout, allow_redirects=False, stream=True) as response:
+            with self._session.post(
+                delivery.url,
+                data=delivery.payload.encode(),
+                headers=headers,
+                timeout=self._timeout,
+                allow_redirects=False,
+                stream=True,
+            ) as response:
                 status = response.status_code  # the body is never read: nothing in it matters to us
         except CallbackRefused as exc:
             return Attempt(Outcome.REFUSED, detail=str(exc))

@@ -66,8 +66,11 @@ def dashboard_configmaps() -> str:
             "kind": "ConfigMap",
             "metadata": {
                 "name": f"{uid}-dashboard",
-                "labels": {"grafana_dashboard": "1", "app.kubernetes.io/name": "portraits",
-                           "app.kubernetes.io/component": "monitoring"},
+                "labels": {
+                    "grafana_dashboard": "1",
+                    "app.kubernetes.io/name": "portraits",
+                    "app.kubernetes.io/component": "monitoring",
+                },
                 "annotations": {"grafana_folder": FOLDER},
             },
             "data": {f"{uid}.json": dashboard_json(uid)},

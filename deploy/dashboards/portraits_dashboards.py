@@ -33,8 +33,18 @@ TAGS = ["portraits"]
 SOURCE_MAX_AGE_S = 120  # PORTRAITS_SOURCE_MAX_AGE_SECONDS (the alert rules use the same figure)
 SHED_LIMIT_S = 96  # wait + one render past which uploads are shed: PORTRAITS_SHED_WAIT_FRACTION 0.8 × 120 s (#11)
 # Outcomes that are the photo's doing, not ours (see JobFailureRateHigh in deploy/prometheus/rules).
-USER_FAILURES = "|".join(("no_face", "face_too_small", "corrupt_image", "unsupported_type", "image_too_small",
-                          "image_too_large", "unknown_style", "invalid_strength"))
+USER_FAILURES = "|".join(
+    (
+        "no_face",
+        "face_too_small",
+        "corrupt_image",
+        "unsupported_type",
+        "image_too_small",
+        "image_too_large",
+        "unknown_style",
+        "invalid_strength",
+    )
+)
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -63,8 +73,15 @@ class Cell:
     height: int = 8
 
 
-def timeseries(title: str, description: str, series: Sequence[tuple[str, str]], unit: str = "short",
-               width: int = 12, stacking: bool = False, thresholds: Sequence[float] = ()) -> Cell:
+def timeseries(
+    title: str,
+    description: str,
+    series: Sequence[tuple[str, str]],
+    unit: str = "short",
+    width: int = 12,
+    stacking: bool = False,
+    thresholds: Sequence[float] = (),
+) -> Cell:
     """A time series panel; `thresholds` draw red dashed lines (e.g. the photos' maximum age)."""
     panel = TimeSeries(
         title=title,
@@ -82,8 +99,9 @@ def timeseries(title: str, description: str, series: Sequence[tuple[str, str]], 
     return Cell(panel, width)
 
 
-def stat(title: str, description: str, expr: str, unit: str = "short", width: int = 4,
-         red_above: float | None = None) -> Cell:
+def stat(
+    title: str, description: str, expr: str, unit: str = "short", width: int = 4, red_above: float | None = None
+) -> Cell:
     steps = [{"color": "green", "value": None}]
     if red_above is not None:
         steps.append({"color": "red", "value": red_above})
@@ -129,10 +147,13 @@ def dashboard(uid: str, title: str, description: str, sections: Iterable[tuple[s
         refresh="30s",
         time=Time("now-3h", "now"),
         graphTooltip=1,  # shared crosshair
-        templating=Templating(list=[
-            Template(name="datasource", label="Data source", type="datasource", query="prometheus",
-                     default="Prometheus"),
-        ]),
+        templating=Templating(
+            list=[
+                Template(
+                    name="datasource", label="Data source", type="datasource", query="prometheus", default="Prometheus"
+                ),
+            ]
+        ),
         panels=layout(sections),
     ).auto_panel_ids()
 
@@ -161,76 +182,189 @@ def overview() -> Dashboard:
         "AI Portraits / Overview",
         "Traffic, latency, the render queue, workers and failures.",
         [
-            ("Now", [
-                stat("Uploads", "Render jobs created per second.",
-                     "sum(rate(portraits_gateway_jobs_enqueued_total[5m]))", unit="reqps"),
-                stat("Portraits done", "Jobs finished with a portrait, per second.",
-                     'sum(rate(portraits_worker_jobs_total{outcome="done"}[5m]))', unit="reqps"),
-                stat("Queue", "Render tasks waiting in the broker.",
-                     "max(portraits_gateway_queue_depth)", red_above=20),
-                stat("Workers", "Worker processes ready or rendering.",
-                     'sum(portraits_worker_processes{state=~"ready|busy"}) or vector(0)'),
-                stat("5xx", "Share of gateway responses that are server errors (5 min).",
-                     'sum(rate(portraits_gateway_requests_total{status=~"5.."}[5m]))'
-                     " / sum(rate(portraits_gateway_requests_total[5m]))", unit="percentunit", red_above=0.05),
-                stat("Oldest photo", f"Age of the oldest uploaded photo still stored (limit {SOURCE_MAX_AGE_S} s).",
-                     "max(janitor_oldest_source_age_seconds)", unit="s", red_above=SOURCE_MAX_AGE_S),
-            ]),
-            ("Gateway", [
-                timeseries("Requests by route", "HTTP requests per second, by URL rule and method.",
-                           [(f"sum by (route, method) (rate(portraits_gateway_requests_total{GATEWAY_ROUTES}[{RATE}]))",
-                             "{{method}} {{route}}")], unit="reqps"),
-                timeseries("Responses by status", "HTTP responses per second, by status code.",
-                           [(f"sum by (status) (rate(portraits_gateway_requests_total{GATEWAY_ROUTES}[{RATE}]))",
-                             "{{status}}")], unit="reqps", stacking=True),
-                timeseries("Latency p50 / p99 by route", "Time to answer, by URL rule.",
-                           [(quantile(0.5, "portraits_gateway_request_duration_seconds", "route", GATEWAY_ROUTES),
-                             "p50 {{route}}"),
-                            (quantile(0.99, "portraits_gateway_request_duration_seconds", "route", GATEWAY_ROUTES),
-                             "p99 {{route}}")], unit="s"),
-                timeseries("Refusals by code", "Error responses by error code (the JSON envelope's `code`).",
-                           [(f"sum by (code) (rate(portraits_gateway_rejections_total[{RATE}]))", "{{code}}")],
-                           unit="reqps", stacking=True),
-            ]),
-            ("Queue and workers", [
-                timeseries("Queue depth", "Render tasks waiting in the broker (read from Redis at scrape).",
-                           [("max(portraits_gateway_queue_depth)", "waiting")]),
-                timeseries("Worker processes by state", "starting → loading → ready ⇄ busy; failed never renders.",
-                           [("sum by (state) (portraits_worker_processes)", "{{state}}")], stacking=True),
-                timeseries("Upload to portrait", "Queue wait (upload accepted → render started) and render time "
-                           "(render started → result stored).",
-                           [(quantile(0.5, "portraits_worker_queue_wait_seconds"), "queue wait p50"),
+            (
+                "Now",
+                [
+                    stat(
+                        "Uploads",
+                        "Render jobs created per second.",
+                        "sum(rate(portraits_gateway_jobs_enqueued_total[5m]))",
+                        unit="reqps",
+                    ),
+                    stat(
+                        "Portraits done",
+                        "Jobs finished with a portrait, per second.",
+                        'sum(rate(portraits_worker_jobs_total{outcome="done"}[5m]))',
+                        unit="reqps",
+                    ),
+                    stat(
+                        "Queue",
+                        "Render tasks waiting in the broker.",
+                        "max(portraits_gateway_queue_depth)",
+                        red_above=20,
+                    ),
+                    stat(
+                        "Workers",
+                        "Worker processes ready or rendering.",
+                        'sum(portraits_worker_processes{state=~"ready|busy"}) or vector(0)',
+                    ),
+                    stat(
+                        "5xx",
+                        "Share of gateway responses that are server errors (5 min).",
+                        'sum(rate(portraits_gateway_requests_total{status=~"5.."}[5m]))'
+                        " / sum(rate(portraits_gateway_requests_total[5m]))",
+                        unit="percentunit",
+                        red_above=0.05,
+                    ),
+                    stat(
+                        "Oldest photo",
+                        f"Age of the oldest uploaded photo still stored (limit {SOURCE_MAX_AGE_S} s).",
+                        "max(janitor_oldest_source_age_seconds)",
+                        unit="s",
+                        red_above=SOURCE_MAX_AGE_S,
+                    ),
+                ],
+            ),
+            (
+                "Gateway",
+                [
+                    timeseries(
+                        "Requests by route",
+                        "HTTP requests per second, by URL rule and method.",
+                        [
+                            (
+                                f"sum by (route, method) "
+                                f"(rate(portraits_gateway_requests_total{GATEWAY_ROUTES}[{RATE}]))",
+                                "{{method}} {{route}}",
+                            )
+                        ],
+                        unit="reqps",
+                    ),
+                    timeseries(
+                        "Responses by status",
+                        "HTTP responses per second, by status code.",
+                        [
+                            (
+                                f"sum by (status) (rate(portraits_gateway_requests_total{GATEWAY_ROUTES}[{RATE}]))",
+                                "{{status}}",
+                            )
+                        ],
+                        unit="reqps",
+                        stacking=True,
+                    ),
+                    timeseries(
+                        "Latency p50 / p99 by route",
+                        "Time to answer, by URL rule.",
+                        [
+                            (
+                                quantile(0.5, "portraits_gateway_request_duration_seconds", "route", GATEWAY_ROUTES),
+                                "p50 {{route}}",
+                            ),
+                            (
+                                quantile(0.99, "portraits_gateway_request_duration_seconds", "route", GATEWAY_ROUTES),
+                                "p99 {{route}}",
+                            ),
+                        ],
+                        unit="s",
+                    ),
+                    timeseries(
+                        "Refusals by code",
+                        "Error responses by error code (the JSON envelope's `code`).",
+                        [(f"sum by (code) (rate(portraits_gateway_rejections_total[{RATE}]))", "{{code}}")],
+                        unit="reqps",
+                        stacking=True,
+                    ),
+                ],
+            ),
+            (
+                "Queue and workers",
+                [
+                    timeseries(
+                        "Queue depth",
+                        "Render tasks waiting in the broker (read from Redis at scrape).",
+                        [("max(portraits_gateway_queue_depth)", "waiting")],
+                    ),
+                    timeseries(
+                        "Worker processes by state",
+                        "starting → loading → ready ⇄ busy; failed never renders.",
+                        [("sum by (state) (portraits_worker_processes)", "{{state}}")],
+                        stacking=True,
+                    ),
+                    timeseries(
+                        "Upload to portrait",
+                        "Queue wait (upload accepted → render started) and render time "
+                        "(render started → result stored).",
+                        [
+                            (quantile(0.5, "portraits_worker_queue_wait_seconds"), "queue wait p50"),
                             (quantile(0.99, "portraits_worker_queue_wait_seconds"), "queue wait p99"),
                             (quantile(0.5, "portraits_worker_job_seconds"), "render p50"),
-                            (quantile(0.99, "portraits_worker_job_seconds"), "render p99")], unit="s"),
-                timeseries("Job outcomes", "Jobs finished per second: done, skipped (erased meanwhile), failed.",
-                           [(f'sum by (outcome) (rate(portraits_worker_jobs_total{{outcome!~"failed:.*"}}[{RATE}]))',
-                             "{{outcome}}"),
-                            (f"sum(rate(portraits_worker_jobs_total{{{FAILED}}}[{RATE}]))", "failed")],
-                           unit="reqps", stacking=True),
-            ]),
-            ("Load shedding (#11)", [
-                timeseries("Uploads accepted and shed", "Uploads queued, and uploads refused with 503 `overloaded` "
-                           "because they could not have been painted before their photo's maximum age.",
-                           [(f"sum(rate(portraits_gateway_jobs_enqueued_total[{RATE}]))", "accepted"),
-                            (f"sum(rate(portraits_gateway_uploads_shed_total[{RATE}]))", "shed")],
-                           unit="reqps", stacking=True),
-                timeseries("Estimated wait of a new upload", f"The queue ahead of each upload at the render "
-                           f"processes' pooled rate; an upload is shed when this plus one render passes "
-                           f"{SHED_LIMIT_S} s (the line).",
-                           [(quantile(0.5, "portraits_gateway_upload_wait_estimate_seconds"), "p50"),
-                            (quantile(0.99, "portraits_gateway_upload_wait_estimate_seconds"), "p99")], unit="s",
-                           thresholds=[SHED_LIMIT_S]),
-            ]),
-            ("Failures", [
-                timeseries("Job failures by code", "Failed jobs per second by the engine's code. Ours: timeout, "
-                           "source_expired, unavailable, engine_error; the photo's: no_face, face_too_small…",
-                           [(f"sum by (outcome) (rate(portraits_worker_jobs_total{{{FAILED}}}[{RATE}]))",
-                             "{{outcome}}")], unit="reqps", stacking=True),
-                timeseries("Failure ratio (ours)", "Share of jobs failing for reasons that are not the photo's.",
-                           [(OURS_FAILURE_RATIO, "ours")],
-                           unit="percentunit", thresholds=[0.05]),
-            ]),
+                            (quantile(0.99, "portraits_worker_job_seconds"), "render p99"),
+                        ],
+                        unit="s",
+                    ),
+                    timeseries(
+                        "Job outcomes",
+                        "Jobs finished per second: done, skipped (erased meanwhile), failed.",
+                        [
+                            (
+                                f'sum by (outcome) (rate(portraits_worker_jobs_total{{outcome!~"failed:.*"}}[{RATE}]))',
+                                "{{outcome}}",
+                            ),
+                            (f"sum(rate(portraits_worker_jobs_total{{{FAILED}}}[{RATE}]))", "failed"),
+                        ],
+                        unit="reqps",
+                        stacking=True,
+                    ),
+                ],
+            ),
+            (
+                "Load shedding (#11)",
+                [
+                    timeseries(
+                        "Uploads accepted and shed",
+                        "Uploads queued, and uploads refused with 503 `overloaded` "
+                        "because they could not have been painted before their photo's maximum age.",
+                        [
+                            (f"sum(rate(portraits_gateway_jobs_enqueued_total[{RATE}]))", "accepted"),
+                            (f"sum(rate(portraits_gateway_uploads_shed_total[{RATE}]))", "shed"),
+                        ],
+                        unit="reqps",
+                        stacking=True,
+                    ),
+                    timeseries(
+                        "Estimated wait of a new upload",
+                        f"The queue ahead of each upload at the render "
+                        f"processes' pooled rate; an upload is shed when this plus one render passes "
+                        f"{SHED_LIMIT_S} s (the line).",
+                        [
+                            (quantile(0.5, "portraits_gateway_upload_wait_estimate_seconds"), "p50"),
+                            (quantile(0.99, "portraits_gateway_upload_wait_estimate_seconds"), "p99"),
+                        ],
+                        unit="s",
+                        thresholds=[SHED_LIMIT_S],
+                    ),
+                ],
+            ),
+            (
+                "Failures",
+                [
+                    timeseries(
+                        "Job failures by code",
+                        "Failed jobs per second by the engine's code. Ours: timeout, "
+                        "source_expired, unavailable, engine_error; the photo's: no_face, face_too_small…",
+                        [(f"sum by (outcome) (rate(portraits_worker_jobs_total{{{FAILED}}}[{RATE}]))", "{{outcome}}")],
+                        unit="reqps",
+                        stacking=True,
+                    ),
+                    timeseries(
+                        "Failure ratio (ours)",
+                        "Share of jobs failing for reasons that are not the photo's.",
+                        [(OURS_FAILURE_RATIO, "ours")],
+                        unit="percentunit",
+                        thresholds=[0.05],
+                    ),
+                ],
+            ),
         ],
     )
 
@@ -243,67 +377,129 @@ def privacy() -> Dashboard:
         f"How long uploaded photos and portraits live, who deleted them, and the janitor that enforces the "
         f"{SOURCE_MAX_AGE_S} s maximum age of photos.",
         [
-            ("Photos (sources)", [
-                timeseries("Oldest photo still stored", f"Age of the oldest uploaded photo; the red line is the "
-                           f"{SOURCE_MAX_AGE_S} s maximum age.",
-                           [("max(janitor_oldest_source_age_seconds)", "oldest")], unit="s",
-                           thresholds=[SOURCE_MAX_AGE_S]),
-                timeseries("Photo lifetime by deleter", "Upload stored → photo deleted, p50 and max bucket, by who "
-                           "deleted it (worker after rendering, janitor at max age, user erasure).",
-                           [(quantile(0.5, lifetime, "deleted_by"), "p50 {{deleted_by}}"),
-                            (quantile(0.99, lifetime, "deleted_by"), "p99 {{deleted_by}}")], unit="s",
-                           thresholds=[SOURCE_MAX_AGE_S]),
-                timeseries("Photos deleted by deleter", "Photos deleted per second, by who deleted them.",
-                           [(f"sum by (deleted_by) (rate({lifetime}_count[{RATE}]))", "{{deleted_by}}")],
-                           unit="reqps", stacking=True),
-                timeseries("Photos that outlived their maximum age", f"Deleted photos that had lived longer than "
-                           f"{SOURCE_MAX_AGE_S} s, per hour. Must stay at zero.",
-                           [(OUTLIVED_PER_HOUR, "outlived")],
-                           thresholds=[1]),
-            ]),
-            ("Portraits (results)", [
-                timeseries("Portrait lifetime by deleter", "Portrait stored → deleted: the janitor at the TTL, or "
-                           "the user's DELETE.",
-                           [(quantile(0.5, "result_lifetime_seconds", "deleted_by"), "p50 {{deleted_by}}"),
-                            (quantile(0.99, "result_lifetime_seconds", "deleted_by"), "p99 {{deleted_by}}")],
-                           unit="s"),
-                timeseries("Erasures on request", "Jobs erased by their owner (DELETE /v1/portraits/<id>).",
-                           [(f"sum(rate(portraits_gateway_jobs_erased_total[{RATE}]))", "erased")], unit="reqps"),
-            ]),
-            ("Gallery (shared with consent, #10)", [
-                timeseries("Gallery copy lifetime by deleter", "Copy published → deleted: the janitor at the "
-                           "gallery TTL (30 days), or its owner's withdraw token.",
-                           [(quantile(0.5, "gallery_lifetime_seconds", "deleted_by"), "p50 {{deleted_by}}"),
-                            (quantile(0.99, "gallery_lifetime_seconds", "deleted_by"), "p99 {{deleted_by}}")],
-                           unit="s"),
-                timeseries("Published, withdrawn, failed", "Copies published by the workers, withdrawn with "
-                           "their token, and publications that failed (the job itself stays done).",
-                           [(f"sum(rate(portraits_worker_gallery_published_total[{RATE}]))", "published"),
+            (
+                "Photos (sources)",
+                [
+                    timeseries(
+                        "Oldest photo still stored",
+                        f"Age of the oldest uploaded photo; the red line is the {SOURCE_MAX_AGE_S} s maximum age.",
+                        [("max(janitor_oldest_source_age_seconds)", "oldest")],
+                        unit="s",
+                        thresholds=[SOURCE_MAX_AGE_S],
+                    ),
+                    timeseries(
+                        "Photo lifetime by deleter",
+                        "Upload stored → photo deleted, p50 and max bucket, by who "
+                        "deleted it (worker after rendering, janitor at max age, user erasure).",
+                        [
+                            (quantile(0.5, lifetime, "deleted_by"), "p50 {{deleted_by}}"),
+                            (quantile(0.99, lifetime, "deleted_by"), "p99 {{deleted_by}}"),
+                        ],
+                        unit="s",
+                        thresholds=[SOURCE_MAX_AGE_S],
+                    ),
+                    timeseries(
+                        "Photos deleted by deleter",
+                        "Photos deleted per second, by who deleted them.",
+                        [(f"sum by (deleted_by) (rate({lifetime}_count[{RATE}]))", "{{deleted_by}}")],
+                        unit="reqps",
+                        stacking=True,
+                    ),
+                    timeseries(
+                        "Photos that outlived their maximum age",
+                        f"Deleted photos that had lived longer than {SOURCE_MAX_AGE_S} s, per hour. Must stay at zero.",
+                        [(OUTLIVED_PER_HOUR, "outlived")],
+                        thresholds=[1],
+                    ),
+                ],
+            ),
+            (
+                "Portraits (results)",
+                [
+                    timeseries(
+                        "Portrait lifetime by deleter",
+                        "Portrait stored → deleted: the janitor at the TTL, or the user's DELETE.",
+                        [
+                            (quantile(0.5, "result_lifetime_seconds", "deleted_by"), "p50 {{deleted_by}}"),
+                            (quantile(0.99, "result_lifetime_seconds", "deleted_by"), "p99 {{deleted_by}}"),
+                        ],
+                        unit="s",
+                    ),
+                    timeseries(
+                        "Erasures on request",
+                        "Jobs erased by their owner (DELETE /v1/portraits/<id>).",
+                        [(f"sum(rate(portraits_gateway_jobs_erased_total[{RATE}]))", "erased")],
+                        unit="reqps",
+                    ),
+                ],
+            ),
+            (
+                "Gallery (shared with consent, #10)",
+                [
+                    timeseries(
+                        "Gallery copy lifetime by deleter",
+                        "Copy published → deleted: the janitor at the "
+                        "gallery TTL (30 days), or its owner's withdraw token.",
+                        [
+                            (quantile(0.5, "gallery_lifetime_seconds", "deleted_by"), "p50 {{deleted_by}}"),
+                            (quantile(0.99, "gallery_lifetime_seconds", "deleted_by"), "p99 {{deleted_by}}"),
+                        ],
+                        unit="s",
+                    ),
+                    timeseries(
+                        "Published, withdrawn, failed",
+                        "Copies published by the workers, withdrawn with "
+                        "their token, and publications that failed (the job itself stays done).",
+                        [
+                            (f"sum(rate(portraits_worker_gallery_published_total[{RATE}]))", "published"),
                             (f"sum(rate(portraits_gateway_gallery_withdrawn_total[{RATE}]))", "withdrawn"),
-                            (f"sum(rate(portraits_worker_gallery_publish_failures_total[{RATE}]))", "failed")],
-                           unit="reqps"),
-            ]),
-            ("Janitor", [
-                timeseries("Overdue objects", "Scheduled objects past their deadline, by kind (claimed ones "
-                           "are hidden while leased).",
-                           [("max by (kind) (janitor_overdue_objects)", "{{kind}}")]),
-                timeseries("Deletions and failures", "Objects the janitor deleted and verified, by kind and "
-                           "reason; failures are retried with backoff.",
-                           [(f"sum by (kind, reason) (rate(janitor_deletions_total[{RATE}]))", "{{kind}} {{reason}}"),
-                            (f"sum by (kind) (rate(janitor_deletion_failures_total[{RATE}]))", "failed {{kind}}")],
-                           unit="reqps"),
-                timeseries("Since the last good sweep", "Seconds since a sweep last finished without errors "
-                           "(alert at 60 s).",
-                           [("time() - max(janitor_last_successful_sweep_timestamp_seconds)", "seconds")],
-                           unit="s", thresholds=[60]),
-                timeseries("Sweep and reconcile duration", "p99 of one sweep of the schedule and of one "
-                           "reconciliation pass over the buckets.",
-                           [(quantile(0.99, "janitor_sweep_duration_seconds"), "sweep p99"),
-                            (quantile(0.99, "janitor_reconcile_duration_seconds"), "reconcile p99")], unit="s"),
-                timeseries("Orphans found", "Objects in a bucket the schedule never saw (a crash between write "
-                           "and scheduling), per hour.",
-                           [("sum by (kind) (increase(janitor_orphans_found_total[1h]))", "{{kind}}")]),
-            ]),
+                            (f"sum(rate(portraits_worker_gallery_publish_failures_total[{RATE}]))", "failed"),
+                        ],
+                        unit="reqps",
+                    ),
+                ],
+            ),
+            (
+                "Janitor",
+                [
+                    timeseries(
+                        "Overdue objects",
+                        "Scheduled objects past their deadline, by kind (claimed ones are hidden while leased).",
+                        [("max by (kind) (janitor_overdue_objects)", "{{kind}}")],
+                    ),
+                    timeseries(
+                        "Deletions and failures",
+                        "Objects the janitor deleted and verified, by kind and "
+                        "reason; failures are retried with backoff.",
+                        [
+                            (f"sum by (kind, reason) (rate(janitor_deletions_total[{RATE}]))", "{{kind}} {{reason}}"),
+                            (f"sum by (kind) (rate(janitor_deletion_failures_total[{RATE}]))", "failed {{kind}}"),
+                        ],
+                        unit="reqps",
+                    ),
+                    timeseries(
+                        "Since the last good sweep",
+                        "Seconds since a sweep last finished without errors (alert at 60 s).",
+                        [("time() - max(janitor_last_successful_sweep_timestamp_seconds)", "seconds")],
+                        unit="s",
+                        thresholds=[60],
+                    ),
+                    timeseries(
+                        "Sweep and reconcile duration",
+                        "p99 of one sweep of the schedule and of one reconciliation pass over the buckets.",
+                        [
+                            (quantile(0.99, "janitor_sweep_duration_seconds"), "sweep p99"),
+                            (quantile(0.99, "janitor_reconcile_duration_seconds"), "reconcile p99"),
+                        ],
+                        unit="s",
+                    ),
+                    timeseries(
+                        "Orphans found",
+                        "Objects in a bucket the schedule never saw (a crash between write and scheduling), per hour.",
+                        [("sum by (kind) (increase(janitor_orphans_found_total[1h]))", "{{kind}}")],
+                    ),
+                ],
+            ),
         ],
     )
 
@@ -314,62 +510,134 @@ def worker() -> Dashboard:
         "AI Portraits / Worker",
         "The render pipeline: stage durations, batches, queue wait, retries and the GPUs.",
         [
-            ("Pipeline", [
-                timeseries("Stage duration p50", "decode → detect → frame → select → generate → finish.",
-                           [(quantile(0.5, "portraits_worker_stage_seconds", "stage"), "{{stage}}")], unit="s",
-                           stacking=True),
-                timeseries("Stage duration p95", "The slow tail of each stage.",
-                           [(quantile(0.95, "portraits_worker_stage_seconds", "stage"), "{{stage}}")], unit="s"),
-                timeseries("Render time", "Render started → result stored (soft limit 60 s, hard 90 s).",
-                           [(quantile(0.5, "portraits_worker_job_seconds"), "p50"),
+            (
+                "Pipeline",
+                [
+                    timeseries(
+                        "Stage duration p50",
+                        "decode → detect → frame → select → generate → finish.",
+                        [(quantile(0.5, "portraits_worker_stage_seconds", "stage"), "{{stage}}")],
+                        unit="s",
+                        stacking=True,
+                    ),
+                    timeseries(
+                        "Stage duration p95",
+                        "The slow tail of each stage.",
+                        [(quantile(0.95, "portraits_worker_stage_seconds", "stage"), "{{stage}}")],
+                        unit="s",
+                    ),
+                    timeseries(
+                        "Render time",
+                        "Render started → result stored (soft limit 60 s, hard 90 s).",
+                        [
+                            (quantile(0.5, "portraits_worker_job_seconds"), "p50"),
                             (quantile(0.95, "portraits_worker_job_seconds"), "p95"),
-                            (quantile(0.99, "portraits_worker_job_seconds"), "p99")], unit="s"),
-                timeseries("Batch size", "Photos per engine call: mean and p95.",
-                           [(BATCH_MEAN, "mean"),
-                            (quantile(0.95, "portraits_worker_batch_size"), "p95")]),
-            ]),
-            ("Painters", [
-                timeseries("Portraits by painter", "Painted by the face GAN or by style transfer, per family: auto "
-                           "selection falls back to style transfer where the likeness check fails.",
-                           [(f"sum by (painter, family) (rate(portraits_worker_portraits_total[{RATE}]))",
-                             "{{painter}} {{family}}")], unit="reqps", stacking=True),
-                timeseries("Face-GAN likeness check", "Redraw error of the photos (auto and family requests): "
-                           "above the line the face GAN is passed over (#8).",
-                           [(quantile(0.5, "portraits_worker_redraw_error"), "p50"),
-                            (quantile(0.9, "portraits_worker_redraw_error"), "p90")], thresholds=[0.15]),
-            ]),
-            ("Queue", [
-                timeseries("Queue wait", f"Upload accepted → render started; past {SOURCE_MAX_AGE_S} s the photo "
-                           "is gone and the job fails with source_expired.",
-                           [(quantile(0.5, "portraits_worker_queue_wait_seconds"), "p50"),
+                            (quantile(0.99, "portraits_worker_job_seconds"), "p99"),
+                        ],
+                        unit="s",
+                    ),
+                    timeseries(
+                        "Batch size",
+                        "Photos per engine call: mean and p95.",
+                        [(BATCH_MEAN, "mean"), (quantile(0.95, "portraits_worker_batch_size"), "p95")],
+                    ),
+                ],
+            ),
+            (
+                "Painters",
+                [
+                    timeseries(
+                        "Portraits by painter",
+                        "Painted by the face GAN or by style transfer, per family: auto "
+                        "selection falls back to style transfer where the likeness check fails.",
+                        [
+                            (
+                                f"sum by (painter, family) (rate(portraits_worker_portraits_total[{RATE}]))",
+                                "{{painter}} {{family}}",
+                            )
+                        ],
+                        unit="reqps",
+                        stacking=True,
+                    ),
+                    timeseries(
+                        "Face-GAN likeness check",
+                        "Redraw error of the photos (auto and family requests): "
+                        "above the line the face GAN is passed over (#8).",
+                        [
+                            (quantile(0.5, "portraits_worker_redraw_error"), "p50"),
+                            (quantile(0.9, "portraits_worker_redraw_error"), "p90"),
+                        ],
+                        thresholds=[0.15],
+                    ),
+                ],
+            ),
+            (
+                "Queue",
+                [
+                    timeseries(
+                        "Queue wait",
+                        f"Upload accepted → render started; past {SOURCE_MAX_AGE_S} s the photo "
+                        "is gone and the job fails with source_expired.",
+                        [
+                            (quantile(0.5, "portraits_worker_queue_wait_seconds"), "p50"),
                             (quantile(0.95, "portraits_worker_queue_wait_seconds"), "p95"),
-                            (quantile(0.99, "portraits_worker_queue_wait_seconds"), "p99")], unit="s",
-                           thresholds=[SOURCE_MAX_AGE_S]),
-                timeseries("Queue depth", "Waiting tasks: read by the gateway at scrape time, and sampled by the "
-                           "workers at each task.",
-                           [("max(portraits_gateway_queue_depth)", "gateway"),
-                            ("max(portraits_worker_queue_depth)", "worker sample")]),
-                timeseries("Throughput", "Jobs finished per second, by outcome.",
-                           [(f"sum by (outcome) (rate(portraits_worker_jobs_total[{RATE}]))", "{{outcome}}")],
-                           unit="reqps", stacking=True),
-                timeseries("Retries by reason", "Tasks sent back after a transient S3/Redis error.",
-                           [(f"sum by (reason) (rate(portraits_worker_retries_total[{RATE}]))", "{{reason}}")],
-                           unit="reqps"),
-            ]),
-            ("Processes and GPUs", [
-                timeseries("Worker processes by state", "Per state, summed over live processes.",
-                           [("sum by (state) (portraits_worker_processes)", "{{state}}")], stacking=True),
-                timeseries("GPU utilisation", "From NVIDIA's DCGM exporter (the GPU operator runs it); empty "
-                           "where it is not scraped.",
-                           [("avg by (Hostname, gpu) (DCGM_FI_DEV_GPU_UTIL)", "{{Hostname}} gpu {{gpu}}")],
-                           unit="percent"),
-                timeseries("GPU memory used", "Framebuffer memory in use (DCGM exporter, MiB).",
-                           [("sum by (Hostname, gpu) (DCGM_FI_DEV_FB_USED)", "{{Hostname}} gpu {{gpu}}")],
-                           unit="decmbytes"),
-                timeseries("GPU power", "Board power draw (DCGM exporter).",
-                           [("sum by (Hostname, gpu) (DCGM_FI_DEV_POWER_USAGE)", "{{Hostname}} gpu {{gpu}}")],
-                           unit="watt"),
-            ]),
+                            (quantile(0.99, "portraits_worker_queue_wait_seconds"), "p99"),
+                        ],
+                        unit="s",
+                        thresholds=[SOURCE_MAX_AGE_S],
+                    ),
+                    timeseries(
+                        "Queue depth",
+                        "Waiting tasks: read by the gateway at scrape time, and sampled by the workers at each task.",
+                        [
+                            ("max(portraits_gateway_queue_depth)", "gateway"),
+                            ("max(portraits_worker_queue_depth)", "worker sample"),
+                        ],
+                    ),
+                    timeseries(
+                        "Throughput",
+                        "Jobs finished per second, by outcome.",
+                        [(f"sum by (outcome) (rate(portraits_worker_jobs_total[{RATE}]))", "{{outcome}}")],
+                        unit="reqps",
+                        stacking=True,
+                    ),
+                    timeseries(
+                        "Retries by reason",
+                        "Tasks sent back after a transient S3/Redis error.",
+                        [(f"sum by (reason) (rate(portraits_worker_retries_total[{RATE}]))", "{{reason}}")],
+                        unit="reqps",
+                    ),
+                ],
+            ),
+            (
+                "Processes and GPUs",
+                [
+                    timeseries(
+                        "Worker processes by state",
+                        "Per state, summed over live processes.",
+                        [("sum by (state) (portraits_worker_processes)", "{{state}}")],
+                        stacking=True,
+                    ),
+                    timeseries(
+                        "GPU utilisation",
+                        "From NVIDIA's DCGM exporter (the GPU operator runs it); empty where it is not scraped.",
+                        [("avg by (Hostname, gpu) (DCGM_FI_DEV_GPU_UTIL)", "{{Hostname}} gpu {{gpu}}")],
+                        unit="percent",
+                    ),
+                    timeseries(
+                        "GPU memory used",
+                        "Framebuffer memory in use (DCGM exporter, MiB).",
+                        [("sum by (Hostname, gpu) (DCGM_FI_DEV_FB_USED)", "{{Hostname}} gpu {{gpu}}")],
+                        unit="decmbytes",
+                    ),
+                    timeseries(
+                        "GPU power",
+                        "Board power draw (DCGM exporter).",
+                        [("sum by (Hostname, gpu) (DCGM_FI_DEV_POWER_USAGE)", "{{Hostname}} gpu {{gpu}}")],
+                        unit="watt",
+                    ),
+                ],
+            ),
         ],
     )
 

@@ -71,8 +71,9 @@ def run(plan: Plan, workdir: Path, progress: bool = True) -> list[Row]:
     with ChaosStack(workdir, upload_rate_limit="600/minute") as stack:
         base = step("baseline", lambda: baseline(stack, plan, photo))
         step("render process kills", lambda: worker_kills(stack, plan, photo, KillMethod.RENDER_SIGKILL, plan.kills))
-        step("whole worker kills", lambda: worker_kills(stack, plan, photo, KillMethod.WORKER_SIGKILL,
-                                                        plan.worker_kills))
+        step(
+            "whole worker kills", lambda: worker_kills(stack, plan, photo, KillMethod.WORKER_SIGKILL, plan.worker_kills)
+        )
         step("cold shutdowns", lambda: worker_kills(stack, plan, photo, KillMethod.WORKER_SIGQUIT, plan.kills))
         step("warm shutdowns", lambda: worker_kills(stack, plan, photo, KillMethod.WORKER_SIGTERM, plan.kills))
         step("Redis killed", lambda: redis_killed(stack, plan, photo))
@@ -94,15 +95,19 @@ def _ms(value: float | None) -> str:
 
 
 def table(rows: list[Row]) -> str:
-    lines = ["| fault | accepted | done | failed (codes) | lost | 5xx | 503 | oldest source | recover | "
-             "healthz p99 | upload p50 | targets |",
-             "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        "| fault | accepted | done | failed (codes) | lost | 5xx | 503 | oldest source | recover | "
+        "healthz p99 | upload p50 | targets |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for row in rows:
         failed = ", ".join(f"{code} {n}" for code, n in sorted(row.failed.items())) or "0"
         verdict = "met" if row.met else "**missed**: " + "; ".join(row.problems)
-        lines.append(f"| {row.fault} | {row.accepted} | {row.done} | {failed} | {row.lost} | {row.server_errors} "
-                     f"| {row.unavailable} | {_seconds(row.oldest_source)} | {_seconds(row.recover)} "
-                     f"| {_ms(row.healthz_p99)} | {_ms(row.upload_p50)} | {verdict} |")
+        lines.append(
+            f"| {row.fault} | {row.accepted} | {row.done} | {failed} | {row.lost} | {row.server_errors} "
+            f"| {row.unavailable} | {_seconds(row.oldest_source)} | {_seconds(row.recover)} "
+            f"| {_ms(row.healthz_p99)} | {_ms(row.upload_p50)} | {verdict} |"
+        )
     return "\n".join(lines)
 
 

@@ -68,8 +68,18 @@ class Plan:
 
     @classmethod
     def quick(cls) -> Plan:
-        return cls(clients=2, kills=1, worker_kills=1, redis_down=5.0, redis_hang=3.0, s3_stop=8.0,
-                   slow_clients=(3,), slow_seconds=8.0, baseline_seconds=6.0, burst=60)
+        return cls(
+            clients=2,
+            kills=1,
+            worker_kills=1,
+            redis_down=5.0,
+            redis_hang=3.0,
+            s3_stop=8.0,
+            slow_clients=(3,),
+            slow_seconds=8.0,
+            baseline_seconds=6.0,
+            burst=60,
+        )
 
 
 KILL_DONE_WITHIN = 30.0  # issue 9: each killed job done ≤ 30 s after the kill
@@ -108,15 +118,15 @@ class Session:
                 row.failed[job.status.split(":", 1)[1]] += 1
             else:
                 row.lost += 1
-        row.server_errors = (load.responses.server_errors + load.responses.bad_503
-                             + load.responses.transport_errors)
+        row.server_errors = load.responses.server_errors + load.responses.bad_503 + load.responses.transport_errors
         row.unavailable = load.responses.by_status[503] - load.responses.bad_503
         row.oldest_source = self.ages.oldest
         row.healthz_p99 = percentile(self.prober.latencies, 99)
         row.upload_p50 = percentile(load.upload_seconds, 50)
         if load.responses.transport_kinds:
-            row.notes.append("no answer: " + ", ".join(f"{kind} ×{n}" for kind, n in
-                                                       sorted(load.responses.transport_kinds.items())))
+            row.notes.append(
+                "no answer: " + ", ".join(f"{kind} ×{n}" for kind, n in sorted(load.responses.transport_kinds.items()))
+            )
         max_age = self.stack.settings.source_max_age_seconds
         if row.lost:
             row.problems.append(f"{row.lost} accepted jobs lost")
@@ -139,8 +149,12 @@ def _job_being_painted(stack: ChaosStack, timeout: float = 60.0, exclude: frozen
     def painting() -> bool:
         for key in client.scan_iter(f"{JobStore.KEY_PREFIX}*", count=1000):
             job = jobs.get(key.decode().removeprefix(JobStore.KEY_PREFIX))
-            if (job is not None and job.id not in exclude and job.state.value == "processing"
-                    and job.stage not in (None, "fetch")):
+            if (
+                job is not None
+                and job.id not in exclude
+                and job.state.value == "processing"
+                and job.stage not in (None, "fetch")
+            ):
                 found.append(job.id)
                 return True
         return False
@@ -278,8 +292,10 @@ def _orphans(stack: ChaosStack) -> int:
     schedule = DeletionSchedule(stack.redis_client())
     client = stack.s3.client()
     count = 0
-    for kind, bucket, prefix in ((ObjectKind.SOURCE, stack.settings.sources_bucket, "sources/"),
-                                 (ObjectKind.RESULT, stack.settings.results_bucket, "results/")):
+    for kind, bucket, prefix in (
+        (ObjectKind.SOURCE, stack.settings.sources_bucket, "sources/"),
+        (ObjectKind.RESULT, stack.settings.results_bucket, "results/"),
+    ):
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             count += sum(not schedule.contains(kind, item["Key"]) for item in page.get("Contents", []))
     return count
@@ -302,16 +318,18 @@ def slow_uploaders(stack: ChaosStack, plan: Plan, photo: bytes, count: int, base
     sockets: list[socket.socket] = []
     with Session(stack, f"{count} slow uploaders (2 KB/s)", plan.clients, photo) as session:
         host, port = stack.gateway_url.removeprefix("http://").split(":")
-        body = b"--x\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.jpg\"\r\n\r\n" + photo
-        head = (f"POST /v1/portraits HTTP/1.1\r\nHost: {host}\r\nContent-Type: multipart/form-data; boundary=x\r\n"
-                f"Content-Length: {len(body) + 8}\r\n\r\n").encode()
+        body = b'--x\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n\r\n' + photo
+        head = (
+            f"POST /v1/portraits HTTP/1.1\r\nHost: {host}\r\nContent-Type: multipart/form-data; boundary=x\r\n"
+            f"Content-Length: {len(body) + 8}\r\n\r\n"
+        ).encode()
         for _ in range(count):
             conn = socket.create_connection((host, int(port)), timeout=5)
             conn.sendall(head)
             sockets.append(conn)
         sent = 0
         while time.monotonic() < stop:
-            chunk = body[sent:sent + 200]
+            chunk = body[sent : sent + 200]
             sent += len(chunk)
             for conn in list(sockets):
                 try:
@@ -323,8 +341,10 @@ def slow_uploaders(stack: ChaosStack, plan: Plan, photo: bytes, count: int, base
             conn.close()
     row = session.row
     row.notes.append(f"{len(sockets)} of {count} slow connections still open at the end")
-    for name, value, reference in (("/healthz p99", row.healthz_p99, base.healthz_p99),
-                                   ("upload p50", row.upload_p50, base.upload_p50)):
+    for name, value, reference in (
+        ("/healthz p99", row.healthz_p99, base.healthz_p99),
+        ("upload p50", row.upload_p50, base.upload_p50),
+    ):
         if value is not None and reference and value > 2 * max(reference, 0.02):
             row.problems.append(f"{name} {value * 1000:.0f} ms vs {reference * 1000:.0f} ms without fault (> 2×)")
     return row
@@ -332,32 +352,44 @@ def slow_uploaders(stack: ChaosStack, plan: Plan, photo: bytes, count: int, base
 
 ABUSE: list[tuple[str, bytes]] = [
     ("huge headers", b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n"),
-    ("many headers", b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: 1\r\n" % n for n in range(200))
-     + b"\r\n"),
+    (
+        "many headers",
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: 1\r\n" % n for n in range(200)) + b"\r\n",
+    ),
     ("bad request line", b"GARBAGE\r\n\r\n"),
-    ("chunked and length", b"POST /v1/portraits HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
-     b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
-    ("not multipart", b"POST /v1/portraits HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-     b"Content-Length: 2\r\n\r\n{}"),
+    (
+        "chunked and length",
+        b"POST /v1/portraits HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    ),
+    (
+        "not multipart",
+        b"POST /v1/portraits HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+    ),
     ("41 form fields", None),  # built below
     ("garbage image", None),
     ("unknown route", b"GET /../../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n"),
     ("bad id", b"GET /v1/portraits/%00%ff HTTP/1.1\r\nHost: x\r\n\r\n"),
     ("wrong method", b"PUT /v1/portraits HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"),
-    ("lying length", b"POST /v1/portraits HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=x\r\n"
-     b"Content-Length: 100000\r\n\r\n--x\r\n"),
+    (
+        "lying length",
+        b"POST /v1/portraits HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=x\r\n"
+        b"Content-Length: 100000\r\n\r\n--x\r\n",
+    ),
     ("strength -0", None),
 ]
 
 
 def _multipart(fields: list[tuple[str, str]], image: bytes | None) -> bytes:
-    parts = b"".join(f'--x\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
-                     for name, value in fields)
+    parts = b"".join(
+        f'--x\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode() for name, value in fields
+    )
     if image is not None:
         parts += b'--x\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n\r\n' + image + b"\r\n"
     body = parts + b"--x--\r\n"
-    return (b"POST /v1/portraits HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=x\r\n"
-            b"Content-Length: %d\r\n\r\n" % len(body)) + body
+    return (
+        b"POST /v1/portraits HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=x\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body)
+    ) + body
 
 
 def _raw(stack: ChaosStack, payload: bytes) -> tuple[int, bytes]:
@@ -388,8 +420,12 @@ def abusive_burst(stack: ChaosStack, plan: Plan, photo: bytes) -> Row:
     statuses: Counter[str] = Counter()
     with Session(stack, f"abusive burst ({plan.burst} requests)", plan.clients, photo) as session:
         with ThreadPoolExecutor(16) as pool:
-            answers = list(pool.map(lambda item: (item[0], *_raw(stack, item[1])),
-                                    [payloads[n % len(payloads)] for n in range(plan.burst)]))
+            answers = list(
+                pool.map(
+                    lambda item: (item[0], *_raw(stack, item[1])),
+                    [payloads[n % len(payloads)] for n in range(plan.burst)],
+                )
+            )
         for name, status, data in answers:
             statuses[f"{name}:{status}"] += 1
             body = data.split(b"\r\n\r\n", 1)[-1]
@@ -400,4 +436,3 @@ def abusive_burst(stack: ChaosStack, plan: Plan, photo: bytes) -> Row:
     session.row.notes.append(", ".join(sorted({key for key in statuses})))
     session.row.problems = sorted(set(session.row.problems))
     return session.row
-

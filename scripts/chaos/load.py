@@ -74,8 +74,9 @@ class Load:
 
     def start(self) -> Load:
         self._stop.clear()
-        self._threads = [threading.Thread(target=self._client, daemon=True, name=f"load-{n}")
-                         for n in range(self.clients)]
+        self._threads = [
+            threading.Thread(target=self._client, daemon=True, name=f"load-{n}") for n in range(self.clients)
+        ]
         for thread in self._threads:
             thread.start()
         return self
@@ -103,8 +104,12 @@ class Load:
         session = requests.Session()
         while not self._stop.is_set():
             started = time.perf_counter()
-            response = self._request(session, "POST", self.base_url + "/v1/portraits",
-                                     files={"image": ("selfie.jpg", self.photo, "image/jpeg")})
+            response = self._request(
+                session,
+                "POST",
+                self.base_url + "/v1/portraits",
+                files={"image": ("selfie.jpg", self.photo, "image/jpeg")},
+            )
             with self._lock:
                 self.upload_seconds.append(time.perf_counter() - started)
             if response is not None and response.status_code == 202:

@@ -81,19 +81,28 @@ class ChaosStack:
             **self.overrides,
         }
         self.settings = Settings(**values)
-        ensure_buckets(self.s3.endpoint, self.s3.credentials, [self.settings.sources_bucket,
-                                                               self.settings.results_bucket])
+        ensure_buckets(
+            self.s3.endpoint, self.s3.credentials, [self.settings.sources_bucket, self.settings.results_bucket]
+        )
         self.gateway_url = f"http://127.0.0.1:{gateway_port}"
         self.programs["redis"] = Program("redis", self.redis.process)
         self.programs["s3"] = Program("s3", self.s3.process)
         env = self._env()
         gateway = ManagedProcess(
-            "gateway", [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF), "services.gateway.wsgi:app"],
-            self.workdir / "gateway.log", cwd=PROJECT_ROOT,
-            env={**env, "PROMETHEUS_MULTIPROC_DIR": str(self._mkdir("metrics-gateway"))})
+            "gateway",
+            [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF), "services.gateway.wsgi:app"],
+            self.workdir / "gateway.log",
+            cwd=PROJECT_ROOT,
+            env={**env, "PROMETHEUS_MULTIPROC_DIR": str(self._mkdir("metrics-gateway"))},
+        )
         self.programs["gateway"] = Program("gateway", gateway.start())
-        janitor = ManagedProcess("janitor", [sys.executable, "-m", "services.janitor"], self.workdir / "janitor.log",
-                                 cwd=PROJECT_ROOT, env=env)
+        janitor = ManagedProcess(
+            "janitor",
+            [sys.executable, "-m", "services.janitor"],
+            self.workdir / "janitor.log",
+            cwd=PROJECT_ROOT,
+            env=env,
+        )
         self.programs["janitor"] = Program("janitor", janitor.start())
         for index in range(self.worker_count):
             worker = WorkerProcess(self.settings, self.workdir / f"worker-{index}")

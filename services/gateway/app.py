@@ -12,10 +12,9 @@ from celery import Celery
 from flask import Flask, Request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
-from werkzeug.middleware.proxy_fix import ProxyFix
-
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from services.gateway import events, metrics, routes, site
 from services.gateway.bodies import BodyDeadline
@@ -71,20 +70,31 @@ def redis_options(settings: Settings) -> dict[str, Any]:
 
 def gateway_s3_settings(settings: Settings) -> Settings:
     """The gateway's S3 client: short timeouts, few attempts (`gateway_s3_*`)."""
-    return with_overrides(settings, s3_max_attempts=settings.gateway_s3_max_attempts,
-                          s3_connect_timeout=settings.gateway_s3_timeout, s3_read_timeout=settings.gateway_s3_timeout)
+    return with_overrides(
+        settings,
+        s3_max_attempts=settings.gateway_s3_max_attempts,
+        s3_connect_timeout=settings.gateway_s3_timeout,
+        s3_read_timeout=settings.gateway_s3_timeout,
+    )
 
 
 def bound_broker(celery: Celery, settings: Settings) -> Celery:
     """The Celery app's publishing side on the same budget as the other Redis calls (only the gateway's copy:
     the worker consumes with the shared settings)."""
     timeout = settings.gateway_redis_timeout
-    celery.conf.broker_transport_options = {**celery.conf.broker_transport_options,
-                                            "socket_timeout": timeout, "socket_connect_timeout": timeout}
+    celery.conf.broker_transport_options = {
+        **celery.conf.broker_transport_options,
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+    }
     celery.conf.broker_connection_timeout = timeout
     # kombu retries a failed publish 3 times by default, each on a fresh connection: once is enough.
-    celery.conf.task_publish_retry_policy = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2,
-                                             "interval_max": 0.2}
+    celery.conf.task_publish_retry_policy = {
+        "max_retries": 1,
+        "interval_start": 0,
+        "interval_step": 0.2,
+        "interval_max": 0.2,
+    }
     return celery
 
 
@@ -139,8 +149,11 @@ def create_app(settings: Settings | None = None, *, gateway: Gateway | None = No
     app = Flask(__name__, static_folder=None)
     app.request_class = GatewayRequest
     # Under gunicorn, a request body that arrives too slowly answers 408 (bodies.py).
-    app.wsgi_app = BodyDeadline(app.wsgi_app, settings.gateway_body_timeout,  # type: ignore[method-assign]
-                                settings.gateway_body_min_rate)
+    app.wsgi_app = BodyDeadline(
+        app.wsgi_app,
+        settings.gateway_body_timeout,  # type: ignore[method-assign]
+        settings.gateway_body_min_rate,
+    )
     if settings.trusted_proxy_hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxy_hops)  # type: ignore[method-assign]
     app.config.update(

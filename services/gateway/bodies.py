@@ -28,8 +28,7 @@ _PIECE_BYTES = 4 * 1024
 
 
 class _DeadlineBody:
-    def __init__(self, inner: Any, sock: socket.socket, environ: dict[str, Any], grace: float,
-                 min_rate: float) -> None:
+    def __init__(self, inner: Any, sock: socket.socket, environ: dict[str, Any], grace: float, min_rate: float) -> None:
         self._inner = inner
         self._sock = sock
         self._environ = environ
@@ -44,8 +43,10 @@ class _DeadlineBody:
 
     def _timed_out(self) -> ApiError:
         self._environ[TIMED_OUT] = True
-        return ApiError("upload_timeout", f"the request body arrived too slowly (under "
-                                          f"{self._min_rate / 1024:g} KiB/s after {self._grace:g} s)")
+        return ApiError(
+            "upload_timeout",
+            f"the request body arrived too slowly (under {self._min_rate / 1024:g} KiB/s after {self._grace:g} s)",
+        )
 
     def _bounded(self, read: Callable[[int], bytes], size: int) -> bytes:
         """One read of at most `size` bytes, with the socket timeout set to the time left for them."""
@@ -56,7 +57,7 @@ class _DeadlineBody:
         self._sock.settimeout(left)
         try:
             data = read(size)
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             raise self._timed_out() from None
         finally:
             with contextlib.suppress(OSError):  # closed under us: the next read says so

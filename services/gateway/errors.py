@@ -44,21 +44,42 @@ CODES: dict[str, ErrorCode] = {
         ErrorCode("invalid_strength", 400, "`strength` is not a number between 0 and 1."),
         ErrorCode("too_many_fields", 400, "The multipart form has more parts than an upload needs."),
         ErrorCode("invalid_share", 400, "`share` is not `true` or `false` (`1`/`0`, `on`/`off` also accepted)."),
-        ErrorCode("invalid_callback_url", 400, "`callback_url` is not an absolute http(s) URL of at most 2048 "
-                                               "characters without a user name or password."),
-        ErrorCode("callback_url_refused", 400, "`callback_url`'s host does not resolve, or resolves to a "
-                                               "loopback, private, link-local (cloud metadata), multicast, "
-                                               "reserved or unspecified address, which webhooks never call."),
-        ErrorCode("webhooks_disabled", 400, "`callback_url` was sent but this deployment has no webhook secret "
-                                            "(`PORTRAITS_WEBHOOK_SECRET`): the upload is refused rather than "
-                                            "never called back."),
-        ErrorCode("invalid_token", 403, "The `Authorization: Bearer` withdraw token is missing or does not match "
-                                        "this gallery entry (the same answer whether or not the entry exists)."),
-        ErrorCode("not_found", 404, "No such route, or no such portrait or gallery entry (unknown, expired, "
-                                    "deleted or withdrawn)."),
+        ErrorCode(
+            "invalid_callback_url",
+            400,
+            "`callback_url` is not an absolute http(s) URL of at most 2048 characters without a user name or password.",
+        ),
+        ErrorCode(
+            "callback_url_refused",
+            400,
+            "`callback_url`'s host does not resolve, or resolves to a "
+            "loopback, private, link-local (cloud metadata), multicast, "
+            "reserved or unspecified address, which webhooks never call.",
+        ),
+        ErrorCode(
+            "webhooks_disabled",
+            400,
+            "`callback_url` was sent but this deployment has no webhook secret "
+            "(`PORTRAITS_WEBHOOK_SECRET`): the upload is refused rather than "
+            "never called back.",
+        ),
+        ErrorCode(
+            "invalid_token",
+            403,
+            "The `Authorization: Bearer` withdraw token is missing or does not match "
+            "this gallery entry (the same answer whether or not the entry exists).",
+        ),
+        ErrorCode(
+            "not_found",
+            404,
+            "No such route, or no such portrait or gallery entry (unknown, expired, deleted or withdrawn).",
+        ),
         ErrorCode("method_not_allowed", 405, "The route exists but not with this method (see `Allow`)."),
-        ErrorCode("upload_timeout", 408, "The request body arrived too slowly (see `gateway_body_min_rate`); "
-                                         "the connection is closed."),
+        ErrorCode(
+            "upload_timeout",
+            408,
+            "The request body arrived too slowly (see `gateway_body_min_rate`); the connection is closed.",
+        ),
         ErrorCode("too_large", 413, "The request body or the image file is over the upload limit."),
         ErrorCode("image_too_large", 413, "The image has too many pixels (checked on its header)."),
         ErrorCode("uri_too_long", 414, "The request line is too long (answered by the HTTP server)."),
@@ -66,21 +87,32 @@ CODES: dict[str, ErrorCode] = {
         ErrorCode("corrupt_image", 422, "The image is truncated or damaged."),
         ErrorCode("image_too_small", 422, "The image's short side is below the minimum."),
         ErrorCode("rate_limited", 429, "Too many uploads from this client; retry after `Retry-After` seconds."),
-        ErrorCode("headers_too_large", 431, "Too many or too large request headers (answered by the HTTP "
-                                            "server)."),
+        ErrorCode("headers_too_large", 431, "Too many or too large request headers (answered by the HTTP server)."),
         ErrorCode("internal_error", 500, "An unexpected error; it has been logged."),
         ErrorCode("not_implemented", 501, "A transfer coding other than chunked (answered by the HTTP server)."),
-        ErrorCode("unavailable", 503, "Storage or Redis is unreachable or too slow; retry after `Retry-After` "
-                                      "seconds."),
-        ErrorCode("overloaded", 503, "Too many uploads are waiting: this one could not be painted before its "
-                                     "photo's maximum age, so it was not accepted; retry after `Retry-After` "
-                                     "seconds, the estimated time for the queue to drain enough."),
+        ErrorCode(
+            "unavailable", 503, "Storage or Redis is unreachable or too slow; retry after `Retry-After` seconds."
+        ),
+        ErrorCode(
+            "overloaded",
+            503,
+            "Too many uploads are waiting: this one could not be painted before its "
+            "photo's maximum age, so it was not accepted; retry after `Retry-After` "
+            "seconds, the estimated time for the queue to drain enough.",
+        ),
     )
 }
 
 # Werkzeug's HTTP errors, by status; any other 4xx is `bad_request` and any other 5xx `internal_error`.
-HTTP_ERROR_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large",
-                    415: "unsupported_type", 429: "rate_limited", 503: "unavailable"}
+HTTP_ERROR_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    415: "unsupported_type",
+    429: "rate_limited",
+    503: "unavailable",
+}
 _HTTP_MESSAGES = {
     "not_found": "no such resource",
     "too_large": "the upload is too large",
@@ -89,7 +121,11 @@ _HTTP_MESSAGES = {
 
 #: Failures of our dependencies: the client did nothing wrong and may retry.
 UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
-    StorageUnavailable, ClientError, BotoCoreError, redis.RedisError, BrokerUnavailable,
+    StorageUnavailable,
+    ClientError,
+    BotoCoreError,
+    redis.RedisError,
+    BrokerUnavailable,
 )
 
 #: Retry-After on every 503: long enough for a blip to pass, short next to the outages it covers (issue 9).
@@ -110,8 +146,14 @@ _DRAIN_CHUNK = 256 * 1024
 class ApiError(Exception):
     """A rejection with a code from `CODES`; raise it anywhere in a request to answer with the envelope."""
 
-    def __init__(self, code: str, message: str | None = None, *, headers: Mapping[str, str] | None = None,
-                 status: int | None = None) -> None:
+    def __init__(
+        self,
+        code: str,
+        message: str | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        status: int | None = None,
+    ) -> None:
         entry = CODES[code]  # a KeyError here is a bug: every emitted code must be documented
         super().__init__(message or entry.description)
         self.code = code
@@ -121,8 +163,9 @@ class ApiError(Exception):
 
 
 #: Codes of shared.errors that describe the client's upload; they pass through unchanged.
-IMAGE_ERROR_CODES = frozenset({"unsupported_type", "image_too_large", "corrupt_image", "image_too_small",
-                               "unknown_style", "invalid_strength"})
+IMAGE_ERROR_CODES = frozenset(
+    {"unsupported_type", "image_too_large", "corrupt_image", "image_too_small", "unknown_style", "invalid_strength"}
+)
 
 
 def from_portrait_error(exc: PortraitError) -> ApiError | None:
@@ -212,8 +255,7 @@ def register_error_handlers(app: Flask) -> None:
 
 
 def _unavailable(exc: Exception) -> Response:
-    log.error("dependency unavailable", error_type=type(exc).__name__, error=str(exc),
-              traceback=format_traceback(exc))
+    log.error("dependency unavailable", error_type=type(exc).__name__, error=str(exc), traceback=format_traceback(exc))
     return error_response(ApiError("unavailable", "a storage service is unavailable; try again later"))
 
 

@@ -98,9 +98,12 @@ class EventFeed:
         # One connection per open stream (a blocked XREAD holds its connection): 200 streams, 200 connections,
         # far below Redis's 10 000; at most one per thread, so the pool's cap (redis-py's default is 100) is the
         # thread count.
-        client = redis.Redis.from_url(settings.redis_url, socket_timeout=timeout,
-                                      socket_connect_timeout=settings.gateway_redis_timeout,
-                                      max_connections=settings.gateway_threads + 8)
+        client = redis.Redis.from_url(
+            settings.redis_url,
+            socket_timeout=timeout,
+            socket_connect_timeout=settings.gateway_redis_timeout,
+            max_connections=settings.gateway_threads + 8,
+        )
         return cls(redis=client, log=job_events.EventLog(client), heartbeat_seconds=settings.events_heartbeat_seconds)
 
 
@@ -133,7 +136,11 @@ def portrait_events(id: str) -> Response:  # the public path parameter is called
     job = Job.from_redis(raw)  # deleted or expired, but not yet removed: the stream answers `deleted` at once
     newest_id = newest[0][0].decode() if newest else None
     follower = Follower(
-        gw=gw, feed=feed, job=job, newest_id=newest_id, resume_from=last_event_id(request),
+        gw=gw,
+        feed=feed,
+        job=job,
+        newest_id=newest_id,
+        resume_from=last_event_id(request),
         stopping=request.environ.get(STOPPING, lambda: False),
         client_gone=_peer_closed_check(request.environ.get("gunicorn.socket")),
     )

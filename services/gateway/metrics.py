@@ -14,39 +14,66 @@ import time
 from collections.abc import Callable, Iterator
 
 from flask import Flask, Response, g, request
-from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram,
-                               generate_latest)
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 PREFIX = "portraits_gateway_"
 UNMATCHED_ROUTE = "<unmatched>"
 
-REQUESTS = Counter(f"{PREFIX}requests_total", "HTTP requests by route (URL rule), method and status.",
-                   ["route", "method", "status"])
-LATENCY = Histogram(f"{PREFIX}request_duration_seconds", "Time to answer an HTTP request, by route and method.",
-                    ["route", "method"],
-                    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))
-UPLOAD_BYTES = Histogram(f"{PREFIX}upload_bytes", "Size of the uploaded image file parts.",
-                         buckets=tuple(2**n for n in range(14, 26)))  # 16 KiB … 32 MiB
+REQUESTS = Counter(
+    f"{PREFIX}requests_total", "HTTP requests by route (URL rule), method and status.", ["route", "method", "status"]
+)
+LATENCY = Histogram(
+    f"{PREFIX}request_duration_seconds",
+    "Time to answer an HTTP request, by route and method.",
+    ["route", "method"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+UPLOAD_BYTES = Histogram(
+    f"{PREFIX}upload_bytes", "Size of the uploaded image file parts.", buckets=tuple(2**n for n in range(14, 26))
+)  # 16 KiB … 32 MiB
 REJECTIONS = Counter(f"{PREFIX}rejections_total", "Error responses, by error code.", ["code"])
 ENQUEUED = Counter(f"{PREFIX}jobs_enqueued_total", "Render jobs created and queued.")
 ERASED = Counter(f"{PREFIX}jobs_erased_total", "Jobs erased at their owner's request (DELETE).")
 # Live progress (#10): each open stream holds a gunicorn thread, so this is what `gateway_threads` must cover.
-EVENT_STREAMS_OPEN = Gauge(f"{PREFIX}event_streams_open", "Live-progress (SSE) streams open now, each holding a "
-                           "thread.", multiprocess_mode="livesum")
-EVENT_STREAMS = Counter(f"{PREFIX}event_streams_total", "Live-progress streams closed, by how: `ended` (the job "
-                        "ended), `client_gone`, `shutdown` (the worker stopped), `redis_error`.", ["outcome"])
+EVENT_STREAMS_OPEN = Gauge(
+    f"{PREFIX}event_streams_open",
+    "Live-progress (SSE) streams open now, each holding a thread.",
+    multiprocess_mode="livesum",
+)
+EVENT_STREAMS = Counter(
+    f"{PREFIX}event_streams_total",
+    "Live-progress streams closed, by how: `ended` (the job "
+    "ended), `client_gone`, `shutdown` (the worker stopped), `redis_error`.",
+    ["outcome"],
+)
 # Load shedding (#11): what a new upload would wait, and the uploads refused because it was too long.
-UPLOADS_SHED = Counter(f"{PREFIX}uploads_shed_total", "Uploads refused with 503 `overloaded`: their estimated "
-                       "queue wait plus one render would have outlasted `shed_wait_fraction` of the photo's "
-                       "maximum age.")
-UPLOAD_WAIT_ESTIMATE = Histogram(f"{PREFIX}upload_wait_estimate_seconds", "Estimated queue wait a new upload "
-                                 "faced (jobs ahead of it at the render processes' pooled rate), shed uploads "
-                                 "included; not observed while no render process reports.",
-                                 buckets=(0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 300.0))
-GALLERY_WITHDRAWN = Counter(f"{PREFIX}gallery_withdrawn_total", "Gallery entries withdrawn with their token "
-                            "(DELETE /v1/gallery/<id>), before or after publication.")
+UPLOADS_SHED = Counter(
+    f"{PREFIX}uploads_shed_total",
+    "Uploads refused with 503 `overloaded`: their estimated "
+    "queue wait plus one render would have outlasted `shed_wait_fraction` of the photo's "
+    "maximum age.",
+)
+UPLOAD_WAIT_ESTIMATE = Histogram(
+    f"{PREFIX}upload_wait_estimate_seconds",
+    "Estimated queue wait a new upload "
+    "faced (jobs ahead of it at the render processes' pooled rate), shed uploads "
+    "included; not observed while no render process reports.",
+    buckets=(0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 300.0),
+)
+GALLERY_WITHDRAWN = Counter(
+    f"{PREFIX}gallery_withdrawn_total",
+    "Gallery entries withdrawn with their token (DELETE /v1/gallery/<id>), before or after publication.",
+)
 
 
 def multiprocess_dir() -> str | None:
@@ -64,7 +91,7 @@ class QueueDepthCollector:
         gauge = GaugeMetricFamily(f"{PREFIX}queue_depth", "Render tasks waiting in the broker queue.")
         try:
             gauge.add_metric([], self._depth())
-        except Exception:  # noqa: BLE001 - readiness reports the outage; metrics stay scrapeable
+        except Exception:
             return
         yield gauge
 

@@ -20,19 +20,28 @@ from services.gateway import metrics, openapi
 from services.gateway.errors import ApiError
 from services.gateway.uploads import CleanUpload, read_upload
 from services.worker.engine.catalog import CATALOG, Family, styles_in
+from shared.audit import Deleter, ObjectKind
+from shared.capacity import Shed, decide
 from shared.crypto import new_key, seal
-from shared.gallery import (Cursor, GalleryEntry, GalleryGrant, GalleryIndex, Gone, Pending, is_gallery_id,
-                            token_hash, token_matches)
+from shared.deletion import Tracked
+from shared.gallery import (
+    Cursor,
+    GalleryEntry,
+    GalleryGrant,
+    GalleryIndex,
+    Gone,
+    Pending,
+    is_gallery_id,
+    token_hash,
+    token_matches,
+)
 from shared.ids import is_job_id, new_job_id
 from shared.jobs import Job, JobNotFound, JobState, TransitionRefused
 from shared.jobs import now as clock
 from shared.logging import get_logger
 from shared.queue import enqueue_render, queue_depth
-from shared.audit import Deleter, ObjectKind
-from shared.capacity import Shed, decide
-from shared.deletion import Tracked
-from shared.webhooks import host_of
 from shared.storage import RESULT_EXTENSIONS, ObjectMissing, StorageUnavailable, result_key, source_key
+from shared.webhooks import host_of
 
 if TYPE_CHECKING:
     from services.gateway.app import Gateway
@@ -83,10 +92,17 @@ def create_portrait() -> tuple[Response, int, dict[str, str]]:
     grant = GalleryGrant.new() if upload.share else None
     job = submit(gw, upload, gallery=grant)
     status_url = url_for("portraits.get_portrait", id=job.id)
-    log.info("portrait queued", received_bytes=upload.received_bytes, source_format=upload.source_format,
-             width=upload.width, height=upload.height, style_requested=upload.style, strength=upload.strength,
-             # The callback's host only: its path and query may carry the client's own tokens (#10).
-             callback_host=host_of(upload.callback_url) if upload.callback_url else None)
+    log.info(
+        "portrait queued",
+        received_bytes=upload.received_bytes,
+        source_format=upload.source_format,
+        width=upload.width,
+        height=upload.height,
+        style_requested=upload.style,
+        strength=upload.strength,
+        # The callback's host only: its path and query may carry the client's own tokens (#10).
+        callback_host=host_of(upload.callback_url) if upload.callback_url else None,
+    )
     body = {"id": job.id, "status": job.state.value, "status_url": status_url}
     body["gallery"] = {"id": grant.id, "withdraw_token": grant.token} if grant else None
     return jsonify(body), 202, {"Location": status_url}
@@ -105,31 +121,48 @@ def admit(gw: Gateway) -> None:
         metrics.UPLOAD_WAIT_ESTIMATE.observe(verdict.estimated_wait)
     if isinstance(verdict, Shed):
         metrics.UPLOADS_SHED.inc()
-        log.info("upload shed", queued=reading.queued, renderers=reading.capacity.renderers,
-                 seconds_per_job=round(reading.capacity.seconds_per_job, 3),
-                 estimated_wait=round(verdict.estimated_wait, 1), retry_after=verdict.retry_after)
-        raise ApiError("overloaded", f"too many portraits are waiting to be painted: yours would wait about "
-                       f"{math.ceil(verdict.estimated_wait)} s, and a photo is kept at most "
-                       f"{settings.source_max_age_seconds} s; please try again in {verdict.retry_after} s",
-                       headers={"Retry-After": str(verdict.retry_after)})
+        log.info(
+            "upload shed",
+            queued=reading.queued,
+            renderers=reading.capacity.renderers,
+            seconds_per_job=round(reading.capacity.seconds_per_job, 3),
+            estimated_wait=round(verdict.estimated_wait, 1),
+            retry_after=verdict.retry_after,
+        )
+        raise ApiError(
+            "overloaded",
+            f"too many portraits are waiting to be painted: yours would wait about "
+            f"{math.ceil(verdict.estimated_wait)} s, and a photo is kept at most "
+            f"{settings.source_max_age_seconds} s; please try again in {verdict.retry_after} s",
+            headers={"Retry-After": str(verdict.retry_after)},
+        )
 
 
 def submit(gw: Gateway, upload: CleanUpload, gallery: GalleryGrant | None = None) -> Job:
     """Seal and store the source, record the job, enqueue it; on any failure abandon what was written."""
-    job = Job(id=new_job_id(), state=JobState.QUEUED, created_at=clock(), style_requested=upload.style,
-              strength=upload.strength, share=gallery is not None,
-              gallery_id=gallery.id if gallery else None, gallery_token_hash=gallery.token_hash if gallery else None,
-              callback_url=upload.callback_url)
+    job = Job(
+        id=new_job_id(),
+        state=JobState.QUEUED,
+        created_at=clock(),
+        style_requested=upload.style,
+        strength=upload.strength,
+        share=gallery is not None,
+        gallery_id=gallery.id if gallery else None,
+        gallery_token_hash=gallery.token_hash if gallery else None,
+        callback_url=upload.callback_url,
+    )
     _bind_job(job.id)
     key = new_key()
     stored = False
     try:
         gw.source_keys.store(job.id, key)
         # Scheduled for deletion before it exists: no crash can leave an unscheduled source behind.
-        gw.eraser.track(ObjectKind.SOURCE, source_key(job.id), job.id, job.created_at,
-                        gw.settings.source_max_age_seconds)
-        gw.objects.put(gw.objects.sources_bucket, source_key(job.id), seal(key, upload.jpeg, job.id),
-                       SOURCE_CONTENT_TYPE)
+        gw.eraser.track(
+            ObjectKind.SOURCE, source_key(job.id), job.id, job.created_at, gw.settings.source_max_age_seconds
+        )
+        gw.objects.put(
+            gw.objects.sources_bucket, source_key(job.id), seal(key, upload.jpeg, job.id), SOURCE_CONTENT_TYPE
+        )
         stored = True
         if gallery is not None:
             # Reserved now, so the token withdraws even before the portrait exists; expires with the job record.
@@ -162,15 +195,17 @@ def _abandon(gw: Gateway, job: Job, *, stored: bool) -> None:
     left unscheduled for its reconcile pass to find."""
     steps: list[partial[Any]] = [partial(gw.source_keys.delete, job.id)]
     if stored:
-        steps.append(partial(gw.eraser.schedule.add, Tracked(ObjectKind.SOURCE, source_key(job.id), job.id,
-                                                             job.created_at), clock()))
+        steps.append(
+            partial(
+                gw.eraser.schedule.add, Tracked(ObjectKind.SOURCE, source_key(job.id), job.id, job.created_at), clock()
+            )
+        )
     steps.append(partial(gw.jobs.delete, job.id))
     for step in steps:
         try:
             step()
-        except Exception as exc:  # noqa: BLE001 - the request's own error is the one to answer with
-            log.warning("undo of a failed upload stopped", step=step.func.__qualname__,
-                        error_type=type(exc).__name__)
+        except Exception as exc:
+            log.warning("undo of a failed upload stopped", step=step.func.__qualname__, error_type=type(exc).__name__)
             return
 
 
@@ -200,7 +235,8 @@ def portrait_view(gw: Gateway, job: Job, now: float) -> dict[str, Any] | None:
     result_url = expires_at = None
     if job.state is JobState.DONE:
         result_expires_at = job.result_expires_at or (
-            (job.finished_at or job.created_at) + gw.settings.result_ttl_seconds)
+            (job.finished_at or job.created_at) + gw.settings.result_ttl_seconds
+        )
         expires_in = math.floor(min(result_expires_at - now, gw.settings.result_url_max_seconds))
         if expires_in < 1:
             return None  # the result is gone (or about to be); the janitor will mark the job expired
@@ -291,17 +327,20 @@ def list_gallery() -> Response:
     now = clock()
     items = []
     for entry in page.entries:
-        expires_in = math.floor(min(entry.published_at + gw.settings.gallery_ttl_seconds - now,
-                                    gw.settings.result_url_max_seconds))
+        expires_in = math.floor(
+            min(entry.published_at + gw.settings.gallery_ttl_seconds - now, gw.settings.result_url_max_seconds)
+        )
         if expires_in < 1:
             continue  # due for deletion: the janitor's next sweep takes it
-        items.append({
-            "id": entry.id,
-            "image_url": gw.objects.presigned_get(gw.objects.results_bucket, entry.object_key, expires_in),
-            "style": entry.style,
-            "family": entry.family,
-            "day": entry.day,
-        })
+        items.append(
+            {
+                "id": entry.id,
+                "image_url": gw.objects.presigned_get(gw.objects.results_bucket, entry.object_key, expires_in),
+                "style": entry.style,
+                "family": entry.family,
+                "day": entry.day,
+            }
+        )
     return jsonify({"items": items, "next_cursor": page.next_cursor.encode() if page.next_cursor else None})
 
 
@@ -355,8 +394,7 @@ def _bearer_token() -> str | None:
 
 @cache
 def styles_document() -> dict[str, Any]:
-    families = [{"name": family.value, "styles": [style.as_dict() for style in styles_in(family)]}
-                for family in Family]
+    families = [{"name": family.value, "styles": [style.as_dict() for style in styles_in(family)]} for family in Family]
     return {
         "default": "auto",
         "choices": ["auto", *(family.value for family in Family), *(style.name for style in CATALOG)],

@@ -54,7 +54,7 @@ def raw_index() -> Response:
 
 
 @site.get("/portraits/<id>/download")
-def download(id: str) -> Response:  # noqa: A002 - the public path parameter is called `id`, as in the API
+def download(id: str) -> Response:
     """A redirect to a short-lived presigned URL that makes S3 answer `Content-Disposition: attachment`: the
     `download` attribute of a link is ignored across origins, and the CSP's `connect-src 'self'` keeps the page
     from fetching the image itself. The same rules as GET /v1/portraits/<id>: gone, expired or unfinished → 404."""
@@ -64,8 +64,12 @@ def download(id: str) -> Response:  # noqa: A002 - the public path parameter is 
         raise ApiError("not_found", "no such portrait (it may have expired or been deleted)")
     style = _SAFE_NAME.sub("", job.style or "") or "painted"
     extension = job.result_key.rsplit(".", 1)[-1] if "." in job.result_key else "jpg"
-    url = gw.objects.presigned_get(gw.objects.results_bucket, job.result_key, DOWNLOAD_URL_SECONDS,
-                                   download_name=f"portrait-{style}.{_SAFE_NAME.sub('', extension)}")
+    url = gw.objects.presigned_get(
+        gw.objects.results_bucket,
+        job.result_key,
+        DOWNLOAD_URL_SECONDS,
+        download_name=f"portrait-{style}.{_SAFE_NAME.sub('', extension)}",
+    )
     response = redirect(url, 303)
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -111,11 +115,14 @@ def index_html(settings: Settings) -> str:
     """index.html with this deployment's figures: how long a portrait is kept (the countdown), the upload limit
     and how long a gallery entry stays."""
     gallery_ttl = getattr(settings, "gallery_ttl_seconds", 30 * 86_400)
-    return _render(_read_index(), {
-        "__RESULT_TTL_SECONDS__": str(settings.result_ttl_seconds),
-        "__MAX_UPLOAD_MB__": f"{settings.max_upload_bytes / 1024 / 1024:g}",
-        "__GALLERY_TTL_DAYS__ days": duration_words(gallery_ttl),
-    })
+    return _render(
+        _read_index(),
+        {
+            "__RESULT_TTL_SECONDS__": str(settings.result_ttl_seconds),
+            "__MAX_UPLOAD_MB__": f"{settings.max_upload_bytes / 1024 / 1024:g}",
+            "__GALLERY_TTL_DAYS__ days": duration_words(gallery_ttl),
+        },
+    )
 
 
 @cache

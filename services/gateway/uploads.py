@@ -84,9 +84,15 @@ def read_upload(request: Request, settings: Settings) -> CleanUpload:
         log.warning("decoder failed on an upload", error_type=type(exc).__name__, traceback=format_traceback(exc))
         raise ApiError("corrupt_image", "the image could not be decoded") from exc
     return CleanUpload(
-        jpeg=encode_source(photo.image), width=photo.image.width, height=photo.image.height,
-        source_format=photo.format, received_bytes=len(data), style=style, strength=strength,
-        share=share, callback_url=callback_url,
+        jpeg=encode_source(photo.image),
+        width=photo.image.width,
+        height=photo.image.height,
+        source_format=photo.format,
+        received_bytes=len(data),
+        style=style,
+        strength=strength,
+        share=share,
+        callback_url=callback_url,
     )
 
 
@@ -143,8 +149,9 @@ class FieldCountingParser(FormDataParser):
     told the client to send less rather than fewer fields; issue 9). Parts are counted on the raw stream,
     ahead of Werkzeug's own parser, by their delimiter lines."""
 
-    def parse(self, stream: Any, mimetype: str, content_length: int | None,
-              options: dict[str, str] | None = None) -> Any:
+    def parse(
+        self, stream: Any, mimetype: str, content_length: int | None, options: dict[str, str] | None = None
+    ) -> Any:
         boundary = (options or {}).get("boundary", "")
         if mimetype != "multipart/form-data" or not boundary or self.max_form_parts is None:
             return super().parse(stream, mimetype, content_length, options)
@@ -174,7 +181,7 @@ class _PartCounter:
             if after + 2 > len(window) and data:
                 start = found  # can't tell an opening delimiter from the closing one yet
                 break
-            if window[after:after + 2] != b"--":
+            if window[after : after + 2] != b"--":
                 self.parts += 1
             start = after
         else:
@@ -185,8 +192,11 @@ class _PartCounter:
 
     def check(self) -> None:
         if self.parts > self._max_parts:
-            raise ApiError("too_many_fields", f"an upload has at most {self._max_parts} form parts "
-                                              f"(`image`, `style`, `strength`, `share`, `callback_url`)")
+            raise ApiError(
+                "too_many_fields",
+                f"an upload has at most {self._max_parts} form parts "
+                f"(`image`, `style`, `strength`, `share`, `callback_url`)",
+            )
 
 
 def encode_source(image: Image.Image) -> bytes:

@@ -33,8 +33,13 @@ from gunicorn.workers.gthread import ThreadWorker
 # Gunicorn's statuses and our codes. Gunicorn can also answer 403 and 417 (TLS, PROXY protocol and Expect
 # headers: none configured here): those, and any status it adds later, answer 400 `bad_request` or
 # 500 `internal_error`.
-_CODE_BY_STATUS = {400: "bad_request", 414: "uri_too_long", 431: "headers_too_large", 500: "internal_error",
-                   501: "not_implemented"}
+_CODE_BY_STATUS = {
+    400: "bad_request",
+    414: "uri_too_long",
+    431: "headers_too_large",
+    500: "internal_error",
+    501: "not_implemented",
+}
 #: WSGI environ key: a callable answering whether this worker is shutting down.
 STOPPING = "portraits.worker_stopping"
 
@@ -74,9 +79,11 @@ def error_response(status: int) -> bytes:
     code = _CODE_BY_STATUS.get(status) or ("internal_error" if status >= 500 else "bad_request")
     status = status if status in _CODE_BY_STATUS else CODES[code].status
     body = json.dumps(envelope(code, _MESSAGES[code])).encode()
-    head = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
-            "Connection: close\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n")
+    head = (
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
+        "Connection: close\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
     return head.encode("latin-1") + body
 
 
@@ -91,7 +98,7 @@ class GatewayWorker(ThreadWorker):
         super().handle_error(req, page, None, exc)
         try:
             util.write_nonblock(client, error_response(page.status()))
-        except Exception:  # noqa: BLE001 - the client may be gone; nothing more to do (gunicorn does the same)
+        except Exception:
             self.log.debug("Failed to send error message.")
 
     def handle(self, conn: Any) -> Any:

@@ -17,8 +17,9 @@ def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
-def build_report(entries: list[AuditEntry], schedule: DeletionSchedule, max_ages: dict[ObjectKind, float],
-                 now: float | None = None) -> str:
+def build_report(
+    entries: list[AuditEntry], schedule: DeletionSchedule, max_ages: dict[ObjectKind, float], now: float | None = None
+) -> str:
     now = time.time() if now is None else now
     lines = [f"audit records: {len(entries)} (unverified: {sum(not e.verified for e in entries)})", ""]
     counts = Counter((entry.kind.value, entry.deleted_by.value) for entry in entries)
@@ -32,18 +33,26 @@ def build_report(entries: list[AuditEntry], schedule: DeletionSchedule, max_ages
     for kind in ObjectKind:
         values = sorted(lifetimes.get(kind.value, []))
         if values:
-            lines.append(f"{kind.value:<14}{len(values):>7}{percentile(values, 50):>9.2f}"
-                         f"{percentile(values, 90):>9.2f}{percentile(values, 99):>9.2f}{values[-1]:>9.2f}")
+            lines.append(
+                f"{kind.value:<14}{len(values):>7}{percentile(values, 50):>9.2f}"
+                f"{percentile(values, 90):>9.2f}{percentile(values, 99):>9.2f}{values[-1]:>9.2f}"
+            )
         else:
             lines.append(f"{kind.value:<14}{0:>7}" + f"{'-':>9}" * 4)
-    lines += ["", "overdue now (older than their maximum age, still stored): "
-              + ", ".join(f"{kind.value} {schedule.overdue(kind, now, max_ages[kind])}" for kind in ObjectKind)]
+    lines += [
+        "",
+        "overdue now (older than their maximum age, still stored): "
+        + ", ".join(f"{kind.value} {schedule.overdue(kind, now, max_ages[kind])}" for kind in ObjectKind),
+    ]
     return "\n".join(lines)
 
 
 def max_ages(settings: Settings) -> dict[ObjectKind, float]:
-    return {ObjectKind.SOURCE: settings.source_max_age_seconds, ObjectKind.RESULT: settings.result_ttl_seconds,
-            ObjectKind.GALLERY: settings.gallery_ttl_seconds}
+    return {
+        ObjectKind.SOURCE: settings.source_max_age_seconds,
+        ObjectKind.RESULT: settings.result_ttl_seconds,
+        ObjectKind.GALLERY: settings.gallery_ttl_seconds,
+    }
 
 
 def main() -> int:

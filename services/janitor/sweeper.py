@@ -17,8 +17,8 @@ audits it.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import redis
 
@@ -51,9 +51,17 @@ class SweepReport:
 
 
 class Janitor:
-    def __init__(self, settings: Settings, client: redis.Redis, jobs: JobStore, eraser: Eraser,
-                 leases: JobLeases, enqueue: Callable[[str], None],
-                 clock: Callable[[], float] = time.time, webhooks: WebhookOutbox | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        client: redis.Redis,
+        jobs: JobStore,
+        eraser: Eraser,
+        leases: JobLeases,
+        enqueue: Callable[[str], None],
+        clock: Callable[[], float] = time.time,
+        webhooks: WebhookOutbox | None = None,
+    ) -> None:
         self._settings = settings
         self._webhooks = webhooks
         self._leases = leases
@@ -63,9 +71,11 @@ class Janitor:
         self._eraser = eraser
         self._schedule = eraser.schedule
         self._clock = clock
-        self._max_age = {ObjectKind.SOURCE: settings.source_max_age_seconds,
-                         ObjectKind.RESULT: settings.result_ttl_seconds,
-                         ObjectKind.GALLERY: settings.gallery_ttl_seconds}
+        self._max_age = {
+            ObjectKind.SOURCE: settings.source_max_age_seconds,
+            ObjectKind.RESULT: settings.result_ttl_seconds,
+            ObjectKind.GALLERY: settings.gallery_ttl_seconds,
+        }
         self._gallery = GalleryIndex(client)
 
     # --- the sweep ---
@@ -75,8 +85,9 @@ class Janitor:
         report = SweepReport()
         now = self._clock()
         for kind in ObjectKind:
-            due = self._schedule.claim_due(kind, now, self._settings.janitor_batch_size,
-                                           self._settings.janitor_lease_seconds)
+            due = self._schedule.claim_due(
+                kind, now, self._settings.janitor_batch_size, self._settings.janitor_lease_seconds
+            )
             for tracked in due:
                 if self._erase_due(tracked):
                     report.deleted += 1
@@ -88,8 +99,9 @@ class Janitor:
         if not report.failed:
             metrics.LAST_SWEEP.set(time.time())
         if report.deleted or report.failed:
-            log.info("sweep", deleted=report.deleted, failed=report.failed,
-                     seconds=round(time.perf_counter() - started, 3))
+            log.info(
+                "sweep", deleted=report.deleted, failed=report.failed, seconds=round(time.perf_counter() - started, 3)
+            )
         return report
 
     def _erase_due(self, tracked: Tracked) -> bool:
@@ -99,8 +111,13 @@ class Janitor:
             metrics.FAILURES.labels(kind=tracked.kind.value).inc()
             retry_at = self._clock() + min(60.0, 2.0 ** (tracked.attempts + 1))
             self._schedule.retry_later(tracked, retry_at)
-            log.warning("deletion failed; will retry", job_id=tracked.job_id, kind=tracked.kind.value,
-                        attempts=tracked.attempts + 1, error=str(exc))
+            log.warning(
+                "deletion failed; will retry",
+                job_id=tracked.job_id,
+                kind=tracked.kind.value,
+                attempts=tracked.attempts + 1,
+                error=str(exc),
+            )
             return False
         if entry is not None:
             metrics.DELETIONS.labels(kind=tracked.kind.value, reason="expired").inc()
@@ -116,8 +133,14 @@ class Janitor:
         try:
             if tracked.kind is ObjectKind.SOURCE:
                 finished = self._clock()
-                self._jobs.transition(tracked.job_id, JobState.FAILED, stage=None, finished_at=finished,
-                                      error_code="source_expired", error_message=SOURCE_EXPIRED_MESSAGE)
+                self._jobs.transition(
+                    tracked.job_id,
+                    JobState.FAILED,
+                    stage=None,
+                    finished_at=finished,
+                    error_code="source_expired",
+                    error_message=SOURCE_EXPIRED_MESSAGE,
+                )
                 self._notify_failed(tracked.job_id, finished)
             else:
                 self._jobs.transition(tracked.job_id, JobState.EXPIRED)
@@ -151,8 +174,13 @@ class Janitor:
             self._enqueue(job_id)
             rescued.append(job_id)
             metrics.RESCUES.inc()
-            log.warning("job rescued: its worker stopped renewing the lease", job_id=job_id, stage=job.stage,
-                        restarts=job.restarts, age=round(now - job.created_at, 1))
+            log.warning(
+                "job rescued: its worker stopped renewing the lease",
+                job_id=job_id,
+                stage=job.stage,
+                restarts=job.restarts,
+                age=round(now - job.created_at, 1),
+            )
         return rescued
 
     def _publish_gauges(self, now: float) -> None:

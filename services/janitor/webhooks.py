@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
 
 import redis
 
@@ -33,9 +33,15 @@ LEASE_SECONDS = 60.0
 
 
 class DeliveryLoop:
-    def __init__(self, outbox: WebhookOutbox, deliverer: Deliverer, max_attempts: int,
-                 schedule: tuple[float, ...] = BACKOFF_SECONDS, clock: Callable[[], float] = time.time,
-                 parallel: int = PARALLEL) -> None:
+    def __init__(
+        self,
+        outbox: WebhookOutbox,
+        deliverer: Deliverer,
+        max_attempts: int,
+        schedule: tuple[float, ...] = BACKOFF_SECONDS,
+        clock: Callable[[], float] = time.time,
+        parallel: int = PARALLEL,
+    ) -> None:
         self._outbox = outbox
         self._deliverer = deliverer
         self._max_attempts = max_attempts
@@ -55,8 +61,15 @@ class DeliveryLoop:
     def _settle(self, delivery: Delivery, attempt: Attempt) -> None:
         attempts = delivery.attempts + 1
         # Logs name the callback's host only: its path and query may hold the client's own secrets.
-        fields = dict(job_id=delivery.job_id, webhook_id=delivery.id, webhook_event=delivery.event.value,
-                      host=host_of(delivery.url), attempts=attempts, status=attempt.status, detail=attempt.detail)
+        fields = dict(
+            job_id=delivery.job_id,
+            webhook_id=delivery.id,
+            webhook_event=delivery.event.value,
+            host=host_of(delivery.url),
+            attempts=attempts,
+            status=attempt.status,
+            detail=attempt.detail,
+        )
         if attempt.outcome is Outcome.DELIVERED:
             self._outbox.done(delivery.id)
             metrics.WEBHOOK_DELIVERIES.labels(outcome="delivered").inc()
@@ -83,7 +96,7 @@ class DeliveryLoop:
             except redis.RedisError as exc:
                 log.warning("webhook delivery pass failed; retrying", error_type=type(exc).__name__)
                 stop.wait(5 * POLL_SECONDS)
-            except Exception as exc:  # noqa: BLE001 - the thread must outlive one bad pass
+            except Exception as exc:
                 log.error("webhook delivery pass crashed", error_type=type(exc).__name__, error=str(exc))
                 stop.wait(5 * POLL_SECONDS)
             stop.wait(POLL_SECONDS)
@@ -100,8 +113,9 @@ def build_loop(settings: Settings, client: redis.Redis) -> DeliveryLoop | None:
     secret = settings.webhook_secret.get_secret_value()
     if not secret:
         return None
-    return DeliveryLoop(WebhookOutbox(client), Deliverer(secret, settings.webhook_allowed_host_set),
-                        settings.webhook_max_attempts)
+    return DeliveryLoop(
+        WebhookOutbox(client), Deliverer(secret, settings.webhook_allowed_host_set), settings.webhook_max_attempts
+    )
 
 
 def start(settings: Settings, client: redis.Redis, stop: threading.Event) -> threading.Thread | None:

@@ -71,5 +71,6 @@ def _process_gone(pid: int | None = None, **_: object) -> None:
 
 
 def redis_client() -> redis.Redis:
-    return redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2,
-                                health_check_interval=30)
+    return redis.Redis.from_url(
+        settings.redis_url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30
+    )

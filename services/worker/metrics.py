@@ -6,42 +6,57 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from prometheus_client import multiprocess
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, start_http_server
 
 from services.worker.lifecycle import WorkerState
 
 _STAGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _WAIT_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
-JOBS = Counter("portraits_worker_jobs_total", "Jobs finished by this worker, by outcome (done, failed:<code>, "
-               "skipped).", ["outcome"])
-STAGE_SECONDS = Histogram("portraits_worker_stage_seconds", "Engine stage durations.", ["stage"],
-                          buckets=_STAGE_BUCKETS)
-QUEUE_WAIT = Histogram("portraits_worker_queue_wait_seconds", "Upload accepted → render started.",
-                       buckets=_WAIT_BUCKETS)
+JOBS = Counter(
+    "portraits_worker_jobs_total",
+    "Jobs finished by this worker, by outcome (done, failed:<code>, skipped).",
+    ["outcome"],
+)
+STAGE_SECONDS = Histogram(
+    "portraits_worker_stage_seconds", "Engine stage durations.", ["stage"], buckets=_STAGE_BUCKETS
+)
+QUEUE_WAIT = Histogram(
+    "portraits_worker_queue_wait_seconds", "Upload accepted → render started.", buckets=_WAIT_BUCKETS
+)
 JOB_SECONDS = Histogram("portraits_worker_job_seconds", "Render started → result stored.", buckets=_WAIT_BUCKETS)
-RETRIES = Counter("portraits_worker_retries_total", "Tasks sent back for a retry after a transient error.",
-                  ["reason"])
-PORTRAITS = Counter("portraits_worker_portraits_total", "Portraits painted, by painter (face-gan, style-transfer) "
-                    "and family.", ["painter", "family"])
+RETRIES = Counter("portraits_worker_retries_total", "Tasks sent back for a retry after a transient error.", ["reason"])
+PORTRAITS = Counter(
+    "portraits_worker_portraits_total",
+    "Portraits painted, by painter (face-gan, style-transfer) and family.",
+    ["painter", "family"],
+)
 # The face GAN's likeness check (#8): where real faces fall against the provisional 0.15 threshold, so it can be
 # tuned on traffic rather than on four test faces.
-REDRAW_ERROR = Histogram("portraits_worker_redraw_error", "Face-GAN likeness check: the averaged generator's "
-                         "redraw error of the photo (auto or family requests).",
-                         buckets=(0.05, 0.08, 0.10, 0.12, 0.14, 0.15, 0.16, 0.18, 0.20, 0.25, 0.3))
-GALLERY_PUBLISHED = Counter("portraits_worker_gallery_published_total", "Portraits copied to the public gallery "
-                            "with their owner's consent (#10).")
-GALLERY_PUBLISH_FAILURES = Counter("portraits_worker_gallery_publish_failures_total", "Gallery copies that could not "
-                                   "be published (storage or Redis failed); the job itself stays done.")
-BATCH_SIZE = Histogram("portraits_worker_batch_size", "Photos rendered per engine call.",
-                       buckets=(1, 2, 4, 8, 16, 32))
+REDRAW_ERROR = Histogram(
+    "portraits_worker_redraw_error",
+    "Face-GAN likeness check: the averaged generator's redraw error of the photo (auto or family requests).",
+    buckets=(0.05, 0.08, 0.10, 0.12, 0.14, 0.15, 0.16, 0.18, 0.20, 0.25, 0.3),
+)
+GALLERY_PUBLISHED = Counter(
+    "portraits_worker_gallery_published_total",
+    "Portraits copied to the public gallery with their owner's consent (#10).",
+)
+GALLERY_PUBLISH_FAILURES = Counter(
+    "portraits_worker_gallery_publish_failures_total",
+    "Gallery copies that could not be published (storage or Redis failed); the job itself stays done.",
+)
+BATCH_SIZE = Histogram("portraits_worker_batch_size", "Photos rendered per engine call.", buckets=(1, 2, 4, 8, 16, 32))
 # A gauge per state rather than prometheus_client's Enum, which has no multiprocess mode: summed over live
 # processes it reads "how many worker processes are in each state".
-STATE = Gauge("portraits_worker_processes", "Worker processes by lifecycle state.", ["state"],
-              multiprocess_mode="livesum")
-QUEUE_DEPTH = Gauge("portraits_worker_queue_depth", "Tasks waiting in the broker queue (sampled per task).",
-                    multiprocess_mode="mostrecent")
+STATE = Gauge(
+    "portraits_worker_processes", "Worker processes by lifecycle state.", ["state"], multiprocess_mode="livesum"
+)
+QUEUE_DEPTH = Gauge(
+    "portraits_worker_queue_depth",
+    "Tasks waiting in the broker queue (sampled per task).",
+    multiprocess_mode="mostrecent",
+)
 
 
 def set_state(state: WorkerState) -> None:

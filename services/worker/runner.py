@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import io
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -63,14 +63,23 @@ SOURCE_EXPIRED = Failure("source_expired", "the photo was deleted before it coul
 SOURCE_UNREADABLE = Failure("source_unreadable", "the stored photo could not be read; please upload again")
 UNAVAILABLE = Failure("unavailable", "storage stayed unavailable; please upload again")
 TIMED_OUT = Failure("timeout", "painting took too long and was stopped; please try another photo")
-WORKER_LOST = Failure("worker_lost", "painting this photo stopped its worker several times; please try another "
-                      "photo")
+WORKER_LOST = Failure("worker_lost", "painting this photo stopped its worker several times; please try another photo")
 
 
 class JobRunner:
-    def __init__(self, settings: Settings, jobs: JobStore, storage: ObjectStore, keys: SourceKeys,
-                 eraser: Eraser, engine: PortraitRenderer, leases: JobLeases, owner: str | None = None,
-                 webhooks: WebhookOutbox | None = None, gallery: GalleryIndex | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        jobs: JobStore,
+        storage: ObjectStore,
+        keys: SourceKeys,
+        eraser: Eraser,
+        engine: PortraitRenderer,
+        leases: JobLeases,
+        owner: str | None = None,
+        webhooks: WebhookOutbox | None = None,
+        gallery: GalleryIndex | None = None,
+    ) -> None:
         self._settings = settings
         self._jobs = jobs
         self._storage = storage
@@ -130,8 +139,9 @@ class JobRunner:
             self._gather(claims, outcomes)
         self._carried = [claim.job.id for claim in claims]
         with ExitStack() as stack:
-            helds = {claim.job.id: stack.enter_context(self._leases.held(claim.job.id, self.owner, now))
-                     for claim in claims}
+            helds = {
+                claim.job.id: stack.enter_context(self._leases.held(claim.job.id, self.owner, now)) for claim in claims
+            }
             self._paint(claims, helds, outcomes)
         self._carried = []
 
@@ -158,8 +168,9 @@ class JobRunner:
         # Still `processing` under someone else's name: the render before this one died with its worker.
         restarts = job.restarts + int(job.state is JobState.PROCESSING and lease.previous != self.owner)
         if restarts > job.restarts:
-            log.warning("job restarted after its worker died", job_id=job_id, restarts=restarts,
-                        previous=lease.previous)
+            log.warning(
+                "job restarted after its worker died", job_id=job_id, restarts=restarts, previous=lease.previous
+            )
         if restarts > self._settings.job_max_restarts:
             outcomes[job_id] = self.fail(job_id, WORKER_LOST)
             return None
@@ -196,8 +207,14 @@ class JobRunner:
         for claim in claims:
             job_id = claim.job.id
             try:
-                self._jobs.transition(job_id, JobState.PROCESSING, started_at=started,
-                                      attempts=claim.job.attempts + 1, restarts=claim.restarts, stage="fetch")
+                self._jobs.transition(
+                    job_id,
+                    JobState.PROCESSING,
+                    started_at=started,
+                    attempts=claim.job.attempts + 1,
+                    restarts=claim.restarts,
+                    stage="fetch",
+                )
             except (TransitionRefused, JobNotFound):
                 # Finished or erased between our look and our lease (another delivery was quicker).
                 self._leases.release(job_id, self.owner)
@@ -231,16 +248,20 @@ class JobRunner:
         if len(ready) == 1:
             job, data = ready[0]
             try:
-                outcomes: list[Any] = [self._engine.render(data, style=job.style_requested, strength=job.strength,
-                                                           progress=progress)]
+                outcomes: list[Any] = [
+                    self._engine.render(data, style=job.style_requested, strength=job.strength, progress=progress)
+                ]
             except PortraitError as exc:
                 outcomes = [exc]
         else:
             from services.worker.engine.pipeline import RenderRequest  # torch: only in render processes
 
-            outcomes = list(self._engine.render_batch(
-                [RenderRequest(data, style=job.style_requested, strength=job.strength) for job, data in ready],
-                progress=progress))
+            outcomes = list(
+                self._engine.render_batch(
+                    [RenderRequest(data, style=job.style_requested, strength=job.strength) for job, data in ready],
+                    progress=progress,
+                )
+            )
         self._progress.submit(lambda: None).result()  # every stage reported before any job is finished
         portrait = next((o for o in outcomes if not isinstance(o, PortraitError)), None)
         if portrait is not None:  # a batch's stage timings are the batch's: observed once per engine call
@@ -279,9 +300,16 @@ class JobRunner:
         finished = now()
         try:
             self._jobs.transition(
-                job_id, JobState.DONE, stage=None, finished_at=finished, style=portrait.style,
-                family=portrait.family, reason=portrait.reason, strength=portrait.strength,
-                timings=portrait.timings, result_key=key,
+                job_id,
+                JobState.DONE,
+                stage=None,
+                finished_at=finished,
+                style=portrait.style,
+                family=portrait.family,
+                reason=portrait.reason,
+                strength=portrait.strength,
+                timings=portrait.timings,
+                result_key=key,
                 result_expires_at=stored + self._settings.result_ttl_seconds,
             )
         except TransitionRefused as refused:
@@ -299,8 +327,13 @@ class JobRunner:
             # Queued, not sent: the janitor's delivery loop calls the receiver, so it never holds up a render (#10).
             self._notify(job_id, finished)
         metrics.JOB_SECONDS.observe(finished - started)
-        log.info("job done", job_id=job_id, style=portrait.style, seconds=round(finished - started, 3),
-                 attempts=job.attempts + 1)
+        log.info(
+            "job done",
+            job_id=job_id,
+            style=portrait.style,
+            seconds=round(finished - started, 3),
+            attempts=job.attempts + 1,
+        )
         return "done"
 
     def _publish_to_gallery(self, job: Job, data: bytes, style: str, family: str) -> None:
@@ -318,12 +351,20 @@ class JobRunner:
                     copy = clean_jpeg(data, self._settings.output_quality)
                     published = now()
                     # The audit's and the schedule's "job id" is the gallery id: nothing there names the job.
-                    self._eraser.track(ObjectKind.GALLERY, key, gallery_id, published,
-                                       self._settings.gallery_ttl_seconds)
+                    self._eraser.track(
+                        ObjectKind.GALLERY, key, gallery_id, published, self._settings.gallery_ttl_seconds
+                    )
                     may_exist = True
                     self._storage.put(self._storage.results_bucket, key, copy, "image/jpeg")
-                    entry = GalleryEntry(id=gallery_id, style=style, family=family, day=day_of(published),
-                                         object_key=key, token_hash=token_hash, published_at=published)
+                    entry = GalleryEntry(
+                        id=gallery_id,
+                        style=style,
+                        family=family,
+                        day=day_of(published),
+                        object_key=key,
+                        token_hash=token_hash,
+                        published_at=published,
+                    )
                     if self._gallery.publish(entry, self._settings.gallery_ttl_seconds):
                         metrics.GALLERY_PUBLISHED.inc()
                         log.info("portrait published to the gallery")
@@ -332,15 +373,14 @@ class JobRunner:
                         log.info("gallery copy erased: withdrawn before publication")
                 else:
                     log.info("gallery copy not made: withdrawn before publication")
-            except Exception as exc:  # noqa: BLE001 - the portrait is done; the gallery copy is a bonus
+            except Exception as exc:
                 metrics.GALLERY_PUBLISH_FAILURES.inc()
                 # The type only: storage errors name the object key, which holds the gallery id.
                 log.warning("gallery publication failed; the job stays done", error_type=type(exc).__name__)
                 if may_exist:
                     try:
-                        self._eraser.erase(ObjectKind.GALLERY, key, gallery_id, Deleter.WORKER,
-                                           reason="publish failed")
-                    except Exception:  # noqa: BLE001 - still on the schedule: the janitor deletes it
+                        self._eraser.erase(ObjectKind.GALLERY, key, gallery_id, Deleter.WORKER, reason="publish failed")
+                    except Exception:
                         pass
         try:
             self._jobs.forget_gallery(job.id)
@@ -368,8 +408,14 @@ class JobRunner:
         """Fail the job for good and delete its source (nothing more will be made from it)."""
         finished = now()
         try:
-            self._jobs.transition(job_id, JobState.FAILED, stage=None, finished_at=finished,
-                                  error_code=failure.code, error_message=failure.message)
+            self._jobs.transition(
+                job_id,
+                JobState.FAILED,
+                stage=None,
+                finished_at=finished,
+                error_code=failure.code,
+                error_message=failure.message,
+            )
         except (TransitionRefused, JobNotFound):
             pass  # already finished, erased or expired
         else:

@@ -58,9 +58,16 @@ def start_process(settings: Settings) -> None:
     storage = ObjectStore(settings)
     keys = SourceKeys(client, ttl_seconds=settings.source_max_age_seconds)
     eraser = Eraser(storage, keys, DeletionSchedule(client), AuditLog(client, settings.audit_max_entries))
-    _runner = JobRunner(settings, JobStore(client, ttl_seconds=settings.job_ttl_seconds), storage, keys, eraser,
-                        PortraitEngine(settings), JobLeases(client, settings.job_lease_seconds),
-                        webhooks=WebhookOutbox(client))
+    _runner = JobRunner(
+        settings,
+        JobStore(client, ttl_seconds=settings.job_ttl_seconds),
+        storage,
+        keys,
+        eraser,
+        PortraitEngine(settings),
+        JobLeases(client, settings.job_lease_seconds),
+        webhooks=WebhookOutbox(client),
+    )
 
 
 def runner() -> JobRunner:
@@ -115,16 +122,28 @@ def _run_with_retries(task: Task, job_runner: JobRunner, job_id: str) -> dict[st
             spent = time.monotonic() - started
             if spent + delay <= settings.task_soft_time_limit - RENDER_RESERVE_SECONDS:
                 local_retries += 1
-                log.warning("job retry: transient error, retrying in this process", job_id=job_id,
-                            retry=local_retries, in_seconds=delay, reason=reason, error=str(exc))
+                log.warning(
+                    "job retry: transient error, retrying in this process",
+                    job_id=job_id,
+                    retry=local_retries,
+                    in_seconds=delay,
+                    reason=reason,
+                    error=str(exc),
+                )
                 job_runner.extend_lease(job_id, delay)
                 time.sleep(delay)
                 continue
             if task.request.retries >= settings.task_max_retries:
                 return {job_id: job_runner.fail(job_id, UNAVAILABLE)}
             countdown = retry_delay(task.request.retries)
-            log.warning("job retry: transient error, retrying through the broker", job_id=job_id,
-                        retries=task.request.retries, in_seconds=countdown, reason=reason, error=str(exc))
+            log.warning(
+                "job retry: transient error, retrying through the broker",
+                job_id=job_id,
+                retries=task.request.retries,
+                in_seconds=countdown,
+                reason=reason,
+                error=str(exc),
+            )
             job_runner.extend_lease(job_id, countdown)
             raise task.retry(countdown=countdown, max_retries=settings.task_max_retries) from exc
 

@@ -27,8 +27,10 @@ VIEWPORTS = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 375, 
 @pytest.fixture(scope="session")
 def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
     if not CHROMIUM.exists():  # as tests/deploy's tools: missing fails, it is never skipped in CI
-        pytest.fail(f"{CHROMIUM} is missing: `make test` installs it (scripts/install_deploy_tools.sh), or "
-                    "apt-get install --no-install-recommends chromium")
+        pytest.fail(
+            f"{CHROMIUM} is missing: `make test` installs it (scripts/install_deploy_tools.sh), or "
+            "apt-get install --no-install-recommends chromium"
+        )
     return {**browser_type_launch_args, "executable_path": str(CHROMIUM)}
 
 
@@ -55,8 +57,11 @@ class Visit:
     problems: list[str] = field(default_factory=list)
 
     def origins(self) -> set[str]:
-        return {f"{parts.scheme}://{parts.netloc}" for parts in map(urlsplit, self.requests)
-                if parts.scheme not in {"data", "blob"}}
+        return {
+            f"{parts.scheme}://{parts.netloc}"
+            for parts in map(urlsplit, self.requests)
+            if parts.scheme not in {"data", "blob"}
+        }
 
 
 @pytest.fixture
@@ -65,17 +70,27 @@ def visit(browser: Any, stack: ChaosStack, screenshots: Path) -> Iterator[Callab
     visits: list[Visit] = []
 
     def open_page(viewport: str) -> Visit:
-        context = browser.new_context(viewport=VIEWPORTS[viewport], accept_downloads=True,
-                                      is_mobile=viewport == "phone", has_touch=viewport == "phone",
-                                      base_url=stack.gateway_url)
+        context = browser.new_context(
+            viewport=VIEWPORTS[viewport],
+            accept_downloads=True,
+            is_mobile=viewport == "phone",
+            has_touch=viewport == "phone",
+            base_url=stack.gateway_url,
+        )
         contexts.append(context)
         page = context.new_page()
         page.set_default_timeout(20_000)
         current = Visit(page, viewport)
         page.on("request", lambda request: current.requests.append(request.url))
         page.on("pageerror", lambda error: current.problems.append(f"page error: {error}"))
-        page.on("console", lambda message: current.problems.append(f"console {message.type}: {message.text}")
-                if message.type == "error" and not _expected_console_error(message.text) else None)
+        page.on(
+            "console",
+            lambda message: (
+                current.problems.append(f"console {message.type}: {message.text}")
+                if message.type == "error" and not _expected_console_error(message.text)
+                else None
+            ),
+        )
         visits.append(current)
         return current
 

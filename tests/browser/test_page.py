@@ -23,8 +23,15 @@ pytestmark = pytest.mark.integration
 
 _no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 RENDER_TIMEOUT_MS = 120_000  # a CPU render takes seconds; the first one in a worker loads the models
-STAGE_WORDS = ["Fetching your photo", "Reading your photo", "Finding your face", "Framing the portrait",
-               "Choosing a style", "Painting", "Varnishing and framing"]
+STAGE_WORDS = [
+    "Fetching your photo",
+    "Reading your photo",
+    "Finding your face",
+    "Framing the portrait",
+    "Choosing a style",
+    "Painting",
+    "Varnishing and framing",
+]
 
 
 def status_of(stack: ChaosStack, path: str, method: str = "GET") -> int:
@@ -77,7 +84,11 @@ def submit(visit: Visit, photo: Path, *, share: bool = False) -> dict[str, Any]:
 
 @pytest.mark.parametrize("viewport", ["desktop", "phone"])
 def test_a_face_becomes_a_portrait_that_can_be_downloaded_and_deleted(
-    visit, stack: ChaosStack, screenshots: Path, tmp_path: Path, viewport: str,
+    visit,
+    stack: ChaosStack,
+    screenshots: Path,
+    tmp_path: Path,
+    viewport: str,
 ) -> None:
     current = visit(viewport)
     page = current.page
@@ -132,7 +143,10 @@ def test_a_face_becomes_a_portrait_that_can_be_downloaded_and_deleted(
 
 @pytest.mark.parametrize("viewport", ["desktop", "phone"])
 def test_a_photo_without_a_face_gets_a_friendly_sentence(
-    visit, stack: ChaosStack, screenshots: Path, viewport: str,
+    visit,
+    stack: ChaosStack,
+    screenshots: Path,
+    viewport: str,
 ) -> None:
     current = visit(viewport)
     page = current.page
@@ -167,7 +181,10 @@ def _gallery_is_open(stack: ChaosStack) -> bool:
 
 @pytest.mark.parametrize("viewport", ["desktop", "phone"])
 def test_a_shared_portrait_appears_in_the_gallery_until_withdrawn(
-    visit, stack: ChaosStack, screenshots: Path, viewport: str,
+    visit,
+    stack: ChaosStack,
+    screenshots: Path,
+    viewport: str,
 ) -> None:
     if not _gallery_is_open(stack):
         pytest.skip("GET /v1/gallery is not there yet (the gallery's part of #10 has not landed)")
@@ -198,7 +215,6 @@ def test_a_shared_portrait_appears_in_the_gallery_until_withdrawn(
     assert_clean(current, stack)
 
 
-
 def test_every_control_is_labelled_and_reached_by_keyboard(visit, stack: ChaosStack) -> None:
     current = visit("desktop")
     page = current.page
@@ -210,8 +226,12 @@ def test_every_control_is_labelled_and_reached_by_keyboard(visit, stack: ChaosSt
     for _ in range(8):
         page.keyboard.press("Tab")
         reached.append(page.evaluate("() => document.activeElement.id || document.activeElement.textContent"))
-    assert [id_ for id_ in reached if id_ in {"photo", "style", "share", "submit"}] == ["photo", "style", "share",
-                                                                                      "submit"], reached
+    assert [id_ for id_ in reached if id_ in {"photo", "style", "share", "submit"}] == [
+        "photo",
+        "style",
+        "share",
+        "submit",
+    ], reached
     # The focused file input shows its focus on the drop zone around it.
     page.focus("#photo")
     assert page.eval_on_selector("#drop", "el => getComputedStyle(el).outlineStyle") == "solid"

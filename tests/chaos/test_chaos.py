@@ -13,10 +13,19 @@ from scripts.chaos.faults import Plan, Row
 
 pytestmark = pytest.mark.integration
 
-FAULTS = ["no fault (baseline)", "render process SIGKILL ×1", "whole worker SIGKILL ×1",
-          "whole worker SIGQUIT ×1", "whole worker SIGTERM ×1", "Redis SIGKILL, down 5 s",
-          "Redis hung (SIGSTOP) 3 s", "S3 stopped (SIGSTOP) 8 s", "3 slow uploaders (2 KB/s)",
-          "abusive burst (60 requests)", "unsigned reads through SeaweedFS ports"]
+FAULTS = [
+    "no fault (baseline)",
+    "render process SIGKILL ×1",
+    "whole worker SIGKILL ×1",
+    "whole worker SIGQUIT ×1",
+    "whole worker SIGTERM ×1",
+    "Redis SIGKILL, down 5 s",
+    "Redis hung (SIGSTOP) 3 s",
+    "S3 stopped (SIGSTOP) 8 s",
+    "3 slow uploaders (2 KB/s)",
+    "abusive burst (60 requests)",
+    "unsigned reads through SeaweedFS ports",
+]
 
 
 @pytest.fixture(scope="module")

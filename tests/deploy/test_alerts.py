@@ -17,8 +17,13 @@ TESTS = sorted((DEPLOY / "prometheus" / "tests").glob("*.yml"))
 
 
 def alert_rules() -> list[dict]:
-    return [rule for path in RULES for group in yaml.safe_load(path.read_text())["groups"]
-            for rule in group["rules"] if "alert" in rule]
+    return [
+        rule
+        for path in RULES
+        for group in yaml.safe_load(path.read_text())["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    ]
 
 
 def test_promtool_checks_the_rules():
@@ -32,8 +37,13 @@ def test_promtool_unit_tests_pass():
 
 
 def test_every_alert_has_a_unit_test_a_severity_and_a_runbook():
-    tested = {case["alertname"] for path in TESTS for test in yaml.safe_load(path.read_text())["tests"]
-              for case in test.get("alert_rule_test", []) if case.get("exp_alerts")}
+    tested = {
+        case["alertname"]
+        for path in TESTS
+        for test in yaml.safe_load(path.read_text())["tests"]
+        for case in test.get("alert_rule_test", [])
+        if case.get("exp_alerts")
+    }
     for rule in alert_rules():
         assert rule["alert"] in tested, f"{rule['alert']}: no promtool test where it fires"
         assert rule["labels"]["severity"] in ("critical", "warning"), rule["alert"]

@@ -34,15 +34,25 @@ def test_passes_the_compose_spec_schema():
 def test_docker_compose_accepts_it(profile):
     services = resolved(profile)["services"]
     worker = "worker" if profile == "gpu" else "worker-cpu"
-    assert {"redis", "seaweedfs-certs", "seaweedfs", "s3-init", "gateway", worker, "janitor", "prometheus",
-            "grafana"} == set(services)
+    assert {
+        "redis",
+        "seaweedfs-certs",
+        "seaweedfs",
+        "s3-init",
+        "gateway",
+        worker,
+        "janitor",
+        "prometheus",
+        "grafana",
+    } == set(services)
 
 
 def test_it_refuses_to_start_without_credentials():
     # --env-file /dev/null: ignore a developer's own .env.
     command = [tool("docker-compose"), "--env-file", "/dev/null", "-f", str(COMPOSE), "config", "--quiet"]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"},
-                            check=False)
+    result = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, check=False
+    )
     assert result.returncode != 0 and ".env.example" in result.stderr
 
 
@@ -94,10 +104,14 @@ def test_seaweedfs_grpc_certificates_go_only_where_needed():
     # Issue 9: gRPC mutual TLS. The servers get their key, s3-init (weed shell) only the client's; made by
     # grpc_certs.py in a one-shot container without network, never by hand, never committed.
     services = resolved("cpu")["services"]
-    mounts = {name: {v["target"]: v.get("source") for v in services[name]["volumes"] if v["type"] == "volume"}
-              for name in ("seaweedfs-certs", "seaweedfs", "s3-init")}
-    assert mounts["seaweedfs-certs"] == {"/certs/server": "seaweedfs-grpc-server",
-                                         "/certs/client": "seaweedfs-grpc-client"}
+    mounts = {
+        name: {v["target"]: v.get("source") for v in services[name]["volumes"] if v["type"] == "volume"}
+        for name in ("seaweedfs-certs", "seaweedfs", "s3-init")
+    }
+    assert mounts["seaweedfs-certs"] == {
+        "/certs/server": "seaweedfs-grpc-server",
+        "/certs/client": "seaweedfs-grpc-client",
+    }
     assert mounts["seaweedfs"]["/certs"] == "seaweedfs-grpc-server"
     assert mounts["s3-init"] == {"/certs": "seaweedfs-grpc-client"}
     certs = services["seaweedfs-certs"]
@@ -116,8 +130,9 @@ def test_credentials_come_from_the_env_file_not_literals():
     text = COMPOSE.read_text()
     for match in re.finditer(r"^\s*(\w*(SECRET|PASSWORD|ACCESS_KEY)\w*):\s*(.+)$", text, re.MULTILINE):
         assert match.group(3).startswith("${"), f"{match.group(1)} must come from .env: {match.group(3)}"
-    example = dict(line.split("=", 1) for line in ENV_EXAMPLE.read_text().splitlines()
-                   if line and not line.startswith("#"))
+    example = dict(
+        line.split("=", 1) for line in ENV_EXAMPLE.read_text().splitlines() if line and not line.startswith("#")
+    )
     secrets = {k: v for k, v in example.items() if re.search("SECRET|PASSWORD|KEY", k)}
     assert secrets and all(v.startswith("replace-with") for v in secrets.values())
 

@@ -23,8 +23,12 @@ def panels(dashboard: dict) -> list[dict]:
 
 
 def queries() -> list[tuple[str, str, str]]:
-    return [(uid, panel["title"], target["expr"]) for uid, d in dashboards().items() for panel in panels(d)
-            for target in panel["targets"]]
+    return [
+        (uid, panel["title"], target["expr"])
+        for uid, d in dashboards().items()
+        for panel in panels(d)
+        for target in panel["targets"]
+    ]
 
 
 def test_generated_files_are_current():
@@ -50,8 +54,17 @@ def test_every_query_reads_only_exported_metrics():
 
 
 def test_promtool_parses_every_query(tmp_path):
-    rules = {"groups": [{"name": "dashboards", "rules": [
-        {"record": f"dashboard:query_{i}", "expr": as_promql(expr)} for i, (_, _, expr) in enumerate(queries())]}]}
+    rules = {
+        "groups": [
+            {
+                "name": "dashboards",
+                "rules": [
+                    {"record": f"dashboard:query_{i}", "expr": as_promql(expr)}
+                    for i, (_, _, expr) in enumerate(queries())
+                ],
+            }
+        ]
+    }
     path = tmp_path / "dashboard-queries.yml"
     path.write_text(yaml.safe_dump(rules))
     run(tool("promtool"), "check", "rules", str(path))
@@ -67,8 +80,7 @@ def test_panels_use_the_data_source_variable_and_do_not_overlap():
                 assert panel["targets"] and panel["description"], panel["title"]
             pos = panel["gridPos"]
             assert pos["x"] + pos["w"] <= 24, panel["title"]
-            cells = {(x, y) for x in range(pos["x"], pos["x"] + pos["w"])
-                     for y in range(pos["y"], pos["y"] + pos["h"])}
+            cells = {(x, y) for x in range(pos["x"], pos["x"] + pos["w"]) for y in range(pos["y"], pos["y"] + pos["h"])}
             assert not cells & taken, f"{uid}: {panel['title']} overlaps another panel"
             taken |= cells
 

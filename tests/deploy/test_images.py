@@ -72,8 +72,9 @@ def test_gateway_and_janitor_images_carry_no_torch(service):
 
 def test_worker_image_installs_the_projects_torch_from_the_cuda_index():
     steps = instructions("worker")
-    args = {a.split("=", 1)[0]: a.split("=", 1)[1] for cmd, _, values in steps if cmd == "ARG" for a in values
-            if "=" in a}
+    args = {
+        a.split("=", 1)[0]: a.split("=", 1)[1] for cmd, _, values in steps if cmd == "ARG" for a in values if "=" in a
+    }
     assert args["TORCH_VERSION"] == torch_pin(), "the same torch as pyproject.toml"
     assert args["TORCH_VARIANT"].startswith("cu")
     run_lines = [" ".join(values) for cmd, _, values in steps if cmd == "RUN"]
@@ -98,17 +99,25 @@ def test_dockerignore_keeps_the_context_small_and_private():
 
 
 def _imports_of(module: str) -> set[str]:
-    code = (f"import sys, {module}; "
-            "print(' '.join(m for m in ('torch', 'onnx', 'onnxruntime') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "PORTRAITS_LOG_JSON": "false"}, check=False)
+    code = f"import sys, {module}; print(' '.join(m for m in ('torch', 'onnx', 'onnxruntime') if m in sys.modules))"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PORTRAITS_LOG_JSON": "false"},
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     return set(out.stdout.split())
 
 
 # What the gateway and janitor images run (tests/unit/test_service_imports.py covers the app modules).
-@pytest.mark.parametrize("module", ["services.gateway.wsgi", "services.gateway.gunicorn_conf",
-                                    "services.janitor.main", "services.janitor.probe"])
+@pytest.mark.parametrize(
+    "module",
+    ["services.gateway.wsgi", "services.gateway.gunicorn_conf", "services.janitor.main", "services.janitor.probe"],
+)
 def test_gateway_and_janitor_entry_points_import_no_torch(module):
     assert _imports_of(module) == set()
 
@@ -117,9 +126,15 @@ def test_gateway_command_loads_its_gunicorn_config():
     [cmd] = [args for c, _, args in final_stage("gateway") if c == "CMD"]
     assert cmd[0] == "gunicorn"
     gunicorn = str(Path(sys.executable).parent / "gunicorn")
-    result = subprocess.run([gunicorn, "--check-config", *cmd[1:]], cwd=ROOT, capture_output=True, text=True,
-                            timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT),
-                                              "PORTRAITS_GATEWAY_BIND": "127.0.0.1:0"}, check=False)
+    result = subprocess.run(
+        [gunicorn, "--check-config", *cmd[1:]],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "PORTRAITS_GATEWAY_BIND": "127.0.0.1:0"},
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -136,5 +151,12 @@ def test_worker_command_starts_celery_as_pid_1_on_the_configured_queue():
 def test_module_entry_points_exist(service):
     [cmd] = [args for c, _, args in final_stage(service) if c == "CMD"]
     module = cmd[cmd.index("-m") + 1] if "-m" in cmd else cmd[-1].split(":")[0]
-    assert subprocess.run([sys.executable, "-c", f"import importlib.util as u; assert u.find_spec('{module}')"],
-                          cwd=ROOT, timeout=60, check=False).returncode == 0
+    assert (
+        subprocess.run(
+            [sys.executable, "-c", f"import importlib.util as u; assert u.find_spec('{module}')"],
+            cwd=ROOT,
+            timeout=60,
+            check=False,
+        ).returncode
+        == 0
+    )

@@ -21,6 +21,7 @@ def default(setting: str) -> Any:
     """A setting's default in the code (the manifests are written for these; the environment may differ)."""
     return Settings.model_fields[setting].default
 
+
 APPS = {"portraits-gateway": "gateway", "portraits-worker": "worker", "portraits-janitor": "janitor"}
 
 
@@ -29,8 +30,11 @@ def is_crd(doc: dict[str, Any]) -> bool:
 
 
 def pod_specs(docs: tuple[dict[str, Any], ...]) -> list[tuple[str, dict[str, Any]]]:
-    return [(f"{d['kind']}/{d['metadata']['name']}", d["spec"]["template"]["spec"])
-            for d in docs if d["kind"] in ("Deployment", "StatefulSet", "Job")]
+    return [
+        (f"{d['kind']}/{d['metadata']['name']}", d["spec"]["template"]["spec"])
+        for d in docs
+        if d["kind"] in ("Deployment", "StatefulSet", "Job")
+    ]
 
 
 def container(doc: dict[str, Any]) -> dict[str, Any]:
@@ -66,7 +70,7 @@ def test_core_objects_pass_strict_schema_validation(overlay, version):
             continue
         try:
             kubernetes_validate.validate(doc, version, strict=True)
-        except Exception as exc:  # noqa: BLE001 - collect them all
+        except Exception as exc:
             errors.append(f"{doc['kind']}/{doc['metadata']['name']}: {str(exc).splitlines()[0]}")
     assert not errors, "\n".join(errors)
 
@@ -88,8 +92,11 @@ def unknown_fields(given: Any, kept: Any, path: str = "") -> list[str]:
     if isinstance(given, dict):
         if not isinstance(kept, dict):
             return [path or "."]
-        return [p for key, value in given.items()
-                for p in ([f"{path}.{key}"] if key not in kept else unknown_fields(value, kept[key], f"{path}.{key}"))]
+        return [
+            p
+            for key, value in given.items()
+            for p in ([f"{path}.{key}"] if key not in kept else unknown_fields(value, kept[key], f"{path}.{key}"))
+        ]
     if isinstance(given, list):
         if not isinstance(kept, list) or len(given) != len(kept):
             return [path]
@@ -118,11 +125,16 @@ def test_custom_resources_match_their_crd_schemas(path):
 
 def test_the_crd_check_catches_a_misspelt_field():
     models = _crd_models()
-    doc = {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": {"name": "x"},
-           "spec": {"scaleTargetRef": {"name": "x"}, "minReplicaCout": 1, "triggers": []}}
+    doc = {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": {"name": "x"},
+        "spec": {"scaleTargetRef": {"name": "x"}, "minReplicaCout": 1, "triggers": []},
+    }
     parsed = models[("keda.sh/v1alpha1", "ScaledObject")].model_validate(doc)
     assert unknown_fields(doc, parsed.model_dump(by_alias=True, exclude_unset=True, mode="json")) == [
-        ".spec.minReplicaCout"]
+        ".spec.minReplicaCout"
+    ]
 
 
 # ---------------------------------------------------------------------------------- pods: security
@@ -167,8 +179,12 @@ def test_credentials_come_from_secrets(overlay):
 def test_prod_ships_no_secret_and_expects_the_documented_ones():
     docs = rendered("overlays/prod")
     assert not find(docs, "Secret"), "production Secrets are created outside the repository"
-    referenced = {(ref["name"], ref["key"]) for d in find(docs, "Deployment") for var in env(d).values()
-                  if (ref := var.get("valueFrom", {}).get("secretKeyRef"))}
+    referenced = {
+        (ref["name"], ref["key"])
+        for d in find(docs, "Deployment")
+        for var in env(d).values()
+        if (ref := var.get("valueFrom", {}).get("secretKeyRef"))
+    }
     trigger_auth = one(docs, "TriggerAuthentication", "portraits-redis")
     referenced |= {(r["name"], r["key"]) for r in trigger_auth["spec"]["secretTargetRef"]}
     example = list(yaml.safe_load_all((K8S / "overlays/prod/secret.example.yaml").read_text()))
@@ -199,7 +215,8 @@ def test_gateway(overlay):
     assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert "replicas" not in gateway["spec"], "the HPA owns the replica count"
     assert one(docs, "HorizontalPodAutoscaler", "portraits-gateway")["spec"]["scaleTargetRef"]["name"] == (
-        "portraits-gateway")
+        "portraits-gateway"
+    )
     assert one(docs, "PodDisruptionBudget", "portraits-gateway")
 
 
@@ -297,28 +314,47 @@ def test_network_policies(overlay):
     assert deny["podSelector"] == {} and set(deny["policyTypes"]) == {"Ingress", "Egress"}
     assert "ingress" not in deny and "egress" not in deny
     # Only the gateway admits the ingress controller.
-    from_ingress = [name for name, spec in policies.items()
-                    for rule in spec.get("ingress", []) for peer in rule.get("from", [])
-                    if peer.get("namespaceSelector", {}).get("matchLabels", {}).get(
-                        "kubernetes.io/metadata.name") == "ingress-nginx"]
+    from_ingress = [
+        name
+        for name, spec in policies.items()
+        for rule in spec.get("ingress", [])
+        for peer in rule.get("from", [])
+        if peer.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
+        == "ingress-nginx"
+    ]
     assert from_ingress == ["portraits-gateway-ingress"]
     assert policies["portraits-gateway-ingress"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == (
-        "gateway")
+        "gateway"
+    )
     # Prometheus reaches every metrics port.
-    metrics_ports = {port["port"] for spec in policies.values() for rule in spec.get("ingress", [])
-                     if any(peer.get("namespaceSelector", {}).get("matchLabels", {}).get(
-                         "kubernetes.io/metadata.name") == "monitoring" for peer in rule.get("from", []))
-                     for port in rule.get("ports", [])}
+    metrics_ports = {
+        port["port"]
+        for spec in policies.values()
+        for rule in spec.get("ingress", [])
+        if any(
+            peer.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name") == "monitoring"
+            for peer in rule.get("from", [])
+        )
+        for port in rule.get("ports", [])
+    }
     assert {8080, 9101, 9102} <= metrics_ports
     # Egress of the services: DNS, Redis, S3 and nothing else.
-    egress_ports = {(port.get("protocol", "TCP"), port["port"]) for name, spec in policies.items()
-                    if name.startswith("portraits-") for rule in spec.get("egress", [])
-                    for port in rule.get("ports", [])}
+    egress_ports = {
+        (port.get("protocol", "TCP"), port["port"])
+        for name, spec in policies.items()
+        if name.startswith("portraits-")
+        for rule in spec.get("egress", [])
+        for port in rule.get("ports", [])
+    }
     assert egress_ports == {("UDP", 53), ("TCP", 53), ("TCP", 6379), ("TCP", 443), ("TCP", 80)}
     # Port 80 only for the janitor's webhooks (#10), and only to public addresses: never the metadata
     # service or the cluster's own networks.
-    port_80 = [name for name, spec in policies.items() for rule in spec.get("egress", [])
-               if ("TCP", 80) in {(port.get("protocol", "TCP"), port["port"]) for port in rule.get("ports", [])}]
+    port_80 = [
+        name
+        for name, spec in policies.items()
+        for rule in spec.get("egress", [])
+        if ("TCP", 80) in {(port.get("protocol", "TCP"), port["port"]) for port in rule.get("ports", [])}
+    ]
     assert port_80 == ["portraits-webhooks-egress"]
     webhooks = policies["portraits-webhooks-egress"]
     assert webhooks["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "janitor"
@@ -333,8 +369,10 @@ def test_dev_seaweedfs_grpc_is_mutual_tls_with_keys_only_where_needed():
     # both are made by the documented setup commands, never shipped in the overlay.
     docs = rendered("overlays/dev")
     kustomization = (K8S / "overlays/dev/kustomization.yaml").read_text()
-    for doc, secret in ((one(docs, "StatefulSet", "seaweedfs"), "seaweedfs-grpc-server"),
-                        (one(docs, "Job", "seaweedfs-init"), "seaweedfs-grpc-client")):
+    for doc, secret in (
+        (one(docs, "StatefulSet", "seaweedfs"), "seaweedfs-grpc-server"),
+        (one(docs, "Job", "seaweedfs-init"), "seaweedfs-grpc-client"),
+    ):
         spec = doc["spec"]["template"]["spec"]
         volumes = {v["name"]: v for v in spec["volumes"]}
         mounts = {m["mountPath"]: m for m in container(doc)["volumeMounts"]}
@@ -345,12 +383,17 @@ def test_dev_seaweedfs_grpc_is_mutual_tls_with_keys_only_where_needed():
     assert not [s for s in find(docs, "Secret") if s["metadata"]["name"].startswith("seaweedfs-grpc")]
     # The init Job reaches the master and the filer's gRPC port only: the filer's HTTP port is off.
     policies = {p["metadata"]["name"]: p["spec"] for p in find(docs, "NetworkPolicy")}
-    init_ports = {port["port"] for rule in policies["seaweedfs"]["ingress"] for peer in rule["from"]
-                  if peer["podSelector"].get("matchLabels") == {"app.kubernetes.io/name": "seaweedfs-init"}
-                  for port in rule["ports"]}
+    init_ports = {
+        port["port"]
+        for rule in policies["seaweedfs"]["ingress"]
+        for peer in rule["from"]
+        if peer["podSelector"].get("matchLabels") == {"app.kubernetes.io/name": "seaweedfs-init"}
+        for port in rule["ports"]
+    }
     assert init_ports == {9333, 19333, 18888}
-    assert 8888 not in {port["port"] for rule in policies["seaweedfs-clients-egress"]["egress"]
-                        for port in rule["ports"]}
+    assert 8888 not in {
+        port["port"] for rule in policies["seaweedfs-clients-egress"]["egress"] for port in rule["ports"]
+    }
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

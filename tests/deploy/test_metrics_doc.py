@@ -12,9 +12,17 @@ def test_metrics_doc_is_current():
 def test_catalogue_covers_every_service_and_the_metrics_alerts_rely_on():
     names = {m.name: m for m in metrics_catalogue.catalogue()}
     assert {m.services for m in names.values()} >= {"gateway", "worker", "janitor"}
-    for name in ("portraits_gateway_requests_total", "portraits_gateway_queue_depth", "portraits_worker_processes",
-                 "janitor_last_successful_sweep_timestamp_seconds", "source_lifetime_seconds"):
+    for name in (
+        "portraits_gateway_requests_total",
+        "portraits_gateway_queue_depth",
+        "portraits_worker_processes",
+        "janitor_last_successful_sweep_timestamp_seconds",
+        "source_lifetime_seconds",
+    ):
         assert name in names
     assert names["portraits_gateway_requests_total"].labels == ("route", "method", "status")
     assert names["source_lifetime_seconds"].samples == (
-        "source_lifetime_seconds_bucket", "source_lifetime_seconds_sum", "source_lifetime_seconds_count")
+        "source_lifetime_seconds_bucket",
+        "source_lifetime_seconds_sum",
+        "source_lifetime_seconds_count",
+    )

@@ -58,8 +58,12 @@ def metrics() -> Iterator[MetricsServer]:
 def probe(command: list[str], metrics: MetricsServer, body: str) -> int:
     metrics.body = body
     port = str(metrics.port)
-    env = {**os.environ, "PORTRAITS_WORKER_METRICS_PORT": port, "PORTRAITS_JANITOR_METRICS_PORT": port,
-           "PORTRAITS_JANITOR_INTERVAL_SECONDS": "5"}
+    env = {
+        **os.environ,
+        "PORTRAITS_WORKER_METRICS_PORT": port,
+        "PORTRAITS_JANITOR_METRICS_PORT": port,
+        "PORTRAITS_JANITOR_INTERVAL_SECONDS": "5",
+    }
     command = [sys.executable if command[0] == "python" else command[0], *command[1:]]
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, timeout=60, check=False).returncode
 

@@ -55,8 +55,14 @@ def weed(tmp_path: Path):
     subprocess.run([sys.executable, str(GRPC_CERTS), str(tmp_path / "grpc")], check=True, capture_output=True)
     (tmp_path / "data").mkdir()
     with open(tmp_path / "weed.log", "wb") as log:
-        process = subprocess.Popen(["sh", str(SCRIPTS / "start.sh")], env=env, cwd=tmp_path, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            ["sh", str(SCRIPTS / "start.sh")],
+            env=env,
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + 60
         while not _ready(ports, creds):
@@ -68,8 +74,11 @@ def weed(tmp_path: Path):
         os.killpg(process.pid, 9)  # single-master weed ignores SIGTERM (see scripts/devstack.py)
         process.wait()
         # The unix sockets weed makes in /tmp, which SIGKILL leaves behind.
-        for sock in [*ports.grpc_unix_sockets, Path(f"/tmp/seaweedfs-filer-{ports.filer}.sock"),
-                     Path(f"/tmp/seaweedfs-s3-{ports.s3}.sock")]:
+        for sock in [
+            *ports.grpc_unix_sockets,
+            Path(f"/tmp/seaweedfs-filer-{ports.filer}.sock"),
+            Path(f"/tmp/seaweedfs-s3-{ports.s3}.sock"),
+        ]:
             if sock.is_socket():
                 sock.unlink()
 
@@ -77,8 +86,9 @@ def weed(tmp_path: Path):
 def _ready(ports: devstack.WeedPorts, creds: devstack.S3Credentials) -> bool:
     try:
         return devstack.weed_volume_server_ready(f"http://127.0.0.1:{ports.volume}") and devstack.s3_ready(
-            f"http://127.0.0.1:{ports.s3}", creds)
-    except Exception:  # noqa: BLE001 - not up yet
+            f"http://127.0.0.1:{ports.s3}", creds
+        )
+    except Exception:
         return False
 
 
@@ -87,8 +97,9 @@ def test_start_and_init_scripts(weed):
     assert oct((tmp_path / "identities.json").stat().st_mode & 0o777) == "0o600"
     init_env = {**env, "WEED_GRPC_CERTS_DIR": str(tmp_path / "grpc" / "client")}
     for _ in range(2):  # idempotent
-        result = subprocess.run(["sh", str(SCRIPTS / "init.sh")], env=init_env, capture_output=True, text=True,
-                                timeout=60, check=False)
+        result = subprocess.run(
+            ["sh", str(SCRIPTS / "init.sh")], env=init_env, capture_output=True, text=True, timeout=60, check=False
+        )
         assert result.returncode == 0, result.stdout + result.stderr
         assert "buckets ready: portrait-sources (ttl 3m), portrait-results (ttl 31m)" in result.stdout
     endpoint = f"http://127.0.0.1:{ports.s3}"
@@ -117,30 +128,51 @@ def test_start_and_init_scripts(weed):
 
 def test_start_script_refuses_to_run_without_the_jwt_key(tmp_path):
     env = {"PATH": os.environ["PATH"], "PORTRAITS_S3_ACCESS_KEY_ID": "a", "PORTRAITS_S3_SECRET_ACCESS_KEY": "b"}
-    result = subprocess.run(["sh", str(SCRIPTS / "start.sh")], env=env, cwd=tmp_path, capture_output=True,
-                            text=True, timeout=10, check=False)
+    result = subprocess.run(
+        ["sh", str(SCRIPTS / "start.sh")],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
     assert result.returncode != 0 and "SEAWEEDFS_JWT_KEY" in result.stderr
 
 
 @pytest.mark.parametrize("script, missing", [("start.sh", "server.key"), ("init.sh", "client.key")])
 def test_scripts_refuse_to_run_without_the_grpc_certificates(tmp_path, script, missing):
     # Without them weed would serve gRPC to anyone (start.sh), or retry a refused shell forever (init.sh).
-    env = {"PATH": os.environ["PATH"], "PORTRAITS_S3_ACCESS_KEY_ID": "a", "PORTRAITS_S3_SECRET_ACCESS_KEY": "b",
-           "SEAWEEDFS_JWT_KEY": "c", "WEED_GRPC_CERTS_DIR": str(tmp_path)}
-    result = subprocess.run(["sh", str(SCRIPTS / script)], env=env, cwd=tmp_path, capture_output=True,
-                            text=True, timeout=10, check=False)
+    env = {
+        "PATH": os.environ["PATH"],
+        "PORTRAITS_S3_ACCESS_KEY_ID": "a",
+        "PORTRAITS_S3_SECRET_ACCESS_KEY": "b",
+        "SEAWEEDFS_JWT_KEY": "c",
+        "WEED_GRPC_CERTS_DIR": str(tmp_path),
+    }
+    result = subprocess.run(
+        ["sh", str(SCRIPTS / script)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=10, check=False
+    )
     assert result.returncode != 0 and f"{tmp_path}/" in result.stderr and "grpc_certs.py" in result.stderr
 
 
 def test_grpc_certs_are_owner_only_and_kept(tmp_path):
     def make() -> str:
-        return subprocess.run([sys.executable, str(GRPC_CERTS), str(tmp_path)], check=True, capture_output=True,
-                              text=True).stdout
+        return subprocess.run(
+            [sys.executable, str(GRPC_CERTS), str(tmp_path)], check=True, capture_output=True, text=True
+        ).stdout
+
     assert "made" in make()
     files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
     # The servers' key stays with the servers; the CA's key is not kept at all.
-    assert files == ["client/ca.crt", "client/client.crt", "client/client.key",
-                     "server/ca.crt", "server/server.crt", "server/server.key"]
+    assert files == [
+        "client/ca.crt",
+        "client/client.crt",
+        "client/client.key",
+        "server/ca.crt",
+        "server/server.crt",
+        "server/server.key",
+    ]
     assert all((tmp_path / f).stat().st_mode & 0o777 == 0o600 for f in files)
     assert all((tmp_path / d).stat().st_mode & 0o777 == 0o700 for d in ("server", "client"))
     before = (tmp_path / "client" / "ca.crt").read_bytes()

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from scripts.worker_process import WorkerProcess
 from services.gateway.app import create_app
 from services.janitor.main import run as run_janitor
 from shared.audit import Deleter, ObjectKind
@@ -15,7 +16,6 @@ from shared.crypto import KeyGone
 from shared.jobs import JobState
 from shared.storage import source_key
 from tests.support.service import Backends, service_settings
-from scripts.worker_process import WorkerProcess
 
 MAX_AGE = 10
 SWEEP = 1.0
@@ -23,9 +23,15 @@ SWEEP = 1.0
 
 @pytest.fixture(scope="module")
 def settings(redis_server, s3_server):
-    return service_settings(redis_server.url, s3_server, queue_name="privacy", sources_bucket="priv-sources",
-                            results_bucket="priv-results", source_max_age_seconds=MAX_AGE,
-                            janitor_interval_seconds=SWEEP)
+    return service_settings(
+        redis_server.url,
+        s3_server,
+        queue_name="privacy",
+        sources_bucket="priv-sources",
+        results_bucket="priv-results",
+        source_max_age_seconds=MAX_AGE,
+        janitor_interval_seconds=SWEEP,
+    )
 
 
 @pytest.fixture

@@ -13,17 +13,18 @@ import urllib.request
 import pytest
 from PIL import Image
 
+from scripts.worker_process import WorkerProcess
 from services.gateway.app import create_app
 from shared.storage import source_key
 from tests.support import samples
 from tests.support.service import Backends, service_settings
-from scripts.worker_process import WorkerProcess
 
 
 @pytest.fixture(scope="module")
 def settings(redis_server, s3_server):
-    return service_settings(redis_server.url, s3_server, queue_name="e2e", sources_bucket="e2e-sources",
-                            results_bucket="e2e-results")
+    return service_settings(
+        redis_server.url, s3_server, queue_name="e2e", sources_bucket="e2e-sources", results_bucket="e2e-results"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +79,7 @@ def test_auto_paints_the_astronaut_with_the_face_gan(client, astronaut_path):
     """The default generator and auto selection give a GAN-painted portrait through the whole service (#8)."""
     job = wait_for(client, submit(client, astronaut_path)["status_url"])
     families = client.get("/v1/styles").get_json()["families"]
-    gan_styles = {style["name"] for family in families for style in family["styles"]
-                  if style["painter"] == "face-gan"}
+    gan_styles = {style["name"] for family in families for style in family["styles"] if style["painter"] == "face-gan"}
     assert job["status"] == "done" and job["style"] in gan_styles, job
 
 
@@ -121,8 +121,9 @@ def test_worker_serves_its_metrics(worker):
 
 def test_worker_probe_reads_the_live_worker(worker):
     env = {**os.environ, "PORTRAITS_WORKER_METRICS_PORT": str(worker.metrics_port)}
-    probe = subprocess.run([sys.executable, "-m", "services.worker.probe", "--ready"], env=env, timeout=30,
-                           capture_output=True, text=True)
+    probe = subprocess.run(
+        [sys.executable, "-m", "services.worker.probe", "--ready"], env=env, timeout=30, capture_output=True, text=True
+    )
     assert probe.returncode == 0, probe.stderr
 
 

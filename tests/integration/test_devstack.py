@@ -196,9 +196,7 @@ def test_unsigned_request_is_refused(s3_server: SeaweedServer, stored_object: tu
 
 def test_presigned_get_downloads_the_object(s3_server: SeaweedServer, stored_object: tuple[str, bytes]) -> None:
     key, body = stored_object
-    url = s3_server.client().generate_presigned_url(
-        "get_object", Params={"Bucket": BUCKET, "Key": key}, ExpiresIn=300
-    )
+    url = s3_server.client().generate_presigned_url("get_object", Params={"Bucket": BUCKET, "Key": key}, ExpiresIn=300)
     assert url.startswith(f"{s3_server.endpoint}/{BUCKET}/")  # path-style, same host the browser would use
     assert http_get(url) == (200, body)
 
@@ -231,9 +229,7 @@ def test_expired_presigned_url_is_refused(
     two_hours_ago = datetime.datetime.now(datetime.UTC).replace(tzinfo=None) - datetime.timedelta(hours=2)
     # Sign "two hours ago" for one minute instead of sleeping until a real URL expires.
     monkeypatch.setattr("botocore.auth.get_current_datetime", lambda remove_tzinfo=True: two_hours_ago)
-    url = s3_server.client().generate_presigned_url(
-        "get_object", Params={"Bucket": BUCKET, "Key": key}, ExpiresIn=60
-    )
+    url = s3_server.client().generate_presigned_url("get_object", Params={"Bucket": BUCKET, "Key": key}, ExpiresIn=60)
     status, body = http_get(url)
     assert status == 403
     assert b"<Code>AccessDenied</Code>" in body and b"expired" in body.lower()
@@ -253,7 +249,7 @@ def test_prefix_ttl_is_applied_to_new_objects(s3_server: SeaweedServer, bucket: 
     # The TTL is invisible over S3; the filer's entry shows it (read over gRPC: its HTTP API is off, issue 9).
     def ttl_seconds(key: str) -> int:
         out = devstack.run_weed_shell(s3_server.master_address, [f"fs.meta.cat /buckets/{bucket}/{key}"])
-        entry, _ = json.JSONDecoder().raw_decode(out[out.index("{"):])
+        entry, _ = json.JSONDecoder().raw_decode(out[out.index("{") :])
         return int(entry["attributes"].get("ttlSec", 0))
 
     assert ttl_seconds("scratch/temp.bin") == 60

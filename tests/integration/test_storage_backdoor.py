@@ -65,8 +65,14 @@ def test_unsigned_path_is_refused(attempts: list[storage_backdoor.Attempt], port
 GRPC_PARTS = ("master", "volume", "filer", "s3")
 # What a server that refuses says: it closes a plaintext connection; a TLS one without a client certificate
 # ends with an alert (or just closes). Not: nothing listening (ConnectionRefusedError), or a timeout.
-_REFUSALS = {"closed", "TLSV13_ALERT_CERTIFICATE_REQUIRED", "SSLEOFError", "UNEXPECTED_EOF_WHILE_READING",
-             "ConnectionResetError", "BrokenPipeError"}
+_REFUSALS = {
+    "closed",
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED",
+    "SSLEOFError",
+    "UNEXPECTED_EOF_WHILE_READING",
+    "ConnectionResetError",
+    "BrokenPipeError",
+}
 
 
 @pytest.mark.parametrize("part", GRPC_PARTS)
@@ -105,21 +111,30 @@ def test_signed_write_and_delete_still_work(s3_server: SeaweedServer) -> None:
 
 
 def test_weed_shell_still_configures_the_filer(s3_server: SeaweedServer) -> None:
-    rule = devstack.configure_prefix_ttl(s3_server.master_address, f"{BUCKET}/sources", "5m",
-                                         security_dir=s3_server.data_dir)
+    rule = devstack.configure_prefix_ttl(
+        s3_server.master_address, f"{BUCKET}/sources", "5m", security_dir=s3_server.data_dir
+    )
     assert rule["ttl"] == "5m"
 
 
-def _weed(args: list[str], cwd: Path, *, stdin: str = "", certificate_of: Path | None = None,
-          timeout: float = 10) -> tuple[int | None, str]:
+def _weed(
+    args: list[str], cwd: Path, *, stdin: str = "", certificate_of: Path | None = None, timeout: float = 10
+) -> tuple[int | None, str]:
     """A weed client run by someone outside the server's directory: no security.toml, and our gRPC client
     certificate only if `certificate_of` (a server's security directory) is given. (None, output) when it
     got nowhere before `timeout` (weed shell retries a refused connection forever)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("WEED_")}
     env.update(devstack.weed_client_env(certificate_of) if certificate_of else {})
     try:
-        result = subprocess.run([str(devstack.weed_path()), "-logtostderr", *args], input=stdin, cwd=cwd, env=env,
-                                capture_output=True, text=True, timeout=timeout)
+        result = subprocess.run(
+            [str(devstack.weed_path()), "-logtostderr", *args],
+            input=stdin,
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired as exc:
         return None, f"{exc.stdout or ''}{exc.stderr or ''}"
     return result.returncode, result.stdout + result.stderr
@@ -132,8 +147,9 @@ def test_weed_shell_without_our_client_certificate_reads_nothing(
     code, out = _weed(["shell", f"-master={s3_server.master_address}"], tmp_path, stdin=command, timeout=8)
     assert code != 0 and "fileId" not in out, out
     # The same command with the certificate gets the metadata: the refusal above is the certificate's doing.
-    code, out = _weed(["shell", f"-master={s3_server.master_address}"], tmp_path, stdin=command,
-                      certificate_of=s3_server.data_dir)
+    code, out = _weed(
+        ["shell", f"-master={s3_server.master_address}"], tmp_path, stdin=command, certificate_of=s3_server.data_dir
+    )
     assert code == 0 and '"fileId"' in out, out
 
 
@@ -142,8 +158,12 @@ def test_weed_backup_without_our_client_certificate_copies_nothing(
 ) -> None:
     fid = storage_backdoor.file_id(s3_server.ports, BUCKET, stored, security_dir=s3_server.data_dir)
     assert fid
-    backup = ["backup", f"-volumeId={fid.split(',')[0]}", f"-master={s3_server.master_address}",
-              f"-collection={BUCKET}"]
+    backup = [
+        "backup",
+        f"-volumeId={fid.split(',')[0]}",
+        f"-master={s3_server.master_address}",
+        f"-collection={BUCKET}",
+    ]
     stranger, ours = tmp_path / "stranger", tmp_path / "ours"
     for folder in (stranger, ours):
         folder.mkdir()
@@ -158,8 +178,9 @@ def test_weed_shell_cannot_read_object_content(s3_server: SeaweedServer, stored:
     # Our `weed shell` gets the gRPC client certificate but not the JWT keys: it sees metadata (gRPC) but
     # the volume server refuses it the bytes.
     with pytest.raises(RuntimeError, match="401"):
-        devstack.run_weed_shell(s3_server.master_address, [f"fs.cat /buckets/{BUCKET}/{stored}"],
-                                security_dir=s3_server.data_dir)
+        devstack.run_weed_shell(
+            s3_server.master_address, [f"fs.cat /buckets/{BUCKET}/{stored}"], security_dir=s3_server.data_dir
+        )
 
 
 def test_security_files_are_owner_only(s3_server: SeaweedServer) -> None:
@@ -173,6 +194,12 @@ def test_security_files_are_owner_only(s3_server: SeaweedServer) -> None:
     for folder in (grpc, grpc / "server", grpc / "client"):
         assert folder.stat().st_mode & 0o777 == 0o700, folder
     files = sorted(p.relative_to(grpc).as_posix() for p in grpc.rglob("*") if p.is_file())
-    assert files == ["client/ca.crt", "client/client.crt", "client/client.key",
-                     "server/ca.crt", "server/server.crt", "server/server.key"]
+    assert files == [
+        "client/ca.crt",
+        "client/client.crt",
+        "client/client.key",
+        "server/ca.crt",
+        "server/server.crt",
+        "server/server.key",
+    ]
     assert all((grpc / f).stat().st_mode & 0o777 == 0o600 for f in files)

@@ -67,6 +67,7 @@ def truncated(data: bytes, keep: float = 0.5) -> bytes:
 
 def png_bomb(width: int = 30_000, height: int = 30_000) -> bytes:
     """A tiny valid PNG that claims (and decompresses to) a huge greyscale image: 1 bit per pixel of zeros."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
 

@@ -82,9 +82,7 @@ def _base_options(task_path: str, threads: int) -> BaseOptions:
             proto = super().to_pb2()
             if threads > 0:
                 # FaceStylizerGraph copies this acceleration to the detector and landmarker sub-graphs.
-                xnnpack = inference_calculator_pb2.InferenceCalculatorOptions.Delegate.Xnnpack(
-                    num_threads=threads
-                )
+                xnnpack = inference_calculator_pb2.InferenceCalculatorOptions.Delegate.Xnnpack(num_threads=threads)
                 proto.acceleration.CopyFrom(acceleration_pb2.Acceleration(xnnpack=xnnpack))
             return proto
 
@@ -107,9 +105,7 @@ def _os_threads() -> int:
 
 def _stylize(task_path, images, repeats, threads, meta):
     before = _os_threads()
-    stylizer = FaceStylizer.create_from_options(
-        FaceStylizerOptions(base_options=_base_options(task_path, threads))
-    )
+    stylizer = FaceStylizer.create_from_options(FaceStylizerOptions(base_options=_base_options(task_path, threads)))
     meta["os_threads_before_after_create"] = [before, _os_threads()]
     n = len(images)
     out = np.zeros((n, ALIGN_SIZE, ALIGN_SIZE, 3), np.uint8)
@@ -243,8 +239,13 @@ def _replay_alignment(task_path, images, threads):
             mesh = np.array([[p.x * width, p.y * height, p.z * width] for p in landmarks], np.float32)
             aligned = packet_getter.get_image(packets["aligned"]).numpy_view().copy()
             face_rect = np.array(
-                [rect.x_center * width, rect.y_center * height, rect.width * width, rect.height * height,
-                 rect.rotation],
+                [
+                    rect.x_center * width,
+                    rect.y_center * height,
+                    rect.width * width,
+                    rect.height * height,
+                    rect.rotation,
+                ],
                 np.float64,
             )
             results.append((face_rect, mesh, aligned))
@@ -284,14 +285,18 @@ def _align(task_path, images, threads, meta):
         mesh[i, : len(mesh_i)] = mesh_i
         warp[i] = _rect_warp(*face_rect[i], ALIGN_SIZE)
         matches[i] = found[i] and crop.shape == aligned[i].shape and np.array_equal(crop, aligned[i])
-    return {"aligned": aligned, "found": found, "face_rect": face_rect, "warp": warp, "mesh": mesh,
-            "graph_matches": matches}
+    return {
+        "aligned": aligned,
+        "found": found,
+        "face_rect": face_rect,
+        "warp": warp,
+        "mesh": mesh,
+        "graph_matches": matches,
+    }
 
 
 def _bench(task_path, images, repeats, threads, meta):
-    stylizer = FaceStylizer.create_from_options(
-        FaceStylizerOptions(base_options=_base_options(task_path, threads))
-    )
+    stylizer = FaceStylizer.create_from_options(FaceStylizerOptions(base_options=_base_options(task_path, threads)))
     mp_images = [_mp_image(rgb) for rgb in images]
     for image in mp_images:
         for _ in range(3):
@@ -347,8 +352,10 @@ def main(argv=None) -> int:
     else:
         arrays = _bench(task_path, images, args.repeats or 30, threads, meta)
     meta["elapsed_s"] = time.perf_counter() - start
-    print(f"mediapipe_child: {args.mode} on {len(images)} image(s), threads={threads}: "
-          f"{meta['elapsed_s']:.1f}s", file=sys.stderr)
+    print(
+        f"mediapipe_child: {args.mode} on {len(images)} image(s), threads={threads}: {meta['elapsed_s']:.1f}s",
+        file=sys.stderr,
+    )
     arrays["meta"] = np.array(json.dumps(meta))
     tmp = args.out_npz + ".part.npz"
     np.savez(tmp, **arrays)

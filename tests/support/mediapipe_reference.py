@@ -97,22 +97,40 @@ def mediapipe_python() -> Path:
         python = _venv_python(VENV_DIR)
         _log("installing " + " ".join(REQUIREMENTS) + " (--no-deps; this takes a minute)")
         subprocess.run(
-            [str(python), "-m", "pip", "install", "--no-deps", "--only-binary=:all:", "--no-input",
-             "--disable-pip-version-check", "--progress-bar", "off", "-q", *REQUIREMENTS],
+            [
+                str(python),
+                "-m",
+                "pip",
+                "install",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--no-input",
+                "--disable-pip-version-check",
+                "--progress-bar",
+                "off",
+                "-q",
+                *REQUIREMENTS,
+            ],
             check=True,
         )
         site = subprocess.run(
             [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-            check=True, capture_output=True, text=True,
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout.strip()
         if (Path(site) / "torch").exists():  # --no-deps makes this impossible; keep it that way
             raise RuntimeError(f"torch ended up in {site}; the reference venv must not contain torch")
         _log("checking that the FaceStylizer and FaceAligner tasks import")
         subprocess.run(
-            [str(python), "-c",
-             "import runpy, sys; sys.argv = ['x', '--help']; "
-             f"runpy.run_path({str(CHILD_SCRIPT)!r}, run_name='__main__')"],
-            check=True, capture_output=True,
+            [
+                str(python),
+                "-c",
+                "import runpy, sys; sys.argv = ['x', '--help']; "
+                f"runpy.run_path({str(CHILD_SCRIPT)!r}, run_name='__main__')",
+            ],
+            check=True,
+            capture_output=True,
         )
         _STAMP.write_text(json.dumps(_stamp_content()))
         _log(f"ready in {time.monotonic() - start:.0f}s")

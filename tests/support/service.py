@@ -48,28 +48,51 @@ class Backends:
     audit: AuditLog
 
     @classmethod
-    def connect(cls, settings: Settings, storage: ObjectStore | None = None) -> "Backends":
+    def connect(cls, settings: Settings, storage: ObjectStore | None = None) -> Backends:
         client = redis.Redis.from_url(settings.redis_url)
         storage = storage or ObjectStore(settings)
         keys = SourceKeys(client, settings.source_max_age_seconds)
         audit = AuditLog(client, settings.audit_max_entries)
-        return cls(settings, client, JobStore(client, settings.job_ttl_seconds), storage, keys,
-                   Eraser(storage, keys, DeletionSchedule(client), audit), audit)
+        return cls(
+            settings,
+            client,
+            JobStore(client, settings.job_ttl_seconds),
+            storage,
+            keys,
+            Eraser(storage, keys, DeletionSchedule(client), audit),
+            audit,
+        )
 
-    def submit(self, photo: bytes, style: str = "auto", strength: float | None = None,
-               callback_url: str | None = None, gallery: GalleryGrant | None = None) -> str:
+    def submit(
+        self,
+        photo: bytes,
+        style: str = "auto",
+        strength: float | None = None,
+        callback_url: str | None = None,
+        gallery: GalleryGrant | None = None,
+    ) -> str:
         """What the gateway does for an accepted upload, minus validation and the queue (`gallery`: with
         consent to the gallery, and this id and token)."""
         job_id = new_job_id()
         key = new_key()
         self.keys.store(job_id, key)
         self.eraser.track(ObjectKind.SOURCE, source_key(job_id), job_id, now(), self.settings.source_max_age_seconds)
-        self.storage.put(self.storage.sources_bucket, source_key(job_id), seal(key, photo, job_id),
-                         "application/octet-stream")
-        self.jobs.create(Job(id=job_id, state=JobState.QUEUED, created_at=now(), style_requested=style,
-                             strength=strength, callback_url=callback_url, share=gallery is not None,
-                             gallery_id=gallery.id if gallery else None,
-                             gallery_token_hash=gallery.token_hash if gallery else None))
+        self.storage.put(
+            self.storage.sources_bucket, source_key(job_id), seal(key, photo, job_id), "application/octet-stream"
+        )
+        self.jobs.create(
+            Job(
+                id=job_id,
+                state=JobState.QUEUED,
+                created_at=now(),
+                style_requested=style,
+                strength=strength,
+                callback_url=callback_url,
+                share=gallery is not None,
+                gallery_id=gallery.id if gallery else None,
+                gallery_token_hash=gallery.token_hash if gallery else None,
+            )
+        )
         if gallery is not None:
             GalleryIndex(self.redis).reserve(gallery, self.settings.job_ttl_seconds)
         return job_id
@@ -84,5 +107,13 @@ class Backends:
 
         storage = storage or self.storage
         eraser = Eraser(storage, self.keys, self.eraser.schedule, self.audit)
-        return JobRunner(self.settings, self.jobs, storage, self.keys, eraser, engine,
-                         JobLeases(self.redis, self.settings.job_lease_seconds), webhooks=WebhookOutbox(self.redis))
+        return JobRunner(
+            self.settings,
+            self.jobs,
+            storage,
+            self.keys,
+            eraser,
+            engine,
+            JobLeases(self.redis, self.settings.job_lease_seconds),
+            webhooks=WebhookOutbox(self.redis),
+        )

@@ -59,7 +59,7 @@ def receiver(script: list[int] | None = None, location: str = "") -> Iterator[Re
     state = Receiver(list(script or []), location)
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("content-length", "0")))
             status = state.answer(Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
             self.send_response(status)

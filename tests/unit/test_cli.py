@@ -43,8 +43,9 @@ def test_unknown_style_is_refused(session_engine, astronaut_path, tmp_path, caps
 
 
 def test_styles_lists_the_catalog_without_loading_models():
-    result = subprocess.run([sys.executable, "-m", "services.cli", "styles"], capture_output=True, text=True,
-                            check=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "services.cli", "styles"], capture_output=True, text=True, check=True, timeout=60
+    )
     for style in CATALOG:
         assert style.name in result.stdout
 

@@ -33,7 +33,8 @@ def complete(directory: Path) -> bool:
     """All six files are there."""
     directory = Path(directory)
     return all((directory / "server" / name).is_file() for name in SERVER_FILES) and all(
-        (directory / "client" / name).is_file() for name in CLIENT_FILES)
+        (directory / "client" / name).is_file() for name in CLIENT_FILES
+    )
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -50,34 +51,57 @@ def write(directory: Path, *, days: int = VALID_DAYS) -> Path:
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     start, end = now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=days)
 
     def name(common_name: str) -> x509.Name:
         return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
     def builder(subject: x509.Name, issuer: x509.Name, key: ec.EllipticCurvePrivateKey) -> x509.CertificateBuilder:
-        return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(key.public_key())
-                .serial_number(x509.random_serial_number()).not_valid_before(start).not_valid_after(end))
+        return (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(issuer)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(start)
+            .not_valid_after(end)
+        )
 
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = name("portraits seaweedfs grpc ca")
-    ca = (builder(ca_name, ca_name, ca_key)
-          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-          .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
-                                       data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                                       crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
-          .sign(ca_key, hashes.SHA256()))
+    ca = (
+        builder(ca_name, ca_name, ca_key)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
 
     def leaf(common_name: str, usages: list[x509.ObjectIdentifier], san: list[x509.GeneralName]) -> tuple[bytes, bytes]:
         key = ec.generate_private_key(ec.SECP256R1())
-        cert = builder(name(common_name), ca_name, key).add_extension(
-            x509.BasicConstraints(ca=False, path_length=None), critical=True).add_extension(
-            x509.ExtendedKeyUsage(usages), critical=False)
+        cert = (
+            builder(name(common_name), ca_name, key)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+        )
         if san:
             cert = cert.add_extension(x509.SubjectAlternativeName(san), critical=False)
-        pem_key = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption())
+        pem_key = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
         return cert.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM), pem_key
 
     server_san: list[x509.GeneralName] = [x509.DNSName(host) for host in SERVER_NAMES]

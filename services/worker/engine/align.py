@@ -23,13 +23,16 @@ CROP_SIDE = 256
 # landmarks found on MediaPipe FaceAligner crops of the three test faces (spread 3.2 px RMS). MediaPipe aligns
 # with an FFHQ-style similarity from its 478-point mesh; fitting our five points to this template lands within
 # ±3 % scale, ±2° and 2 px of its crop (#8).
-TEMPLATE = np.array([
-    [94.61, 120.01],
-    [162.32, 120.32],
-    [130.97, 161.52],
-    [96.75, 185.80],
-    [157.63, 185.30],
-], dtype=np.float64)
+TEMPLATE = np.array(
+    [
+        [94.61, 120.01],
+        [162.32, 120.32],
+        [130.97, 161.52],
+        [96.75, 185.80],
+        [157.63, 185.30],
+    ],
+    dtype=np.float64,
+)
 
 
 def similarity(source: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -66,8 +69,9 @@ def _theta(to_source: np.ndarray, source_hw: tuple[int, int], target_hw: tuple[i
     return torch.from_numpy(full[:2]).float()
 
 
-def _warp(images: torch.Tensor, to_source: Sequence[np.ndarray], size: tuple[int, int],
-          padding_mode: str) -> torch.Tensor:
+def _warp(
+    images: torch.Tensor, to_source: Sequence[np.ndarray], size: tuple[int, int], padding_mode: str
+) -> torch.Tensor:
     thetas = torch.stack([_theta(m, tuple(images.shape[-2:]), size) for m in to_source]).to(images.device)
     grid = F.affine_grid(thetas.to(images.dtype), [images.shape[0], images.shape[1], *size], align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)
@@ -97,7 +101,7 @@ def paste(faces: torch.Tensor, matrices: Sequence[np.ndarray], size: tuple[int, 
 def _gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
     radius = max(1, int(round(3 * sigma)))
     xs = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
-    kernel = torch.exp(-(xs ** 2) / (2 * sigma ** 2))
+    kernel = torch.exp(-(xs**2) / (2 * sigma**2))
     kernel = kernel / kernel.sum()
     channels = images.shape[1]
     horizontal = kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 from services.worker.engine.detect import FaceBox
 from shared.errors import NoFace

@@ -66,8 +66,9 @@ def head_masks(painted: torch.Tensor, paper: Sequence[bool]) -> torch.Tensor:
     return masks
 
 
-def match_palette(background: torch.Tensor, painted: torch.Tensor, masks: torch.Tensor,
-                  amount: float | Sequence[float] = 0.5) -> torch.Tensor:
+def match_palette(
+    background: torch.Tensor, painted: torch.Tensor, masks: torch.Tensor, amount: float | Sequence[float] = 0.5
+) -> torch.Tensor:
     """Move each background's per-channel mean and spread `amount` (per image or one for all) of the way to
     the painted head's."""
     weights = masks / masks.sum((2, 3), keepdim=True).clamp_min(1e-6)
@@ -76,8 +77,9 @@ def match_palette(background: torch.Tensor, painted: torch.Tensor, masks: torch.
     mean = background.mean((2, 3), keepdim=True)
     std = background.std((2, 3), keepdim=True).clamp_min(1e-4)
     matched = (background - mean) / std * head_std + head_mean
-    amounts = torch.tensor([amount] * len(background) if isinstance(amount, float) else list(amount),
-                           dtype=background.dtype).view(-1, 1, 1, 1)
+    amounts = torch.tensor(
+        [amount] * len(background) if isinstance(amount, float) else list(amount), dtype=background.dtype
+    ).view(-1, 1, 1, 1)
     return (background + amounts * (matched - background)).clamp(0, 1)
 
 
@@ -100,12 +102,13 @@ def old_master_grade(images: torch.Tensor) -> torch.Tensor:
     height, width = images.shape[-2:]
     ys = torch.linspace(-1, 1, height, device=images.device).view(-1, 1)
     xs = torch.linspace(-1, 1, width, device=images.device).view(1, -1)
-    light = 1 - VIGNETTE * ((xs ** 2 + (ys + 0.15) ** 2) / 1.6).clamp(0, 1)  # lit from a little above centre
+    light = 1 - VIGNETTE * ((xs**2 + (ys + 0.15) ** 2) / 1.6).clamp(0, 1)  # lit from a little above centre
     return (graded * light).clamp(0, 1)
 
 
-def composite(background: torch.Tensor, faces: torch.Tensor, masks: torch.Tensor,
-              matrices: Sequence[np.ndarray]) -> torch.Tensor:
+def composite(
+    background: torch.Tensor, faces: torch.Tensor, masks: torch.Tensor, matrices: Sequence[np.ndarray]
+) -> torch.Tensor:
     """Paste faces (N×3×s×s, any s ≥ 256) under masks (N×1×256×256) into backgrounds (N×3×H×W)."""
     size = (background.shape[-2], background.shape[-1])
     face_layer = align.paste(faces, matrices, size)

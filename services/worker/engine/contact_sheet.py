@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 from PIL import Image, ImageDraw
 from tqdm import tqdm
@@ -19,7 +20,7 @@ TILE_WIDTH = 200
 LABEL_HEIGHT = 18
 
 
-def render_contact_sheet(engine: "PortraitEngine", photos: Sequence[bytes], output: Path) -> None:
+def render_contact_sheet(engine: PortraitEngine, photos: Sequence[bytes], output: Path) -> None:
     """One row per photo: the framed photo (strength 0), then every catalog style."""
     columns = ["photo", *(style.name for style in CATALOG)]
     rows: list[list[Image.Image]] = []

@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shared.errors import ModelFilesError
 from services.worker.engine.networks.mtcnn import ONet, PNet, RNet
+from shared.errors import ModelFilesError
 
 CPU = torch.device("cpu")
 
@@ -319,7 +319,11 @@ def _pyramid_level(canvas: torch.Tensor, scale: float) -> torch.Tensor:
     original MTCNN used. Not recomputing the scale from the output size keeps every pixel's footprint
     independent of the canvas size, so batching does not change the pyramid."""
     return F.interpolate(
-        canvas, scale_factor=scale, mode="bilinear", antialias=True, align_corners=False,
+        canvas,
+        scale_factor=scale,
+        mode="bilinear",
+        antialias=True,
+        align_corners=False,
         recompute_scale_factor=False,
     )
 
@@ -442,9 +446,7 @@ def _empty_candidates(device: torch.device) -> _Candidates:
     )
 
 
-def _to_face_boxes(
-    cands: _Candidates, back_scales: Sequence[tuple[float, float]], count: int
-) -> list[list[FaceBox]]:
+def _to_face_boxes(cands: _Candidates, back_scales: Sequence[tuple[float, float]], count: int) -> list[list[FaceBox]]:
     """Split candidates per image, map them to original pixels and sort each list by score."""
     faces: list[list[FaceBox]] = [[] for _ in range(count)]
     if len(cands) == 0 or cands.landmarks is None:

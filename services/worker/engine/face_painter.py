@@ -62,8 +62,10 @@ class FacePainter:
 
     def __init__(self, model_paths: dict[str, Path], runtime: Runtime) -> None:
         self._runtime = runtime
-        stylizers = {medium: FaceStylizer.from_graph(TfliteGraph.from_task(model_paths[name]))
-                     for medium, name in MODEL_FILES.items()}
+        stylizers = {
+            medium: FaceStylizer.from_graph(TfliteGraph.from_task(model_paths[name]))
+            for medium, name in MODEL_FILES.items()
+        }
         self.encoder = self._prepare(stylizers[Medium.OIL_PAINTING].encoder)
         generators = {medium: model.generator for medium, model in stylizers.items()}
         # One generator per (medium, structure donor) in the catalog, whatever else the recipes vary.

@@ -30,8 +30,9 @@ class PhotoFeatures:
     redraw_error: float | None = None
 
 
-def measure(portrait: Image.Image, face_in_portrait: FaceBox, face_in_photo: FaceBox,
-            photo_size: tuple[int, int]) -> PhotoFeatures:
+def measure(
+    portrait: Image.Image, face_in_portrait: FaceBox, face_in_photo: FaceBox, photo_size: tuple[int, int]
+) -> PhotoFeatures:
     pixels = np.asarray(portrait, dtype=np.float32) / 255.0
     luma = pixels @ _LUMA
     chroma = pixels.max(axis=2) - pixels.min(axis=2)

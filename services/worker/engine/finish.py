@@ -8,7 +8,7 @@ elliptical masks placed from the landmarks. Colour stays the painting's.
 from __future__ import annotations
 
 import io
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -30,15 +30,19 @@ def feature_mask(face: FaceBox, height: int, width: int) -> torch.Tensor:
     mouth_rx = max(abs(mouth_right[0] - mouth_left[0]) * 0.75, face.width * 0.15)
     mouth_ry = face.height * 0.09
     mask = torch.zeros(height, width)
-    for cx, cy, rx, ry in ((*left_eye, eye_rx, eye_ry), (*right_eye, eye_rx, eye_ry),
-                           (mouth_cx, mouth_cy, mouth_rx, mouth_ry)):
+    for cx, cy, rx, ry in (
+        (*left_eye, eye_rx, eye_ry),
+        (*right_eye, eye_rx, eye_ry),
+        (mouth_cx, mouth_cy, mouth_rx, mouth_ry),
+    ):
         distance = ((xs - cx) / rx) ** 2 + ((ys - cy) / ry) ** 2
         mask = torch.maximum(mask, torch.exp(-distance))  # Gaussian falloff: no visible seams
     return mask
 
 
-def detail_blend(painted: torch.Tensor, photos: torch.Tensor, faces: Sequence[FaceBox],
-                 amounts: Sequence[float]) -> torch.Tensor:
+def detail_blend(
+    painted: torch.Tensor, photos: torch.Tensor, faces: Sequence[FaceBox], amounts: Sequence[float]
+) -> torch.Tensor:
     """painted, photos: N×3×H×W in 0..1. Returns the painted batch with the features' shading restored."""
     height, width = painted.shape[-2:]
     masks = torch.stack([feature_mask(face, height, width) for face in faces]).unsqueeze(1)

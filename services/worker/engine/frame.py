@@ -69,6 +69,10 @@ def _map_face(face: FaceBox, crop: tuple[int, int, int, int], sx: float, sy: flo
 
     (x1, y1), (x2, y2) = point(face.x1, face.y1), point(face.x2, face.y2)
     return FaceBox(
-        x1=x1, y1=y1, x2=x2, y2=y2, score=face.score,
+        x1=x1,
+        y1=y1,
+        x2=x2,
+        y2=y2,
+        score=face.score,
         landmarks=tuple(point(x, y) for x, y in face.landmarks),
     )

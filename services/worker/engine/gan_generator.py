@@ -35,8 +35,14 @@ PAINT_PALETTE, PAPER_PALETTE = 0.5, 0.8
 class GanPortraitGenerator:
     name = "gan-portrait"
 
-    def __init__(self, neural: NeuralStyleGenerator, model_paths: dict[str, Path], runtime: Runtime,
-                 encoder: StyleEncoder, options: GeneratorOptions) -> None:
+    def __init__(
+        self,
+        neural: NeuralStyleGenerator,
+        model_paths: dict[str, Path],
+        runtime: Runtime,
+        encoder: StyleEncoder,
+        options: GeneratorOptions,
+    ) -> None:
         self._neural = neural
         self._faces = FacePainter(model_paths, runtime)
         self._upscaler = FaceUpscaler(model_paths, runtime, options.face_upscaler)
@@ -68,8 +74,9 @@ class GanPortraitGenerator:
         faces = self._faces.paint(crops, recipes)
         masks = compose.head_masks(faces, [r.paper for r in recipes]).float().cpu()
         background = self._paint_background(portraits, self._encoder.encode(faces.float()))
-        background = compose.match_palette(background, faces.float().cpu(), masks,
-                                           [PAPER_PALETTE if r.paper else PAINT_PALETTE for r in recipes])
+        background = compose.match_palette(
+            background, faces.float().cpu(), masks, [PAPER_PALETTE if r.paper else PAINT_PALETTE for r in recipes]
+        )
         painted = compose.composite(background, self._upscaler.upscale(faces), masks, matrices)
         graded = [i for i, r in enumerate(recipes) if r.old_master]
         if graded:

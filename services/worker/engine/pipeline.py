@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Callable, Sequence
 
 import torch
 
 from services.worker.engine import align, finish
 from services.worker.engine.catalog import CATALOG, Family, GanRecipe, Style
 from services.worker.engine.choose_face import choose_face
-from shared.imaging import DecodedPhoto, decode
 from services.worker.engine.detect import FaceBox, FaceDetector
-from shared.errors import PortraitError
 from services.worker.engine.features import PhotoFeatures, measure
 from services.worker.engine.frame import Framing, frame
 from services.worker.engine.generate import Generator, GeneratorOptions, PaintJob, StyleEncoder, create_generator
@@ -28,6 +26,8 @@ from services.worker.engine.select import StyleChoice, check_request, choose_sty
 from services.worker.engine.tensors import to_batch, to_uint8_hwc
 from services.worker.engine.timing import StageTimer
 from services.worker.engine.weights import verify_model_dir
+from shared.errors import PortraitError
+from shared.imaging import DecodedPhoto, decode
 from shared.settings import Settings
 
 log = logging.getLogger("portraits.engine")
@@ -98,15 +98,20 @@ class PortraitEngine:
         self.settings = settings
         self.runtime: Runtime = resolve_runtime(settings)
         paths = verify_model_dir(settings.model_dir)
-        self.detector = FaceDetector(settings.model_dir, device=self.runtime.device,
-                                     max_side=settings.detect_max_side)
+        self.detector = FaceDetector(settings.model_dir, device=self.runtime.device, max_side=settings.detect_max_side)
         self.encoder = StyleEncoder(StylePredictor.from_onnx(paths["arbitrary_predict.onnx"]), self.runtime)
-        self.generator = create_generator(settings.generator, paths, self.runtime, self.encoder,
-                                          GeneratorOptions(face_upscaler=settings.face_upscaler))
+        self.generator = create_generator(
+            settings.generator,
+            paths,
+            self.runtime,
+            self.encoder,
+            GeneratorOptions(face_upscaler=settings.face_upscaler),
+        )
         if warm_up:
             self._warm_up()
-        log.info("engine ready on %s (%s) in %.2fs", self.runtime.device, self.runtime.dtype,
-                 time.perf_counter() - started)
+        log.info(
+            "engine ready on %s (%s) in %.2fs", self.runtime.device, self.runtime.dtype, time.perf_counter() - started
+        )
 
     def _warm_up(self) -> None:
         # One tiny pass through every network allocates buffers and picks kernels before the first real job.
@@ -118,16 +123,22 @@ class PortraitEngine:
             for style in _one_style_per_recipe_kind(self.generator):
                 self.generator.paint(probe, [PaintJob(style=style, strength=1.0, photo_vector=vector, face=face)])
 
-    def render(self, data: bytes, style: str = "auto", strength: float | None = None,
-               progress: Callable[[str], None] | None = None) -> Portrait:
+    def render(
+        self,
+        data: bytes,
+        style: str = "auto",
+        strength: float | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> Portrait:
         """Render one photo; raises the stage's `PortraitError` if it cannot be painted."""
         outcome = self.render_batch([RenderRequest(data=data, style=style, strength=strength)], progress)[0]
         if isinstance(outcome, PortraitError):
             raise outcome
         return outcome
 
-    def render_batch(self, requests: Sequence[RenderRequest],
-                     progress: Callable[[str], None] | None = None) -> list[RenderOutcome]:
+    def render_batch(
+        self, requests: Sequence[RenderRequest], progress: Callable[[str], None] | None = None
+    ) -> list[RenderOutcome]:
         """`progress` is called with each stage's name as the stage starts."""
         items = [_Item(request) for request in requests]
         timer = StageTimer(self.runtime.synchronize, batch_size=len(items), on_enter=progress)
@@ -159,8 +170,9 @@ class PortraitEngine:
 
     def _decode(self, item: _Item) -> None:
         check_request(item.request.style, item.request.strength)
-        item.photo = decode(item.request.data, max_pixels=self.settings.max_image_pixels,
-                            min_side=self.settings.min_image_side)
+        item.photo = decode(
+            item.request.data, max_pixels=self.settings.max_image_pixels, min_side=self.settings.min_image_side
+        )
 
     def _detect(self, items: list[_Item]) -> None:
         live = [item for item in items if item.error is None]
@@ -174,8 +186,9 @@ class PortraitEngine:
                 item.error = exc
 
     def _frame(self, item: _Item) -> None:
-        item.framing = frame(item.photo.image, item.face, long_side=self.settings.output_size,
-                             min_face_size=self.settings.min_face_size)
+        item.framing = frame(
+            item.photo.image, item.face, long_side=self.settings.output_size, min_face_size=self.settings.min_face_size
+        )
 
     def _select(self, items: list[_Item]) -> None:
         live = [item for item in items if item.error is None]
@@ -186,12 +199,15 @@ class PortraitEngine:
         likeness = self._redraw_errors(live, portraits)
         for item, vector, redraw_error in zip(live, vectors, likeness):
             framing, photo = item.framing, item.photo
-            item.features = replace(measure(framing.portrait, framing.face_in_portrait, item.face,
-                                            photo.image.size), redraw_error=redraw_error)
+            item.features = replace(
+                measure(framing.portrait, framing.face_in_portrait, item.face, photo.image.size),
+                redraw_error=redraw_error,
+            )
             item.photo_vector = vector
             try:
-                item.choice = choose_style(item.features, item.request.style, item.request.strength,
-                                           paintable=self.generator.supports)
+                item.choice = choose_style(
+                    item.features, item.request.style, item.request.strength, paintable=self.generator.supports
+                )
             except PortraitError as exc:
                 item.error = exc
 
@@ -212,21 +228,22 @@ class PortraitEngine:
         if not live:
             return None
         portraits = to_batch([item.framing.portrait for item in live])
-        jobs = [PaintJob(item.choice.style, item.choice.strength, item.photo_vector,
-                         face=item.framing.face_in_portrait)
-                for item in live]
+        jobs = [
+            PaintJob(item.choice.style, item.choice.strength, item.photo_vector, face=item.framing.face_in_portrait)
+            for item in live
+        ]
         return self.generator.paint(portraits, jobs), portraits
 
-    def _finish(self, items: list[_Item], generated: tuple[torch.Tensor, torch.Tensor] | None
-                ) -> list[RenderOutcome]:
+    def _finish(self, items: list[_Item], generated: tuple[torch.Tensor, torch.Tensor] | None) -> list[RenderOutcome]:
         live = [item for item in items if item.error is None]
         finished = iter(())
         if generated is not None:
             painted, photos = generated
             # A face GAN redraws the face: its eyes are not where the photo's are to the pixel, so blending the
             # photo's detail back would ghost them (#8).
-            amounts = [0.0 if isinstance(i.choice.style.recipe, GanRecipe) else self.settings.detail_blend
-                       for i in live]
+            amounts = [
+                0.0 if isinstance(i.choice.style.recipe, GanRecipe) else self.settings.detail_blend for i in live
+            ]
             finished = iter(finish.detail_blend(painted, photos, [i.framing.face_in_portrait for i in live], amounts))
         outcomes: list[RenderOutcome] = []
         content_type = finish.CONTENT_TYPES[self.settings.output_format]
@@ -235,12 +252,19 @@ class PortraitEngine:
                 outcomes.append(item.error)
                 continue
             image = next(finished)
-            data = finish.encode(image, image_format=self.settings.output_format,
-                                 quality=self.settings.output_quality)
-            outcomes.append(Portrait(
-                data=data, content_type=content_type, width=image.shape[-1], height=image.shape[-2],
-                style=item.choice.style.name, family=item.choice.style.family.value,
-                strength=item.choice.strength, reason=item.choice.reason,
-                face=item.face, features=item.features,
-            ))
+            data = finish.encode(image, image_format=self.settings.output_format, quality=self.settings.output_quality)
+            outcomes.append(
+                Portrait(
+                    data=data,
+                    content_type=content_type,
+                    width=image.shape[-1],
+                    height=image.shape[-2],
+                    style=item.choice.style.name,
+                    family=item.choice.style.family.value,
+                    strength=item.choice.strength,
+                    reason=item.choice.reason,
+                    face=item.face,
+                    features=item.features,
+                )
+            )
         return outcomes

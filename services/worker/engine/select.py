@@ -6,13 +6,12 @@ whose `Profile` is nearest to the photo. A style or family named in the request 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
-from services.worker.engine.catalog import (CATALOG, Family, GanRecipe, Style, get_style, is_known_choice,
-                                            styles_in)
-from shared.errors import InvalidStrength
+from services.worker.engine.catalog import CATALOG, Family, GanRecipe, Style, get_style, is_known_choice, styles_in
 from services.worker.engine.features import PhotoFeatures
+from shared.errors import InvalidStrength
 
 
 @dataclass(frozen=True)
@@ -37,25 +36,32 @@ def _warm_or_cool(f: PhotoFeatures) -> str:
 
 # Checked in order; the first that applies wins. Thresholds were read off real photos (see the README).
 FAMILY_RULES: tuple[FamilyRule, ...] = (
-    FamilyRule(lambda f: f.saturation < 0.08, Family.INK,
-               lambda f: f"an almost colourless photo (saturation {f.saturation:.2f})"),
-    FamilyRule(lambda f: f.key < 0.40, Family.OIL,
-               lambda f: f"low-key light (key {f.key:.2f}) and {_warm_or_cool(f)}"),
-    FamilyRule(lambda f: f.contrast > 0.30, Family.INK,
-               lambda f: f"hard contrast (spread {f.contrast:.2f})"),
-    FamilyRule(lambda f: f.key > 0.58 and f.contrast < 0.24, Family.WATERCOLOR,
-               lambda f: f"bright, soft high-key light (key {f.key:.2f})"),
-    FamilyRule(lambda f: f.warmth >= 0.12, Family.OIL,
-               lambda f: f"mid-tone light and warm skin (warmth {f.warmth:.2f})"),
-    FamilyRule(lambda f: True, Family.WATERCOLOR,
-               lambda f: f"mid-tone light and {_warm_or_cool(f)}"),
+    FamilyRule(
+        lambda f: f.saturation < 0.08,
+        Family.INK,
+        lambda f: f"an almost colourless photo (saturation {f.saturation:.2f})",
+    ),
+    FamilyRule(lambda f: f.key < 0.40, Family.OIL, lambda f: f"low-key light (key {f.key:.2f}) and {_warm_or_cool(f)}"),
+    FamilyRule(lambda f: f.contrast > 0.30, Family.INK, lambda f: f"hard contrast (spread {f.contrast:.2f})"),
+    FamilyRule(
+        lambda f: f.key > 0.58 and f.contrast < 0.24,
+        Family.WATERCOLOR,
+        lambda f: f"bright, soft high-key light (key {f.key:.2f})",
+    ),
+    FamilyRule(
+        lambda f: f.warmth >= 0.12, Family.OIL, lambda f: f"mid-tone light and warm skin (warmth {f.warmth:.2f})"
+    ),
+    FamilyRule(lambda f: True, Family.WATERCOLOR, lambda f: f"mid-tone light and {_warm_or_cool(f)}"),
 )
 
 
 def _distance(style: Style, f: PhotoFeatures) -> float:
     # Key and warmth matter most for how a palette sits on skin; saturation refines.
-    return ((style.suits.key - f.key) ** 2 + (style.suits.warmth - f.warmth) ** 2
-            + 0.5 * (style.suits.saturation - f.saturation) ** 2)
+    return (
+        (style.suits.key - f.key) ** 2
+        + (style.suits.warmth - f.warmth) ** 2
+        + 0.5 * (style.suits.saturation - f.saturation) ** 2
+    )
 
 
 Paintable = Callable[[Style], bool]
@@ -74,8 +80,10 @@ MAX_REDRAW_ERROR = 0.15
 def gan_caveat(style: Style, f: PhotoFeatures) -> str | None:
     """Why this GAN style should not be chosen automatically for this photo, or None if it may be (#8)."""
     if f.redraw_error is not None and f.redraw_error > MAX_REDRAW_ERROR:
-        return (f"the face GAN could not redraw this face faithfully (redraw error {f.redraw_error:.2f} > "
-                f"{MAX_REDRAW_ERROR:.2f}), so a style-transfer style keeps the likeness")
+        return (
+            f"the face GAN could not redraw this face faithfully (redraw error {f.redraw_error:.2f} > "
+            f"{MAX_REDRAW_ERROR:.2f}), so a style-transfer style keeps the likeness"
+        )
     return None
 
 
@@ -104,8 +112,9 @@ def check_request(requested: str, strength: float | None) -> None:
         get_style(requested)  # raises UnknownStyle listing the choices
 
 
-def choose_style(features: PhotoFeatures, requested: str = "auto", strength: float | None = None,
-                 paintable: Paintable = _everything) -> StyleChoice:
+def choose_style(
+    features: PhotoFeatures, requested: str = "auto", strength: float | None = None, paintable: Paintable = _everything
+) -> StyleChoice:
     check_request(requested, strength)
     if requested == "auto":
         rule = next(rule for rule in FAMILY_RULES if rule.applies(features))

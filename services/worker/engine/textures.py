@@ -7,7 +7,7 @@ into 100-d style vectors once when the engine loads.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -62,8 +62,7 @@ def pigment_blooms(seed: int = 3) -> Image.Image:
     return image.filter(ImageFilter.GaussianBlur(1.0)).resize((SIZE, SIZE), Image.Resampling.LANCZOS)
 
 
-UMBER: Palette = ((0.18, 0.11, 0.06), (0.45, 0.28, 0.14), (0.72, 0.52, 0.30), (0.10, 0.07, 0.05),
-                  (0.85, 0.70, 0.45))
+UMBER: Palette = ((0.18, 0.11, 0.06), (0.45, 0.28, 0.14), (0.72, 0.52, 0.30), (0.10, 0.07, 0.05), (0.85, 0.70, 0.45))
 
 
 def impasto_dabs(palette: Palette = UMBER, seed: int = 3) -> Image.Image:

@@ -10,10 +10,11 @@ three stylizer files hold the same network with their ops in different orders (#
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import tflite
@@ -180,8 +181,13 @@ class TfliteGraph:
         else:
             kind = _OP_NAMES.get(builtin, str(builtin))
             options = _builtin_options(raw)
-        return Op(index=index, kind=kind, inputs=tuple(int(i) for i in raw.InputsAsNumpy()),
-                  outputs=tuple(int(i) for i in raw.OutputsAsNumpy()), options=options)
+        return Op(
+            index=index,
+            kind=kind,
+            inputs=tuple(int(i) for i in raw.InputsAsNumpy()),
+            outputs=tuple(int(i) for i in raw.OutputsAsNumpy()),
+            options=options,
+        )
 
 
 def _shared_name(handle: Op) -> str:
@@ -202,8 +208,11 @@ def _builtin_options(raw: Any) -> dict[str, Any]:
     options.Init(table.Bytes, table.Pos)
     values: dict[str, Any] = {}
     for attr in dir(options):
-        if not attr[:1].isupper() or attr.startswith(("Init", "GetRootAs")) or attr.endswith(
-                ("Length", "AsNumpy", "IsNone")):
+        if (
+            not attr[:1].isupper()
+            or attr.startswith(("Init", "GetRootAs"))
+            or attr.endswith(("Length", "AsNumpy", "IsNone"))
+        ):
             continue
         try:
             value = getattr(options, attr)()

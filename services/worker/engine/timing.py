@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
 log = logging.getLogger("portraits.engine")
 
 
 class StageTimer:
-    def __init__(self, synchronize: Callable[[], None] = lambda: None, batch_size: int = 1,
-                 on_enter: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        synchronize: Callable[[], None] = lambda: None,
+        batch_size: int = 1,
+        on_enter: Callable[[str], None] | None = None,
+    ) -> None:
         self._synchronize = synchronize
         self._on_enter = on_enter  # e.g. the worker recording the job's current stage
         self.batch_size = batch_size
@@ -29,5 +33,10 @@ class StageTimer:
             self._synchronize()
             elapsed = time.perf_counter() - started
             self.durations[name] = self.durations.get(name, 0.0) + elapsed
-            log.info("stage %s took %.1f ms (batch of %d)", name, elapsed * 1000, self.batch_size,
-                     extra={"stage": name, "seconds": elapsed, "batch_size": self.batch_size})
+            log.info(
+                "stage %s took %.1f ms (batch of %d)",
+                name,
+                elapsed * 1000,
+                self.batch_size,
+                extra={"stage": name, "seconds": elapsed, "batch_size": self.batch_size},
+            )

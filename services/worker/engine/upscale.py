@@ -17,7 +17,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
 from torch import nn
 
 from services.worker.engine.networks.rrdbnet import RRDBNet
@@ -50,6 +49,5 @@ class FaceUpscaler:
         else:
             upscaled = self._net(self._runtime.to_input(faces)).float()
             if upscaled.shape[-1] != faces.shape[-1] * SCALE:  # RRDBNet's ×4
-                upscaled = F.interpolate(upscaled, size=(faces.shape[-2] * SCALE, faces.shape[-1] * SCALE),
-                                         mode="area")
+                upscaled = F.interpolate(upscaled, size=(faces.shape[-2] * SCALE, faces.shape[-1] * SCALE), mode="area")
         return upscaled.clamp(0, 1).cpu()

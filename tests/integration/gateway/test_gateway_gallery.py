@@ -74,8 +74,9 @@ def every_value(rdb: redis.Redis) -> bytes:
 
 
 @pytest.mark.parametrize("value", ["true", "TRUE", "1", "on", " On "])
-def test_consent_returns_a_gallery_id_and_a_token_kept_only_as_a_hash(client, rdb, gateway_settings,
-                                                                       astronaut_bytes, value):
+def test_consent_returns_a_gallery_id_and_a_token_kept_only_as_a_hash(
+    client, rdb, gateway_settings, astronaut_bytes, value
+):
     response = upload(client, astronaut_bytes, share=value)
     assert response.status_code == 202, response.json
     grant = response.json["gallery"]
@@ -109,8 +110,9 @@ def test_an_unclear_answer_is_refused_before_anything_is_stored(client, rdb, ast
 # --------------------------------------------------------------------------------------- publish, list, withdraw
 
 
-def test_published_listed_downloaded_then_withdrawn_with_its_token(client, rdb, backends, index, engine,
-                                                                    astronaut_bytes):
+def test_published_listed_downloaded_then_withdrawn_with_its_token(
+    client, rdb, backends, index, engine, astronaut_bytes
+):
     response = upload(client, astronaut_bytes, share="true")
     job_id, grant = response.json["id"], response.json["gallery"]
     gallery_id, token = grant["id"], grant["withdraw_token"]
@@ -128,9 +130,13 @@ def test_published_listed_downloaded_then_withdrawn_with_its_token(client, rdb, 
     # Anyone else learns nothing: a wrong, missing or malformed token, on this id or on one that never existed,
     # gets the same answer.
     stranger = GalleryGrant.new()
-    refusals = [withdraw(client, gallery_id, stranger.token), withdraw(client, gallery_id, None),
-                client.delete(f"/v1/gallery/{gallery_id}", headers={"Authorization": f"Basic {token}"}),
-                withdraw(client, stranger.id, stranger.token), withdraw(client, stranger.id, token)]
+    refusals = [
+        withdraw(client, gallery_id, stranger.token),
+        withdraw(client, gallery_id, None),
+        client.delete(f"/v1/gallery/{gallery_id}", headers={"Authorization": f"Basic {token}"}),
+        withdraw(client, stranger.id, stranger.token),
+        withdraw(client, stranger.id, token),
+    ]
     for refused in refusals:
         assert refused.status_code == 403 and refused.json["error"]["code"] == "invalid_token"
     assert len({refused.data for refused in refusals}) == 1
@@ -145,7 +151,11 @@ def test_published_listed_downloaded_then_withdrawn_with_its_token(client, rdb, 
     assert gallery_id not in {item["id"] for item in client.get("/v1/gallery").json["items"]}
     [audited] = [e for e in backends.audit.entries() if e.kind is ObjectKind.GALLERY]
     assert (audited.job_id, audited.deleted_by, audited.reason, audited.verified) == (
-        gallery_id, Deleter.USER, "withdrawn", True)
+        gallery_id,
+        Deleter.USER,
+        "withdrawn",
+        True,
+    )
     assert not [e for e in backends.audit.entries() if e.kind is ObjectKind.GALLERY and e.job_id == job_id]
 
     # The token holder is told the truth afterwards; others still get the 403.
@@ -157,8 +167,7 @@ def test_published_listed_downloaded_then_withdrawn_with_its_token(client, rdb, 
     assert client.get(f"/v1/portraits/{job_id}").json["status"] == "done"
 
 
-def test_withdrawn_before_the_portrait_exists_it_is_never_published(client, backends, index, engine,
-                                                                     astronaut_bytes):
+def test_withdrawn_before_the_portrait_exists_it_is_never_published(client, backends, index, engine, astronaut_bytes):
     response = upload(client, astronaut_bytes, share="1")
     job_id, grant = response.json["id"], response.json["gallery"]
     assert withdraw(client, grant["id"], grant["withdraw_token"]).status_code == 204
@@ -186,8 +195,10 @@ def seed(backends: Backends, index: GalleryIndex, at: float) -> str:
     buffer = io.BytesIO()
     Image.new("RGB", (32, 32), (int(at) % 255, 0, 0)).save(buffer, format="JPEG")
     backends.storage.put(backends.settings.results_bucket, key, buffer.getvalue(), "image/jpeg")
-    assert index.publish(GalleryEntry(grant.id, "ink-wash", "ink", day_of(at), key, grant.token_hash, at),
-                         backends.settings.gallery_ttl_seconds)
+    assert index.publish(
+        GalleryEntry(grant.id, "ink-wash", "ink", day_of(at), key, grant.token_hash, at),
+        backends.settings.gallery_ttl_seconds,
+    )
     return grant.id
 
 

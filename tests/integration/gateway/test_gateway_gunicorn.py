@@ -73,8 +73,12 @@ def test_metrics_add_up_across_workers(served: Served) -> None:
 
     assert status == 200 and headers["Content-Type"].startswith("text/plain")
     text = raw.decode()
-    counted = re.search(r'^portraits_gateway_requests_total\{method="GET",route="/v1/styles",status="200"\} '
-                        r"(\d+\.\d+)$", text, re.MULTILINE)
+    counted = re.search(
+        r'^portraits_gateway_requests_total\{method="GET",route="/v1/styles",status="200"\} '
+        r"(\d+\.\d+)$",
+        text,
+        re.MULTILINE,
+    )
     assert counted and float(counted.group(1)) == requests
     assert re.search(r"^portraits_gateway_queue_depth 0\.0$", text, re.MULTILINE)
 
@@ -95,19 +99,32 @@ def raw_exchange(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]
     return int(status_line.split()[1]), headers, body
 
 
-@pytest.mark.parametrize(("request_bytes", "status", "code"), [
-    (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 10_000 + b"\r\n\r\n", 431, "headers_too_large"),
-    (b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(150)) + b"\r\n",
-     431, "headers_too_large"),
-    (b"POST /v1/portraits HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
-     b"0\r\n\r\n", 400, "bad_request"),
-    (b"NOT A REQUEST LINE\r\n\r\n", 400, "bad_request"),
-    (b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, "uri_too_long"),
-    (b"POST /v1/portraits HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: br, chunked\r\n\r\n0\r\n\r\n",
-     501, "not_implemented"),
-], ids=["huge-header", "150-headers", "length-and-chunked", "bad-request-line", "long-uri", "brotli-coding"])
-def test_servers_own_errors_use_the_envelope(served: Served, request_bytes: bytes, status: int,
-                                             code: str) -> None:
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "code"),
+    [
+        (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 10_000 + b"\r\n\r\n", 431, "headers_too_large"),
+        (
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(150)) + b"\r\n",
+            431,
+            "headers_too_large",
+        ),
+        (
+            b"POST /v1/portraits HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"0\r\n\r\n",
+            400,
+            "bad_request",
+        ),
+        (b"NOT A REQUEST LINE\r\n\r\n", 400, "bad_request"),
+        (b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, "uri_too_long"),
+        (
+            b"POST /v1/portraits HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: br, chunked\r\n\r\n0\r\n\r\n",
+            501,
+            "not_implemented",
+        ),
+    ],
+    ids=["huge-header", "150-headers", "length-and-chunked", "bad-request-line", "long-uri", "brotli-coding"],
+)
+def test_servers_own_errors_use_the_envelope(served: Served, request_bytes: bytes, status: int, code: str) -> None:
     answered, headers, body = raw_exchange(served.port, request_bytes)
 
     assert answered == status, body
@@ -132,8 +149,10 @@ class Trickle(threading.Thread):
         self.seconds = 0.0
 
     def run(self) -> None:
-        head = "".join(f"{name}: {value}\r\n" for name, value in
-                       {**self.headers, "Host": "x", "Content-Length": str(len(self.body))}.items())
+        head = "".join(
+            f"{name}: {value}\r\n"
+            for name, value in {**self.headers, "Host": "x", "Content-Length": str(len(self.body))}.items()
+        )
         step = 0.1
         started = time.monotonic()
         with socket.create_connection(("127.0.0.1", self.port), timeout=60) as connection:
@@ -147,7 +166,7 @@ class Trickle(threading.Thread):
                 connection.sendall(self.body[:sent])
                 while not self.stop.is_set() and not answered(step):
                     if self.rate and sent < len(self.body):
-                        piece = self.body[sent:sent + int(self.rate * step)]
+                        piece = self.body[sent : sent + int(self.rate * step)]
                         connection.sendall(piece)
                         sent += len(piece)
             except OSError:
@@ -204,10 +223,12 @@ def test_slow_clients_do_not_hold_up_the_others(serve: Callable[..., Served], cl
         for trickle in trickles:
             trickle.stop.set()
 
-    print(f"{clients} slow clients: healthz median {statistics.median(healthz_before) * 1000:.1f} -> "
-          f"{statistics.median(healthz_during) * 1000:.1f} ms (max {max(healthz_during) * 1000:.0f} ms), "
-          f"upload median {statistics.median(upload_before) * 1000:.0f} -> "
-          f"{statistics.median(upload_during) * 1000:.0f} ms")
+    print(
+        f"{clients} slow clients: healthz median {statistics.median(healthz_before) * 1000:.1f} -> "
+        f"{statistics.median(healthz_during) * 1000:.1f} ms (max {max(healthz_during) * 1000:.0f} ms), "
+        f"upload median {statistics.median(upload_before) * 1000:.0f} -> "
+        f"{statistics.median(upload_during) * 1000:.0f} ms"
+    )
     assert max(healthz_during) < 1.0
     # Twice the no-fault latency is the target; the slack is for a small, shared test machine.
     assert statistics.median(healthz_during) < 2 * statistics.median(healthz_before) + 0.05
@@ -223,8 +244,10 @@ def test_slow_clients_cut_off_together_do_not_stall_the_others(serve: Callable[.
     # Slow clients that never read the answer: they keep sending after their 408, as a trickling client does.
     slow = [socket.create_connection(("127.0.0.1", served.port)) for _ in range(20)]
     for sock in slow:
-        sock.sendall(b"POST /v1/portraits HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=x\r\n"
-                     b"Content-Length: 100000\r\n\r\n")
+        sock.sendall(
+            b"POST /v1/portraits HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=x\r\n"
+            b"Content-Length: 100000\r\n\r\n"
+        )
     stop = threading.Event()
 
     def trickle() -> None:

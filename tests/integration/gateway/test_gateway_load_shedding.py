@@ -60,8 +60,12 @@ def shed_count() -> float:
 
 
 def test_an_upload_that_could_not_be_painted_in_time_is_shed_and_nothing_is_stored(
-    make_app: Callable[..., Flask], rdb: redis.Redis, queue_jobs: Callable[[int], None], photo: bytes,
-    queued_tasks: Callable[[], list[str]], stored_sources: Callable[[], set[str]],
+    make_app: Callable[..., Flask],
+    rdb: redis.Redis,
+    queue_jobs: Callable[[int], None],
+    photo: bytes,
+    queued_tasks: Callable[[], list[str]],
+    stored_sources: Callable[[], set[str]],
     scheduled_sources: Callable[[], set[str]],
 ) -> None:
     client = make_app().test_client()
@@ -84,13 +88,15 @@ def test_an_upload_that_could_not_be_painted_in_time_is_shed_and_nothing_is_stor
     assert shed_count() == shed_before + 1
     text = client.get("/metrics").get_data(as_text=True)
     assert re.search(r"^portraits_gateway_uploads_shed_total [1-9]\d*\.0$", text, re.MULTILINE)
-    assert re.search(r'^portraits_gateway_upload_wait_estimate_seconds_bucket\{le="120\.0"\} [1-9]', text,
-                     re.MULTILINE)
+    assert re.search(r'^portraits_gateway_upload_wait_estimate_seconds_bucket\{le="120\.0"\} [1-9]', text, re.MULTILINE)
     assert 'portraits_gateway_rejections_total{code="overloaded"}' in text
 
 
 def test_an_upload_that_fits_is_accepted(
-    make_app: Callable[..., Flask], rdb: redis.Redis, queue_jobs: Callable[[int], None], photo: bytes,
+    make_app: Callable[..., Flask],
+    rdb: redis.Redis,
+    queue_jobs: Callable[[int], None],
+    photo: bytes,
     queued_tasks: Callable[[], list[str]],
 ) -> None:
     client = make_app().test_client()
@@ -108,7 +114,10 @@ def test_an_upload_that_fits_is_accepted(
 
 
 def test_more_render_processes_take_a_longer_queue(
-    make_app: Callable[..., Flask], rdb: redis.Redis, queue_jobs: Callable[[int], None], photo: bytes,
+    make_app: Callable[..., Flask],
+    rdb: redis.Redis,
+    queue_jobs: Callable[[int], None],
+    photo: bytes,
 ) -> None:
     client = make_app().test_client()
     queue_jobs(TOO_MANY)
@@ -119,7 +128,10 @@ def test_more_render_processes_take_a_longer_queue(
 
 
 def test_stale_reports_and_no_reports_admit(
-    make_app: Callable[..., Flask], rdb: redis.Redis, queue_jobs: Callable[[int], None], photo: bytes,
+    make_app: Callable[..., Flask],
+    rdb: redis.Redis,
+    queue_jobs: Callable[[int], None],
+    photo: bytes,
 ) -> None:
     # No render process has reported (idle, loading, or none at all): there is nothing to estimate from.
     client = make_app().test_client()
@@ -133,20 +145,27 @@ def test_stale_reports_and_no_reports_admit(
 
 
 def test_old_queue_entries_do_not_count(
-    make_app: Callable[..., Flask], rdb: redis.Redis, gateway_settings: Settings, photo: bytes,
+    make_app: Callable[..., Flask],
+    rdb: redis.Redis,
+    gateway_settings: Settings,
+    photo: bytes,
 ) -> None:
     # Jobs queued longer than a photo lives are failing `source_expired` (or their records are gone): they
     # stand in front of nobody.
     jobs = JobStore(rdb, gateway_settings.job_ttl_seconds)
     for _ in range(TOO_MANY):
-        jobs.create(Job(id=new_job_id(), state=JobState.QUEUED,
-                        created_at=now() - gateway_settings.source_max_age_seconds - 1))
+        jobs.create(
+            Job(id=new_job_id(), state=JobState.QUEUED, created_at=now() - gateway_settings.source_max_age_seconds - 1)
+        )
     renderer_reports(rdb, SECONDS_PER_JOB)
     assert post_photo(make_app().test_client(), photo).status_code == 202
 
 
 def test_shedding_can_be_switched_off_and_the_limit_follows_its_setting(
-    make_app: Callable[..., Flask], rdb: redis.Redis, queue_jobs: Callable[[int], None], photo: bytes,
+    make_app: Callable[..., Flask],
+    rdb: redis.Redis,
+    queue_jobs: Callable[[int], None],
+    photo: bytes,
 ) -> None:
     renderer_reports(rdb, SECONDS_PER_JOB)
     queue_jobs(TOO_MANY)
@@ -157,7 +176,9 @@ def test_shedding_can_be_switched_off_and_the_limit_follows_its_setting(
 
 
 def test_a_shed_upload_is_refused_before_its_body_is_judged(
-    make_app: Callable[..., Flask], rdb: redis.Redis, queue_jobs: Callable[[int], None],
+    make_app: Callable[..., Flask],
+    rdb: redis.Redis,
+    queue_jobs: Callable[[int], None],
 ) -> None:
     # The check comes first: under overload not even a broken upload is read or decoded.
     renderer_reports(rdb, SECONDS_PER_JOB)

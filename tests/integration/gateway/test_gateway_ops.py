@@ -45,8 +45,7 @@ def test_readyz_names_unreachable_storage(make_app: Callable[..., Flask], closed
 
 
 def test_readyz_names_unreachable_redis(make_app: Callable[..., Flask], closed_url: Callable[[str], str]) -> None:
-    message = assert_envelope(make_app(redis_url=closed_url("redis")).test_client().get("/readyz"),
-                              503, "unavailable")
+    message = assert_envelope(make_app(redis_url=closed_url("redis")).test_client().get("/readyz"), 503, "unavailable")
     assert "redis" in message and "storage" not in message
 
 
@@ -72,7 +71,8 @@ def test_unknown_route_and_wrong_method_use_the_envelope(client: FlaskClient) ->
 
 
 def test_unexpected_exception_is_a_bare_500_with_a_logged_traceback(
-    app: Flask, json_logs: Callable[[], list[dict]],
+    app: Flask,
+    json_logs: Callable[[], list[dict]],
 ) -> None:
     @app.get("/boom")
     def boom() -> str:
@@ -96,8 +96,12 @@ def test_metrics_count_requests_by_route_not_by_path(client: FlaskClient) -> Non
 
     assert response.status_code == 200 and response.mimetype == "text/plain"
     text = response.get_data(as_text=True)
-    counted = re.search(r'^portraits_gateway_requests_total\{method="GET",route="/v1/portraits/<id>",status="404"\} '
-                        r"(\d+\.\d+)$", text, re.MULTILINE)
+    counted = re.search(
+        r'^portraits_gateway_requests_total\{method="GET",route="/v1/portraits/<id>",status="404"\} '
+        r"(\d+\.\d+)$",
+        text,
+        re.MULTILINE,
+    )
     assert counted and float(counted.group(1)) >= 1
     assert 'route="/v1/styles"' in text
     assert job_id not in text
@@ -137,13 +141,15 @@ def test_uploads_are_rate_limited_per_client(make_app: Callable[..., Flask]) -> 
 
 
 def test_logs_never_carry_client_addresses(
-    make_app: Callable[..., Flask], json_logs: Callable[[], list[dict]],
+    make_app: Callable[..., Flask],
+    json_logs: Callable[[], list[dict]],
 ) -> None:
     client = make_app(upload_rate_limit="1/minute").test_client()
     address = {"REMOTE_ADDR": "198.51.100.23"}
     photo = samples.grace_hopper_path().read_bytes()
-    accepted = client.post("/v1/portraits", data={"image": (io.BytesIO(photo), "my-home-address.jpg")},
-                           environ_base=address)
+    accepted = client.post(
+        "/v1/portraits", data={"image": (io.BytesIO(photo), "my-home-address.jpg")}, environ_base=address
+    )
     for _ in range(2):  # breaches: Flask-Limiter logs those with the client's key
         client.post("/v1/portraits", data={"image": (io.BytesIO(photo), "g.jpg")}, environ_base=address)
 

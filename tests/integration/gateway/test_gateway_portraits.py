@@ -42,8 +42,13 @@ def astronaut() -> Image.Image:
     return Image.open(samples.astronaut_path()).convert("RGB")
 
 
-def post_photo(client: FlaskClient, data: bytes | None, filename: str = "photo.jpg",
-               content_type: str = "image/jpeg", **fields: Any) -> TestResponse:
+def post_photo(
+    client: FlaskClient,
+    data: bytes | None,
+    filename: str = "photo.jpg",
+    content_type: str = "image/jpeg",
+    **fields: Any,
+) -> TestResponse:
     form: dict[str, Any] = dict(fields)
     if data is not None:
         form["image"] = (io.BytesIO(data), filename, content_type)
@@ -68,15 +73,24 @@ def stored_source(settings: Settings, s3_server: SeaweedServer, job_id: str) -> 
 
 
 def test_good_upload_is_sealed_recorded_and_queued(
-    client: FlaskClient, gateway_settings: Settings, s3_server: SeaweedServer, rdb: redis.Redis,
-    queued_tasks: Callable[[], list[str]], astronaut_bytes: bytes, astronaut: Image.Image,
+    client: FlaskClient,
+    gateway_settings: Settings,
+    s3_server: SeaweedServer,
+    rdb: redis.Redis,
+    queued_tasks: Callable[[], list[str]],
+    astronaut_bytes: bytes,
+    astronaut: Image.Image,
 ) -> None:
     response = post_photo(client, astronaut_bytes, "astronaut.png", "image/png", style="oil", strength="0.4")
 
     assert response.status_code == 202, response.json
     job_id = response.json["id"]
-    assert response.json == {"id": job_id, "status": "queued", "status_url": f"/v1/portraits/{job_id}",
-                             "gallery": None}  # no consent given (#10)
+    assert response.json == {
+        "id": job_id,
+        "status": "queued",
+        "status_url": f"/v1/portraits/{job_id}",
+        "gallery": None,
+    }  # no consent given (#10)
     assert response.headers["Location"] == response.json["status_url"]
 
     job = JobStore(rdb, gateway_settings.job_ttl_seconds).get(job_id)
@@ -87,8 +101,9 @@ def test_good_upload_is_sealed_recorded_and_queued(
 
     head = s3_server.client().head_object(Bucket=gateway_settings.sources_bucket, Key=source_key(job_id))
     assert head["ContentType"] == "application/octet-stream"
-    sealed = s3_server.client().get_object(Bucket=gateway_settings.sources_bucket,
-                                           Key=source_key(job_id))["Body"].read()
+    sealed = (
+        s3_server.client().get_object(Bucket=gateway_settings.sources_bucket, Key=source_key(job_id))["Body"].read()
+    )
     assert not sealed.startswith(b"\xff\xd8")  # encrypted, not a JPEG
     assert 0 < rdb.ttl(SourceKeys.KEY_PREFIX + job_id) <= gateway_settings.source_max_age_seconds
 
@@ -100,20 +115,29 @@ def test_good_upload_is_sealed_recorded_and_queued(
     assert queued_tasks() == [job_id]
 
 
-@pytest.mark.parametrize("build", [
-    lambda img: images.heic(img),
-    lambda img: images.encode(img, "WEBP", quality=90),
-    lambda img: images.encode(img, "JPEG", quality=90),
-], ids=["heic", "webp", "jpeg"])
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda img: images.heic(img),
+        lambda img: images.encode(img, "WEBP", quality=90),
+        lambda img: images.encode(img, "JPEG", quality=90),
+    ],
+    ids=["heic", "webp", "jpeg"],
+)
 def test_type_is_judged_by_content_not_name(
-    client: FlaskClient, astronaut: Image.Image, build: Callable[[Image.Image], bytes],
+    client: FlaskClient,
+    astronaut: Image.Image,
+    build: Callable[[Image.Image], bytes],
 ) -> None:
     response = post_photo(client, build(astronaut), "notes.txt", "text/plain")
     assert response.status_code == 202, response.json
 
 
 def test_gps_and_orientation_never_reach_storage(
-    client: FlaskClient, gateway_settings: Settings, s3_server: SeaweedServer, astronaut: Image.Image,
+    client: FlaskClient,
+    gateway_settings: Settings,
+    s3_server: SeaweedServer,
+    astronaut: Image.Image,
 ) -> None:
     upright = astronaut.crop((0, 0, 512, 320))  # landscape, so a sideways result is visible in its size
     exif = Image.Exif()
@@ -151,12 +175,18 @@ BAD_UPLOADS: list[tuple[str, Callable[[Image.Image], bytes], int, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("build", "status", "code"), [case[1:] for case in BAD_UPLOADS],
-                         ids=[case[0] for case in BAD_UPLOADS])
+@pytest.mark.parametrize(
+    ("build", "status", "code"), [case[1:] for case in BAD_UPLOADS], ids=[case[0] for case in BAD_UPLOADS]
+)
 def test_bad_photos_are_refused_before_anything_is_stored(
-    client: FlaskClient, rdb: redis.Redis, queued_tasks: Callable[[], list[str]],
-    stored_sources: Callable[[], set[str]], astronaut: Image.Image,
-    build: Callable[[Image.Image], bytes], status: int, code: str,
+    client: FlaskClient,
+    rdb: redis.Redis,
+    queued_tasks: Callable[[], list[str]],
+    stored_sources: Callable[[], set[str]],
+    astronaut: Image.Image,
+    build: Callable[[Image.Image], bytes],
+    status: int,
+    code: str,
 ) -> None:
     before = stored_sources()
     response = post_photo(client, build(astronaut))
@@ -170,35 +200,50 @@ def test_a_decoder_crash_is_a_corrupt_image_not_a_500(client: FlaskClient, astro
     # A HEIC whose first NAL unit claims 4 GiB: libheif raises EOFError, which shared.imaging lets through.
     photo = bytearray(images.heic(astronaut))
     payload = photo.find(b"mdat") + 4
-    photo[payload:payload + 4] = b"\xff\xff\xff\xff"
+    photo[payload : payload + 4] = b"\xff\xff\xff\xff"
     assert_envelope(post_photo(client, bytes(photo)), 422, "corrupt_image")
 
 
-@pytest.mark.parametrize(("fields", "code"), [
-    ({"style": "cubism"}, "unknown_style"),
-    ({"style": "auto; DROP TABLE"}, "unknown_style"),
-    ({"strength": "1.5"}, "invalid_strength"),
-    ({"strength": "-0.1"}, "invalid_strength"),
-    ({"strength": "strong"}, "invalid_strength"),
-    ({"strength": "nan"}, "invalid_strength"),
-    ({"strength": "inf"}, "invalid_strength"),
-])
+@pytest.mark.parametrize(
+    ("fields", "code"),
+    [
+        ({"style": "cubism"}, "unknown_style"),
+        ({"style": "auto; DROP TABLE"}, "unknown_style"),
+        ({"strength": "1.5"}, "invalid_strength"),
+        ({"strength": "-0.1"}, "invalid_strength"),
+        ({"strength": "strong"}, "invalid_strength"),
+        ({"strength": "nan"}, "invalid_strength"),
+        ({"strength": "inf"}, "invalid_strength"),
+    ],
+)
 def test_bad_options_are_refused(
-    client: FlaskClient, rdb: redis.Redis, astronaut: Image.Image, fields: dict[str, str], code: str,
+    client: FlaskClient,
+    rdb: redis.Redis,
+    astronaut: Image.Image,
+    fields: dict[str, str],
+    code: str,
 ) -> None:
     assert_envelope(post_photo(client, images.encode(astronaut, "JPEG"), **fields), 400, code)
     assert rdb.keys("portraits:*") == []
 
 
-@pytest.mark.parametrize(("fields", "style", "strength"), [
-    ({}, "auto", None),
-    ({"style": "", "strength": " "}, "auto", None),
-    ({"style": "Watercolor", "strength": "0"}, "watercolor", 0.0),
-    ({"style": "sumi-e", "strength": "1"}, "sumi-e", 1.0),
-])
+@pytest.mark.parametrize(
+    ("fields", "style", "strength"),
+    [
+        ({}, "auto", None),
+        ({"style": "", "strength": " "}, "auto", None),
+        ({"style": "Watercolor", "strength": "0"}, "watercolor", 0.0),
+        ({"style": "sumi-e", "strength": "1"}, "sumi-e", 1.0),
+    ],
+)
 def test_good_options_are_recorded(
-    client: FlaskClient, gateway_settings: Settings, rdb: redis.Redis, astronaut: Image.Image,
-    fields: dict[str, str], style: str, strength: float | None,
+    client: FlaskClient,
+    gateway_settings: Settings,
+    rdb: redis.Redis,
+    astronaut: Image.Image,
+    fields: dict[str, str],
+    style: str,
+    strength: float | None,
 ) -> None:
     response = post_photo(client, images.encode(astronaut, "JPEG"), **fields)
     assert response.status_code == 202, response.json
@@ -212,12 +257,15 @@ def test_missing_image_field(client: FlaskClient, astronaut_bytes: bytes) -> Non
     wrong_name = {"photo": (io.BytesIO(astronaut_bytes), "a.png")}
     assert_envelope(client.post("/v1/portraits", data=wrong_name), 400, "missing_image")
     as_text = {"image": "not a file part"}  # no filename: a text field, not an upload
-    assert_envelope(client.post("/v1/portraits", data=as_text, content_type="multipart/form-data"),
-                    400, "missing_image")
+    assert_envelope(
+        client.post("/v1/portraits", data=as_text, content_type="multipart/form-data"), 400, "missing_image"
+    )
 
 
 def test_oversize_body_is_413_in_the_envelope(
-    make_app: Callable[..., Flask], rdb: redis.Redis, astronaut_bytes: bytes,
+    make_app: Callable[..., Flask],
+    rdb: redis.Redis,
+    astronaut_bytes: bytes,
 ) -> None:
     client = make_app(max_upload_bytes=100_000).test_client()  # the astronaut is ~790 KB
     assert_envelope(post_photo(client, astronaut_bytes, "a.png", "image/png"), 413, "too_large")
@@ -225,7 +273,8 @@ def test_oversize_body_is_413_in_the_envelope(
 
 
 def test_file_part_over_the_cap_is_413_even_when_the_body_fits(
-    make_app: Callable[..., Flask], astronaut_bytes: bytes,
+    make_app: Callable[..., Flask],
+    astronaut_bytes: bytes,
 ) -> None:
     # Just over the file cap but within the multipart allowance: only the file-part check can catch it.
     client = make_app(max_upload_bytes=len(astronaut_bytes) - 10).test_client()
@@ -279,22 +328,35 @@ def test_queued_job_reports_its_place_in_the_queue(client: FlaskClient, astronau
         assert field in body and body[field] is None
 
 
-def _fake_worker_finishes(rdb: redis.Redis, settings: Settings, s3_server: SeaweedServer, job_id: str,
-                          result_expires_at: float) -> bytes:
+def _fake_worker_finishes(
+    rdb: redis.Redis, settings: Settings, s3_server: SeaweedServer, job_id: str, result_expires_at: float
+) -> bytes:
     """Do what a worker does when it finishes: store the result, move the job to done."""
     jobs = JobStore(rdb, settings.job_ttl_seconds)
     portrait = images.encode(Image.new("RGB", (64, 80), "sienna"), "JPEG")
     key = result_key(job_id, "jpg")
     s3_server.client().put_object(Bucket=settings.results_bucket, Key=key, Body=portrait, ContentType="image/jpeg")
     jobs.transition(job_id, JobState.PROCESSING, stage="generate", started_at=now())
-    jobs.transition(job_id, JobState.DONE, stage=None, finished_at=now(), result_key=key,
-                    result_expires_at=result_expires_at, style="fauve", family="oil",
-                    reason="warm, saturated photo", timings={"detect": 0.12, "generate": 1.5})
+    jobs.transition(
+        job_id,
+        JobState.DONE,
+        stage=None,
+        finished_at=now(),
+        result_key=key,
+        result_expires_at=result_expires_at,
+        style="fauve",
+        family="oil",
+        reason="warm, saturated photo",
+        timings={"detect": 0.12, "generate": 1.5},
+    )
     return portrait
 
 
 def test_done_job_links_its_result_until_the_result_expires(
-    client: FlaskClient, gateway_settings: Settings, s3_server: SeaweedServer, rdb: redis.Redis,
+    client: FlaskClient,
+    gateway_settings: Settings,
+    s3_server: SeaweedServer,
+    rdb: redis.Redis,
     astronaut: Image.Image,
 ) -> None:
     job_id = post_photo(client, images.encode(astronaut, "JPEG")).json["id"]
@@ -318,11 +380,15 @@ def test_done_job_links_its_result_until_the_result_expires(
 
 
 def test_failed_job_reports_its_error(
-    client: FlaskClient, gateway_settings: Settings, rdb: redis.Redis, astronaut: Image.Image,
+    client: FlaskClient,
+    gateway_settings: Settings,
+    rdb: redis.Redis,
+    astronaut: Image.Image,
 ) -> None:
     job_id = post_photo(client, images.encode(astronaut, "JPEG")).json["id"]
     JobStore(rdb, gateway_settings.job_ttl_seconds).transition(
-        job_id, JobState.FAILED, error_code="no_face", error_message="no face found in the photo")
+        job_id, JobState.FAILED, error_code="no_face", error_message="no face found in the photo"
+    )
     body = client.get(f"/v1/portraits/{job_id}").json
     assert body["status"] == "failed"
     assert body["error"] == {"code": "no_face", "message": "no face found in the photo"}
@@ -339,7 +405,10 @@ def test_unknown_or_malformed_id_is_404(client: FlaskClient, job_id: str) -> Non
 
 
 def test_delete_erases_everything_now(
-    client: FlaskClient, gateway_settings: Settings, s3_server: SeaweedServer, rdb: redis.Redis,
+    client: FlaskClient,
+    gateway_settings: Settings,
+    s3_server: SeaweedServer,
+    rdb: redis.Redis,
     astronaut: Image.Image,
 ) -> None:
     job_id = post_photo(client, images.encode(astronaut, "JPEG")).json["id"]
@@ -350,8 +419,10 @@ def test_delete_erases_everything_now(
 
     assert response.status_code == 204 and response.data == b""
     assert_envelope(client.get(f"/v1/portraits/{job_id}"), 404, "not_found")
-    for bucket, key in ((gateway_settings.sources_bucket, source_key(job_id)),
-                        (gateway_settings.results_bucket, result_key(job_id, "jpg"))):
+    for bucket, key in (
+        (gateway_settings.sources_bucket, source_key(job_id)),
+        (gateway_settings.results_bucket, result_key(job_id, "jpg")),
+    ):
         assert s3.list_objects_v2(Bucket=bucket, Prefix=key).get("KeyCount") == 0
     assert rdb.exists(SourceKeys.KEY_PREFIX + job_id, JobStore.KEY_PREFIX + job_id) == 0
     assert rdb.zscore(JobStore.QUEUE_KEY, job_id) is None
@@ -359,22 +430,31 @@ def test_delete_erases_everything_now(
 
 
 def test_interrupted_erasure_can_be_finished(
-    client: FlaskClient, gateway_settings: Settings, rdb: redis.Redis, s3_server: SeaweedServer,
+    client: FlaskClient,
+    gateway_settings: Settings,
+    rdb: redis.Redis,
+    s3_server: SeaweedServer,
     astronaut: Image.Image,
 ) -> None:
     job_id = post_photo(client, images.encode(astronaut, "JPEG")).json["id"]
     JobStore(rdb, gateway_settings.job_ttl_seconds).transition(job_id, JobState.DELETED)  # storage failed after
     assert_envelope(client.get(f"/v1/portraits/{job_id}"), 404, "not_found")
     assert client.delete(f"/v1/portraits/{job_id}").status_code == 204
-    assert s3_server.client().list_objects_v2(Bucket=gateway_settings.sources_bucket,
-                                              Prefix=source_key(job_id)).get("KeyCount") == 0
+    assert (
+        s3_server.client()
+        .list_objects_v2(Bucket=gateway_settings.sources_bucket, Prefix=source_key(job_id))
+        .get("KeyCount")
+        == 0
+    )
 
 
 # ---------------------------------------------------------------------------------------- dependencies down
 
 
 def test_storage_down_is_503_and_leaves_the_source_to_the_janitor(
-    make_app: Callable[..., Flask], assert_abandoned: Callable[..., str], closed_url: Callable[[str], str],
+    make_app: Callable[..., Flask],
+    assert_abandoned: Callable[..., str],
+    closed_url: Callable[[str], str],
     astronaut: Image.Image,
 ) -> None:
     client = make_app(s3_endpoint_url=closed_url("http")).test_client()
@@ -384,8 +464,12 @@ def test_storage_down_is_503_and_leaves_the_source_to_the_janitor(
     assert_abandoned(stored=False)
 
 
-def test_redis_down_is_503(make_app: Callable[..., Flask], stored_sources: Callable[[], set[str]],
-                           closed_url: Callable[[str], str], astronaut: Image.Image) -> None:
+def test_redis_down_is_503(
+    make_app: Callable[..., Flask],
+    stored_sources: Callable[[], set[str]],
+    closed_url: Callable[[str], str],
+    astronaut: Image.Image,
+) -> None:
     before = stored_sources()
     client = make_app(redis_url=closed_url("redis")).test_client()
     assert_envelope(post_photo(client, images.encode(astronaut, "JPEG")), 503, "unavailable")
@@ -394,8 +478,11 @@ def test_redis_down_is_503(make_app: Callable[..., Flask], stored_sources: Calla
 
 
 def test_broker_down_shreds_the_source_and_drops_the_record(
-    gateway_settings: Settings, assert_abandoned: Callable[..., str], stored_sources: Callable[[], set[str]],
-    closed_url: Callable[[str], str], astronaut: Image.Image,
+    gateway_settings: Settings,
+    assert_abandoned: Callable[..., str],
+    stored_sources: Callable[[], set[str]],
+    closed_url: Callable[[str], str],
+    astronaut: Image.Image,
 ) -> None:
     # Everything works except the broker, so the source, key and record are written before the enqueue fails.
     broken_broker = make_celery(gateway_settings.model_copy(update={"redis_url": closed_url("redis")}))

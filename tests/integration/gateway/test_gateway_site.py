@@ -36,8 +36,13 @@ def test_page_is_served_with_its_security_headers(client: FlaskClient, gateway_s
     policy = dict(part.strip().split(" ", 1) for part in response.headers["Content-Security-Policy"].split(";"))
     s3_origin = gateway_settings.s3_endpoint_url.rstrip("/")
     assert policy == {
-        "default-src": "'self'", "img-src": f"'self' {s3_origin} data: blob:", "connect-src": "'self'",
-        "style-src": "'self'", "script-src": "'self'", "frame-ancestors": "'none'", "base-uri": "'none'",
+        "default-src": "'self'",
+        "img-src": f"'self' {s3_origin} data: blob:",
+        "connect-src": "'self'",
+        "style-src": "'self'",
+        "script-src": "'self'",
+        "frame-ancestors": "'none'",
+        "base-uri": "'none'",
         "form-action": "'self'",
     }
     assert response.headers["X-Content-Type-Options"] == "nosniff"
@@ -52,9 +57,10 @@ def test_csp_names_the_public_s3_origin_when_there_is_one(make_app) -> None:
     assert "img-src 'self' https://media.example.org data: blob:;" in policy
 
 
-@pytest.mark.parametrize(("path", "mimetype"), [("/static/app.js", "text/javascript"),
-                                                ("/static/app.css", "text/css"),
-                                                ("/static/favicon.svg", "image/svg+xml")])
+@pytest.mark.parametrize(
+    ("path", "mimetype"),
+    [("/static/app.js", "text/javascript"), ("/static/app.css", "text/css"), ("/static/favicon.svg", "image/svg+xml")],
+)
 def test_static_files_are_served_revalidated(client: FlaskClient, path: str, mimetype: str) -> None:
     response = client.get(path)
     assert response.status_code == 200 and response.mimetype == mimetype
@@ -77,18 +83,31 @@ def test_api_responses_carry_no_page_headers(client: FlaskClient) -> None:
 
 
 def test_download_redirects_to_an_attachment(
-    client: FlaskClient, gateway_settings: Settings, s3_server: SeaweedServer, rdb: redis.Redis,
+    client: FlaskClient,
+    gateway_settings: Settings,
+    s3_server: SeaweedServer,
+    rdb: redis.Redis,
 ) -> None:
     jobs = JobStore(rdb, gateway_settings.job_ttl_seconds)
     portrait = images.encode(Image.new("RGB", (64, 80), "sienna"), "JPEG")
     job_id = new_job_id()
     key = result_key(job_id, "jpg")
-    s3_server.client().put_object(Bucket=gateway_settings.results_bucket, Key=key, Body=portrait,
-                                  ContentType="image/jpeg")
+    s3_server.client().put_object(
+        Bucket=gateway_settings.results_bucket, Key=key, Body=portrait, ContentType="image/jpeg"
+    )
     jobs.create(Job(id=job_id, state=JobState.QUEUED, created_at=now()))
     jobs.transition(job_id, JobState.PROCESSING, stage="generate", started_at=now())
-    jobs.transition(job_id, JobState.DONE, stage=None, finished_at=now(), result_key=key,
-                    result_expires_at=now() + 120, style="fauve", family="oil", reason="warm")
+    jobs.transition(
+        job_id,
+        JobState.DONE,
+        stage=None,
+        finished_at=now(),
+        result_key=key,
+        result_expires_at=now() + 120,
+        style="fauve",
+        family="oil",
+        reason="warm",
+    )
 
     response = client.get(f"/portraits/{job_id}/download")
 

@@ -40,17 +40,20 @@ def hooked(make_app: Callable[..., Flask]) -> Flask:
     return make_app(webhook_secret=SECRET)
 
 
-@pytest.mark.parametrize("url, code", [
-    ("ftp://example.com/hook", "invalid_callback_url"),
-    ("not a url", "invalid_callback_url"),
-    ("https://user:secret@example.com/hook", "invalid_callback_url"),
-    ("https://example.com/" + "a" * 2100, "invalid_callback_url"),
-    ("http://127.0.0.1:9000/hook", "callback_url_refused"),
-    ("http://10.1.2.3/hook", "callback_url_refused"),
-    ("http://169.254.169.254/latest/meta-data/", "callback_url_refused"),
-    ("http://[::1]/hook", "callback_url_refused"),
-    ("http://localhost:9000/hook", "callback_url_refused"),
-])
+@pytest.mark.parametrize(
+    "url, code",
+    [
+        ("ftp://example.com/hook", "invalid_callback_url"),
+        ("not a url", "invalid_callback_url"),
+        ("https://user:secret@example.com/hook", "invalid_callback_url"),
+        ("https://example.com/" + "a" * 2100, "invalid_callback_url"),
+        ("http://127.0.0.1:9000/hook", "callback_url_refused"),
+        ("http://10.1.2.3/hook", "callback_url_refused"),
+        ("http://169.254.169.254/latest/meta-data/", "callback_url_refused"),
+        ("http://[::1]/hook", "callback_url_refused"),
+        ("http://localhost:9000/hook", "callback_url_refused"),
+    ],
+)
 def test_bad_callback_urls_are_refused_before_anything_is_stored(hooked, rdb, stored_sources, url, code):
     before = stored_sources()
     response = post(hooked, callback_url=url)

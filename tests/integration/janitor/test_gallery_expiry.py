@@ -30,17 +30,27 @@ def backends(redis_server, s3_server) -> Backends:
     client = redis.Redis.from_url(redis_server.url)
     for key in client.scan_iter("portraits:*"):  # an empty schedule, audit and gallery
         client.delete(key)
-    return Backends.connect(service_settings(redis_server.url, s3_server, sources_bucket="jan-sources",
-                                             results_bucket="jan-results", source_max_age_seconds=10,
-                                             result_ttl_seconds=60, gallery_ttl_seconds=TTL))
+    return Backends.connect(
+        service_settings(
+            redis_server.url,
+            s3_server,
+            sources_bucket="jan-sources",
+            results_bucket="jan-results",
+            source_max_age_seconds=10,
+            result_ttl_seconds=60,
+            gallery_ttl_seconds=TTL,
+        )
+    )
 
 
 def janitor(backends: Backends, at: float) -> Janitor:
     client = redis.Redis.from_url(backends.settings.redis_url)
-    eraser = Eraser(ObjectStore(backends.settings), SourceKeys(client, 10), DeletionSchedule(client),
-                    AuditLog(client, 1000))
-    return Janitor(backends.settings, client, backends.jobs, eraser, JobLeases(client, 2.0), [].append,
-                   clock=lambda: at)
+    eraser = Eraser(
+        ObjectStore(backends.settings), SourceKeys(client, 10), DeletionSchedule(client), AuditLog(client, 1000)
+    )
+    return Janitor(
+        backends.settings, client, backends.jobs, eraser, JobLeases(client, 2.0), [].append, clock=lambda: at
+    )
 
 
 def test_a_shared_portrait_expires_at_the_gallery_ttl(backends, engine, astronaut_path):
@@ -69,7 +79,11 @@ def test_a_shared_portrait_expires_at_the_gallery_ttl(backends, engine, astronau
     assert metrics.DELETIONS.labels(kind="gallery", reason="expired")._value.get() == deleted_before + 1
     [audited] = [e for e in backends.audit.entries() if e.kind is ObjectKind.GALLERY]
     assert (audited.job_id, audited.deleted_by, audited.reason, audited.verified) == (
-        grant.id, Deleter.JANITOR, "expired", True)
+        grant.id,
+        Deleter.JANITOR,
+        "expired",
+        True,
+    )
     assert all(e.job_id != grant.id for e in backends.audit.entries() if e.kind is not ObjectKind.GALLERY)
     assert all(e.job_id != job_id for e in backends.audit.entries() if e.kind is ObjectKind.GALLERY)
 
@@ -80,8 +94,7 @@ def test_an_unscheduled_gallery_copy_is_found_and_erased_with_its_entry(backends
     gallery.reserve(grant, 60)
     key = object_key(grant.id)
     backends.storage.put(backends.settings.results_bucket, key, b"\xff\xd8 a copy", "image/jpeg")
-    gallery.publish(GalleryEntry(grant.id, "ink-wash", "ink", "2025-01-01", key, grant.token_hash, time.time()),
-                    TTL)
+    gallery.publish(GalleryEntry(grant.id, "ink-wash", "ink", "2025-01-01", key, grant.token_hash, time.time()), TTL)
     assert janitor(backends, at=time.time()).reconcile() >= 1  # young: only scheduled, under the gallery id
     tracked = backends.eraser.schedule.get(ObjectKind.GALLERY, key)
     assert tracked is not None and tracked.job_id == grant.id

@@ -29,13 +29,21 @@ def backends(redis_server, s3_server) -> Backends:
     client = redis.Redis.from_url(redis_server.url)
     for key in client.scan_iter("portraits:*"):  # each test starts from an empty schedule and audit
         client.delete(key)
-    return Backends.connect(service_settings(redis_server.url, s3_server, sources_bucket="jan-sources",
-                                             results_bucket="jan-results", source_max_age_seconds=10,
-                                             result_ttl_seconds=60))
+    return Backends.connect(
+        service_settings(
+            redis_server.url,
+            s3_server,
+            sources_bucket="jan-sources",
+            results_bucket="jan-results",
+            source_max_age_seconds=10,
+            result_ttl_seconds=60,
+        )
+    )
 
 
-def janitor(backends: Backends, at: float, storage: ObjectStore | None = None,
-            sent: list[str] | None = None) -> Janitor:
+def janitor(
+    backends: Backends, at: float, storage: ObjectStore | None = None, sent: list[str] | None = None
+) -> Janitor:
     """A janitor whose clock reads `at` (a replica of its own: own Redis client, own S3 client); the jobs it
     rescues are appended to `sent` instead of being queued."""
     client = redis.Redis.from_url(backends.settings.redis_url)
@@ -43,8 +51,7 @@ def janitor(backends: Backends, at: float, storage: ObjectStore | None = None,
     eraser = Eraser(storage, SourceKeys(client, 10), DeletionSchedule(client), AuditLog(client, 1000))
     outbox = sent if sent is not None else []
     settings = backends.settings.model_copy(update={"job_lease_seconds": LEASE})
-    return Janitor(settings, client, backends.jobs, eraser, JobLeases(client, LEASE), outbox.append,
-                   clock=lambda: at)
+    return Janitor(settings, client, backends.jobs, eraser, JobLeases(client, LEASE), outbox.append, clock=lambda: at)
 
 
 LEASE = 2.0  # short enough for every rescue below to happen inside the sources' 10 s maximum age
@@ -126,8 +133,15 @@ def test_unreachable_s3_loses_nothing_and_the_next_sweep_deletes(backends):
     job_id = new_job_id()
     backends.eraser.track(ObjectKind.SOURCE, source_key(job_id), job_id, time.time() - 20, 10)
     backends.storage.put(backends.settings.sources_bucket, source_key(job_id), b"x", "x/y")
-    dead = ObjectStore(backends.settings.model_copy(update={
-        "s3_endpoint_url": f"http://127.0.0.1:{free_port()}", "s3_max_attempts": 1, "s3_connect_timeout": 0.3}))
+    dead = ObjectStore(
+        backends.settings.model_copy(
+            update={
+                "s3_endpoint_url": f"http://127.0.0.1:{free_port()}",
+                "s3_max_attempts": 1,
+                "s3_connect_timeout": 0.3,
+            }
+        )
+    )
     failures_before = metrics.FAILURES.labels(kind="source")._value.get()
     report = janitor(backends, at=time.time(), storage=dead).sweep()
     assert report.failed == 1 and report.deleted == 0
@@ -155,7 +169,8 @@ def test_claims_are_leased(backends):
     schedule = backends.eraser.schedule
     schedule.add(Tracked(ObjectKind.RESULT, "results/a.jpg", "a", 0.0), deadline=1.0)
     assert [t.key for t in schedule.claim_due(ObjectKind.RESULT, now=10.0, limit=10, lease_seconds=30)] == [
-        "results/a.jpg"]
+        "results/a.jpg"
+    ]
     assert schedule.claim_due(ObjectKind.RESULT, now=20.0, limit=10, lease_seconds=30) == []  # leased
     assert len(schedule.claim_due(ObjectKind.RESULT, now=41.0, limit=10, lease_seconds=30)) == 1
 
@@ -165,8 +180,15 @@ def test_failing_deletions_still_show_the_true_age(backends):
     job_id = new_job_id()
     created = time.time() - 200
     backends.eraser.track(ObjectKind.SOURCE, source_key(job_id), job_id, created, 10)
-    dead = ObjectStore(backends.settings.model_copy(update={
-        "s3_endpoint_url": f"http://127.0.0.1:{free_port()}", "s3_max_attempts": 1, "s3_connect_timeout": 0.3}))
+    dead = ObjectStore(
+        backends.settings.model_copy(
+            update={
+                "s3_endpoint_url": f"http://127.0.0.1:{free_port()}",
+                "s3_max_attempts": 1,
+                "s3_connect_timeout": 0.3,
+            }
+        )
+    )
     now = time.time()
     janitor(backends, at=now, storage=dead).sweep()  # fails: deadline pushed back by the retry
     assert metrics.OLDEST_SOURCE_AGE._value.get() >= 199

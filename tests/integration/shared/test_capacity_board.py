@@ -94,10 +94,17 @@ def test_a_report_written_after_the_read_survives_the_prune(client, clock):
     assert entry(client, "host-a:11")["reported_at"] == clock.now
 
 
-@pytest.mark.parametrize("raw", [b"not json", b"{}", b'{"seconds_per_job": "x", "reported_at": 1}',
-                                 b'{"seconds_per_job": 0, "reported_at": 1000000}',
-                                 b'{"seconds_per_job": Infinity, "reported_at": 1000000}',
-                                 b'{"seconds_per_job": 1, "reported_at": NaN}'])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"not json",
+        b"{}",
+        b'{"seconds_per_job": "x", "reported_at": 1}',
+        b'{"seconds_per_job": 0, "reported_at": 1000000}',
+        b'{"seconds_per_job": Infinity, "reported_at": 1000000}',
+        b'{"seconds_per_job": 1, "reported_at": NaN}',
+    ],
+)
 def test_unreadable_or_impossible_entries_are_pruned_not_counted(client, clock, raw):
     client.hset(CapacityBoard.KEY, "host-x:1", raw)
     board(client, clock, "host-a:11").report_service(1.0, 1)

@@ -6,8 +6,18 @@ from __future__ import annotations
 import pytest
 import redis
 
-from shared.gallery import (Cursor, GalleryEntry, GalleryGrant, GalleryIndex, Gone, Pending, TOMBSTONE_SECONDS,
-                            day_of, object_key, token_matches)
+from shared.gallery import (
+    TOMBSTONE_SECONDS,
+    Cursor,
+    GalleryEntry,
+    GalleryGrant,
+    GalleryIndex,
+    Gone,
+    Pending,
+    day_of,
+    object_key,
+    token_matches,
+)
 
 GALLERY_DB = 7
 TTL = 3600
@@ -28,8 +38,15 @@ def index(client) -> GalleryIndex:
 def published(index: GalleryIndex, at: float, style: str = "ink") -> tuple[GalleryGrant, GalleryEntry]:
     grant = GalleryGrant.new()
     index.reserve(grant, ttl_seconds=60)
-    entry = GalleryEntry(id=grant.id, style=style, family="ink", day=day_of(at), object_key=object_key(grant.id),
-                         token_hash=grant.token_hash, published_at=at)
+    entry = GalleryEntry(
+        id=grant.id,
+        style=style,
+        family="ink",
+        day=day_of(at),
+        object_key=object_key(grant.id),
+        token_hash=grant.token_hash,
+        published_at=at,
+    )
     assert index.publish(entry, TTL)
     return grant, entry
 
@@ -60,8 +77,15 @@ def test_bad_cursors_are_refused(index):
 
 def test_only_a_pending_reservation_is_published(index, client):
     grant = GalleryGrant.new()
-    entry = GalleryEntry(id=grant.id, style="ink", family="ink", day="2025-01-01", object_key=object_key(grant.id),
-                         token_hash=grant.token_hash, published_at=1.0)
+    entry = GalleryEntry(
+        id=grant.id,
+        style="ink",
+        family="ink",
+        day="2025-01-01",
+        object_key=object_key(grant.id),
+        token_hash=grant.token_hash,
+        published_at=1.0,
+    )
     assert not index.publish(entry, TTL)  # never reserved
     index.reserve(grant, ttl_seconds=60)
     assert index.lookup(grant.id) == Pending(grant.id, grant.token_hash) and index.is_pending(grant.id)

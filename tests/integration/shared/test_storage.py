@@ -13,9 +13,15 @@ from shared.storage import ObjectMissing, ObjectStore, StorageUnavailable
 
 
 def settings_for(s3_server, endpoint: str | None = None) -> Settings:
-    return Settings(s3_endpoint_url=endpoint or s3_server.endpoint, s3_access_key_id=s3_server.credentials.access_key,
-                    s3_secret_access_key=s3_server.credentials.secret_key, sources_bucket="storage-sources",
-                    results_bucket="storage-results", s3_max_attempts=2, s3_connect_timeout=0.5)
+    return Settings(
+        s3_endpoint_url=endpoint or s3_server.endpoint,
+        s3_access_key_id=s3_server.credentials.access_key,
+        s3_secret_access_key=s3_server.credentials.secret_key,
+        sources_bucket="storage-sources",
+        results_bucket="storage-results",
+        s3_max_attempts=2,
+        s3_connect_timeout=0.5,
+    )
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,14 @@ from services.janitor import metrics
 from services.janitor.webhooks import DeliveryLoop
 from shared.jobs import Job, JobState
 from shared.webhooks import (
-    Deliverer, Delivery, EventType, Outcome, WebhookOutbox, delivery_id, notify_finished, payload_for,
+    Deliverer,
+    Delivery,
+    EventType,
+    Outcome,
+    WebhookOutbox,
+    delivery_id,
+    notify_finished,
+    payload_for,
 )
 from tests.support.webhooks import LOOPBACK, new_secret, receiver
 
@@ -44,13 +51,20 @@ def secret() -> str:
 
 
 def finished_job(url: str, state: JobState = JobState.DONE, job_id: str = "j" * 32) -> Job:
-    extra = ({"style": "ink-wash", "family": "ink", "reason": "a calm face"} if state is JobState.DONE
-             else {"error_code": "no_face", "error_message": "no face found"})
+    extra = (
+        {"style": "ink-wash", "family": "ink", "reason": "a calm face"}
+        if state is JobState.DONE
+        else {"error_code": "no_face", "error_message": "no face found"}
+    )
     return Job(id=job_id, state=state, created_at=time.time(), callback_url=url, **extra)  # type: ignore[arg-type]
 
 
-def loop(outbox: WebhookOutbox, secret: str, max_attempts: int = 6, allowed: frozenset[str] = frozenset({LOOPBACK}),
-         ) -> DeliveryLoop:
+def loop(
+    outbox: WebhookOutbox,
+    secret: str,
+    max_attempts: int = 6,
+    allowed: frozenset[str] = frozenset({LOOPBACK}),
+) -> DeliveryLoop:
     return DeliveryLoop(outbox, Deliverer(secret, allowed), max_attempts, schedule=SHORT)
 
 
@@ -78,8 +92,15 @@ def test_a_delivery_is_signed_the_standard_webhooks_way(outbox, secret):
     assert request.headers["webhook-id"] == delivery_id(job.id, EventType.DONE)
     document = Webhook(secret).verify(request.body, request.headers)  # raises unless the signature is ours
     assert document["type"] == "portrait.done"
-    assert document["data"] == {"id": job.id, "status": "done", "status_url": f"/v1/portraits/{job.id}",
-                                "style": "ink-wash", "family": "ink", "reason": "a calm face", "error": None}
+    assert document["data"] == {
+        "id": job.id,
+        "status": "done",
+        "status_url": f"/v1/portraits/{job.id}",
+        "style": "ink-wash",
+        "family": "ink",
+        "reason": "a calm face",
+        "error": None,
+    }
 
 
 def test_a_failing_receiver_gets_exactly_one_successful_delivery_after_retries(outbox, secret):
@@ -146,7 +167,8 @@ def test_a_closed_port_is_a_failed_attempt(outbox, secret):
     with receiver() as hook:
         url = hook.url()
     attempt = Deliverer(secret, frozenset({LOOPBACK})).send(
-        Delivery("msg_x", "x", EventType.DONE, url, payload_for(finished_job(url), EventType.DONE, 0), 0.0))
+        Delivery("msg_x", "x", EventType.DONE, url, payload_for(finished_job(url), EventType.DONE, 0), 0.0)
+    )
     assert attempt.outcome is Outcome.FAILED and attempt.status is None
 
 

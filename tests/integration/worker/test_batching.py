@@ -81,8 +81,11 @@ def test_one_call_paints_the_queue_and_each_job_ends_on_its_own(backends, engine
     for job_id in (first, others[0], others[1]):
         job = backends.jobs.get(job_id)
         assert job.state is JobState.DONE and job.result_key and not backends.source_exists(job_id)
-        stages = [fields[b"stage"] for _, fields in backends.redis.xrange(events_key(job_id))
-                  if fields.get(b"kind") == b"stage"]
+        stages = [
+            fields[b"stage"]
+            for _, fields in backends.redis.xrange(events_key(job_id))
+            if fields.get(b"kind") == b"stage"
+        ]
         assert b'"generate"' in stages  # each job of the batch reports its own progress
     assert backends.jobs.get(others[2]).state is JobState.QUEUED
     assert backends.jobs.queue_position(others[2]) == 0

@@ -45,8 +45,15 @@ def test_a_done_job_queues_its_webhook(backends, engine, astronaut_path):
     document = queued(backends, job_id, EventType.DONE)
     job = backends.jobs.get(job_id)
     assert document["type"] == "portrait.done"
-    assert document["data"] == {"id": job_id, "status": "done", "status_url": f"/v1/portraits/{job_id}",
-                                "style": job.style, "family": "ink", "reason": job.reason, "error": None}
+    assert document["data"] == {
+        "id": job_id,
+        "status": "done",
+        "status_url": f"/v1/portraits/{job_id}",
+        "style": job.style,
+        "family": "ink",
+        "reason": job.reason,
+        "error": None,
+    }
     assert WebhookOutbox(backends.redis).get(delivery_id(job_id, EventType.FAILED)) is None
 
 
@@ -79,8 +86,16 @@ def test_the_janitor_queues_the_webhook_of_a_job_it_fails(backends, astronaut_pa
     job_id = backends.submit(astronaut_path.read_bytes(), callback_url=HOOK)
     client = redis.Redis.from_url(backends.settings.redis_url)
     eraser = Eraser(backends.storage, SourceKeys(client, 10), DeletionSchedule(client), AuditLog(client, 1000))
-    janitor = Janitor(backends.settings, client, backends.jobs, eraser, JobLeases(client, 10), lambda _: None,
-                      clock=lambda: time.time() + 11, webhooks=WebhookOutbox(client))
+    janitor = Janitor(
+        backends.settings,
+        client,
+        backends.jobs,
+        eraser,
+        JobLeases(client, 10),
+        lambda _: None,
+        clock=lambda: time.time() + 11,
+        webhooks=WebhookOutbox(client),
+    )
     janitor.sweep()
     document = queued(backends, job_id, EventType.FAILED)
     assert document["data"]["error"]["code"] == "source_expired"

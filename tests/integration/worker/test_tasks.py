@@ -16,8 +16,9 @@ from tests.support.service import Backends, service_settings
 def eager_task(redis_server, s3_server, engine, monkeypatch):
     """The real task, run in-process (Celery's eager mode runs retries synchronously)."""
     # A soft limit of 16 s leaves 1 s of in-process retries (0 s and 0.5 s) before each broker retry.
-    backends = Backends.connect(service_settings(redis_server.url, s3_server, task_soft_time_limit=16,
-                                                 task_max_retries=2))
+    backends = Backends.connect(
+        service_settings(redis_server.url, s3_server, task_soft_time_limit=16, task_max_retries=2)
+    )
 
     def install(failures: int) -> Backends:
         flaky = FlakyStore(backends.settings, failures=failures)

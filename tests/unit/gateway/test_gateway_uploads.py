@@ -13,10 +13,19 @@ from shared.imaging import decode
 from tests.support import images, samples
 
 
-@pytest.mark.parametrize(("raw", "expected"), [
-    (None, "auto"), ("", "auto"), ("  ", "auto"), ("auto", "auto"), ("OIL", "oil"), (" ink ", "ink"),
-    ("chiaroscuro", "chiaroscuro"), ("sumi-e", "sumi-e"),
-])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (None, "auto"),
+        ("", "auto"),
+        ("  ", "auto"),
+        ("auto", "auto"),
+        ("OIL", "oil"),
+        (" ink ", "ink"),
+        ("chiaroscuro", "chiaroscuro"),
+        ("sumi-e", "sumi-e"),
+    ],
+)
 def test_style_choices(raw: str | None, expected: str) -> None:
     assert parse_style(raw) == expected
 
@@ -29,9 +38,19 @@ def test_unknown_styles(raw: str) -> None:
     assert len(caught.value.message) < 200  # the client's value is echoed, but not all of it
 
 
-@pytest.mark.parametrize(("raw", "expected"), [
-    (None, None), ("", None), (" ", None), ("0", 0.0), ("1", 1.0), ("0.35", 0.35), (" .5 ", 0.5), ("1e-1", 0.1),
-])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (None, None),
+        ("", None),
+        (" ", None),
+        ("0", 0.0),
+        ("1", 1.0),
+        ("0.35", 0.35),
+        (" .5 ", 0.5),
+        ("1e-1", 0.1),
+    ],
+)
 def test_strengths(raw: str | None, expected: float | None) -> None:
     assert parse_strength(raw) == expected
 

@@ -43,8 +43,9 @@ def app_routes(app: Flask) -> set[tuple[str, str]]:
 
 
 def document_routes(document: dict[str, Any]) -> set[tuple[str, str]]:
-    return {(path, method.upper()) for path, item in document["paths"].items() for method in item
-            if method in HTTP_METHODS}
+    return {
+        (path, method.upper()) for path, item in document["paths"].items() for method in item if method in HTTP_METHODS
+    }
 
 
 def test_document_describes_exactly_the_apps_routes(app: Flask, document: dict[str, Any]) -> None:
@@ -92,8 +93,9 @@ def _emitted_codes() -> set[str]:
     for source in GATEWAY_SOURCES:
         literals |= set(re.findall(r'ApiError\(\s*"([a-z_]+)"', source.read_text()))
     assert {"missing_image", "unavailable", "not_found", "internal_error"} <= literals  # the scan works
-    image_errors = {cls.code for cls in (CorruptImage, ImageTooLarge, ImageTooSmall, UnsupportedType,
-                                         UnknownStyle, InvalidStrength)}
+    image_errors = {
+        cls.code for cls in (CorruptImage, ImageTooLarge, ImageTooSmall, UnsupportedType, UnknownStyle, InvalidStrength)
+    }
     return literals | set(errors.HTTP_ERROR_CODES.values()) | errors.IMAGE_ERROR_CODES | image_errors
 
 

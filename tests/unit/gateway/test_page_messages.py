@@ -16,8 +16,8 @@ RUNNER = PROJECT_ROOT / "services" / "worker" / "runner.py"
 
 def page_messages() -> set[str]:
     script = (STATIC / "app.js").read_text(encoding="utf-8")
-    block = script[script.index("const MESSAGES = {"):]
-    block = block[:block.index("\n};")]
+    block = script[script.index("const MESSAGES = {") :]
+    block = block[: block.index("\n};")]
     return set(re.findall(r"^\s+([a-z_]+): \"", block, flags=re.M))
 
 

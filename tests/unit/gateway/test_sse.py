@@ -15,8 +15,10 @@ def test_an_event_is_id_event_and_one_data_line() -> None:
 
 
 def test_an_event_without_id_has_no_id_line() -> None:
-    assert format_event(SseEvent("queue_position", {"queue_position": 3})) == \
-        b'event: queue_position\ndata: {"queue_position":3}\n\n'
+    assert (
+        format_event(SseEvent("queue_position", {"queue_position": 3}))
+        == b'event: queue_position\ndata: {"queue_position":3}\n\n'
+    )
 
 
 def test_line_breaks_in_values_stay_inside_the_json() -> None:
@@ -35,10 +37,16 @@ def test_fields_with_line_breaks_are_refused() -> None:
 
 
 def test_the_client_parser_reads_what_the_gateway_writes() -> None:
-    text = ("retry: 2000\n\n" + format_event(SseEvent("queue_position", {"queue_position": 0})).decode()
-            + HEARTBEAT.decode() + format_event(SseEvent("deleted", {}, "5-1")).decode())
+    text = (
+        "retry: 2000\n\n"
+        + format_event(SseEvent("queue_position", {"queue_position": 0})).decode()
+        + HEARTBEAT.decode()
+        + format_event(SseEvent("deleted", {}, "5-1")).decode()
+    )
     assert list(parse_sse(text.split("\n"))) == [
-        ServerEvent("queue_position", '{"queue_position":0}', None), ServerEvent("deleted", "{}", "5-1")]
+        ServerEvent("queue_position", '{"queue_position":0}', None),
+        ServerEvent("deleted", "{}", "5-1"),
+    ]
 
 
 def test_the_client_parser_follows_the_standard() -> None:
@@ -48,7 +56,9 @@ def test_the_client_parser_follows_the_standard() -> None:
     assert list(parse_sse(lines)) == [ServerEvent("message", "a\n b"), ServerEvent("message", "\nc", "7")]
 
 
-@pytest.mark.parametrize(("value", "valid"), [("1718000000123-0", True), ("0-0", True), ("12", False),
-                                              ("a-1", False), ("1-2-3", False), ("", False)])
+@pytest.mark.parametrize(
+    ("value", "valid"),
+    [("1718000000123-0", True), ("0-0", True), ("12", False), ("a-1", False), ("1-2-3", False), ("", False)],
+)
 def test_event_ids_are_stream_ids(value: str, valid: bool) -> None:
     assert is_event_id(value) is valid

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from shared.audit import AuditEntry, Deleter, ObjectKind
 from services.janitor.report import build_report
+from shared.audit import AuditEntry, Deleter, ObjectKind
 
 
 class FakeSchedule:
@@ -14,8 +14,15 @@ class FakeSchedule:
 
 
 def entry(kind: ObjectKind, lifetime: float, by: Deleter) -> AuditEntry:
-    return AuditEntry(job_id="j", kind=kind, created_at=100.0, deleted_at=100.0 + lifetime, deleted_by=by,
-                      reason="done", verified=True)
+    return AuditEntry(
+        job_id="j",
+        kind=kind,
+        created_at=100.0,
+        deleted_at=100.0 + lifetime,
+        deleted_by=by,
+        reason="done",
+        verified=True,
+    )
 
 
 def test_counts_lifetimes_and_overdue():

@@ -7,8 +7,15 @@ import math
 
 import pytest
 
-from shared.capacity import (RETRY_AFTER_MAX_SECONDS, RETRY_AFTER_MIN_SECONDS, Admit, Capacity, Shed, decide,
-                             estimate_wait)
+from shared.capacity import (
+    RETRY_AFTER_MAX_SECONDS,
+    RETRY_AFTER_MIN_SECONDS,
+    Admit,
+    Capacity,
+    Shed,
+    decide,
+    estimate_wait,
+)
 from shared.settings import Settings
 
 NONE = Capacity(0, 0.0)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shared.imaging import decode
 from shared.errors import CorruptImage, ImageTooLarge, ImageTooSmall, UnsupportedType
+from shared.imaging import decode
 from tests.support import images
 
 LIMITS = {"max_pixels": 40_000_000, "min_side": 128}

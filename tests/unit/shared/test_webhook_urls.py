@@ -12,57 +12,87 @@ from standardwebhooks import Webhook, WebhookVerificationError
 from shared.jobs import Job, JobState
 from shared.settings import Settings
 from shared.webhooks import (
-    BACKOFF_SECONDS, CallbackRefused, Deliverer, Delivery, EventType, InvalidCallbackUrl, backoff,
-    check_callback_url, delivery_id, host_of, payload_for, refused_address,
+    BACKOFF_SECONDS,
+    CallbackRefused,
+    Deliverer,
+    Delivery,
+    EventType,
+    InvalidCallbackUrl,
+    backoff,
+    check_callback_url,
+    delivery_id,
+    host_of,
+    payload_for,
+    refused_address,
 )
 from tests.support.webhooks import new_secret
 
 
-@pytest.mark.parametrize("url", [
-    "http://127.0.0.1/hook",  # loopback
-    "http://127.1.2.3:8080/",
-    "http://10.0.0.5/hook",  # private
-    "http://172.16.0.1/", "http://192.168.1.1/",
-    "http://169.254.169.254/latest/meta-data/",  # link-local: the cloud metadata service
-    "http://[::1]/hook",  # IPv6 loopback
-    "http://[::ffff:127.0.0.1]/",  # IPv4-mapped IPv6 of loopback
-    "http://[::ffff:169.254.169.254]/",
-    "http://[fe80::1]/",  # IPv6 link-local
-    "http://[fc00::1]/",  # IPv6 unique local
-    "http://0.0.0.0/",  # unspecified
-    "http://224.0.0.1/",  # multicast
-    "http://240.0.0.1/",  # reserved
-    "http://100.64.0.1/",  # carrier-grade NAT: not public
-    "http://2130706433/",  # 127.0.0.1 as one number: judged by what it resolves to
-    "http://0x7f.1/",
-    "http://localhost:9000/hook",  # a name that resolves to loopback
-    "http://does-not-exist.invalid/hook",  # does not resolve at all
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1/hook",  # loopback
+        "http://127.1.2.3:8080/",
+        "http://10.0.0.5/hook",  # private
+        "http://172.16.0.1/",
+        "http://192.168.1.1/",
+        "http://169.254.169.254/latest/meta-data/",  # link-local: the cloud metadata service
+        "http://[::1]/hook",  # IPv6 loopback
+        "http://[::ffff:127.0.0.1]/",  # IPv4-mapped IPv6 of loopback
+        "http://[::ffff:169.254.169.254]/",
+        "http://[fe80::1]/",  # IPv6 link-local
+        "http://[fc00::1]/",  # IPv6 unique local
+        "http://0.0.0.0/",  # unspecified
+        "http://224.0.0.1/",  # multicast
+        "http://240.0.0.1/",  # reserved
+        "http://100.64.0.1/",  # carrier-grade NAT: not public
+        "http://2130706433/",  # 127.0.0.1 as one number: judged by what it resolves to
+        "http://0x7f.1/",
+        "http://localhost:9000/hook",  # a name that resolves to loopback
+        "http://does-not-exist.invalid/hook",  # does not resolve at all
+    ],
+)
 def test_non_public_destinations_are_refused(url):
     with pytest.raises(CallbackRefused) as refused:
         check_callback_url(url)
     assert refused.value.code == "callback_url_refused"
 
 
-@pytest.mark.parametrize("url", [
-    "ftp://example.com/x", "file:///etc/passwd", "gopher://example.com/", "javascript:alert(1)",
-    "/relative/path", "example.com/hook", "http://", "http:///path",
-    "http://user:pass@example.com/hook", "https://user@example.com/", "http://example.com:99999/",
-    "http://exa mple.com/", "http://example.com/\nX-Injected: 1", "http://[::1/",
-    "https://example.com/" + "a" * 2048,
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://example.com/x",
+        "file:///etc/passwd",
+        "gopher://example.com/",
+        "javascript:alert(1)",
+        "/relative/path",
+        "example.com/hook",
+        "http://",
+        "http:///path",
+        "http://user:pass@example.com/hook",
+        "https://user@example.com/",
+        "http://example.com:99999/",
+        "http://exa mple.com/",
+        "http://example.com/\nX-Injected: 1",
+        "http://[::1/",
+        "https://example.com/" + "a" * 2048,
+    ],
+)
 def test_malformed_urls_are_invalid(url):
     with pytest.raises(InvalidCallbackUrl) as invalid:
         check_callback_url(url)
     assert invalid.value.code == "invalid_callback_url"
 
 
-@pytest.mark.parametrize("url, allowed", [
-    ("http://127.0.0.1:8000/hook", {"127.0.0.1"}),
-    ("http://localhost:8000/hook", {"localhost"}),
-    ("http://LOCALHOST./hook", {"localhost"}),
-    ("http://[::1]:8000/", {"[::1]"}),
-])
+@pytest.mark.parametrize(
+    "url, allowed",
+    [
+        ("http://127.0.0.1:8000/hook", {"127.0.0.1"}),
+        ("http://localhost:8000/hook", {"localhost"}),
+        ("http://LOCALHOST./hook", {"localhost"}),
+        ("http://[::1]:8000/", {"[::1]"}),
+    ],
+)
 def test_the_allow_list_admits_named_hosts_only(url, allowed):
     assert check_callback_url(url, allowed) == url
     with pytest.raises(CallbackRefused):
@@ -84,13 +114,29 @@ def _job(state: JobState, **fields: object) -> Job:
 
 
 def test_payloads_carry_the_public_facts_only():
-    done = json.loads(payload_for(_job(JobState.DONE, style="ink-wash", family="ink", reason="because",
-                                       result_key="results/x.jpg"), EventType.DONE, 1_700_000_000))
-    assert done == {"type": "portrait.done", "timestamp": "2023-11-14T22:13:20Z", "data": {
-        "id": "a" * 32, "status": "done", "status_url": f"/v1/portraits/{'a' * 32}", "style": "ink-wash",
-        "family": "ink", "reason": "because", "error": None}}
-    failed = json.loads(payload_for(_job(JobState.FAILED, error_code="no_face", error_message="no face"),
-                                    EventType.FAILED, 0))
+    done = json.loads(
+        payload_for(
+            _job(JobState.DONE, style="ink-wash", family="ink", reason="because", result_key="results/x.jpg"),
+            EventType.DONE,
+            1_700_000_000,
+        )
+    )
+    assert done == {
+        "type": "portrait.done",
+        "timestamp": "2023-11-14T22:13:20Z",
+        "data": {
+            "id": "a" * 32,
+            "status": "done",
+            "status_url": f"/v1/portraits/{'a' * 32}",
+            "style": "ink-wash",
+            "family": "ink",
+            "reason": "because",
+            "error": None,
+        },
+    }
+    failed = json.loads(
+        payload_for(_job(JobState.FAILED, error_code="no_face", error_message="no face"), EventType.FAILED, 0)
+    )
     assert failed["type"] == "portrait.failed"
     assert failed["data"]["error"] == {"code": "no_face", "message": "no face"}
     assert "example.com" not in json.dumps(failed)  # the callback URL is not echoed
@@ -98,8 +144,14 @@ def test_payloads_carry_the_public_facts_only():
 
 def test_signature_verifies_with_the_librarys_own_verifier():
     secret = new_secret()
-    delivery = Delivery(delivery_id("a" * 32, EventType.DONE), "a" * 32, EventType.DONE,
-                        "https://example.com/hook", payload_for(_job(JobState.DONE), EventType.DONE, 0), 0.0)
+    delivery = Delivery(
+        delivery_id("a" * 32, EventType.DONE),
+        "a" * 32,
+        EventType.DONE,
+        "https://example.com/hook",
+        payload_for(_job(JobState.DONE), EventType.DONE, 0),
+        0.0,
+    )
     deliverer = Deliverer(secret)
     headers = deliverer.signed_headers(delivery, datetime.now(UTC))
     assert headers["webhook-id"] == "msg_" + "a" * 32 + "_done"

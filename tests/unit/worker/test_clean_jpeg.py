@@ -24,7 +24,7 @@ def segments(data: bytes) -> list[int]:
         found.append(marker)
         if marker == 0xDA:  # start of scan: headers end here
             return found
-        length = int.from_bytes(data[offset + 2:offset + 4], "big")
+        length = int.from_bytes(data[offset + 2 : offset + 4], "big")
         offset += 2 + length
     return found
 
@@ -48,8 +48,15 @@ def test_every_metadata_segment_is_gone_and_the_pixels_stay():
     assert _METADATA_MARKERS & set(segments(source)) == {0xE1, 0xE2, 0xFE}  # the fixture really carries them
     copy = clean_jpeg(source, quality=90)
     assert not _METADATA_MARKERS & set(segments(copy))
-    for needle in (b"Exif", b"Camera Maker", b"secret-software", b"fake-icc", b"xmpmeta", b"Jane Doe",
-                   b"taken at home"):
+    for needle in (
+        b"Exif",
+        b"Camera Maker",
+        b"secret-software",
+        b"fake-icc",
+        b"xmpmeta",
+        b"Jane Doe",
+        b"taken at home",
+    ):
         assert needle not in copy
     with Image.open(io.BytesIO(copy)) as opened:
         assert opened.format == "JPEG" and opened.size == (128, 96) and opened.mode == "RGB"

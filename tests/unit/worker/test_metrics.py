@@ -10,8 +10,9 @@ from services.worker.metrics import _ForgetDeadProcesses
 
 
 def test_dead_process_gauges_are_forgotten_live_ones_kept(tmp_path):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True, check=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
     dead_pid = int(dead.stdout)
     for pid in (dead_pid, os.getpid()):
         (tmp_path / f"gauge_livesum_{pid}.db").write_bytes(b"")

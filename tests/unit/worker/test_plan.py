@@ -13,6 +13,7 @@ from shared.settings import Settings
 def cores(monkeypatch):
     def set_cores(count: int) -> None:
         monkeypatch.setattr(plan.os, "sched_getaffinity", lambda _pid: set(range(count)))
+
     return set_cores
 
 

@@ -16,10 +16,11 @@ NOT fake-quantized, so outputs differ from onnxruntime's int8 execution by the
 activation quantization noise (see the parity tests for the figures). Both
 modules take NCHW tensors in 0..1; the ONNX graphs were NHWC.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -36,7 +37,7 @@ TRANSFORMER_SIZE = 384  # ... and the transformer
 # -- style predictor (MobileNetV2) ------------------------------------------------
 
 
-def _same_pad(size: int, kernel: int, stride: int) -> Tuple[int, int]:
+def _same_pad(size: int, kernel: int, stride: int) -> tuple[int, int]:
     """TensorFlow 'SAME' padding (before, after) along one axis; the extra pixel goes after."""
     total = max(kernel - stride, 0) if size % stride == 0 else max(kernel - size % stride, 0)
     return total // 2, total - total // 2
@@ -69,7 +70,7 @@ class ConvAct(nn.Module):
 class InvertedResidual(nn.Module):
     """MobileNetV2 block: [1x1 expand, ReLU6] -> 3x3 depthwise, ReLU6 -> 1x1 linear project [+ input]."""
 
-    def __init__(self, expand: Optional[ConvSpec], depthwise: ConvSpec, project: ConvSpec):
+    def __init__(self, expand: ConvSpec | None, depthwise: ConvSpec, project: ConvSpec):
         super().__init__()
         self.expand = ConvAct(expand, relu6=True) if expand is not None else nn.Identity()
         self.depthwise = ConvAct(depthwise, relu6=True)
@@ -92,7 +93,13 @@ class StylePredictor(nn.Module):
     input is even (sides that are multiples of 32, such as 256).
     """
 
-    def __init__(self, stem: ConvSpec, blocks: Sequence[Tuple[Optional[ConvSpec], ConvSpec, ConvSpec]], head: ConvSpec, bottleneck: ConvSpec):
+    def __init__(
+        self,
+        stem: ConvSpec,
+        blocks: Sequence[tuple[ConvSpec | None, ConvSpec, ConvSpec]],
+        head: ConvSpec,
+        bottleneck: ConvSpec,
+    ):
         super().__init__()
         self.stem = ConvAct(stem, relu6=True)
         self.blocks = nn.Sequential(*(InvertedResidual(*b) for b in blocks))
@@ -107,7 +114,7 @@ class StylePredictor(nn.Module):
         return self.bottleneck(x).flatten(1)
 
     @classmethod
-    def from_onnx(cls, path: Union[str, Path]) -> "StylePredictor":
+    def from_onnx(cls, path: str | Path) -> StylePredictor:
         graph = OnnxGraph.load(path)
         blocks = []
         while graph.has_conv(name := "MobilenetV2/expanded_conv" + (f"_{len(blocks)}" if blocks else "")):
@@ -131,7 +138,9 @@ class StyleTransformer(nn.Module):
     back). The output is an NCHW tensor in channels-last memory.
     """
 
-    def __init__(self, body: StyleNetBody, gamma: Sequence[Tuple[Tensor, Tensor]], beta: Sequence[Tuple[Tensor, Tensor]]):
+    def __init__(
+        self, body: StyleNetBody, gamma: Sequence[tuple[Tensor, Tensor]], beta: Sequence[tuple[Tensor, Tensor]]
+    ):
         super().__init__()
         if body.norm_contract:
             raise ValueError("the arbitrary-style transformer has no norm in its contracting convs")
@@ -158,7 +167,7 @@ class StyleTransformer(nn.Module):
         return self.body(content, list(zip(params[:half], params[half:])))
 
     @classmethod
-    def from_onnx(cls, path: Union[str, Path]) -> "StyleTransformer":
+    def from_onnx(cls, path: str | Path) -> StyleTransformer:
         graph = OnnxGraph.load(path)
         root = "transformer"
         contract = [graph.conv(f"{root}/contract/conv{i}") for i in (1, 2, 3)]
@@ -177,7 +186,7 @@ class StyleTransformer(nn.Module):
         )
         normed = residual_names + expand_names
 
-        def projection(name: str, which: str) -> Tuple[Tensor, Tensor]:
+        def projection(name: str, which: str) -> tuple[Tensor, Tensor]:
             spec = graph.conv(f"style_params/{root}/{name}/StyleNorm/{which}")
             return spec.weight, spec.bias
 
@@ -185,4 +194,3 @@ class StyleTransformer(nn.Module):
         gamma = [projection(name, "Conv_1") for name in normed]
         beta = [projection(name, "Conv") for name in normed]
         return cls(body, gamma, beta).eval()
-

@@ -16,7 +16,7 @@ output) and we leave them out so the same photo always paints the same (#8).
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -54,8 +54,9 @@ class Modulation(nn.Module):
 class StyledConv(nn.Module):
     """Modulate, grouped conv, 1×1 conv, (noise), bias, leaky ReLU — or, for the RGB layer, no bias/activation."""
 
-    def __init__(self, modulation: Modulation, grouped: TfConv, pointwise: TfConv,
-                 bias: torch.Tensor | None, alpha: float | None) -> None:
+    def __init__(
+        self, modulation: Modulation, grouped: TfConv, pointwise: TfConv, bias: torch.Tensor | None, alpha: float | None
+    ) -> None:
         super().__init__()
         self.modulation, self.grouped, self.pointwise = modulation, grouped, pointwise
         self.bias = None if bias is None else nn.Parameter(bias.view(1, -1, 1, 1), requires_grad=False)
@@ -82,8 +83,7 @@ class StyledConv(nn.Module):
             bias = as_tensor(graph.weight(bias_op, 1)).flatten()
             act = graph.follow(bias_op.out, "LEAKY_RELU")
             out, alpha = act.out, leaky_alpha(graph, act)
-        return cls(modulation, TfConv.from_op(graph, grouped_op), TfConv.from_op(graph, pointwise_op),
-                   bias, alpha), out
+        return cls(modulation, TfConv.from_op(graph, grouped_op), TfConv.from_op(graph, pointwise_op), bias, alpha), out
 
 
 def _is_noise(graph: TfliteGraph, add: Op, tensor: int) -> bool:

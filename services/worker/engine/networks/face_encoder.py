@@ -21,8 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from services.worker.engine.networks.tf_layers import (PerImageBatchNorm, TfConv, as_tensor, dense,
-                                                       leaky_alpha)
+from services.worker.engine.networks.tf_layers import PerImageBatchNorm, TfConv, as_tensor, dense, leaky_alpha
 from services.worker.engine.tflite_weights import TfliteGraph
 
 BACKBONE_BLOCKS = 13  # MobileNetV2's expanded_conv and block_1 … block_12
@@ -40,14 +39,16 @@ class ConvBN(nn.Module):
         return F.hardtanh_(x, 0.0, 6.0) if self.relu6 else x
 
     @classmethod
-    def load(cls, graph: TfliteGraph, conv_op, *, relu6: bool,
-             padding: tuple[int, int, int, int] | None = None) -> tuple[ConvBN, int]:
+    def load(
+        cls, graph: TfliteGraph, conv_op, *, relu6: bool, padding: tuple[int, int, int, int] | None = None
+    ) -> tuple[ConvBN, int]:
         norm_op = graph.follow(conv_op.out, "FusedBatchNormV3")
         out = norm_op.outputs[0]
         if relu6:
             out = graph.follow(out, "RELU6").out
-        return cls(TfConv.from_op(graph, conv_op, padding=padding),
-                   PerImageBatchNorm.from_op(graph, norm_op), relu6), out
+        return cls(
+            TfConv.from_op(graph, conv_op, padding=padding), PerImageBatchNorm.from_op(graph, norm_op), relu6
+        ), out
 
 
 class InvertedResidual(nn.Module):
@@ -90,8 +91,14 @@ class SeparableConv(nn.Module):
         return x if self.alpha is None else F.leaky_relu_(x, self.alpha)
 
     @classmethod
-    def load(cls, graph: TfliteGraph, x: int, *, activated: bool, stride: int | None = None,
-             ) -> tuple[SeparableConv, int]:
+    def load(
+        cls,
+        graph: TfliteGraph,
+        x: int,
+        *,
+        activated: bool,
+        stride: int | None = None,
+    ) -> tuple[SeparableConv, int]:
         where = None if stride is None else (lambda op: op.options["StrideH"] == stride)
         dw_op = graph.follow(x, "DEPTHWISE_CONV_2D", where)
         pw_op = graph.follow(dw_op.out, "CONV_2D")
@@ -196,9 +203,16 @@ class LatentHead(nn.Module):
 class FaceEncoder(nn.Module):
     """N×3×256×256 in [-1, 1] → W+ latents N×12×512."""
 
-    def __init__(self, stem: ConvBN, blocks: list[InvertedResidual], context: DilatedContext,
-                 merges: list[TopDownMerge], heads: list[LatentHead], slots: list[int],
-                 latent_mean: torch.Tensor) -> None:
+    def __init__(
+        self,
+        stem: ConvBN,
+        blocks: list[InvertedResidual],
+        context: DilatedContext,
+        merges: list[TopDownMerge],
+        heads: list[LatentHead],
+        slots: list[int],
+        latent_mean: torch.Tensor,
+    ) -> None:
         super().__init__()
         self.stem, self.blocks, self.context = stem, nn.ModuleList(blocks), context
         self.merges, self.heads = nn.ModuleList(merges), nn.ModuleList(heads)  # coarse → fine
@@ -245,6 +259,5 @@ class FaceEncoder(nn.Module):
         transpose = graph.follow(concat.out, "TRANSPOSE")
         add = graph.follow(transpose.out, "ADD")
         mean = graph.weight(add, 1 if add.inputs[0] == transpose.out else 0)
-        encoder = cls(stem, blocks, context, merges, heads, slots,
-                      as_tensor(mean).reshape(1, len(slots), -1))
+        encoder = cls(stem, blocks, context, merges, heads, slots, as_tensor(mean).reshape(1, len(slots), -1))
         return encoder, add.out

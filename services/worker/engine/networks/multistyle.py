@@ -20,10 +20,11 @@ would be the largest allocation (see ``conv_reflect_nhwc``); instance-norm
 statistics use chunked GEMM reductions instead of ``torch.var_mean`` (5-10x
 slower on CPU). Activation ops run in place, so the forwards are no-grad.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +36,7 @@ EPS = 1e-5  # instance-norm epsilon of both exported graphs
 SIZE_MULTIPLE = 4  # two stride-2 convs, two 2x upsamplings
 MIN_SIDE = 8  # reflect padding of the 2-px-wide bottleneck needs >= 2 px there
 
-Params = Sequence[Tuple[Tensor, Tensor]]  # per normed layer: (scale [N,C], shift [N,C])
+Params = Sequence[tuple[Tensor, Tensor]]  # per normed layer: (scale [N,C], shift [N,C])
 
 
 # -- NHWC building blocks ------------------------------------------------------
@@ -43,7 +44,7 @@ Params = Sequence[Tuple[Tensor, Tensor]]  # per normed layer: (scale [N,C], shif
 # them through a permuted view, i.e. as channels-last NCHW.
 
 
-def padded_buffer(n: int, h: int, w: int, c: int, pad: int, like: Tensor) -> Tuple[Tensor, Tensor]:
+def padded_buffer(n: int, h: int, w: int, c: int, pad: int, like: Tensor) -> tuple[Tensor, Tensor]:
     """An uninitialised [N, H+2p, W+2p, C] buffer and its [N, H, W, C] interior view."""
     buf = like.new_empty((n, h + 2 * pad, w + 2 * pad, c))
     return buf, buf[:, pad : pad + h, pad : pad + w]
@@ -71,7 +72,7 @@ def upsample2x_padded(x_nhwc: Tensor, pad: int) -> Tensor:
     return fill_reflect_border(buf, pad)
 
 
-def conv_nhwc(x_nhwc: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: int = 1) -> Tensor:
+def conv_nhwc(x_nhwc: Tensor, weight: Tensor, bias: Tensor | None = None, stride: int = 1) -> Tensor:
     """Valid convolution of a (pre-padded) NHWC tensor; returns NHWC."""
     y = F.conv2d(x_nhwc.permute(0, 3, 1, 2), weight, bias, stride=stride)
     return y.permute(0, 2, 3, 1).contiguous()  # no copy when the backend kept channels-last
@@ -118,7 +119,7 @@ def _reflect(index: Tensor, size: int) -> Tensor:
     return torch.where(index > size - 1, 2 * (size - 1) - index, index)
 
 
-def conv_reflect_nhwc(x_nhwc: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: int = 1) -> Tensor:
+def conv_reflect_nhwc(x_nhwc: Tensor, weight: Tensor, bias: Tensor | None = None, stride: int = 1) -> Tensor:
     """Reflect-padded convolution of an unpadded NHWC tensor, without a padded copy.
 
     Runs the conv with zero padding, then recomputes only the output rows and
@@ -160,7 +161,7 @@ def _column_sum(part: Tensor) -> Tensor:
     return part.sum(dim=1, keepdim=True)
 
 
-def channel_moments(flat: Tensor) -> Tuple[Tensor, Tensor]:
+def channel_moments(flat: Tensor) -> tuple[Tensor, Tensor]:
     """Per-channel mean and (biased) variance of [N, L, C], as float32 [N, 1, C].
 
     Two passes (mean, then squared deviations) as in the exported graph, so
@@ -181,7 +182,7 @@ def channel_moments(flat: Tensor) -> Tuple[Tensor, Tensor]:
 
 
 def modulated_instance_norm(
-    x_nhwc: Tensor, scale: Tensor, shift: Tensor, relu: bool, out: Optional[Tensor] = None, eps: float = EPS
+    x_nhwc: Tensor, scale: Tensor, shift: Tensor, relu: bool, out: Tensor | None = None, eps: float = EPS
 ) -> Tensor:
     """``relu?((x - mean) / sqrt(var + eps) * scale + shift)`` per sample and channel.
 
@@ -222,8 +223,8 @@ class StyleNetBody(nn.Module):
 
     def __init__(
         self,
-        contract: Sequence[Tuple[Tensor, Optional[Tensor]]],
-        residual: Sequence[Tuple[Tensor, Tensor]],
+        contract: Sequence[tuple[Tensor, Tensor | None]],
+        residual: Sequence[tuple[Tensor, Tensor]],
         expand: Sequence[Tensor],
         norm_contract: bool,
     ):
@@ -243,7 +244,7 @@ class StyleNetBody(nn.Module):
         for i, (_, b) in enumerate(contract):
             self.register_buffer(f"b{i}", None if norm_contract or b is None else b.float())
         self.num_residual = len(residual)
-        self.norm_channels: List[int] = [w.shape[0] for w in (weights if norm_contract else weights[3:])]
+        self.norm_channels: list[int] = [w.shape[0] for w in (weights if norm_contract else weights[3:])]
 
     def _weight(self, i: int) -> Tensor:
         return getattr(self, f"w{i}")
@@ -252,7 +253,13 @@ class StyleNetBody(nn.Module):
         return self._weight(i).shape[-1] // 2
 
     def _activate(
-        self, y: Tensor, params: Iterator[Tuple[Tensor, Tensor]], normed: bool, relu: bool, pad: int, skip: Optional[Tensor] = None
+        self,
+        y: Tensor,
+        params: Iterator[tuple[Tensor, Tensor]],
+        normed: bool,
+        relu: bool,
+        pad: int,
+        skip: Tensor | None = None,
     ) -> Tensor:
         """[norm] -> [relu] -> [+ skip] of a conv output, written into the next conv's reflect-padded
         input buffer (or in place when ``pad`` is 0). The norm consumes the next (scale, shift)."""
@@ -293,12 +300,19 @@ class StyleNetBody(nn.Module):
             y = self._activate(conv_nhwc(x, self._weight(i)), params, True, relu=True, pad=self._pad(i + 1))
             last = k == self.num_residual - 1  # the expand path upsamples before padding
             x = self._activate(
-                conv_nhwc(y, self._weight(i + 1)), params, True, relu=False, pad=0 if last else self._pad(i + 2), skip=skip
+                conv_nhwc(y, self._weight(i + 1)),
+                params,
+                True,
+                relu=False,
+                pad=0 if last else self._pad(i + 2),
+                skip=skip,
             )
 
         # expand: up2 + conv, up2 + conv, conv + sigmoid
         i = 3 + 2 * self.num_residual
-        y = self._activate(conv_nhwc(upsample2x_padded(x, self._pad(i)), self._weight(i)), params, True, relu=True, pad=0)
+        y = self._activate(
+            conv_nhwc(upsample2x_padded(x, self._pad(i)), self._weight(i)), params, True, relu=True, pad=0
+        )
         y = conv_nhwc(upsample2x_padded(y, self._pad(i + 1)), self._weight(i + 1))
         x = self._activate(y, params, True, relu=True, pad=self._pad(i + 2))
         y = self._activate(conv_space_to_depth_nhwc(x, self.w_last_s2d), params, True, relu=False, pad=0).sigmoid_()
@@ -341,7 +355,8 @@ class MultiStyleNet(nn.Module):
             weights = weights.expand(n, -1)
         if weights.shape != (n, self.num_styles):
             raise ValueError(
-                f"style_weights must be [{self.num_styles}] or [{n}, {self.num_styles}], got {tuple(style_weights.shape)}"
+                f"style_weights must be [{self.num_styles}] or [{n}, {self.num_styles}], "
+                f"got {tuple(style_weights.shape)}"
             )
         # blend in float32 even when the module was cast to half/bf16
         mixed = torch.split(weights @ self.norm_table.float(), self._split, dim=1)
@@ -349,7 +364,7 @@ class MultiStyleNet(nn.Module):
         return self.body(image, list(zip(mixed[:half], mixed[half:])))
 
     @classmethod
-    def from_onnx(cls, path: Union[str, Path]) -> "MultiStyleNet":
+    def from_onnx(cls, path: str | Path) -> MultiStyleNet:
         graph = OnnxGraph.load(path)
         blocks = 0
         while graph.is_constant(f"res.{blocks}.0.w"):

@@ -15,7 +15,6 @@ reference runner's pre/post-processing: the same for both networks).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Tuple, Union
 
 import numpy as np
 import torch
@@ -24,7 +23,7 @@ from torch import nn
 
 from services.worker.engine.ncnn_weights import NcnnParam, build_module
 
-PathLike = Union[str, Path]
+PathLike = str | Path
 
 _LEAKY = 2  # ncnn fused activation_type: LeakyReLU, slope in activation_params[0]
 _SLOPE = 0.2
@@ -80,9 +79,9 @@ class RRDBNet(nn.Module):
         feat = F.leaky_relu(self.conv_up2(F.interpolate(feat, scale_factor=2, mode="nearest")), _SLOPE)
         return self.conv_last(F.leaky_relu(self.conv_hr(feat), _SLOPE))
 
-    def convs(self) -> List[Tuple[str, nn.Conv2d, bool]]:
+    def convs(self) -> list[tuple[str, nn.Conv2d, bool]]:
         """(name, conv, followed by LeakyReLU?) in execution order: the order of the ncnn file."""
-        out: List[Tuple[str, nn.Conv2d, bool]] = [("conv_first", self.conv_first, False)]
+        out: list[tuple[str, nn.Conv2d, bool]] = [("conv_first", self.conv_first, False)]
         for b, block in enumerate(self.body):
             for r in (1, 2, 3):
                 rdb = getattr(block, f"rdb{r}")
@@ -93,12 +92,12 @@ class RRDBNet(nn.Module):
         return out
 
     @classmethod
-    def from_ncnn(cls, param_path: PathLike, bin_path: PathLike) -> "RRDBNet":
+    def from_ncnn(cls, param_path: PathLike, bin_path: PathLike) -> RRDBNet:
         """Build from a realesrgan-x4plus(-anime) `.param` (structure checked) and load its `.bin` weights."""
         return build_module(param_path, bin_path, _build, "RRDBNet")
 
 
-def _build(param: NcnnParam, weights: Dict[str, tuple]) -> Tuple[RRDBNet, Dict[str, torch.Tensor]]:
+def _build(param: NcnnParam, weights: dict[str, tuple]) -> tuple[RRDBNet, dict[str, torch.Tensor]]:
     convs = param.of_type("Convolution")
     adds = param.of_type("Eltwise")
     interps = param.of_type("Interp")
@@ -107,15 +106,13 @@ def _build(param: NcnnParam, weights: Dict[str, tuple]) -> Tuple[RRDBNet, Dict[s
     # Every residual add is `0.2 * branch + 1.0 * skip` (ncnn Eltwise 0=sum with coefficients).
     if any(a.get_int(0) != 1 or a.get_array(1) != (_RESIDUAL_SCALE, 1.0) for a in adds):
         raise ValueError("a residual add is not 0.2·branch + skip")
-    if len(interps) != 2 or any(
-        (i.get_int(0), i.get_float(1), i.get_float(2)) != (1, 2.0, 2.0) for i in interps
-    ):
+    if len(interps) != 2 or any((i.get_int(0), i.get_float(1), i.get_float(2)) != (1, 2.0, 2.0) for i in interps):
         raise ValueError("expected two x2 nearest upsamplings (x4 only)")
     num_feat, num_grow_ch = convs[0].get_int(0), convs[1].get_int(0)
     net = RRDBNet(num_feat=num_feat, num_block=len(adds) // 4, num_grow_ch=num_grow_ch)
 
     # Convs come in the file in execution order; check each against ours before taking its weights.
-    state: Dict[str, torch.Tensor] = {}
+    state: dict[str, torch.Tensor] = {}
     for layer, (name, conv, leaky) in zip(convs, net.convs()):
         out_ch, in_ch = conv.weight.shape[:2]
         fused = (layer.get_int(9), layer.get_array(10)) if leaky else (layer.get_int(9), ())

@@ -21,7 +21,6 @@ Speed: ~80 GFLOP per 256×256 input. On a CPU put module and input in channels_l
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Union
 
 import numpy as np
 import torch
@@ -30,7 +29,7 @@ from torch import nn
 
 from services.worker.engine.ncnn_weights import NcnnLayer, NcnnParam, build_module
 
-PathLike = Union[str, Path]
+PathLike = str | Path
 
 # ncnn Interp resize_type values
 _NEAREST, _BICUBIC = 1, 3
@@ -43,7 +42,7 @@ class SRVGGNetCompact(nn.Module):
         super().__init__()
         self.upscale = upscale
         self.scale = upscale if scale is None else scale
-        layers: List[nn.Module] = [nn.Conv2d(3, num_feat, 3, padding=1), nn.PReLU(num_feat)]
+        layers: list[nn.Module] = [nn.Conv2d(3, num_feat, 3, padding=1), nn.PReLU(num_feat)]
         for _ in range(num_conv):
             layers += [nn.Conv2d(num_feat, num_feat, 3, padding=1), nn.PReLU(num_feat)]
         layers.append(nn.Conv2d(num_feat, 3 * upscale * upscale, 3, padding=1))
@@ -60,14 +59,14 @@ class SRVGGNetCompact(nn.Module):
         return out
 
     @classmethod
-    def from_ncnn(cls, param_path: PathLike, bin_path: PathLike) -> "SRVGGNetCompact":
+    def from_ncnn(cls, param_path: PathLike, bin_path: PathLike) -> SRVGGNetCompact:
         """Build from a realesr-animevideov3 `.param` (structure checked) and load its `.bin` weights."""
         return build_module(param_path, bin_path, _build, "SRVGGNetCompact")
 
 
-def _build(param: NcnnParam, weights: Dict[str, tuple]) -> tuple[SRVGGNetCompact, Dict[str, torch.Tensor]]:
+def _build(param: NcnnParam, weights: dict[str, tuple]) -> tuple[SRVGGNetCompact, dict[str, torch.Tensor]]:
     # ncnn's Split only fans a blob out under new names: map each copy back to its source blob.
-    alias: Dict[str, str] = {}
+    alias: dict[str, str] = {}
     for layer in param.layers:
         if layer.type == "Split":
             alias.update({out: alias.get(layer.inputs[0], layer.inputs[0]) for out in layer.outputs})
@@ -87,7 +86,7 @@ def _build(param: NcnnParam, weights: Dict[str, tuple]) -> tuple[SRVGGNetCompact
         raise ValueError(f"unexpected layer sequence {types}")
 
     # The body is a plain chain from the input blob; each conv is 3x3, stride 1, pad 1, with bias.
-    state: Dict[str, torch.Tensor] = {}
+    state: dict[str, torch.Tensor] = {}
     previous, channels = data, 3
     for i, layer in enumerate(ops[: 2 * n_convs - 1]):
         if source(layer) != previous:

@@ -14,8 +14,14 @@ from services.worker.engine.detect import FaceBox
 
 def _face(landmarks: np.ndarray) -> FaceBox:
     xs, ys = landmarks[:, 0], landmarks[:, 1]
-    return FaceBox(x1=float(xs.min()) - 30, y1=float(ys.min()) - 40, x2=float(xs.max()) + 30,
-                   y2=float(ys.max()) + 30, score=1.0, landmarks=tuple(map(tuple, landmarks.tolist())))
+    return FaceBox(
+        x1=float(xs.min()) - 30,
+        y1=float(ys.min()) - 40,
+        x2=float(xs.max()) + 30,
+        y2=float(ys.max()) + 30,
+        score=1.0,
+        landmarks=tuple(map(tuple, landmarks.tolist())),
+    )
 
 
 def _similar(points: np.ndarray, scale: float, angle: float, shift: tuple[float, float]) -> np.ndarray:
@@ -57,7 +63,7 @@ def test_crop_then_paste_round_trip_puts_the_face_back_where_it_was(scale, angle
     inside = coverage > 0.999
     centre = torch.zeros_like(inside)
     cy, cx = int(points[:, 1].mean()), int(points[:, 0].mean())
-    centre[..., cy - 40:cy + 40, cx - 40:cx + 40] = True
+    centre[..., cy - 40 : cy + 40, cx - 40 : cx + 40] = True
     region = (inside & centre).expand_as(portrait)
     assert region.sum() > 3 * 6000
     assert (back - portrait).abs()[region].mean() < 0.01
@@ -69,7 +75,7 @@ def test_a_batch_of_faces_warps_in_one_call_each_to_its_own_crop():
     portrait = _textured(400, 320).repeat(2, 1, 1, 1)
     matrices = [align.alignment(_face(_similar(align.TEMPLATE - 128, s, 0.0, (160.0, 200.0)))) for s in (0.9, 1.3)]
     crops = align.crop_faces(portrait, matrices)
-    singles = torch.cat([align.crop_faces(portrait[i:i + 1], [m]) for i, m in enumerate(matrices)])
+    singles = torch.cat([align.crop_faces(portrait[i : i + 1], [m]) for i, m in enumerate(matrices)])
     assert crops.shape == (2, 3, 256, 256)
     assert torch.allclose(crops, singles, atol=1e-6)
     assert (crops[0] - crops[1]).abs().mean() > 0.02  # different scales, different crops

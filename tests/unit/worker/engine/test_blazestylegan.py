@@ -27,8 +27,9 @@ from tests.support import samples
 
 @pytest.fixture(scope="module")
 def stylizers(model_dir) -> dict[Medium, FaceStylizer]:
-    return {medium: FaceStylizer.from_graph(TfliteGraph.from_task(model_dir / name))
-            for medium, name in MODEL_FILES.items()}
+    return {
+        medium: FaceStylizer.from_graph(TfliteGraph.from_task(model_dir / name)) for medium, name in MODEL_FILES.items()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +67,7 @@ def test_output_is_deterministic_and_the_same_alone_or_batched(stylizers, faces)
     with torch.inference_mode():
         batched = model(faces)
         again = model(faces)
-        alone = torch.cat([model(faces[i:i + 1]) for i in range(len(faces))])
+        alone = torch.cat([model(faces[i : i + 1]) for i in range(len(faces))])
     assert torch.equal(batched, again)  # no noise injection
     assert (batched - alone).abs().max() < 1e-4  # per-image statistics, not the batch's
     assert batched.shape == (2, 3, 256, 256) and 0 <= batched.min() and batched.max() <= 1

@@ -12,7 +12,7 @@ def _paper_with_head(highlight: bool = True) -> torch.Tensor:
     """White paper, a dark round head in the middle, and (inside it) a white highlight like a lit forehead."""
     ys = torch.arange(256).view(-1, 1) + 0.5
     xs = torch.arange(256).view(1, -1) + 0.5
-    head = ((xs - 128) ** 2 + (ys - 135) ** 2) < 80 ** 2
+    head = ((xs - 128) ** 2 + (ys - 135) ** 2) < 80**2
     image = torch.ones(1, 3, 256, 256)
     image[:, :, head] = torch.tensor([0.55, 0.4, 0.3]).view(1, 3, 1)
     if highlight:

@@ -94,15 +94,13 @@ def _assert_face(
 def test_astronaut_face_and_landmarks(detector: FaceDetector, astronaut: torch.Tensor) -> None:
     faces = _confident(detector.detect([astronaut])[0])
     assert len(faces) == 1
-    _assert_face(faces[0], core=(195, 90, 255, 150), size=(70, 130),
-                 eyes=((204, 101), (247, 104)), eye_tolerance=8)
+    _assert_face(faces[0], core=(195, 90, 255, 150), size=(70, 130), eyes=((204, 101), (247, 104)), eye_tolerance=8)
 
 
 def test_grace_hopper_face_and_landmarks(detector: FaceDetector, grace_hopper: torch.Tensor) -> None:
     faces = _confident(detector.detect([grace_hopper])[0])
     assert len(faces) == 1
-    _assert_face(faces[0], core=(200, 170, 330, 300), size=(150, 260),
-                 eyes=((221, 190), (308, 187)), eye_tolerance=12)
+    _assert_face(faces[0], core=(200, 170, 330, 300), size=(150, 260), eyes=((221, 190), (308, 187)), eye_tolerance=12)
 
 
 @pytest.mark.parametrize("name", ["coffee", "chelsea"])
@@ -189,6 +187,7 @@ def test_face_box_helpers() -> None:
 
 def _reference_nms(boxes: list[list[float]], scores: list[float], threshold: float) -> list[int]:
     """Textbook greedy NMS, one box at a time."""
+
     def iou(a: list[float], b: list[float]) -> float:
         w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
         h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))

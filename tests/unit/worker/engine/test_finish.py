@@ -11,8 +11,9 @@ from PIL import Image
 from services.worker.engine.detect import FaceBox
 from services.worker.engine.finish import detail_blend, encode, feature_mask
 
-FACE = FaceBox(x1=100, y1=80, x2=200, y2=200, score=0.99,
-               landmarks=((125, 125), (175, 125), (150, 150), (130, 175), (170, 175)))
+FACE = FaceBox(
+    x1=100, y1=80, x2=200, y2=200, score=0.99, landmarks=((125, 125), (175, 125), (150, 150), (130, 175), (170, 175))
+)
 
 
 def test_mask_covers_eyes_and_mouth_only():

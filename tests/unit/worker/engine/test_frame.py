@@ -6,17 +6,26 @@ import pytest
 from PIL import Image
 
 from services.worker.engine.detect import FaceBox
-from shared.errors import FaceTooSmall
 from services.worker.engine.frame import ASPECT, EYE_LINE, frame, portrait_size
+from shared.errors import FaceTooSmall
 
 
 def face_at(cx: float, cy: float, size: float) -> FaceBox:
     half = size / 2
     eye_y = cy - size * 0.1
     return FaceBox(
-        x1=cx - half, y1=cy - half, x2=cx + half, y2=cy + half, score=0.99,
-        landmarks=((cx - size * 0.2, eye_y), (cx + size * 0.2, eye_y), (cx, cy),
-                   (cx - size * 0.15, cy + size * 0.25), (cx + size * 0.15, cy + size * 0.25)),
+        x1=cx - half,
+        y1=cy - half,
+        x2=cx + half,
+        y2=cy + half,
+        score=0.99,
+        landmarks=(
+            (cx - size * 0.2, eye_y),
+            (cx + size * 0.2, eye_y),
+            (cx, cy),
+            (cx - size * 0.15, cy + size * 0.25),
+            (cx + size * 0.15, cy + size * 0.25),
+        ),
     )
 
 

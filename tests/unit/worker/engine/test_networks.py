@@ -96,10 +96,13 @@ def test_dequantize_matches_onnxruntime_per_tensor_and_per_axis() -> None:
     for scale, zero_point, axis in cases:
         node = helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], axis=axis)
         graph = helper.make_graph(
-            [node], "dq",
-            [helper.make_tensor_value_info("q", TensorProto.INT8, q.shape),
-             helper.make_tensor_value_info("s", TensorProto.FLOAT, np.shape(scale)),
-             helper.make_tensor_value_info("z", TensorProto.INT8, np.shape(zero_point))],
+            [node],
+            "dq",
+            [
+                helper.make_tensor_value_info("q", TensorProto.INT8, q.shape),
+                helper.make_tensor_value_info("s", TensorProto.FLOAT, np.shape(scale)),
+                helper.make_tensor_value_info("z", TensorProto.INT8, np.shape(zero_point)),
+            ],
             [helper.make_tensor_value_info("y", TensorProto.FLOAT, q.shape)],
         )
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
@@ -130,7 +133,13 @@ def test_graph_reads_initializers_constants_and_folded_weights(model_dir: Path) 
 
 def test_conv_reflect_nhwc_equals_padded_conv() -> None:
     torch.manual_seed(0)
-    for height, width, kernel, stride in [(16, 16, 3, 1), (16, 16, 3, 2), (15, 17, 3, 2), (20, 12, 9, 1), (9, 11, 5, 2)]:
+    for height, width, kernel, stride in [
+        (16, 16, 3, 1),
+        (16, 16, 3, 2),
+        (15, 17, 3, 2),
+        (20, 12, 9, 1),
+        (9, 11, 5, 2),
+    ]:
         x = torch.randn(2, height, width, 5)
         weight, bias = torch.randn(4, 5, kernel, kernel), torch.randn(4)
         padded = F.pad(x.permute(0, 3, 1, 2), (kernel // 2,) * 4, mode="reflect")
@@ -269,7 +278,9 @@ def test_transformer_matches_onnxruntime_at_384(transformer, model_dir, style_ve
     assert max_diff < FLOAT_MAX and mean_diff < FLOAT_MEAN, (max_diff, mean_diff)
 
 
-def test_predictor_and_transformer_chain_matches_onnxruntime(predictor, transformer, model_dir, style_photo, style_vector) -> None:
+def test_predictor_and_transformer_chain_matches_onnxruntime(
+    predictor, transformer, model_dir, style_photo, style_vector
+) -> None:
     photo = _image(384, 384)
     ours = _hwc(transformer(_nchw(photo), predictor(_nchw(style_photo))))
     expected = _transform_ort(_session(model_dir / "arbitrary_transform.onnx"), photo, style_vector)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shared.errors import NoFace
 from services.worker.engine.frame import portrait_size
 from services.worker.engine.pipeline import STAGES, Portrait, RenderRequest
+from shared.errors import NoFace
 from tests.support import images, samples
 
 
@@ -50,17 +50,20 @@ def test_non_faces_fail_with_no_face(engine, path):
 
 
 def test_batch_keeps_going_past_a_failure(engine, astronaut_path, grace_hopper_path):
-    requests = [RenderRequest(astronaut_path.read_bytes(), style="sepia-brush"),
-                RenderRequest(samples.coffee_path().read_bytes()),
-                RenderRequest(grace_hopper_path.read_bytes(), style="pen-and-ink")]
+    requests = [
+        RenderRequest(astronaut_path.read_bytes(), style="sepia-brush"),
+        RenderRequest(samples.coffee_path().read_bytes()),
+        RenderRequest(grace_hopper_path.read_bytes(), style="pen-and-ink"),
+    ]
     first, second, third = engine.render_batch(requests)
     assert isinstance(first, Portrait) and first.style == "sepia-brush"
     assert isinstance(second, NoFace)
     assert isinstance(third, Portrait) and third.style == "pen-and-ink"
 
 
-def test_selection_is_deterministic_and_differs_between_photos(engine, astronaut_portrait, astronaut_path,
-                                                               grace_hopper_path):
+def test_selection_is_deterministic_and_differs_between_photos(
+    engine, astronaut_portrait, astronaut_path, grace_hopper_path
+):
     again = engine.render(astronaut_path.read_bytes())
     assert (again.style, again.reason) == (astronaut_portrait.style, astronaut_portrait.reason)
     grey = images.encode(Image.open(astronaut_path).convert("L"), "PNG")
@@ -75,12 +78,13 @@ def test_rotated_upload_finds_the_same_face(engine, astronaut_portrait, astronau
     assert abs(face.center[1] - astronaut_portrait.face.center[1]) < 8
 
 
-def test_a_batch_mixing_face_gan_and_style_transfer_paints_each_as_if_alone(engine, astronaut_path,
-                                                                             grace_hopper_path):
+def test_a_batch_mixing_face_gan_and_style_transfer_paints_each_as_if_alone(engine, astronaut_path, grace_hopper_path):
     """One batch goes through the face GAN and the style networks together; nothing leaks between photos."""
-    requests = [RenderRequest(astronaut_path.read_bytes(), style="oil-portrait"),
-                RenderRequest(grace_hopper_path.read_bytes(), style="chiaroscuro"),
-                RenderRequest(grace_hopper_path.read_bytes(), style="pencil-portrait")]
+    requests = [
+        RenderRequest(astronaut_path.read_bytes(), style="oil-portrait"),
+        RenderRequest(grace_hopper_path.read_bytes(), style="chiaroscuro"),
+        RenderRequest(grace_hopper_path.read_bytes(), style="pencil-portrait"),
+    ]
     batched = engine.render_batch(requests)
     for request, together in zip(requests, batched):
         alone = engine.render(request.data, style=request.style)

@@ -7,9 +7,9 @@ from dataclasses import replace
 import pytest
 
 from services.worker.engine.catalog import CATALOG, Family, GanRecipe, get_style, is_known_choice
-from shared.errors import InvalidStrength, UnknownStyle
 from services.worker.engine.features import PhotoFeatures
 from services.worker.engine.select import choose_style
+from shared.errors import InvalidStrength, UnknownStyle
 
 NEUTRAL = PhotoFeatures(key=0.5, contrast=0.2, warmth=0.08, saturation=0.25, face_fraction=0.1, face_offset=0.1)
 
@@ -36,8 +36,13 @@ def test_light_decides_the_family_and_the_reason_says_so(features, family, phras
     assert choice.reason.endswith(f"{choice.style.title.lower()} {family.value}")
 
 
-VARIANTS = [replace(NEUTRAL, key=k, warmth=w, saturation=s, contrast=c)
-            for k in (0.3, 0.5, 0.7) for w in (0.0, 0.2) for s in (0.05, 0.3) for c in (0.15, 0.35)]
+VARIANTS = [
+    replace(NEUTRAL, key=k, warmth=w, saturation=s, contrast=c)
+    for k in (0.3, 0.5, 0.7)
+    for w in (0.0, 0.2)
+    for s in (0.05, 0.3)
+    for c in (0.15, 0.35)
+]
 
 
 def test_each_family_is_painted_by_its_face_gan_by_default():

@@ -34,6 +34,7 @@ PARITY_MAX, PARITY_MEAN = 5e-5, 2e-6
 SRVGG_MODELS = {2: "realesr-animevideov3-x2", 3: "realesr-animevideov3-x3", 4: "realesr-animevideov3-x4"}
 RRDB_MODEL = "realesrgan-x4plus"
 
+
 @pytest.fixture(scope="module")
 def sr_model_dir(model_dir: Path) -> Path:
     """The prepared model directory: the ncnn files under the wheel's names (`realesr-animevideov3-x2.param`…)."""

@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
-from shared.errors import ModelFilesError
 from services.worker.engine.weights import FIX_COMMAND, MANIFEST_NAME, MODEL_FILES, verify_model_dir
+from shared.errors import ModelFilesError
 
 
 @pytest.fixture
@@ -34,8 +34,9 @@ def test_missing_file_is_named(model_copy):
     assert FIX_COMMAND in raised.value.message
 
 
-@pytest.mark.parametrize("name", ["multistyle26.onnx", "face_stylizer_oil_painting.task",
-                                  "realesr-animevideov3-x2.bin"])
+@pytest.mark.parametrize(
+    "name", ["multistyle26.onnx", "face_stylizer_oil_painting.task", "realesr-animevideov3-x2.bin"]
+)
 def test_corrupt_file_is_named(model_copy, name):
     target = model_copy / name
     data = bytearray(target.read_bytes())
