@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 DEPS_STAMP := $(VENV)/.deps-installed
 MODELS_STAMP := var/models/manifest.json
 
-.PHONY: run test models venv bench bench-system chaos drill sheet identity deploy-files clean
+.PHONY: run test lint models venv bench bench-system chaos drill sheet identity deploy-files clean
 
 venv: $(DEPS_STAMP)
 
@@ -21,9 +21,14 @@ $(DEPS_STAMP): pyproject.toml
 models: $(DEPS_STAMP)
 	$(PY) -m services.worker.engine.weights
 
-test: models
+test: models lint
 	scripts/install_deploy_tools.sh $(VENV)
 	$(PY) -m pytest
+
+lint: $(DEPS_STAMP)  # ruff (lint, import order, format) and mypy, configured in pyproject.toml (#12); ~40 s
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 run: models
 	$(PY) -m scripts.local_run prepare
