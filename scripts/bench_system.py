@@ -43,10 +43,10 @@ ENGINE_WARM_UP = 3  # renders before the engine's clock starts (kernel choice, a
 
 
 def engine_only(photo: Path, seconds: float, style: str) -> dict[str, float]:
+    from services.worker.engine.config import load_engine_config
     from services.worker.engine.pipeline import PortraitEngine
-    from shared.settings import get_settings
 
-    engine = PortraitEngine(get_settings())
+    engine = PortraitEngine(load_engine_config())
     data = photo.read_bytes()
     for _ in range(ENGINE_WARM_UP):
         engine.render(data, style=style)

@@ -36,6 +36,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from services.worker.engine.config import EngineConfig, RuntimeConfig
 from shared.settings import PROJECT_ROOT, get_settings
 from tests.support import samples
 
@@ -49,8 +50,9 @@ def p50(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def _settings(size: int, upscaler: str = "bicubic"):
-    return get_settings().model_copy(update={"output_size": size, "face_upscaler": upscaler})
+def _config(size: int, upscaler: str = "bicubic") -> EngineConfig:
+    settings = get_settings().model_copy(update={"output_size": size, "face_upscaler": upscaler})
+    return EngineConfig.from_settings(settings)
 
 
 # --- children: each prints one JSON line on stdout (progress bars go to stderr) ---
@@ -64,7 +66,7 @@ def child_pipeline(
 
     from services.worker.engine.pipeline import STAGES, PortraitEngine, RenderRequest
 
-    engine = PortraitEngine(_settings(size, upscaler))
+    engine = PortraitEngine(_config(size, upscaler))
     photos = [getattr(samples, f"{name}_path")().read_bytes() for name in photo_names]
     engine.render_batch([RenderRequest(photos[0], style=style)])  # warm the style's own networks
     rows: dict[str, dict[str, float]] = {}
@@ -98,7 +100,7 @@ def child_frame(size: int, out: Path) -> dict[str, Any]:
 
     from services.worker.engine.pipeline import PortraitEngine
 
-    engine = PortraitEngine(_settings(size))
+    engine = PortraitEngine(_config(size))
     paths = []
     for name in SAMPLES:
         data = getattr(samples, f"{name}_path")().read_bytes()
@@ -132,7 +134,7 @@ def child_network(path: str, photo_paths: list[str], count: int) -> dict[str, An
         from services.worker.engine.tensors import to_image, to_tensor
 
         settings = get_settings()
-        resolve_runtime(settings.model_copy(update={"device": "cpu", "precision": "fp32"}))  # threads, allocator
+        resolve_runtime(RuntimeConfig("cpu", "fp32", settings.torch_threads))  # threads, allocator
         ours = MultiStyleNet.from_onnx(settings.model_dir / "multistyle26.onnx").eval()
         weights = torch.tensor(vector).unsqueeze(0)
 

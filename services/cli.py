@@ -19,13 +19,14 @@ STYLE_CHOICES_HELP = "auto, a family (oil, watercolor, ink) or a style name from
 
 def _engine(size: int | None):
     # Imported here so `portraits styles` answers instantly, without loading torch and the networks.
+    from services.worker.engine.config import EngineConfig
     from services.worker.engine.pipeline import PortraitEngine
     from shared.settings import Settings, get_settings
 
     settings = get_settings()
     if size is not None:
         settings = Settings(**{**settings.model_dump(), "output_size": size})
-    return PortraitEngine(settings)
+    return PortraitEngine(EngineConfig.from_settings(settings))
 
 
 def cmd_render(args: argparse.Namespace) -> int:

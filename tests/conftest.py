@@ -24,9 +24,11 @@ def model_dir() -> Path:
 @pytest.fixture(scope="session")
 def engine(model_dir):
     """One engine for the whole session (loading takes seconds), at the smallest portrait size for speed."""
+    from services.worker.engine.config import EngineConfig
     from services.worker.engine.pipeline import PortraitEngine
 
-    return PortraitEngine(get_settings().model_copy(update={"output_size": 512, "model_dir": model_dir}))
+    settings = get_settings().model_copy(update={"output_size": 512, "model_dir": model_dir})
+    return PortraitEngine(EngineConfig.from_settings(settings))
 
 
 @pytest.fixture(scope="session")

@@ -47,6 +47,7 @@ BACK_TO_BACK_SECONDS = 0.25
 
 def start_process(settings: Settings) -> None:
     """Build this process's runner: verified models loaded and warmed up, clients connected."""
+    from services.worker.engine.config import EngineConfig
     from services.worker.engine.pipeline import PortraitEngine  # torch: only in worker processes
 
     global _runner, _redis, _capacity
@@ -64,7 +65,7 @@ def start_process(settings: Settings) -> None:
         storage,
         keys,
         eraser,
-        PortraitEngine(settings),
+        PortraitEngine(EngineConfig.from_settings(settings)),
         JobLeases(client, settings.job_lease_seconds),
         webhooks=WebhookOutbox(client),
     )

@@ -6,20 +6,22 @@ data…) drops out with its `PortraitError` and the rest of the batch carries on
 
 from __future__ import annotations
 
-import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 import torch
 
 from services.worker.engine import align, finish
 from services.worker.engine.catalog import CATALOG, Family, GanRecipe, Style
 from services.worker.engine.choose_face import choose_face
+from services.worker.engine.config import EngineConfig
 from services.worker.engine.detect import FaceBox, FaceDetector
 from services.worker.engine.features import PhotoFeatures, measure
 from services.worker.engine.frame import Framing, frame
 from services.worker.engine.generate import Generator, GeneratorOptions, PaintJob, StyleEncoder, create_generator
+from services.worker.engine.logs import get_logger
 from services.worker.engine.networks.arbitrary import StylePredictor
 from services.worker.engine.runtime import Runtime, inference, resolve_runtime
 from services.worker.engine.select import StyleChoice, check_request, choose_style
@@ -28,9 +30,8 @@ from services.worker.engine.timing import StageTimer
 from services.worker.engine.weights import verify_model_dir
 from shared.errors import PortraitError
 from shared.imaging import DecodedPhoto, decode
-from shared.settings import Settings
 
-log = logging.getLogger("portraits.engine")
+log = get_logger()
 
 FAMILY_OR_AUTO = frozenset({"auto", *(family.value for family in Family)})
 STAGES = ("decode", "detect", "frame", "select", "generate", "finish")
@@ -61,9 +62,20 @@ class Portrait:
 RenderOutcome = Portrait | PortraitError
 
 
+_T = TypeVar("_T")
+
+
+def _set(value: _T | None, what: str) -> _T:
+    """A stage's input, which an earlier stage set on every item still live; None here is a bug, not a bad photo."""
+    if value is None:
+        raise RuntimeError(f"{what} is not set: a stage ran before the one that sets it")
+    return value
+
+
 @dataclass
 class _Item:
-    """One photo's progress through the stages."""
+    """One photo's progress through the stages: each stage fills a field, which later stages read through the
+    properties below (typed, and loud if a stage ever runs out of order)."""
 
     request: RenderRequest
     photo: DecodedPhoto | None = None
@@ -73,6 +85,30 @@ class _Item:
     choice: StyleChoice | None = None
     photo_vector: torch.Tensor | None = None
     error: PortraitError | None = None
+
+    @property
+    def decoded(self) -> DecodedPhoto:
+        return _set(self.photo, "the decoded photo")
+
+    @property
+    def found_face(self) -> FaceBox:
+        return _set(self.face, "the face")
+
+    @property
+    def framed(self) -> Framing:
+        return _set(self.framing, "the framing")
+
+    @property
+    def measured(self) -> PhotoFeatures:
+        return _set(self.features, "the features")
+
+    @property
+    def chosen(self) -> StyleChoice:
+        return _set(self.choice, "the style choice")
+
+    @property
+    def vector(self) -> torch.Tensor:
+        return _set(self.photo_vector, "the photo's style vector")
 
 
 def warm_up_face(side: int) -> FaceBox:
@@ -93,24 +129,28 @@ def _one_style_per_recipe_kind(generator: Generator) -> list[Style]:
 class PortraitEngine:
     """Loads every network once (verified weights), warms up, then renders photos or batches of photos."""
 
-    def __init__(self, settings: Settings, *, warm_up: bool = True) -> None:
+    def __init__(self, config: EngineConfig, *, warm_up: bool = True) -> None:
+        """`config`: `EngineConfig.from_settings(settings)` in the services (#12: not the whole `Settings`)."""
         started = time.perf_counter()
-        self.settings = settings
-        self.runtime: Runtime = resolve_runtime(settings)
-        paths = verify_model_dir(settings.model_dir)
-        self.detector = FaceDetector(settings.model_dir, device=self.runtime.device, max_side=settings.detect_max_side)
+        self.config = config
+        self.runtime: Runtime = resolve_runtime(config.runtime)
+        paths = verify_model_dir(config.model_dir)
+        self.detector = FaceDetector(config.model_dir, device=self.runtime.device, max_side=config.detect_max_side)
         self.encoder = StyleEncoder(StylePredictor.from_onnx(paths["arbitrary_predict.onnx"]), self.runtime)
         self.generator = create_generator(
-            settings.generator,
+            config.generator,
             paths,
             self.runtime,
             self.encoder,
-            GeneratorOptions(face_upscaler=settings.face_upscaler),
+            GeneratorOptions(face_upscaler=config.face_upscaler),
         )
         if warm_up:
             self._warm_up()
         log.info(
-            "engine ready on %s (%s) in %.2fs", self.runtime.device, self.runtime.dtype, time.perf_counter() - started
+            "engine ready",
+            device=str(self.runtime.device),
+            dtype=str(self.runtime.dtype),
+            seconds=round(time.perf_counter() - started, 2),
         )
 
     def _warm_up(self) -> None:
@@ -160,7 +200,7 @@ class PortraitEngine:
     # --- stages ---
 
     @staticmethod
-    def _each(items: list[_Item], step) -> None:
+    def _each(items: list[_Item], step: Callable[[_Item], None]) -> None:
         for item in items:
             if item.error is None:
                 try:
@@ -171,36 +211,39 @@ class PortraitEngine:
     def _decode(self, item: _Item) -> None:
         check_request(item.request.style, item.request.strength)
         item.photo = decode(
-            item.request.data, max_pixels=self.settings.max_image_pixels, min_side=self.settings.min_image_side
+            item.request.data, max_pixels=self.config.max_image_pixels, min_side=self.config.min_image_side
         )
 
     def _detect(self, items: list[_Item]) -> None:
         live = [item for item in items if item.error is None]
         if not live:
             return
-        detections = self.detector.detect([to_uint8_hwc(item.photo.image) for item in live])
+        detections = self.detector.detect([to_uint8_hwc(item.decoded.image) for item in live])
         for item, faces in zip(live, detections):
             try:
-                item.face = choose_face(faces, item.photo.image.size, min_score=self.settings.min_face_score)
+                item.face = choose_face(faces, item.decoded.image.size, min_score=self.config.min_face_score)
             except PortraitError as exc:
                 item.error = exc
 
     def _frame(self, item: _Item) -> None:
         item.framing = frame(
-            item.photo.image, item.face, long_side=self.settings.output_size, min_face_size=self.settings.min_face_size
+            item.decoded.image,
+            item.found_face,
+            long_side=self.config.output_size,
+            min_face_size=self.config.min_face_size,
         )
 
     def _select(self, items: list[_Item]) -> None:
         live = [item for item in items if item.error is None]
         if not live:
             return
-        portraits = to_batch([item.framing.portrait for item in live])
+        portraits = to_batch([item.framed.portrait for item in live])
         vectors = self.encoder.encode(portraits)
         likeness = self._redraw_errors(live, portraits)
         for item, vector, redraw_error in zip(live, vectors, likeness):
-            framing, photo = item.framing, item.photo
+            framing, photo = item.framed, item.decoded
             item.features = replace(
-                measure(framing.portrait, framing.face_in_portrait, item.face, photo.image.size),
+                measure(framing.portrait, framing.face_in_portrait, item.found_face, photo.image.size),
                 redraw_error=redraw_error,
             )
             item.photo_vector = vector
@@ -217,7 +260,7 @@ class PortraitEngine:
         asks = [i for i, item in enumerate(live) if item.request.style in FAMILY_OR_AUTO]
         errors: list[float | None] = [None] * len(live)
         if measure_likeness is not None and asks:
-            measured = measure_likeness(portraits[asks], [live[i].framing.face_in_portrait for i in asks])
+            measured = measure_likeness(portraits[asks], [live[i].framed.face_in_portrait for i in asks])
             for i, error in zip(asks, measured):
                 errors[i] = error
         return errors
@@ -227,44 +270,42 @@ class PortraitEngine:
         live = [item for item in items if item.error is None]
         if not live:
             return None
-        portraits = to_batch([item.framing.portrait for item in live])
+        portraits = to_batch([item.framed.portrait for item in live])
         jobs = [
-            PaintJob(item.choice.style, item.choice.strength, item.photo_vector, face=item.framing.face_in_portrait)
+            PaintJob(item.chosen.style, item.chosen.strength, item.vector, face=item.framed.face_in_portrait)
             for item in live
         ]
         return self.generator.paint(portraits, jobs), portraits
 
     def _finish(self, items: list[_Item], generated: tuple[torch.Tensor, torch.Tensor] | None) -> list[RenderOutcome]:
         live = [item for item in items if item.error is None]
-        finished = iter(())
+        finished: Iterator[torch.Tensor] = iter(())
         if generated is not None:
             painted, photos = generated
             # A face GAN redraws the face: its eyes are not where the photo's are to the pixel, so blending the
             # photo's detail back would ghost them (#8).
-            amounts = [
-                0.0 if isinstance(i.choice.style.recipe, GanRecipe) else self.settings.detail_blend for i in live
-            ]
-            finished = iter(finish.detail_blend(painted, photos, [i.framing.face_in_portrait for i in live], amounts))
+            amounts = [0.0 if isinstance(i.chosen.style.recipe, GanRecipe) else self.config.detail_blend for i in live]
+            finished = iter(finish.detail_blend(painted, photos, [i.framed.face_in_portrait for i in live], amounts))
         outcomes: list[RenderOutcome] = []
-        content_type = finish.CONTENT_TYPES[self.settings.output_format]
+        content_type = finish.CONTENT_TYPES[self.config.output_format]
         for item in items:
             if item.error is not None:
                 outcomes.append(item.error)
                 continue
             image = next(finished)
-            data = finish.encode(image, image_format=self.settings.output_format, quality=self.settings.output_quality)
+            data = finish.encode(image, image_format=self.config.output_format, quality=self.config.output_quality)
             outcomes.append(
                 Portrait(
                     data=data,
                     content_type=content_type,
                     width=image.shape[-1],
                     height=image.shape[-2],
-                    style=item.choice.style.name,
-                    family=item.choice.style.family.value,
-                    strength=item.choice.strength,
-                    reason=item.choice.reason,
-                    face=item.face,
-                    features=item.features,
+                    style=item.chosen.style.name,
+                    family=item.chosen.style.family.value,
+                    strength=item.chosen.strength,
+                    reason=item.chosen.reason,
+                    face=item.found_face,
+                    features=item.measured,
                 )
             )
         return outcomes

@@ -1,4 +1,4 @@
-"""Where and how the networks run: device, precision and memory layout, resolved once from settings."""
+"""Where and how the networks run: device, precision and memory layout, resolved once from the engine's config."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import torch
 
+from services.worker.engine.config import RuntimeConfig
 from shared.errors import PortraitError
-from shared.settings import Settings
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # mallopt parameters from glibc's malloc.h
 _PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -58,14 +58,14 @@ def _keep_large_allocations() -> None:
     libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
 
 
-def resolve_runtime(settings: Settings) -> Runtime:
-    if settings.torch_threads:
-        torch.set_num_threads(settings.torch_threads)
-    wants_cuda = settings.device == "cuda" or (settings.device == "auto" and torch.cuda.is_available())
+def resolve_runtime(config: RuntimeConfig) -> Runtime:
+    if config.torch_threads:
+        torch.set_num_threads(config.torch_threads)
+    wants_cuda = config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available())
     if wants_cuda and not torch.cuda.is_available():
         raise RuntimeUnavailable("PORTRAITS_DEVICE=cuda but torch sees no CUDA device")
     device = torch.device("cuda" if wants_cuda else "cpu")
-    precision = settings.precision
+    precision = config.precision
     if precision == "auto":
         precision = "fp16" if wants_cuda else "fp32"
     if not wants_cuda and precision == "fp16":

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-log = logging.getLogger("portraits.engine")
+from services.worker.engine.logs import get_logger
+
+log = get_logger()
 
 
 class StageTimer:
@@ -33,10 +34,4 @@ class StageTimer:
             self._synchronize()
             elapsed = time.perf_counter() - started
             self.durations[name] = self.durations.get(name, 0.0) + elapsed
-            log.info(
-                "stage %s took %.1f ms (batch of %d)",
-                name,
-                elapsed * 1000,
-                self.batch_size,
-                extra={"stage": name, "seconds": elapsed, "batch_size": self.batch_size},
-            )
+            log.info("stage timed", stage=name, seconds=elapsed, batch_size=self.batch_size)

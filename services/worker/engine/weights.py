@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -25,9 +24,11 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.worker.engine.config import load_engine_config
+from services.worker.engine.logs import get_logger
 from shared.errors import ModelFilesError
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 MANIFEST_NAME = "manifest.json"
 FIX_COMMAND = "make models"
@@ -274,7 +275,7 @@ def prepare_model_dir(model_dir: Path) -> Path:
     """Idempotently fill `model_dir` with verified model files and a manifest; return the manifest path."""
     try:
         verify_model_dir(model_dir)
-        log.info("model directory %s already verified", model_dir)
+        log.info("model directory already verified", model_dir=str(model_dir))
         return model_dir / MANIFEST_NAME
     except ModelFilesError:
         pass
@@ -316,12 +317,10 @@ def prepare_model_dir(model_dir: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from shared.settings import get_settings
-
     parser = argparse.ArgumentParser(description="Prepare and verify the model directory.")
     parser.add_argument("--model-dir", type=Path, default=None, help="defaults to PORTRAITS_MODEL_DIR")
     args = parser.parse_args(argv)
-    model_dir = args.model_dir or get_settings().model_dir
+    model_dir = args.model_dir or load_engine_config().model_dir
     try:
         manifest = prepare_model_dir(model_dir)
     except (ModelFilesError, subprocess.CalledProcessError) as exc:

@@ -1,0 +1,83 @@
+"""The engine's own configuration: the fields of the service `Settings` it reads, and nothing else (#12).
+
+The engine used to take the whole `Settings` (about 45 fields, most of them about queues, storage and HTTP) and
+read 15. A frozen dataclass of exactly those 15 says what the engine depends on, lets the benchmarks and tests
+build an engine without a service configuration, and keeps `shared.settings` out of the engine: this module's
+`EngineConfig.from_settings` is the one place in the package that knows about it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:  # the builder only reads attributes, so the engine never imports the settings module
+    from shared.settings import Settings
+
+Device = Literal["auto", "cpu", "cuda"]
+Precision = Literal["auto", "fp32", "fp16", "bf16"]
+FaceUpscaler = Literal["auto", "esrgan", "esrgan-plus", "bicubic"]
+OutputFormat = Literal["jpeg", "webp"]
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Where the networks run (see `runtime.resolve_runtime`); a benchmark may build one on its own."""
+
+    device: Device
+    precision: Precision
+    torch_threads: int  # 0: torch's own choice
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Everything the engine reads from the service configuration; see `Settings` for each field's meaning.
+
+    No defaults: `Settings` holds them, and a second copy here could drift from it.
+    """
+
+    model_dir: Path
+    runtime: RuntimeConfig
+    generator: str
+    face_upscaler: FaceUpscaler
+    # decode
+    max_image_pixels: int
+    min_image_side: int
+    # detect and frame
+    detect_max_side: int
+    min_face_score: float
+    min_face_size: int
+    # finish
+    output_size: int
+    output_format: OutputFormat
+    output_quality: int
+    detail_blend: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EngineConfig:
+        """The engine's view of the service configuration (the only reader of `Settings` in the engine)."""
+        return cls(
+            model_dir=settings.model_dir,
+            runtime=RuntimeConfig(
+                device=settings.device, precision=settings.precision, torch_threads=settings.torch_threads
+            ),
+            generator=settings.generator,
+            face_upscaler=settings.face_upscaler,
+            max_image_pixels=settings.max_image_pixels,
+            min_image_side=settings.min_image_side,
+            detect_max_side=settings.detect_max_side,
+            min_face_score=settings.min_face_score,
+            min_face_size=settings.min_face_size,
+            output_size=settings.output_size,
+            output_format=settings.output_format,
+            output_quality=settings.output_quality,
+            detail_blend=settings.detail_blend,
+        )
+
+
+def load_engine_config() -> EngineConfig:
+    """The engine's config from the environment, as the services read it (for entry points such as `make models`)."""
+    from shared.settings import get_settings  # here and in `from_settings` only: the engine's one reader of them
+
+    return EngineConfig.from_settings(get_settings())
