@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -117,7 +118,15 @@ def test_seaweedfs_grpc_certificates_go_only_where_needed():
     certs = services["seaweedfs-certs"]
     assert certs["entrypoint"] == ["python", "/seaweedfs/grpc_certs.py", "/certs"]
     assert certs["network_mode"] == "none" and certs["read_only"] is True and certs["cap_drop"] == ["ALL"]
-    assert (DEPLOY / "compose" / "seaweedfs" / "grpc_certs.py").is_file()
+    assert (DEPLOY / "seaweedfs" / "grpc_certs.py").is_file()
+
+
+def test_seaweedfs_scripts_are_the_one_copy():
+    # #12: compose mounts deploy/seaweedfs, the folder the dev overlay and the local run take them from too.
+    services = resolved("cpu")["services"]
+    for name in ("seaweedfs-certs", "seaweedfs", "s3-init"):
+        binds = {v["target"]: v["source"] for v in services[name]["volumes"] if v["type"] == "bind"}
+        assert Path(binds["/seaweedfs"]) == DEPLOY / "seaweedfs", name
 
 
 def test_published_ports_listen_on_loopback_only():

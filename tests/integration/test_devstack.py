@@ -1,4 +1,4 @@
-"""scripts/devstack.py against real servers: Redis, and SeaweedFS's S3 gateway with SigV4 enforced."""
+"""scripts/devstack against real servers: Redis, and SeaweedFS's S3 gateway with SigV4 enforced."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 import os
 import socket
 import stat
+import subprocess
 import urllib.error
 import urllib.request
 import uuid
@@ -94,15 +95,39 @@ def test_weed_security_is_kept_across_restarts_and_upgraded_to_grpc_tls(tmp_path
     assert all(Path(path).is_file() and "/client/" in path for path in env.values())
 
 
+def weed_argv(command: list[str], cwd: Path) -> list[str]:
+    """What deploy/seaweedfs/start.sh hands weed for `weed_command`'s command line: run with WEED_BINARY
+    pointed at a stand-in that prints its arguments."""
+    printer = cwd / "print-argv"
+    printer.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    printer.chmod(0o700)
+    command = [f"WEED_BINARY={printer}" if arg.startswith("WEED_BINARY=") else arg for arg in command]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=True, timeout=10).stdout.splitlines()
+
+
 def test_command_lines_stay_on_loopback_and_keep_telemetry_off(tmp_path: Path) -> None:
-    weed = devstack.weed_command(devstack.WeedPorts.allocate(), tmp_path, tmp_path / "ids.json")
+    creds = devstack.generate_credentials()
+    command = devstack.weed_command(devstack.WeedPorts.allocate(), tmp_path, tmp_path / "ids.json")
+    assert not any(creds.secret_key in arg or "KEY" in arg for arg in command)  # no secret in `ps` output
+    devstack.write_s3_identities(tmp_path / "ids.json", creds)
+    devstack.write_weed_security(tmp_path)  # start.sh refuses to start weed without it
+    weed = weed_argv(command, tmp_path)
     assert "-master.telemetry=false" in weed
     assert {"-ip=127.0.0.1", "-ip.bind=127.0.0.1"} <= set(weed)
-    assert any(arg.startswith("-s3.config=") for arg in weed)
+    assert f"-s3.config={tmp_path / 'ids.json'}" in weed
     assert {"-disableHttp", "-filer.disableHttp"} <= set(weed)  # issue 9: the S3 API is the only way in
+    assert f"-filer.localSocket={tmp_path / 'filer.sock'}" in weed
     redis_cmd = devstack.redis_command(6390, tmp_path)
     assert redis_cmd[redis_cmd.index("--bind") + 1] == "127.0.0.1"
     assert not any("0.0.0.0" in arg for arg in weed + redis_cmd)
+
+
+def test_weed_command_refuses_to_start_without_security_toml(tmp_path: Path) -> None:
+    # Issue 9: without it weed would serve objects and gRPC to anyone; start.sh checks before it runs weed.
+    devstack.write_s3_identities(tmp_path / "ids.json", devstack.generate_credentials())
+    command = devstack.weed_command(devstack.WeedPorts.allocate(), tmp_path, tmp_path / "ids.json")
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=10, check=False)
+    assert result.returncode != 0 and "security.toml" in result.stderr
 
 
 @pytest.mark.parametrize("ttl", ["0m", "256d", "300m", "1s", "1 d", "bogus", ""])

@@ -11,7 +11,7 @@ kept: nothing is ever signed with it again, so to rotate, delete DIR and run thi
 
 Standalone (Python and `cryptography`, a dependency of the project and of its images): docker compose runs
 it in a one-shot service, the dev overlay's setup command on the developer's machine, and `make run` and the
-tests through scripts/devstack.py.
+tests through scripts/devstack (security.py).
 """
 
 from __future__ import annotations

