@@ -10,12 +10,14 @@ MODELS_STAMP := var/models/manifest.json
 
 venv: $(DEPS_STAMP)
 
-$(DEPS_STAMP): pyproject.toml
+$(DEPS_STAMP): pyproject.toml constraints/dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first and pinned: this exact version is the CPU build; a looser spec would fetch a CUDA build.
-	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev]'
+	# Every other version, transitive ones included, comes from constraints/dev.txt (#12: what CI tested;
+	# recompile it with constraints/compile.sh after changing a pin). It leaves torch to the line below.
+	$(PY) -m pip install --quiet --constraint constraints/dev.txt torch==2.13.0
+	$(PY) -m pip install --quiet --constraint constraints/dev.txt -e '.[dev]'
 	touch $@
 
 models: $(DEPS_STAMP)
