@@ -25,6 +25,7 @@ import redis
 from services.janitor import metrics
 from shared.audit import Deleter, ObjectKind
 from shared.deletion import Eraser, Tracked
+from shared.errors import JobErrorCode
 from shared.gallery import GalleryIndex
 from shared.jobs import JobNotFound, JobState, JobStore, TransitionRefused
 from shared.leases import JobLeases
@@ -35,7 +36,9 @@ from shared.webhooks import WebhookOutbox, notify_finished
 
 log = get_logger("portraits.janitor")
 
-SOURCE_EXPIRED_MESSAGE = "the photo reached its maximum age before it could be painted; please upload again"
+# The worker's code and message for a photo gone before it was painted (shared/errors.py): one wording whoever
+# notices; this module's own message said "reached its maximum age" instead (#12).
+SOURCE_EXPIRED = JobErrorCode.SOURCE_EXPIRED.failure
 RECONCILE_LOCK = "portraits:janitor:reconcile-lock"
 BUCKET_PREFIXES = {ObjectKind.SOURCE: "sources/", ObjectKind.RESULT: "results/", ObjectKind.GALLERY: "gallery/"}
 # A rescued job that no worker has taken this many lease periods later is sent once more (a copy lost with a
@@ -138,8 +141,8 @@ class Janitor:
                     JobState.FAILED,
                     stage=None,
                     finished_at=finished,
-                    error_code="source_expired",
-                    error_message=SOURCE_EXPIRED_MESSAGE,
+                    error_code=SOURCE_EXPIRED.code,
+                    error_message=SOURCE_EXPIRED.message,
                 )
                 self._notify_failed(tracked.job_id, finished)
             else:
