@@ -1,24 +1,44 @@
-"""The named styles a portrait can be painted in, grouped into three families.
+"""How the engine paints each public style: its recipe and the photo it suits, keyed by the style's name.
+
+The styles themselves — name, family, title, description, default strength, painter — are the public contract in
+shared/styles.py, which the gateway reads without importing the engine (#12). This module adds the engine's side:
+`RECIPES` (which network and which weights paint a style) and `PROFILES` (the kind of photo it suits best, which
+automatic selection uses to choose within a family), and joins the two into `CATALOG`. A test keeps `RECIPES`,
+`PROFILES` and the contract to exactly the same names, and each recipe to the painter the contract publishes.
 
 Curated by rendering every candidate on real faces (`portraits sheet PHOTO`) and keeping the ones that read as
-paintings while the sitter stays recognisable. Each style records the kind of photo it suits best (`Profile`),
-which automatic selection uses to choose within a family.
+paintings while the sitter stays recognisable.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from shared.errors import UnknownStyle
+from shared.styles import STYLES, Family, Painter, PublicStyle, is_known_choice, public_style
+
+__all__ = [
+    "BUILTIN_STYLE_COUNT",
+    "CATALOG",
+    "PROFILES",
+    "RECIPES",
+    "BuiltinBlend",
+    "Family",
+    "GanRecipe",
+    "Medium",
+    "Profile",
+    "Recipe",
+    "Style",
+    "TextureStyle",
+    "get_style",
+    "is_known_choice",
+    "painter_of",
+    "painter_of_recipe",
+    "styles_in",
+]
 
 BUILTIN_STYLE_COUNT = 26
-
-
-class Family(StrEnum):
-    OIL = "oil"
-    WATERCOLOR = "watercolor"
-    INK = "ink"
 
 
 @dataclass(frozen=True)
@@ -79,202 +99,100 @@ class Profile:
 
 @dataclass(frozen=True)
 class Style:
-    name: str
-    family: Family
-    title: str
-    description: str
+    """A public style (shared/styles.py) with how the engine paints it; reads like the contract plus two fields."""
+
+    public: PublicStyle
     recipe: Recipe
-    strength: float  # default strength, 0..1
     suits: Profile
 
     @property
-    def painter(self) -> str:
+    def name(self) -> str:
+        return self.public.name
+
+    @property
+    def family(self) -> Family:
+        return self.public.family
+
+    @property
+    def title(self) -> str:
+        return self.public.title
+
+    @property
+    def description(self) -> str:
+        return self.public.description
+
+    @property
+    def strength(self) -> float:
+        """Default strength, 0..1."""
+        return self.public.strength
+
+    @property
+    def painter(self) -> Painter:
         """`face-gan` when a face GAN repaints the face, `style-transfer` when the photo is painted over."""
-        return "face-gan" if isinstance(self.recipe, GanRecipe) else "style-transfer"
+        return self.public.painter
 
     def as_dict(self) -> dict[str, object]:
-        return {
-            "name": self.name,
-            "family": self.family.value,
-            "title": self.title,
-            "description": self.description,
-            "strength": self.strength,
-            "painter": self.painter,
-        }
+        return self.public.as_dict()
 
 
 def _builtin(*weights: tuple[int, float]) -> BuiltinBlend:
     return BuiltinBlend(tuple(weights))
 
 
-CATALOG: tuple[Style, ...] = (
-    # --- oil --- (each family opens with its face-GAN style, the default of auto selection, #8)
-    Style(
-        "oil-portrait",
-        Family.OIL,
-        "Oil portrait",
-        "The face repainted by a GAN trained on oil portraits: loaded brush, broken colour, a painted ground.",
-        GanRecipe(Medium.OIL_PAINTING, structure=Medium.COLOR_SKETCH),
-        1.0,
-        Profile(key=0.45, warmth=0.15, saturation=0.30),
-    ),
-    Style(
-        "old-master-portrait",
-        Family.OIL,
-        "Old-master portrait",
-        "The oil GAN's brushwork in umber glazes over a dark ground, after the Dutch and Flemish masters.",
-        GanRecipe(Medium.OIL_PAINTING, structure=Medium.COLOR_SKETCH, old_master=True),
-        1.0,
-        Profile(key=0.35, warmth=0.20, saturation=0.25),
-    ),
-    Style(
-        "chiaroscuro",
-        Family.OIL,
-        "Chiaroscuro",
-        "Umber glazes rising out of near-black shadow, after the Dutch masters.",
-        _builtin((10, 0.6), (23, 0.4)),
-        0.9,
-        Profile(key=0.30, warmth=0.20, saturation=0.25),
-    ),
-    Style(
-        "umber-impasto",
-        Family.OIL,
-        "Umber impasto",
-        "Thick diagonal dabs of earth pigment from a loaded brush.",
-        TextureStyle("umber-impasto"),
-        0.75,
-        Profile(key=0.45, warmth=0.25, saturation=0.30),
-    ),
-    Style(
-        "cobalt-impasto",
-        Family.OIL,
-        "Cobalt impasto",
-        "Swirling cobalt and chrome-yellow strokes, after the post-impressionists.",
-        _builtin((19, 1.0)),
-        0.85,
-        Profile(key=0.45, warmth=0.0, saturation=0.30),
-    ),
-    Style(
-        "fauve",
-        Family.OIL,
-        "Fauve",
-        "Flat vermilion and chrome yellow in confident patches, after the Fauves.",
-        _builtin((4, 1.0)),
-        0.85,
-        Profile(key=0.58, warmth=0.22, saturation=0.45),
-    ),
-    Style(
-        "golden-glaze",
-        Family.OIL,
-        "Golden glaze",
-        "Soft golden light over cool sky-blue grounds.",
-        _builtin((0, 1.0)),
-        0.85,
-        Profile(key=0.62, warmth=0.12, saturation=0.30),
-    ),
-    # --- watercolor ---
-    Style(
-        "watercolor-portrait",
-        Family.WATERCOLOR,
-        "Watercolour portrait",
-        "The face repainted by a GAN in soft pastel ink washes on white paper.",
-        GanRecipe(Medium.COLOR_INK, paper=True),
-        1.0,
-        Profile(key=0.65, warmth=0.10, saturation=0.25),
-    ),
-    Style(
-        "blue-wash",
-        Family.WATERCOLOR,
-        "Blue wash",
-        "Pale cerulean washes with the paper left to breathe.",
-        _builtin((14, 1.0)),
-        0.85,
-        Profile(key=0.70, warmth=0.0, saturation=0.15),
-    ),
-    Style(
-        "rose-wash",
-        Family.WATERCOLOR,
-        "Rose wash",
-        "Loose rose and turquoise washes on white paper.",
-        _builtin((8, 1.0)),
-        0.8,
-        Profile(key=0.75, warmth=0.15, saturation=0.30),
-    ),
-    Style(
-        "lilac-pastel",
-        Family.WATERCOLOR,
-        "Lilac pastel",
-        "Soft lilac and ochre veils, blended wet into wet.",
-        _builtin((12, 0.6), (14, 0.4)),
-        0.85,
-        Profile(key=0.60, warmth=0.05, saturation=0.25),
-    ),
-    Style(
-        "pigment-bloom",
-        Family.WATERCOLOR,
-        "Pigment bloom",
-        "Translucent pools of pigment with dried, darker rims.",
-        TextureStyle("pigment-blooms"),
-        0.9,
-        Profile(key=0.60, warmth=0.20, saturation=0.35),
-    ),
-    # --- ink ---
-    Style(
-        "pencil-portrait",
-        Family.INK,
-        "Coloured-pencil portrait",
-        "The face redrawn by a GAN in coloured-pencil hatching on white paper.",
-        GanRecipe(Medium.COLOR_SKETCH, paper=True),
-        1.0,
-        Profile(key=0.55, warmth=0.10, saturation=0.15),
-    ),
-    Style(
-        "pen-and-ink",
-        Family.INK,
-        "Pen and ink",
-        "A line drawing in black ink on cream paper.",
-        TextureStyle("ink-strokes"),
-        1.0,
-        Profile(key=0.50, warmth=0.05, saturation=0.05),
-    ),
-    Style(
-        "tinted-drawing",
-        Family.INK,
-        "Tinted drawing",
-        "Pen lines over a light wash of the sitter's own colours.",
-        TextureStyle("ink-strokes"),
-        0.6,
-        Profile(key=0.55, warmth=0.20, saturation=0.25),
-    ),
-    Style(
-        "sepia-brush",
-        Family.INK,
-        "Sepia brush",
-        "Brown ink laid with a dry brush on toned paper.",
-        _builtin((18, 1.0)),
-        0.9,
-        Profile(key=0.50, warmth=0.20, saturation=0.12),
-    ),
-    Style(
-        "sumi-e",
-        Family.INK,
-        "Sumi-e",
-        "Bold black brush ink over a thin wash, after East Asian ink painting.",
-        _builtin((2, 1.0)),
-        0.85,
-        Profile(key=0.45, warmth=0.0, saturation=0.15),
-    ),
-)
+def painter_of_recipe(recipe: Recipe) -> Painter:
+    """The painter a recipe implies, which the contract's `painter` must match (test_catalog.py holds them)."""
+    return Painter.FACE_GAN if isinstance(recipe, GanRecipe) else Painter.STYLE_TRANSFER
+
+
+RECIPES: Mapping[str, Recipe] = {
+    "oil-portrait": GanRecipe(Medium.OIL_PAINTING, structure=Medium.COLOR_SKETCH),
+    "old-master-portrait": GanRecipe(Medium.OIL_PAINTING, structure=Medium.COLOR_SKETCH, old_master=True),
+    "chiaroscuro": _builtin((10, 0.6), (23, 0.4)),
+    "umber-impasto": TextureStyle("umber-impasto"),
+    "cobalt-impasto": _builtin((19, 1.0)),
+    "fauve": _builtin((4, 1.0)),
+    "golden-glaze": _builtin((0, 1.0)),
+    "watercolor-portrait": GanRecipe(Medium.COLOR_INK, paper=True),
+    "blue-wash": _builtin((14, 1.0)),
+    "rose-wash": _builtin((8, 1.0)),
+    "lilac-pastel": _builtin((12, 0.6), (14, 0.4)),
+    "pigment-bloom": TextureStyle("pigment-blooms"),
+    "pencil-portrait": GanRecipe(Medium.COLOR_SKETCH, paper=True),
+    "pen-and-ink": TextureStyle("ink-strokes"),
+    "tinted-drawing": TextureStyle("ink-strokes"),
+    "sepia-brush": _builtin((18, 1.0)),
+    "sumi-e": _builtin((2, 1.0)),
+}
+
+PROFILES: Mapping[str, Profile] = {
+    "oil-portrait": Profile(key=0.45, warmth=0.15, saturation=0.30),
+    "old-master-portrait": Profile(key=0.35, warmth=0.20, saturation=0.25),
+    "chiaroscuro": Profile(key=0.30, warmth=0.20, saturation=0.25),
+    "umber-impasto": Profile(key=0.45, warmth=0.25, saturation=0.30),
+    "cobalt-impasto": Profile(key=0.45, warmth=0.0, saturation=0.30),
+    "fauve": Profile(key=0.58, warmth=0.22, saturation=0.45),
+    "golden-glaze": Profile(key=0.62, warmth=0.12, saturation=0.30),
+    "watercolor-portrait": Profile(key=0.65, warmth=0.10, saturation=0.25),
+    "blue-wash": Profile(key=0.70, warmth=0.0, saturation=0.15),
+    "rose-wash": Profile(key=0.75, warmth=0.15, saturation=0.30),
+    "lilac-pastel": Profile(key=0.60, warmth=0.05, saturation=0.25),
+    "pigment-bloom": Profile(key=0.60, warmth=0.20, saturation=0.35),
+    "pencil-portrait": Profile(key=0.55, warmth=0.10, saturation=0.15),
+    "pen-and-ink": Profile(key=0.50, warmth=0.05, saturation=0.05),
+    "tinted-drawing": Profile(key=0.55, warmth=0.20, saturation=0.25),
+    "sepia-brush": Profile(key=0.50, warmth=0.20, saturation=0.12),
+    "sumi-e": Profile(key=0.45, warmth=0.0, saturation=0.15),
+}
+
+# In the contract's order: each family opens with its face-GAN style, the default of auto selection (#8).
+CATALOG: tuple[Style, ...] = tuple(Style(public, RECIPES[public.name], PROFILES[public.name]) for public in STYLES)
 
 _BY_NAME: dict[str, Style] = {style.name: style for style in CATALOG}
 
 
 def get_style(name: str) -> Style:
-    try:
-        return _BY_NAME[name]
-    except KeyError:
-        known = ", ".join(["auto", *Family, *_BY_NAME])
-        raise UnknownStyle(f"unknown style {name!r}; choose one of: {known}") from None
+    """The style called `name`; raises `UnknownStyle` naming every choice."""
+    return _BY_NAME[public_style(name).name]
 
 
 def painter_of(name: str) -> str:
@@ -283,8 +201,3 @@ def painter_of(name: str) -> str:
 
 def styles_in(family: Family) -> tuple[Style, ...]:
     return tuple(style for style in CATALOG if style.family is family)
-
-
-def is_known_choice(name: str) -> bool:
-    """True for 'auto', a family name or a style name: everything a request may ask for."""
-    return name == "auto" or name in Family.__members__.values() or name in _BY_NAME
