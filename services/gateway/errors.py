@@ -20,7 +20,7 @@ from kombu.exceptions import OperationalError as BrokerUnavailable
 from werkzeug.exceptions import HTTPException
 
 from services.gateway import metrics
-from shared.errors import PortraitError
+from shared.errors import JobErrorCode, PortraitError
 from shared.logging import get_logger
 from shared.storage import StorageUnavailable
 
@@ -162,15 +162,23 @@ class ApiError(Exception):
         self.headers = dict(headers or {})
 
 
-#: Codes of shared.errors that describe the client's upload; they pass through unchanged.
-IMAGE_ERROR_CODES = frozenset(
-    {"unsupported_type", "image_too_large", "corrupt_image", "image_too_small", "unknown_style", "invalid_strength"}
+#: Job error codes (shared/errors.py) that describe the client's upload; they pass through unchanged, with the
+#: status the vocabulary gives them (tests/unit/gateway/test_job_errors.py holds CODES to it).
+IMAGE_ERROR_CODES: frozenset[JobErrorCode] = frozenset(
+    {
+        JobErrorCode.UNSUPPORTED_TYPE,
+        JobErrorCode.IMAGE_TOO_LARGE,
+        JobErrorCode.CORRUPT_IMAGE,
+        JobErrorCode.IMAGE_TOO_SMALL,
+        JobErrorCode.UNKNOWN_STYLE,
+        JobErrorCode.INVALID_STRENGTH,
+    }
 )
 
 
 def from_portrait_error(exc: PortraitError) -> ApiError | None:
     """The rejection for an upload's error; None for codes an upload cannot cause (e.g. models_unavailable)."""
-    return ApiError(exc.code, exc.message) if exc.code in IMAGE_ERROR_CODES else None
+    return ApiError(exc.code.value, exc.message) if exc.code in IMAGE_ERROR_CODES else None
 
 
 def envelope(code: str, message: str) -> dict[str, Any]:
@@ -260,6 +268,7 @@ def _unavailable(exc: Exception) -> Response:
 
 
 def format_traceback(exc: BaseException) -> str:
-    # An explicit field: shared.logging's processor chain has no exc_info formatter, so `exc_info=` would
-    # be rendered as a bare repr without the traceback.
+    # An explicit `traceback` field, which test_gateway_ops reads. shared.logging's chain would format `exc_info=`
+    # as well (`format_exc_info`, as text under `exception`): keeping our own field name is a choice, not a
+    # workaround (an earlier comment here said the chain had no such formatter; it has, #12).
     return "".join(traceback.format_exception(exc))

@@ -1,5 +1,10 @@
 """The gateway's OpenAPI 3.1 document, as data. Error codes come from `errors.CODES`, so the document cannot
-drift from what the handlers emit; a unit test checks its paths against the app's URL map.
+drift from what the handlers emit; a unit test checks its paths against the app's URL map. A failed job's codes
+come from the job error vocabulary (shared/errors.py), the styles from the public style contract (shared/styles.py):
+the gateway imports nothing from the worker (#12).
+
+Some 700 lines, on purpose (#12): one document, mostly literal schema and prose, whose parts point at each other
+by `$ref`; split by section, a reader would follow the references across files.
 """
 
 from __future__ import annotations
@@ -8,8 +13,8 @@ from functools import cache
 from typing import Any
 
 from services.gateway.errors import CODES
-from services.worker.engine.catalog import CATALOG, Family
-from shared.errors import PortraitError
+from shared.errors import JOB_ERRORS, job_error_codes
+from shared.styles import Family, Painter, choices
 
 API_VERSION = "1.0.0"
 ENVELOPE_REF = "#/components/schemas/Error"
@@ -26,14 +31,27 @@ def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
     return {**schema, "type": [kind, "null"] if isinstance(kind, str) else [*kind, "null"]}
 
 
-def _job_error_codes() -> list[str]:
-    """Codes a failed job may carry: every PortraitError subclass (the worker may add more)."""
-    found, pending = {PortraitError.code}, list(PortraitError.__subclasses__())
-    while pending:
-        cls = pending.pop()
-        found.add(cls.code)
-        pending.extend(cls.__subclasses__())
-    return sorted(found)
+JOB_ERROR_REF = "#/components/schemas/JobError"
+
+
+def _job_error() -> dict[str, Any]:
+    """A failed job's `error` (in its status, its events and its webhook): every code of the vocabulary, each
+    with its default message. Until #12 this walked PortraitError subclasses and missed the worker's own codes."""
+    lines = []
+    for code, entry in sorted(JOB_ERRORS.items()):
+        kind = (
+            "permanent: try another photo" if entry.permanent else "not the photo's fault: uploading it again may work"
+        )
+        lines.append(f"- `{code}` ({kind}): {entry.message}")
+    return {
+        "type": "object",
+        "required": ["code", "message"],
+        "description": "Why a job failed.",
+        "properties": {
+            "code": {"type": "string", "enum": job_error_codes(), "description": "\n".join(lines)},
+            "message": {"type": "string", "description": "For people; the code's default or more specific."},
+        },
+    }
 
 
 def _errors(*codes: str) -> dict[str, Any]:
@@ -120,7 +138,7 @@ _ID_PARAMETER = {
 
 
 def _schemas() -> dict[str, Any]:
-    style_choices = ["auto", *(family.value for family in Family), *(style.name for style in CATALOG)]
+    style_choices = choices()
     return {
         "Error": {
             "type": "object",
@@ -304,25 +322,10 @@ def _schemas() -> dict[str, Any]:
                         "for a fresh URL.",
                     }
                 ),
-                "error": {
-                    "oneOf": [
-                        {"type": "null"},
-                        {
-                            "type": "object",
-                            "required": ["code", "message"],
-                            "description": "When failed.",
-                            "properties": {
-                                "code": {
-                                    "type": "string",
-                                    "description": "E.g. " + ", ".join(f"`{code}`" for code in _job_error_codes()),
-                                },
-                                "message": {"type": "string"},
-                            },
-                        },
-                    ]
-                },
+                "error": {"oneOf": [{"type": "null"}, {"$ref": JOB_ERROR_REF}], "description": "When failed."},
             },
         },
+        "JobError": _job_error(),
         "Style": {
             "type": "object",
             "required": ["name", "family", "title", "description", "strength", "painter"],
@@ -334,7 +337,7 @@ def _schemas() -> dict[str, Any]:
                 "strength": {"type": "number", "description": "Default strength."},
                 "painter": {
                     "type": "string",
-                    "enum": ["face-gan", "style-transfer"],
+                    "enum": [painter.value for painter in Painter],
                     "description": "`face-gan`: the face is repainted by a GAN and the "
                     "rest painted to match; `style-transfer`: the photo is "
                     "painted over.",
@@ -404,16 +407,7 @@ def _webhooks() -> dict[str, Any]:
             "style": _nullable({"type": "string"}),
             "family": _nullable({"type": "string"}),
             "reason": _nullable({"type": "string"}),
-            "error": {
-                "oneOf": [
-                    {"type": "null"},
-                    {
-                        "type": "object",
-                        "required": ["code", "message"],
-                        "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
-                    },
-                ]
-            },
+            "error": {"oneOf": [{"type": "null"}, {"$ref": JOB_ERROR_REF}]},
         },
     }
     body = {

@@ -2,6 +2,9 @@
 nothing else), `portraits` (the rest of the public API) and `ops` (health, readiness, metrics).
 
 Portrait responses always carry every field; a field that does not apply is null (see openapi.py).
+
+About 450 lines, on purpose (#12): every route of the HTTP surface in one file, in the order of a job's life, so
+one reading shows all of it; the work behind them is elsewhere (uploads.py, shared/).
 """
 
 from __future__ import annotations
@@ -19,11 +22,11 @@ from redis import RedisError
 from services.gateway import metrics, openapi
 from services.gateway.errors import ApiError
 from services.gateway.uploads import CleanUpload, read_upload
-from services.worker.engine.catalog import CATALOG, Family, styles_in
 from shared.audit import Deleter, ObjectKind
 from shared.capacity import Shed, decide
 from shared.crypto import new_key, seal
 from shared.deletion import Tracked
+from shared.errors import JobErrorCode
 from shared.gallery import (
     Cursor,
     GalleryEntry,
@@ -41,6 +44,7 @@ from shared.jobs import now as clock
 from shared.logging import get_logger
 from shared.queue import enqueue_render, queue_depth
 from shared.storage import RESULT_EXTENSIONS, ObjectMissing, StorageUnavailable, result_key, source_key
+from shared.styles import AUTO, Family, choices, styles_in
 from shared.webhooks import host_of
 
 if TYPE_CHECKING:
@@ -59,7 +63,8 @@ ops = Blueprint("ops", __name__)
 
 
 def gateway() -> Gateway:
-    return current_app.extensions[EXTENSION_KEY]
+    gw: Gateway = current_app.extensions[EXTENSION_KEY]  # Flask types its extensions as Any; app.py puts it there
+    return gw
 
 
 def register(app: Flask) -> None:
@@ -103,7 +108,7 @@ def create_portrait() -> tuple[Response, int, dict[str, str]]:
         # The callback's host only: its path and query may carry the client's own tokens (#10).
         callback_host=host_of(upload.callback_url) if upload.callback_url else None,
     )
-    body = {"id": job.id, "status": job.state.value, "status_url": status_url}
+    body: dict[str, Any] = {"id": job.id, "status": job.state.value, "status_url": status_url}
     body["gallery"] = {"id": grant.id, "withdraw_token": grant.token} if grant else None
     return jsonify(body), 202, {"Location": status_url}
 
@@ -243,7 +248,9 @@ def portrait_view(gw: Gateway, job: Job, now: float) -> dict[str, Any] | None:
         if job.result_key:
             result_url = gw.objects.presigned_get(gw.objects.results_bucket, job.result_key, expires_in)
             expires_at = iso_utc(now + expires_in)
-    failed = job.state is JobState.FAILED
+    error = None
+    if job.state is JobState.FAILED:
+        error = {"code": job.error_code or JobErrorCode.ENGINE_ERROR.value, "message": job.error_message or ""}
     return {
         "id": job.id,
         "status": job.state.value,
@@ -257,7 +264,7 @@ def portrait_view(gw: Gateway, job: Job, now: float) -> dict[str, Any] | None:
         "strength": job.strength,
         "result_url": result_url,
         "expires_at": expires_at,
-        "error": {"code": job.error_code or "engine_error", "message": job.error_message or ""} if failed else None,
+        "error": error,
     }
 
 
@@ -396,8 +403,8 @@ def _bearer_token() -> str | None:
 def styles_document() -> dict[str, Any]:
     families = [{"name": family.value, "styles": [style.as_dict() for style in styles_in(family)]} for family in Family]
     return {
-        "default": "auto",
-        "choices": ["auto", *(family.value for family in Family), *(style.name for style in CATALOG)],
+        "default": AUTO,
+        "choices": choices(),
         "families": families,
     }
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any, cast
 
 from flask import Request
 from PIL import Image
@@ -19,11 +19,11 @@ from werkzeug.formparser import FormDataParser
 
 from services.gateway import metrics
 from services.gateway.errors import ApiError, format_traceback, from_portrait_error
-from services.worker.engine.catalog import is_known_choice
 from shared.errors import PortraitError
 from shared.imaging import decode
 from shared.logging import get_logger
 from shared.settings import Settings
+from shared.styles import AUTO, is_known_choice
 from shared.webhooks import CallbackUrlError, check_callback_url
 
 log = get_logger(__name__)
@@ -34,7 +34,7 @@ STRENGTH_FIELD = "strength"
 SHARE_FIELD = "share"
 CALLBACK_FIELD = "callback_url"
 _SHARE_VALUES = {"true": True, "1": True, "on": True, "false": False, "0": False, "off": False}
-DEFAULT_STYLE = "auto"
+DEFAULT_STYLE = AUTO
 
 # The cleaned source is what the worker paints from: keep it close to lossless, with full-resolution chroma.
 SOURCE_JPEG_QUALITY = 95
@@ -157,7 +157,8 @@ class FieldCountingParser(FormDataParser):
             return super().parse(stream, mimetype, content_length, options)
         counted = _PartCounter(stream, boundary.encode("latin-1"), self.max_form_parts)
         try:
-            return super().parse(counted, mimetype, content_length, options)
+            # A cast: Werkzeug types the stream as IO[bytes] but only ever calls `read` on it, which we pass on.
+            return super().parse(cast("IO[bytes]", counted), mimetype, content_length, options)
         except RequestEntityTooLarge:
             counted.check()  # Werkzeug got there first: say which limit it was
             raise
@@ -174,7 +175,7 @@ class _PartCounter:
         self.parts = 0
 
     def read(self, size: int = -1) -> bytes:
-        data = self._stream.read(size)
+        data: bytes = self._stream.read(size)
         window, start = self._pending + data, 0
         while (found := window.find(self._delimiter, start)) != -1:
             after = found + len(self._delimiter)
