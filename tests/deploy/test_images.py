@@ -11,22 +11,45 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.deploy.helpers import ROOT, SERVICES, python_module, run, tool
 
-DOCKERFILES = {service: ROOT / "services" / service / "Dockerfile" for service in SERVICES}
+# #12: the gateway and the janitor share one Dockerfile, one final stage (--target) each; the worker has its own.
+TORCHFREE = ROOT / "services" / "Dockerfile.torchfree"
+DOCKERFILES = {"gateway": TORCHFREE, "janitor": TORCHFREE, "worker": ROOT / "services" / "worker" / "Dockerfile"}
+TARGETS = {"gateway": "gateway", "janitor": "janitor", "worker": None}  # None: the last stage
+
+Step = tuple[str, tuple[str, ...], tuple[str, ...]]
 
 
-def instructions(service: str) -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
+def instructions(service: str) -> list[Step]:
     """(instruction, flags, arguments) in order, parsed by BuildKit's own parser (the `dockerfile` package)."""
     dockerfile = python_module("dockerfile")
     return [(c.cmd.upper(), tuple(c.flags), tuple(c.value)) for c in dockerfile.parse_file(str(DOCKERFILES[service]))]
 
 
-def final_stage(service: str) -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
-    steps = instructions(service)
-    last_from = max(i for i, (cmd, _, _) in enumerate(steps) if cmd == "FROM")
-    return steps[last_from:]
+def stages(service: str) -> dict[str, list[Step]]:
+    """Each stage's steps, by stage name, in file order (each list starts with its FROM)."""
+    found: dict[str, list[Step]] = {}
+    for step in instructions(service):
+        if step[0] == "FROM":
+            found[step[2][-1] if len(step[2]) == 3 else f"stage{len(found)}"] = []
+        if found:
+            found[list(found)[-1]].append(step)
+    return found
+
+
+def final_stage(service: str) -> list[Step]:
+    """The steps that make the service's image: its target stage (the last one by default) and the stages it
+    is built FROM, down to the base image, base first."""
+    by_name = stages(service)
+    name = TARGETS[service] or list(by_name)[-1]
+    chain: list[Step] = []
+    while name in by_name:
+        chain = by_name[name] + chain
+        name = by_name[name][0][2][0]  # FROM <base> AS <name>: a stage's name or an image
+    return chain
 
 
 def torch_pin() -> str:
@@ -62,7 +85,8 @@ def test_multi_stage_non_root_with_a_healthcheck(service):
 @pytest.mark.parametrize("service", ["gateway", "janitor"])
 def test_gateway_and_janitor_images_carry_no_torch(service):
     text = DOCKERFILES[service].read_text()
-    assert f'".[{service}]"' in text, "installs its own pyproject extra"
+    assert '".[${SERVICE}]"' in text and service in extras(), "installs its own pyproject extra"
+    assert service in stages(service), f"a final stage of its own: --target {service}"
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     for requirement in project["dependencies"] + extras()[service]:
         assert not re.match(r"(torch|onnx)\b", requirement), f"{requirement} in the {service} image"
@@ -88,11 +112,38 @@ def test_worker_image_installs_the_projects_torch_from_the_cuda_index():
     assert (("--from=models",), ("/models", "/models")) in copies
 
 
+def test_compose_builds_each_torch_free_service_from_its_own_stage_and_extra():
+    # One Dockerfile for two images (#12): --target and SERVICE must name the same service, or the gateway
+    # image would carry the janitor's dependencies (or the other way round).
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    built = {
+        name: service["build"]
+        for name, service in services.items()
+        if service.get("build", {}).get("dockerfile") == TORCHFREE.relative_to(ROOT).as_posix()
+    }
+    assert {build["target"] for build in built.values()} == {"gateway", "janitor"}
+    for name, build in built.items():
+        assert build["args"] == {"SERVICE": build["target"]}, name
+        assert services[name]["image"].startswith(f"portraits-{build['target']}:"), name
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_every_image_installs_its_locked_constraints(service):
+    # #12: the transitive dependencies too come at the versions CI tested (tests/deploy/test_locks.py).
+    steps = instructions(service)
+    copies = [values for cmd, _, values in steps if cmd == "COPY" and values[0].startswith("constraints/")]
+    lock = "constraints/${SERVICE}.txt" if TARGETS[service] else f"constraints/{service}.txt"
+    assert copies == [(lock, "constraints.txt")]
+    installs = [" ".join(v) for cmd, _, v in steps if cmd == "RUN" and "pip install" in " ".join(v)]
+    extra = '".[${SERVICE}]"' if TARGETS[service] else f'".[{service}]"'
+    assert any(f"pip install --constraint constraints.txt {extra}" in line for line in installs), installs
+
+
 def test_dockerignore_keeps_the_context_small_and_private():
     lines = (ROOT / ".dockerignore").read_text().splitlines()
     assert "*" in lines, "allow-list: everything else (.env, .venv, var/, .git) stays out"
     allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
-    assert allowed == {"pyproject.toml", "services", "shared"}
+    assert allowed == {"pyproject.toml", "constraints/*.txt", "services", "shared"}
 
 
 # ------------------------------------------------------------------------ the images' own commands
