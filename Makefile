@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 DEPS_STAMP := $(VENV)/.deps-installed
 MODELS_STAMP := var/models/manifest.json
 
-.PHONY: run test lint models venv bench bench-system chaos drill sheet identity deploy-files clean
+.PHONY: run test lint lock models venv bench bench-system chaos drill sheet identity deploy-files clean
 
 venv: $(DEPS_STAMP)
 
@@ -54,6 +54,9 @@ sheet: models
 
 identity: models  # contact sheets and figures of how each face-GAN medium keeps the sitter (var/identity/)
 	$(PY) -m scripts.identity_study --invert-steps 0
+
+lock:  # recompile constraints/*.txt after changing a pin in pyproject.toml (#12); needs uv 0.13.8 and PyPI
+	constraints/compile.sh
 
 deploy-files: $(DEPS_STAMP)  # after editing dashboards, alert rules or metrics
 	$(PY) deploy/dashboards/generate.py

@@ -8,7 +8,7 @@
 # uv 0.13.8: a different uv may resolve the same pins differently; pin it when you recompile. Resolved for
 # CPython 3.11 on x86_64 Linux (the images' python:3.11-slim-bookworm and the CI machines).
 # torch: resolved against PyTorch's CPU build (--torch-backend cpu, or the torch-*+cpu wheel in the folder
-# TORCH_CPU_WHEELS names, for a machine without download.pytorch.org), so no nvidia-* or triton package (the
+# TORCH_CPU_WHEELS names, for a machine that cannot reach PyTorch's index), so no nvidia-* or triton package (the
 # CUDA build's) ever enters a file, and then left out of the files (--no-emit-package torch): its exact pin
 # is pyproject's, installed first by the Makefile (the CPU build) and by the worker image (the CUDA build).
 # No hashes: pip applies constraints files by version only.

@@ -13,7 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tests.deploy.helpers import ROOT, SERVICES, python_module, rendered
+from tests.deploy.helpers import ROOT, SERVICES, rendered
+from tests.deploy.test_images import final_stage
 
 WORKER_READY = 'portraits_worker_processes{state="ready"} 1.0\nportraits_worker_processes{state="failed"} 0.0\n'
 WORKER_LOADING = 'portraits_worker_processes{state="loading"} 1.0\nportraits_worker_processes{state="failed"} 0.0\n'
@@ -82,13 +83,12 @@ def manifest_probes() -> dict[tuple[str, ...], str]:
 
 
 def healthchecks() -> dict[str, list[str]]:
-    dockerfile = python_module("dockerfile")
     checks = {}
     for service in SERVICES:
-        for command in dockerfile.parse_file(str(ROOT / "services" / service / "Dockerfile")):
-            if command.cmd.upper() == "HEALTHCHECK":
-                assert command.value[0] == "CMD"
-                checks[service] = list(command.value[1:])
+        for cmd, _, values in final_stage(service):  # the stages its image is built from (#12)
+            if cmd == "HEALTHCHECK":
+                assert values[0] == "CMD"
+                checks[service] = list(values[1:])
     return checks
 
 
