@@ -1,19 +1,14 @@
-"""Arbitrary-style networks (Ghiasi et al., "Exploring the structure of a
-real-time, arbitrary neural artistic stylization network"), re-implemented
-from the int8 QDQ graphs ``arbitrary_predict.onnx`` / ``arbitrary_transform.onnx``.
+"""Arbitrary-style networks (Ghiasi et al., "Exploring the structure of a real-time, arbitrary neural artistic
+stylization network"), re-implemented from the int8 QDQ graphs `arbitrary_predict.onnx` / `arbitrary_transform.onnx`.
 
-* :class:`StylePredictor` - MobileNetV2 that maps a style image to a
-  100-d style vector (global average pooling, so any input size works; the
-  ONNX graph is fixed at 256x256).
-* :class:`StyleTransformer` - the same contract/residual/expand body as the
-  26-style network (:class:`~.multistyle.StyleNetBody`), whose instance-norm
-  scale/shift come from the style vector through 1x1 convs (i.e. linear maps).
-  Any size works (sides padded internally to a multiple of 4, >= 8 px); the
-  ONNX graph is fixed at 384x384.
+* `StylePredictor` - MobileNetV2 that maps a style image to a 100-d style vector (global average pooling, so any
+  input size works; the ONNX graph is fixed at 256x256).
+* `StyleTransformer` - the same contract/residual/expand body as the 26-style network (`style_body.StyleNetBody`),
+  whose instance-norm scale/shift come from the style vector through 1x1 convs (i.e. linear maps). Any size works
+  (sides padded internally to a multiple of 4, >= 8 px); the ONNX graph is fixed at 384x384.
 
-Weights are the graphs' int8 weights dequantized to float32; activations are
-NOT fake-quantized, so outputs differ from onnxruntime's int8 execution by the
-activation quantization noise (see the parity tests for the figures). Both
+Weights are the graphs' int8 weights dequantized to float32; activations are NOT fake-quantized, so outputs differ
+from onnxruntime's int8 execution by the activation quantization noise (see the parity tests for the figures). Both
 modules take NCHW tensors in 0..1; the ONNX graphs were NHWC.
 """
 
@@ -26,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..onnx_weights import ConvSpec, OnnxGraph
-from .multistyle import StyleNetBody
+from services.worker.engine.networks.style_body import StyleNetBody
+from services.worker.engine.onnx_weights import ConvSpec, OnnxGraph
 
 STYLE_DIM = 100
 PREDICTOR_SIZE = 256  # the size the predictor was trained and exported at
@@ -44,9 +39,12 @@ def _same_pad(size: int, kernel: int, stride: int) -> tuple[int, int]:
 
 
 class ConvAct(nn.Module):
-    """Conv (TF 'SAME' zero padding) + bias [+ ReLU6]; depthwise when ``groups`` > 1."""
+    """Conv (TF 'SAME' zero padding) + bias [+ ReLU6]; depthwise when `groups` > 1."""
 
-    def __init__(self, spec: ConvSpec, relu6: bool):
+    weight: Tensor
+    bias: Tensor | None
+
+    def __init__(self, spec: ConvSpec, relu6: bool) -> None:
         super().__init__()
         self.register_buffer("weight", spec.weight.contiguous(memory_format=torch.channels_last))
         self.register_buffer("bias", spec.bias)
@@ -70,7 +68,7 @@ class ConvAct(nn.Module):
 class InvertedResidual(nn.Module):
     """MobileNetV2 block: [1x1 expand, ReLU6] -> 3x3 depthwise, ReLU6 -> 1x1 linear project [+ input]."""
 
-    def __init__(self, expand: ConvSpec | None, depthwise: ConvSpec, project: ConvSpec):
+    def __init__(self, expand: ConvSpec | None, depthwise: ConvSpec, project: ConvSpec) -> None:
         super().__init__()
         self.expand = ConvAct(expand, relu6=True) if expand is not None else nn.Identity()
         self.depthwise = ConvAct(depthwise, relu6=True)
@@ -79,18 +77,17 @@ class InvertedResidual(nn.Module):
         self.residual = depthwise.stride == (1, 1) and in_channels == project.weight.shape[0]
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self.project(self.depthwise(self.expand(x)))
+        y: Tensor = self.project(self.depthwise(self.expand(x)))
         return y.add_(x) if self.residual else y
 
 
 class StylePredictor(nn.Module):
-    """``forward(style_image [N,3,H,W] in 0..1) -> style vector [N, 100]``.
+    """`forward(style_image [N,3,H,W] in 0..1) -> style vector [N, 100]`.
 
-    Trained at 256x256 (centre-cropped, as the original wrapper feeds it);
-    other sizes run (global average pooling) but shift the statistics the
-    vector summarises. Stride-2 convs pad like TensorFlow's 'SAME' for the
-    actual size; the export's fixed pads agree with it whenever every stride-2
-    input is even (sides that are multiples of 32, such as 256).
+    Trained at 256x256 (centre-cropped, as the original wrapper feeds it); other sizes run (global average
+    pooling) but shift the statistics the vector summarises. Stride-2 convs pad like TensorFlow's 'SAME' for the
+    actual size; the export's fixed pads agree with it whenever every stride-2 input is even (sides that are
+    multiples of 32, such as 256).
     """
 
     def __init__(
@@ -99,7 +96,7 @@ class StylePredictor(nn.Module):
         blocks: Sequence[tuple[ConvSpec | None, ConvSpec, ConvSpec]],
         head: ConvSpec,
         bottleneck: ConvSpec,
-    ):
+    ) -> None:
         super().__init__()
         self.stem = ConvAct(stem, relu6=True)
         self.blocks = nn.Sequential(*(InvertedResidual(*b) for b in blocks))
@@ -111,12 +108,13 @@ class StylePredictor(nn.Module):
         x = style_image.to(self.stem.weight.dtype).contiguous(memory_format=torch.channels_last)
         x = self.head(self.blocks(self.stem(x)))
         x = x.mean(dim=(2, 3), keepdim=True)
-        return self.bottleneck(x).flatten(1)
+        vector: Tensor = self.bottleneck(x)
+        return vector.flatten(1)
 
     @classmethod
     def from_onnx(cls, path: str | Path) -> StylePredictor:
         graph = OnnxGraph.load(path)
-        blocks = []
+        blocks: list[tuple[ConvSpec | None, ConvSpec, ConvSpec]] = []
         while graph.has_conv(name := "MobilenetV2/expanded_conv" + (f"_{len(blocks)}" if blocks else "")):
             expand = graph.conv(f"{name}/expand") if blocks else None  # the first block has no expansion
             blocks.append((expand, graph.conv(f"{name}/depthwise"), graph.conv(f"{name}/project")))
@@ -132,15 +130,18 @@ class StylePredictor(nn.Module):
 
 
 class StyleTransformer(nn.Module):
-    """``forward(content [N,3,H,W] in 0..1, style_vector [N,100] or [100]) -> [N,3,H,W] in 0..1``.
+    """`forward(content [N,3,H,W] in 0..1, style_vector [N,100] or [100]) -> [N,3,H,W] in 0..1`.
 
-    Any size with sides >= 8 px (padded to a multiple of 4 inside, cropped
-    back). The output is an NCHW tensor in channels-last memory.
+    Any size with sides >= 8 px (padded to a multiple of 4 inside, cropped back). The output is an NCHW tensor in
+    channels-last memory.
     """
+
+    proj_weight: Tensor
+    proj_bias: Tensor
 
     def __init__(
         self, body: StyleNetBody, gamma: Sequence[tuple[Tensor, Tensor]], beta: Sequence[tuple[Tensor, Tensor]]
-    ):
+    ) -> None:
         super().__init__()
         if body.norm_contract:
             raise ValueError("the arbitrary-style transformer has no norm in its contracting convs")
@@ -148,8 +149,8 @@ class StyleTransformer(nn.Module):
             if gw.shape[0] != c or bw.shape[0] != c or gb.shape != (c,) or bb.shape != (c,):
                 raise ValueError(f"style projections do not fit a conv with {c} outputs")
         self.body = body
-        # Every layer's gamma and beta projection stacked into one linear map:
-        # one matmul per forward turns the style vectors into all norm params.
+        # Every layer's gamma and beta projection stacked into one linear map: one matmul per forward turns the
+        # style vectors into all norm params.
         self.register_buffer("proj_weight", torch.cat([w.flatten(1) for w, _ in [*gamma, *beta]]).float())
         self.register_buffer("proj_bias", torch.cat([b for _, b in [*gamma, *beta]]).float())
         self._split = body.norm_channels * 2
@@ -164,7 +165,8 @@ class StyleTransformer(nn.Module):
         # float32 even when the module was cast to half/bf16 (tiny, and keeps the norm params exact)
         params = torch.split(F.linear(v, self.proj_weight.float(), self.proj_bias.float()), self._split, dim=1)
         half = len(params) // 2
-        return self.body(content, list(zip(params[:half], params[half:])))
+        painted: Tensor = self.body(content, list(zip(params[:half], params[half:])))
+        return painted
 
     @classmethod
     def from_onnx(cls, path: str | Path) -> StyleTransformer:
@@ -188,6 +190,8 @@ class StyleTransformer(nn.Module):
 
         def projection(name: str, which: str) -> tuple[Tensor, Tensor]:
             spec = graph.conv(f"style_params/{root}/{name}/StyleNorm/{which}")
+            if spec.bias is None:  # the exported graph's 1x1 convs all have one
+                raise ValueError(f"style projection {spec.name} has no bias")
             return spec.weight, spec.bias
 
         # StyleNorm: Conv_1 gives the scale (gamma), Conv the offset (beta)

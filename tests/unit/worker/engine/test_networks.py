@@ -25,7 +25,8 @@ from onnx import TensorProto, helper
 from skimage import data, transform
 
 from services.worker.engine.networks.arbitrary import StylePredictor, StyleTransformer
-from services.worker.engine.networks.multistyle import MultiStyleNet, conv_reflect_nhwc
+from services.worker.engine.networks.multistyle import MultiStyleNet
+from services.worker.engine.networks.nhwc import conv_reflect_nhwc
 from services.worker.engine.onnx_weights import OnnxGraph, dequantize, free_input_dims, strip_activation_qdq
 
 # float graph vs our float32 modules (measured: max 7e-6, mean 5e-7)
