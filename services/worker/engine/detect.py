@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from services.worker.engine import detect_boxes
 from services.worker.engine.networks.mtcnn import ONet, PNet, RNet
 from shared.errors import ModelFilesError
 
@@ -181,7 +182,7 @@ class FaceDetector:
             if found is None:
                 continue
             cands, regression = found
-            keep = _batched_nms(cands.boxes, cands.scores, cands.image, 0.5)
+            keep = detect_boxes.batched_nms(cands.boxes, cands.scores, cands.image, 0.5)
             per_scale.append((cands.take(keep), regression[keep]))
         if not per_scale:
             return _empty_candidates(self.device)
@@ -191,9 +192,9 @@ class FaceDetector:
             torch.cat([c.image for c, _ in per_scale]),
         )
         regression = torch.cat([r for _, r in per_scale])
-        keep = _batched_nms(cands.boxes, cands.scores, cands.image, 0.7)
+        keep = detect_boxes.batched_nms(cands.boxes, cands.scores, cands.image, 0.7)
         cands, regression = cands.take(keep), regression[keep]
-        cands.boxes = _square(_apply_regression(cands.boxes, regression))
+        cands.boxes = detect_boxes.square(detect_boxes.apply_regression(cands.boxes, regression))
         return cands
 
     def _propose_at_scale(
@@ -231,21 +232,21 @@ class FaceDetector:
     # --- stage 2: R-Net refinement --------------------------------------------------------------------
 
     def _refine(self, integral: torch.Tensor, cands: _Candidates) -> _Candidates:
-        cands = cands.take(_usable(cands.boxes))
+        cands = cands.take(detect_boxes.usable(cands.boxes))
         crops = _crop_resize(integral, cands.boxes, cands.image, _RNET_SIZE)
         regression, probs = _run_chunked(self.rnet, _network_input(crops), _RNET_CHUNK)
         keep = probs > self.thresholds[1]
         cands = _Candidates(cands.boxes[keep], probs[keep], cands.image[keep])
         regression = regression[keep]
-        keep = _batched_nms(cands.boxes, cands.scores, cands.image, 0.7)
+        keep = detect_boxes.batched_nms(cands.boxes, cands.scores, cands.image, 0.7)
         cands, regression = cands.take(keep), regression[keep]
-        cands.boxes = _square(_apply_regression(cands.boxes, regression))
+        cands.boxes = detect_boxes.square(detect_boxes.apply_regression(cands.boxes, regression))
         return cands
 
     # --- stage 3: O-Net output ------------------------------------------------------------------------
 
     def _output(self, integral: torch.Tensor, cands: _Candidates) -> _Candidates:
-        cands = cands.take(_usable(cands.boxes))
+        cands = cands.take(detect_boxes.usable(cands.boxes))
         crops = _crop_resize(integral, cands.boxes, cands.image, _ONET_SIZE)
         regression, points, probs = _run_chunked(self.onet, _network_input(crops), _ONET_CHUNK)
         keep = probs > self.thresholds[2]
@@ -254,10 +255,10 @@ class FaceDetector:
         origin, size = boxes[:, None, :2], (boxes[:, 2:] - boxes[:, :2])[:, None, :]
         fractions = torch.stack([points[:, :5], points[:, 5:]], dim=2)  # (N, 5, 2)
         cands = _Candidates(
-            _apply_regression(boxes, regression), probs[keep], cands.image[keep], origin + fractions * size
+            detect_boxes.apply_regression(boxes, regression), probs[keep], cands.image[keep], origin + fractions * size
         )
         # "Min" overlap also removes a small box nested inside a bigger one (e.g. a face within a face).
-        keep = _batched_nms(cands.boxes, cands.scores, cands.image, 0.7, mode="min")
+        keep = detect_boxes.batched_nms(cands.boxes, cands.scores, cands.image, 0.7, mode="min")
         return cands.take(keep)
 
 
@@ -371,71 +372,6 @@ def _crop_resize(integral: torch.Tensor, boxes: torch.Tensor, image: torch.Tenso
 def _run_chunked(network: nn.Module, inputs: torch.Tensor, chunk: int) -> tuple[torch.Tensor, ...]:
     outputs = [network(inputs[start : start + chunk]) for start in range(0, max(len(inputs), 1), chunk)]
     return tuple(torch.cat(parts) for parts in zip(*outputs))
-
-
-# --- box helpers -------------------------------------------------------------------------------------
-
-
-def _apply_regression(boxes: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-    """Each regression output moves a box edge by a fraction of the box's width or height."""
-    size = (boxes[:, 2:] - boxes[:, :2]).repeat(1, 2)
-    return boxes + offsets * size
-
-
-def _square(boxes: torch.Tensor) -> torch.Tensor:
-    """Grow each box to a square around its centre; the next net expects square crops."""
-    center = (boxes[:, :2] + boxes[:, 2:]) / 2
-    half = (boxes[:, 2:] - boxes[:, :2]).max(dim=1, keepdim=True).values / 2
-    return torch.cat([center - half, center + half], dim=1)
-
-
-def _usable(boxes: torch.Tensor) -> torch.Tensor:
-    # Regression can collapse a box; a crop needs at least one pixel of extent.
-    return ((boxes[:, 2] - boxes[:, 0]) >= 1) & ((boxes[:, 3] - boxes[:, 1]) >= 1)
-
-
-def _overlap(boxes: torch.Tensor, mode: str) -> torch.Tensor:
-    """Pairwise overlap matrix: IoU ("union") or intersection over the smaller area ("min")."""
-    lo = torch.maximum(boxes[:, None, :2], boxes[None, :, :2])
-    hi = torch.minimum(boxes[:, None, 2:], boxes[None, :, 2:])
-    inter = (hi - lo).clamp(min=0).prod(dim=2)
-    area = (boxes[:, 2:] - boxes[:, :2]).clamp(min=0).prod(dim=1)
-    if mode == "min":
-        denominator = torch.minimum(area[:, None], area[None, :])
-    else:
-        denominator = area[:, None] + area[None, :] - inter
-    return inter / denominator.clamp(min=1e-9)
-
-
-def _nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float, mode: str = "union") -> torch.Tensor:
-    """Greedy NMS; returns kept indices, best score first."""
-    order = scores.argsort(descending=True)
-    suppresses = _overlap(boxes[order], mode) > threshold
-    alive = torch.ones(len(order), dtype=torch.bool, device=boxes.device)
-    kept: list[int] = []
-    # One iteration per kept box (not per candidate): take the best survivor, drop what it overlaps.
-    while True:
-        survivors = alive.nonzero()
-        if survivors.numel() == 0:
-            break
-        best = int(survivors[0])
-        kept.append(best)
-        alive &= ~suppresses[best]
-        alive[best] = False
-    return order[torch.tensor(kept, dtype=torch.long, device=boxes.device)]
-
-
-def _batched_nms(
-    boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, threshold: float, mode: str = "union"
-) -> torch.Tensor:
-    """NMS independently within each group (image); returns kept indices."""
-    kept = []
-    for group in groups.unique():
-        members = (groups == group).nonzero().squeeze(1)
-        kept.append(members[_nms(boxes[members], scores[members], threshold, mode)])
-    if not kept:
-        return torch.empty(0, dtype=torch.long, device=boxes.device)
-    return torch.cat(kept)
 
 
 def _empty_candidates(device: torch.device) -> _Candidates:

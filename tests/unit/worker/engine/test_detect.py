@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from services.worker.engine import detect as detect_module
+from services.worker.engine import detect_boxes
 from services.worker.engine.detect import FaceBox, FaceDetector
 from shared.errors import ModelFilesError
 from tests.support import samples
@@ -210,7 +211,7 @@ def test_nms_matches_greedy_reference() -> None:
         boxes.append([x, y, x + size, y + size * rng.uniform(0.8, 1.2)])
     scores = [rng.random() for _ in boxes]
     for threshold in (0.3, 0.5, 0.7):
-        kept = detect_module._nms(torch.tensor(boxes), torch.tensor(scores), threshold)
+        kept = detect_boxes.nms(torch.tensor(boxes), torch.tensor(scores), threshold)
         assert kept.tolist() == _reference_nms(boxes, scores, threshold)
 
 
