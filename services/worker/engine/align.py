@@ -72,7 +72,7 @@ def _theta(to_source: np.ndarray, source_hw: tuple[int, int], target_hw: tuple[i
 def _warp(
     images: torch.Tensor, to_source: Sequence[np.ndarray], size: tuple[int, int], padding_mode: str
 ) -> torch.Tensor:
-    thetas = torch.stack([_theta(m, tuple(images.shape[-2:]), size) for m in to_source]).to(images.device)
+    thetas = torch.stack([_theta(m, (images.shape[-2], images.shape[-1]), size) for m in to_source]).to(images.device)
     grid = F.affine_grid(thetas.to(images.dtype), [images.shape[0], images.shape[1], *size], align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)
 

@@ -66,7 +66,7 @@ class FacePainter:
             medium: FaceStylizer.from_graph(TfliteGraph.from_task(model_paths[name]))
             for medium, name in MODEL_FILES.items()
         }
-        self.encoder = self._prepare(stylizers[Medium.OIL_PAINTING].encoder)
+        self.encoder = self._runtime.prepare(stylizers[Medium.OIL_PAINTING].encoder)
         generators = {medium: model.generator for medium, model in stylizers.items()}
         # One generator per (medium, structure donor) in the catalog, whatever else the recipes vary.
         self.generators: dict[tuple[Medium, Medium | None], torch.nn.Module] = {}
@@ -76,16 +76,13 @@ class FacePainter:
                 generator = generators[recipe.medium]
                 if recipe.structure is not None:
                     generator = swap_structure(generator, generators[recipe.structure])
-                self.generators[_generator_key(recipe)] = self._prepare(generator)
-        self.redrawer = self._prepare(average(list(generators.values())))
-
-    def _prepare(self, module: torch.nn.Module) -> torch.nn.Module:
-        module = module.to(self._runtime.device, self._runtime.dtype).eval()
-        return module.to(memory_format=torch.channels_last) if self._runtime.channels_last else module
+                self.generators[_generator_key(recipe)] = self._runtime.prepare(generator)
+        self.redrawer = self._runtime.prepare(average(list(generators.values())))
 
     def encode(self, faces: torch.Tensor) -> torch.Tensor:
         """Aligned faces N×3×256×256 in 0..1 → W+ N×12×512 on the runtime's device."""
-        return self.encoder(self._runtime.to_input(faces) * 2 - 1)
+        latents: torch.Tensor = self.encoder(self._runtime.to_input(faces) * 2 - 1)
+        return latents
 
     def paint(self, faces: torch.Tensor, recipes: Sequence[GanRecipe]) -> torch.Tensor:
         """faces: N×3×256×256 in 0..1 (aligned) → painted N×3×256×256 in 0..1, on the runtime's device."""

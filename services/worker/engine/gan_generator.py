@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 
 from services.worker.engine import align, compose
-from services.worker.engine.catalog import Style
+from services.worker.engine.catalog import GanRecipe, Style
 from services.worker.engine.detect import FaceBox
-from services.worker.engine.face_painter import FacePainter, GanRecipe
+from services.worker.engine.face_painter import FacePainter
 from services.worker.engine.generate import GeneratorOptions, NeuralStyleGenerator, PaintJob, StyleEncoder
 from services.worker.engine.runtime import Runtime
 from services.worker.engine.upscale import FaceUpscaler

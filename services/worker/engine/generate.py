@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +24,8 @@ from services.worker.engine.tensors import to_tensor
 from services.worker.engine.textures import TEXTURES
 
 ENCODER_SIDE = 256  # the style predictor's training resolution
+
+_Recipe = TypeVar("_Recipe")
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,8 @@ class StyleEncoder:
         resized = F.interpolate(
             images.to(self._device), size=size, mode="bilinear", antialias=True, align_corners=False
         )
-        return self._predictor(resized.clamp(0, 1)).float().cpu()
+        vectors: torch.Tensor = self._predictor(resized.clamp(0, 1))
+        return vectors.float().cpu()
 
 
 class NeuralStyleGenerator:
@@ -85,17 +88,11 @@ class NeuralStyleGenerator:
         options: GeneratorOptions | None = None,
     ) -> None:
         self._runtime = runtime
-        self._multistyle = self._prepare(MultiStyleNet.from_onnx(model_paths["multistyle26.onnx"]))
-        self._transformer = self._prepare(StyleTransformer.from_onnx(model_paths["arbitrary_transform.onnx"]))
+        self._multistyle = runtime.prepare(MultiStyleNet.from_onnx(model_paths["multistyle26.onnx"]))
+        self._transformer = runtime.prepare(StyleTransformer.from_onnx(model_paths["arbitrary_transform.onnx"]))
         self._texture_vectors = {
             name: encoder.encode(to_tensor(make()).unsqueeze(0))[0] for name, make in TEXTURES.items()
         }
-
-    def _prepare(self, module: torch.nn.Module) -> torch.nn.Module:
-        module = module.to(self._runtime.device, self._runtime.dtype).eval()
-        if self._runtime.channels_last:
-            module = module.to(memory_format=torch.channels_last)
-        return module
 
     def supports(self, style: Style) -> bool:
         return isinstance(style.recipe, (BuiltinBlend, TextureStyle))
@@ -111,8 +108,8 @@ class NeuralStyleGenerator:
         return painted
 
     def _paint_builtin(self, portraits: torch.Tensor, jobs: list[PaintJob]) -> torch.Tensor:
-        weights = torch.tensor([job.style.recipe.vector() for job in jobs], dtype=torch.float32)  # type: ignore[union-attr]
-        stylized = self._multistyle(
+        weights = torch.tensor([_recipe(job, BuiltinBlend).vector() for job in jobs], dtype=torch.float32)
+        stylized: torch.Tensor = self._multistyle(
             self._runtime.to_input(portraits), weights.to(self._runtime.device, self._runtime.dtype)
         )
         stylized = stylized.float().cpu()
@@ -125,7 +122,7 @@ class NeuralStyleGenerator:
         # trained to do: a weak style keeps the photo's palette instead of ghosting two images over each other.
         vectors = torch.stack(
             [
-                job.strength * self._texture_vectors[job.style.recipe.texture]  # type: ignore[union-attr]
+                job.strength * self._texture_vectors[_recipe(job, TextureStyle).texture]
                 + (1 - job.strength) * job.photo_vector
                 for job in jobs
             ]
@@ -134,10 +131,18 @@ class NeuralStyleGenerator:
 
     def transform(self, portraits: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
         """The arbitrary-style network: portraits N×3×H×W, style vectors N×100 → N×3×H×W (float32, CPU)."""
-        stylized = self._transformer(
+        stylized: torch.Tensor = self._transformer(
             self._runtime.to_input(portraits), vectors.to(self._runtime.device, self._runtime.dtype)
         )
         return stylized.float().cpu()
+
+
+def _recipe(job: PaintJob, kind: type[_Recipe]) -> _Recipe:
+    """The job's recipe as the kind `paint` routed it by (a job on the wrong path is a bug, said loudly)."""
+    recipe = job.style.recipe
+    if not isinstance(recipe, kind):
+        raise TypeError(f"style {job.style.name} is not a {kind.__name__}")
+    return recipe
 
 
 GeneratorFactory = Callable[[dict[str, Path], Runtime, StyleEncoder, GeneratorOptions], Generator]

@@ -76,7 +76,8 @@ def similarity_align(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray
     if ((candidate - candidate.mean(axis=0)) ** 2).sum() <= 0:
         raise ValueError("candidate landmarks are all in one place")
     matrix = similarity(candidate, reference)
-    return candidate @ matrix[:, :2].T + matrix[:, 2]
+    aligned: np.ndarray = candidate @ matrix[:, :2].T + matrix[:, 2]
+    return aligned
 
 
 def shape_residual(

@@ -28,11 +28,17 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
 from shared.errors import ModelFilesError
+
+if TYPE_CHECKING:  # only for `build_module`'s types: parsing and reading the files need no torch
+    import torch
+    from torch import nn
+
+_Module = TypeVar("_Module", bound="nn.Module")
 
 PathLike = str | Path
 Scalar = int | float
@@ -86,10 +92,16 @@ class NcnnLayer:
     params: Mapping[int, ParamValue] = field(default_factory=lambda: MappingProxyType({}))
 
     def get_int(self, key: int, default: int = 0) -> int:
-        return int(self.params.get(key, default))  # type: ignore[arg-type]
+        return int(self._scalar(key, default))
 
     def get_float(self, key: int, default: float = 0.0) -> float:
-        return float(self.params.get(key, default))  # type: ignore[arg-type]
+        return float(self._scalar(key, default))
+
+    def _scalar(self, key: int, default: Scalar) -> Scalar:
+        value = self.params.get(key, default)
+        if isinstance(value, tuple):  # int()/float() of it would fail anyway: say which param
+            raise TypeError(f"layer {self.name}: param {key} is an array, not a number")
+        return value
 
     def get_array(self, key: int) -> tuple[Scalar, ...]:
         value = self.params.get(key, ())
@@ -226,9 +238,15 @@ def read_weights(param: NcnnParam, bin_path: PathLike) -> dict[str, tuple[np.nda
     return {layer.name: arrays for layer, arrays in iter_weights(param, bin_path)}
 
 
+LayerWeights = dict[str, tuple[np.ndarray, ...]]  # flat float32 arrays per layer name, as `read_weights` gives
+
+
 def build_module(
-    param_path: PathLike, bin_path: PathLike, build: Callable[[NcnnParam, dict[str, tuple]], tuple], network: str
-) -> Any:
+    param_path: PathLike,
+    bin_path: PathLike,
+    build: Callable[[NcnnParam, LayerWeights], tuple[_Module, dict[str, torch.Tensor]]],
+    network: str,
+) -> _Module:
     """Parse `param_path`, read `bin_path`, let `build` make the module and its state dict, load it (eval mode).
 
     Any mismatch between the files and the network `build` expects is a `ModelFilesError` naming the file.

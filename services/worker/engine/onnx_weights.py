@@ -39,7 +39,8 @@ def dequantize(q: np.ndarray, scale: np.ndarray, zero_point: np.ndarray | None =
         shape[axis] = -1
         scale = scale.reshape(shape)
         zp = zp.reshape(shape) if zp.ndim == 1 else zp
-    return (q.astype(np.int64) - zp).astype(np.float32) * scale
+    values: np.ndarray = (q.astype(np.int64) - zp).astype(np.float32) * scale
+    return values
 
 
 @dataclass(frozen=True)
@@ -77,9 +78,10 @@ class OnnxGraph:
         # the int8 weights/biases of a QDQ graph (activations are not constant).
         for node in self.nodes:
             if node.op_type == "DequantizeLinear" and all(self.is_constant(i) for i in node.input if i):
-                args = [self.constants[i] if i else None for i in node.input]
+                q, scale = self.constants[node.input[0]], self.constants[node.input[1]]
+                zero_point = self.constants[node.input[2]] if len(node.input) > 2 and node.input[2] else None
                 axis = int(self.attrs(node).get("axis", 1))
-                self.constants[node.output[0]] = dequantize(args[0], args[1], args[2] if len(args) > 2 else None, axis)
+                self.constants[node.output[0]] = dequantize(q, scale, zero_point, axis)
 
     @classmethod
     def load(cls, path: PathLike) -> OnnxGraph:
@@ -152,8 +154,8 @@ class OnnxGraph:
             name=node.name or node.output[0],
             weight=weight,
             bias=bias,
-            stride=tuple(attrs.get("strides", [1, 1])),  # type: ignore[arg-type]
-            pads=pads,  # type: ignore[arg-type]
+            stride=tuple(attrs.get("strides", [1, 1])),
+            pads=pads,
             group=int(attrs.get("group", 1)),
         )
 

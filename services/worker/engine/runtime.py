@@ -6,20 +6,23 @@ import ctypes
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
+from torch import nn
 
 from services.worker.engine.config import RuntimeConfig
-from shared.errors import PortraitError
+from shared.errors import JobErrorCode, PortraitError
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # mallopt parameters from glibc's malloc.h
 _PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+_Module = TypeVar("_Module", bound=nn.Module)
 
 
 class RuntimeUnavailable(PortraitError):
     """The configured device cannot be used; we refuse rather than silently run elsewhere."""
 
-    code = "device_unavailable"
+    code = JobErrorCode.DEVICE_UNAVAILABLE
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,14 @@ class Runtime:
         """Move an N×3×H×W float batch onto the device in the generator's dtype and layout."""
         images = images.to(self.device, self.dtype, non_blocking=True)
         return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
+
+    def prepare(self, module: _Module) -> _Module:
+        """A network moved to the device in the generator's dtype and layout, in eval mode."""
+        module = module.to(self.device, self.dtype).eval()
+        if self.channels_last:
+            # Module.to takes memory_format (torch documents it; its stubs leave it out)
+            module = module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        return module
 
     def synchronize(self) -> None:
         """Wait for queued GPU work, so stage timings measure the work and not its launch."""

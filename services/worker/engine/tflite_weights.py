@@ -85,7 +85,8 @@ class TfliteGraph:
         return tuple(int(d) for d in t.ShapeAsNumpy()) if t.ShapeLength() else ()
 
     def name(self, tensor: int) -> str:
-        return self._graph.Tensors(tensor).Name().decode()
+        name: bytes = self._graph.Tensors(tensor).Name()  # the flatbuffers reader is untyped
+        return name.decode()
 
     def const(self, tensor: int) -> np.ndarray | None:
         """The tensor's constant value (a copy), or None when it is computed at run time."""

@@ -39,8 +39,7 @@ class FaceUpscaler:
                 net = SRVGGNetCompact.from_ncnn(model_paths[COMPACT_FILES[0]], model_paths[COMPACT_FILES[1]])
             else:
                 net = RRDBNet.from_ncnn(model_paths[PLUS_FILES[0]], model_paths[PLUS_FILES[1]])
-            net = net.to(runtime.device, runtime.dtype).eval()
-            self._net = net.to(memory_format=torch.channels_last) if runtime.channels_last else net
+            self._net = runtime.prepare(net)
 
     def upscale(self, faces: torch.Tensor) -> torch.Tensor:
         """N×3×256×256 in 0..1 (any device) → N×3×512×512 in 0..1, float32 on the CPU."""

@@ -38,7 +38,8 @@ class Modulation(nn.Module):
         self.slot, self.fc, self.gain = slot, fc, gain
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
-        return (self.fc(latents[:, self.slot]) * self.gain)[:, :, None, None]
+        scale: torch.Tensor = self.fc(latents[:, self.slot])
+        return (scale * self.gain)[:, :, None, None]
 
     @classmethod
     def load(cls, graph: TfliteGraph, style: int, latents: int) -> Modulation:
@@ -106,7 +107,8 @@ class Upsample(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        out: torch.Tensor = self.layers(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        return out
 
 
 class LeakyReLU(nn.Module):
@@ -120,6 +122,8 @@ class LeakyReLU(nn.Module):
 
 class StyleGenerator(nn.Module):
     """W+ latents N×12×512 → N×3×256×256 in 0..1."""
+
+    constant: torch.Tensor
 
     def __init__(self, constant: torch.Tensor, stages: list[nn.Module]) -> None:
         super().__init__()
@@ -138,7 +142,8 @@ class StyleGenerator(nn.Module):
         if len(tiles) != 1:
             raise graph.mismatch(graph.ops[-1], f"expected one constant input (TILE), found {len(tiles)}")
         constant = as_tensor(graph.weight(tiles[0], 0)).permute(0, 3, 1, 2).contiguous()
-        x, stages = tiles[0].out, []
+        x = tiles[0].out
+        stages: list[nn.Module] = []
         while True:
             kinds = {op.kind for op in graph.consumers(x)} - {"SHAPE"}
             if kinds == {"MUL"}:
@@ -186,10 +191,12 @@ class FaceStylizer(nn.Module):
 
     def encode(self, faces: torch.Tensor) -> torch.Tensor:
         """N×3×256×256 in 0..1 → W+ latents N×12×512 (the network's input range is [-1, 1])."""
-        return self.encoder(faces * 2 - 1)
+        latents: torch.Tensor = self.encoder(faces * 2 - 1)
+        return latents
 
     def forward(self, faces: torch.Tensor) -> torch.Tensor:
-        return self.generator(self.encode(faces))
+        painted: torch.Tensor = self.generator(self.encode(faces))
+        return painted
 
     @classmethod
     def from_graph(cls, graph: TfliteGraph) -> FaceStylizer:

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from services.worker.engine.networks.tf_layers import PerImageBatchNorm, TfConv, as_tensor, dense, leaky_alpha
-from services.worker.engine.tflite_weights import TfliteGraph
+from services.worker.engine.tflite_weights import Op, TfliteGraph
 
 BACKBONE_BLOCKS = 13  # MobileNetV2's expanded_conv and block_1 … block_12
 TAPS = (0, 2, 5, 12)  # blocks whose outputs feed the pyramid: 128², 64², 32², 16²
@@ -40,7 +40,7 @@ class ConvBN(nn.Module):
 
     @classmethod
     def load(
-        cls, graph: TfliteGraph, conv_op, *, relu6: bool, padding: tuple[int, int, int, int] | None = None
+        cls, graph: TfliteGraph, conv_op: Op, *, relu6: bool, padding: tuple[int, int, int, int] | None = None
     ) -> tuple[ConvBN, int]:
         norm_op = graph.follow(conv_op.out, "FusedBatchNormV3")
         out = norm_op.outputs[0]
@@ -58,8 +58,8 @@ class InvertedResidual(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.expand(x) if self.expand is not None else x
-        h = self.project(self.depthwise(h))
-        return h.add_(x) if self.residual else h
+        projected: torch.Tensor = self.project(self.depthwise(h))
+        return projected.add_(x) if self.residual else projected
 
     @classmethod
     def load(cls, graph: TfliteGraph, x: int, *, expand: bool) -> tuple[InvertedResidual, int]:
@@ -202,6 +202,8 @@ class LatentHead(nn.Module):
 
 class FaceEncoder(nn.Module):
     """N×3×256×256 in [-1, 1] → W+ latents N×12×512."""
+
+    latent_mean: torch.Tensor
 
     def __init__(
         self,

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from services.worker.engine.ncnn_weights import NcnnParam, build_module
+from services.worker.engine.ncnn_weights import LayerWeights, NcnnParam, build_module
 
 PathLike = str | Path
 
@@ -44,7 +44,8 @@ class ResidualDenseBlock(nn.Module):
         features = [x]
         for conv in (self.conv1, self.conv2, self.conv3, self.conv4):
             features.append(F.leaky_relu(conv(torch.cat(features, 1)), _SLOPE))
-        return self.conv5(torch.cat(features, 1)) * _RESIDUAL_SCALE + x
+        mixed: torch.Tensor = self.conv5(torch.cat(features, 1))
+        return mixed * _RESIDUAL_SCALE + x
 
 
 class RRDB(nn.Module):
@@ -55,7 +56,8 @@ class RRDB(nn.Module):
         self.rdb3 = ResidualDenseBlock(num_feat, num_grow_ch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.rdb3(self.rdb2(self.rdb1(x))) * _RESIDUAL_SCALE + x
+        refined: torch.Tensor = self.rdb3(self.rdb2(self.rdb1(x)))
+        return refined * _RESIDUAL_SCALE + x
 
 
 class RRDBNet(nn.Module):
@@ -73,11 +75,12 @@ class RRDBNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (N, 3, H, W) RGB in 0..1 → (N, 3, 4H, 4W), not clamped."""
-        feat = self.conv_first(x)
+        feat: torch.Tensor = self.conv_first(x)
         feat = feat + self.conv_body(self.body(feat))
         feat = F.leaky_relu(self.conv_up1(F.interpolate(feat, scale_factor=2, mode="nearest")), _SLOPE)
         feat = F.leaky_relu(self.conv_up2(F.interpolate(feat, scale_factor=2, mode="nearest")), _SLOPE)
-        return self.conv_last(F.leaky_relu(self.conv_hr(feat), _SLOPE))
+        out: torch.Tensor = self.conv_last(F.leaky_relu(self.conv_hr(feat), _SLOPE))
+        return out
 
     def convs(self) -> list[tuple[str, nn.Conv2d, bool]]:
         """(name, conv, followed by LeakyReLU?) in execution order: the order of the ncnn file."""
@@ -97,7 +100,7 @@ class RRDBNet(nn.Module):
         return build_module(param_path, bin_path, _build, "RRDBNet")
 
 
-def _build(param: NcnnParam, weights: dict[str, tuple]) -> tuple[RRDBNet, dict[str, torch.Tensor]]:
+def _build(param: NcnnParam, weights: LayerWeights) -> tuple[RRDBNet, dict[str, torch.Tensor]]:
     convs = param.of_type("Convolution")
     adds = param.of_type("Eltwise")
     interps = param.of_type("Interp")

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from services.worker.engine.ncnn_weights import NcnnLayer, NcnnParam, build_module
+from services.worker.engine.ncnn_weights import LayerWeights, NcnnLayer, NcnnParam, build_module
 
 PathLike = str | Path
 
@@ -51,7 +51,7 @@ class SRVGGNetCompact(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (N, 3, H, W) RGB in 0..1 → (N, 3, scale·H, scale·W), not clamped."""
-        out = self.upsampler(self.body(x))
+        out: torch.Tensor = self.upsampler(self.body(x))
         out = out + F.interpolate(x, scale_factor=self.upscale, mode="nearest")
         if self.scale != self.upscale:
             size = (x.shape[-2] * self.scale, x.shape[-1] * self.scale)
@@ -64,7 +64,7 @@ class SRVGGNetCompact(nn.Module):
         return build_module(param_path, bin_path, _build, "SRVGGNetCompact")
 
 
-def _build(param: NcnnParam, weights: dict[str, tuple]) -> tuple[SRVGGNetCompact, dict[str, torch.Tensor]]:
+def _build(param: NcnnParam, weights: LayerWeights) -> tuple[SRVGGNetCompact, dict[str, torch.Tensor]]:
     # ncnn's Split only fans a blob out under new names: map each copy back to its source blob.
     alias: dict[str, str] = {}
     for layer in param.layers:
@@ -144,7 +144,7 @@ def _plain_conv3x3(layer: NcnnLayer) -> bool:
     )
 
 
-def _tensor(array: np.ndarray, shape: tuple, name: str) -> torch.Tensor:
+def _tensor(array: np.ndarray, shape: tuple[int, ...], name: str) -> torch.Tensor:
     if array.size != int(np.prod(shape)):
         raise ValueError(f"layer {name}: {array.size} values do not make shape {shape}")
     return torch.from_numpy(array.reshape(shape).copy())

@@ -106,6 +106,9 @@ class PerImageBatchNorm(nn.Module):
     `use_running_stats` is set, which exists to show (in a test) why they must not be.
     """
 
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
+
     def __init__(
         self, gamma: torch.Tensor, beta: torch.Tensor, eps: float, running_mean: torch.Tensor, running_var: torch.Tensor
     ) -> None:

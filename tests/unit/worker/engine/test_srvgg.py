@@ -129,6 +129,7 @@ def test_srvgg_channels_last_and_half_precision(sr_model_dir: Path) -> None:
     x = torch.from_numpy(_photo(24, 20))[None]
     with torch.inference_mode():
         reference = net(x)
+        # Module.to takes memory_format (torch documents it; its stubs leave it out)
         net = net.half().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         half = net(x.half().contiguous(memory_format=torch.channels_last))
     assert half.dtype == torch.float16 and half.shape == reference.shape
