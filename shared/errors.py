@@ -124,7 +124,7 @@ class PortraitError(Exception):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        # A subclass elsewhere may still write its code as a literal (engine/runtime.py): it becomes the member,
+        # A subclass that writes its code as a plain string (as a plugin or a test might) gets the member,
         # and a code outside the vocabulary is a ValueError on import rather than a code nobody documented.
         cls.code = JobErrorCode(cls.code)
 
