@@ -13,13 +13,18 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
 import redis
+from redis.typing import EncodableT, FieldT
 
 from shared import events
+from shared.logging import get_logger
+
+log = get_logger("portraits.jobs")
 
 
 class JobState(StrEnum):
@@ -52,6 +57,15 @@ def sources_of(target: JobState) -> frozenset[JobState]:
 
 class JobNotFound(LookupError):
     pass
+
+
+class UnknownJobField(TypeError):
+    """A transition named a field `Job` does not have (a typo, or a field removed): refused before anything is
+    written, where a bare HSET used to store it and `from_redis` then dropped it without a word (#12)."""
+
+    def __init__(self, names: set[str]) -> None:
+        super().__init__(f"not fields a transition may set: {', '.join(sorted(names))}")
+        self.names = frozenset(names)
 
 
 class TransitionRefused(RuntimeError):
@@ -89,15 +103,35 @@ class Job:
     # and kept only as long as the record itself.
     callback_url: str | None = None
 
-    def to_redis(self) -> dict[str, str]:
+    # Field names already logged as unknown by `from_redis`, so each is logged once per process.
+    _unknown_seen: ClassVar[set[str]] = set()
+
+    def to_redis(self) -> dict[FieldT, EncodableT]:
         return {name: json.dumps(value) for name, value in asdict(self).items() if value is not None}
 
     @classmethod
-    def from_redis(cls, raw: dict[bytes, bytes]) -> Job:
-        values: dict[str, Any] = {key.decode(): json.loads(value) for key, value in raw.items()}
+    def from_redis(cls, raw: Mapping[bytes | str, bytes | str]) -> Job:
+        """The job a record holds. A field this version does not know is skipped, not an error, and logged once
+        per name and process (#12): during a rolling upgrade a newer gateway may write a field an older worker
+        has never heard of, and that worker must still paint the job rather than fail every read of it. A name
+        that keeps being logged after an upgrade has finished is a bug (`transition` refuses unknown names, so
+        only a writer that bypasses it can cause one)."""
+        values: dict[str, Any] = {_text(key): json.loads(value) for key, value in raw.items()}
         values["state"] = JobState(values["state"])
-        known = cls.__dataclass_fields__
-        return cls(**{key: value for key, value in values.items() if key in known})
+        unknown = set(values) - JOB_FIELDS
+        if unknown - cls._unknown_seen:
+            cls._unknown_seen.update(unknown)
+            log.warning("job record has fields this version does not know; skipped", fields=sorted(unknown))
+        return cls(**{key: value for key, value in values.items() if key in JOB_FIELDS})
+
+
+JOB_FIELDS = frozenset(spec.name for spec in fields(Job))
+# What a transition may set: any field but the id (the key) and the state (the transition's target).
+SETTABLE_FIELDS = JOB_FIELDS - {"id", "state"}
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 # KEYS[1] job hash, KEYS[2] its event stream (shared/events.py); ARGV[1] comma-separated allowed current states;
@@ -162,7 +196,7 @@ class JobStore:
         with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(self.key(job.id), mapping=job.to_redis())
             pipe.expire(self.key(job.id), self._ttl)
-            created = {"kind": events.EventKind.CREATED.value, "state": job.state.value}
+            created: dict[FieldT, EncodableT] = {"kind": events.EventKind.CREATED.value, "state": job.state.value}
             pipe.xadd(
                 events.key(job.id),
                 created | ({"stage": json.dumps(job.stage)} if job.stage else {}),
@@ -177,21 +211,25 @@ class JobStore:
         raw = self._redis.hgetall(self.key(job_id))
         return Job.from_redis(raw) if raw else None
 
-    def transition(self, job_id: str, target: JobState, **fields: Any) -> None:
-        """Move the job to `target` and set `fields`, atomically, if the machine allows it from here."""
+    def transition(self, job_id: str, target: JobState, **changes: Any) -> None:
+        """Move the job to `target` and set `changes` (fields of `Job`), atomically, if the machine allows it
+        from here. A name that is not a settable field of `Job` raises `UnknownJobField` before Redis is asked."""
+        unknown = set(changes) - SETTABLE_FIELDS
+        if unknown:
+            raise UnknownJobField(unknown)
         allowed = ",".join(sorted(sources_of(target)))
         pairs: list[str] = []
-        for name, value in fields.items():
+        for name, value in changes.items():
             pairs += [name, json.dumps(value)]
         outcome = self._transition(
             keys=[self.key(job_id), events.key(job_id)],
             args=[allowed, json.dumps(target.value), self._ttl * 1000, *pairs],
         )
-        status = outcome[0].decode()
+        status = _text(outcome[0])
         if status == "missing":
             raise JobNotFound(job_id)
         if status == "refused":
-            raise TransitionRefused(job_id, JobState(outcome[1].decode()), target)
+            raise TransitionRefused(job_id, JobState(_text(outcome[1])), target)
         if target is not JobState.QUEUED:
             self._redis.zrem(self.QUEUE_KEY, job_id)
 
@@ -213,12 +251,13 @@ class JobStore:
 
     def queue_position(self, job_id: str) -> int | None:
         """0-based place among queued jobs (approximate: ids of expired jobs are pruned lazily)."""
-        rank = self._redis.zrank(self.QUEUE_KEY, job_id)
+        rank: int | None = self._redis.zrank(self.QUEUE_KEY, job_id)  # type: ignore[assignment]  # without WITHSCORE: the rank
         return int(rank) if rank is not None else None
 
     def oldest_queued(self, limit: int) -> list[str]:
         """Ids of the `limit` longest-waiting queued jobs (the candidates a render process batches, #11)."""
-        return [raw.decode() for raw in self._redis.zrange(self.QUEUE_KEY, 0, limit - 1)]
+        members: list[bytes] = self._redis.zrange(self.QUEUE_KEY, 0, limit - 1)  # type: ignore[assignment]  # no scores asked: members only
+        return [_text(raw) for raw in members]
 
     def queued_count(self) -> int:
         return int(self._redis.zcard(self.QUEUE_KEY))

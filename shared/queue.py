@@ -1,14 +1,16 @@
 """The Celery app both sides share: the gateway only sends by task name (it never imports the worker's torch
 code); the worker registers the task under that name.
 
-Delivery settings follow the lessons in DESIGN.md: acks late + reject on worker loss (a killed worker's job is
-redelivered, not lost), prefetch 1, results ignored (our own job records carry state, with TTLs), and a Redis
-visibility timeout above the hard time limit so a slow task is never handed to a second worker.
+Delivery settings follow the lessons in README.md (Architecture, "Delivery follows…"): acks late + reject on
+worker loss (a killed worker's job is redelivered, not lost), prefetch 1, results ignored (our own job records
+carry state, with TTLs), and a Redis visibility timeout above the hard time limit so a slow task is never handed
+to a second worker.
 """
 
 from __future__ import annotations
 
 from celery import Celery
+from redis import Redis
 
 from shared.settings import Settings
 
@@ -47,6 +49,6 @@ def enqueue_render(app: Celery, settings: Settings, job_id: str) -> None:
     app.send_task(RENDER_TASK, args=[job_id], queue=settings.queue_name)
 
 
-def queue_depth(redis_client, settings: Settings) -> int:  # type: ignore[no-untyped-def]
+def queue_depth(redis_client: Redis, settings: Settings) -> int:
     """Tasks waiting in the broker (kombu keeps a Redis list named after the queue)."""
     return int(redis_client.llen(settings.queue_name))
