@@ -1,4 +1,5 @@
-"""Fixtures shared by every test: the prepared model directory and the public-domain sample photos."""
+"""Fixtures shared by every test (the prepared model directory, the public-domain sample photos) and the one
+rule that marks every test that starts servers `integration`, so `pytest -m "not integration"` runs without any."""
 
 from __future__ import annotations
 
@@ -11,6 +12,29 @@ from shared.settings import get_settings
 from tests.support import samples
 
 pytest_plugins = ["tests.support.servers"]
+
+# Every test under these directories runs against real servers: Redis and SeaweedFS, and in e2e/, browser/ and
+# chaos/ also Celery workers, the gateway under gunicorn and chromium (scripts/chaos/stack.py).
+SERVER_DIRECTORIES = frozenset({"integration", "e2e", "browser", "chaos"})
+# Fixtures that start a server wherever a test asks for one: the session's Redis and SeaweedFS
+# (tests/support/servers.py) and the real weed binary of tests/deploy/test_seaweedfs_scripts.py. A fixture built
+# on one of them (the gateway's settings, a test's backends) puts it in the test's closure, so it counts too.
+SERVER_FIXTURES = frozenset({"redis_server", "s3_server", "weed"})
+
+
+def starts_servers(item: pytest.Item) -> bool:
+    parts = item.path.relative_to(item.config.rootpath).parts
+    in_server_directory = len(parts) > 2 and parts[0] == "tests" and parts[1] in SERVER_DIRECTORIES
+    return in_server_directory or not SERVER_FIXTURES.isdisjoint(getattr(item, "fixturenames", ()))
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects: the marker must be there when it looks (#12)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # One rule instead of a `pytestmark` per file: only some files had one (#12), and a new test that asks for
+    # a server fixture is marked without anyone remembering to. tests/unit/test_integration_marker.py checks it.
+    for item in items:
+        if starts_servers(item) and item.get_closest_marker("integration") is None:
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session")
