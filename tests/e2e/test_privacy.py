@@ -1,5 +1,6 @@
-"""A worker SIGKILLed after the upload and before processing: the janitor still deletes the source and its
-key within SOURCE_MAX_AGE + one sweep, the audit says janitor, and the job ends failed — never stuck."""
+"""A worker SIGKILLed after the upload was accepted, while its job is in flight (taken, leased, not yet
+painted): the janitor still deletes the source and its key within SOURCE_MAX_AGE + one sweep, the audit says
+janitor, and the job ends failed — never stuck."""
 
 from __future__ import annotations
 
@@ -19,6 +20,12 @@ from tests.support.service import Backends, service_settings
 
 MAX_AGE = 10
 SWEEP = 1.0
+# The dead worker's lease lapses LEASE s after its last renewal and the janitor sends the job again; the next
+# copy would go out 3 leases later (RESCUE_WAIT_LEASES). At 4 s the first send lands well before the source's
+# maximum age and the second well after the job failed, so exactly one copy waits for the survivor (#12). The
+# default 10 s would race the first send against the expiry.
+LEASE = 4.0
+POLL = 0.005  # a render at this size takes ~0.25 s: the kill must land between the lease and the painting
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +38,7 @@ def settings(redis_server, s3_server):
         results_bucket="priv-results",
         source_max_age_seconds=MAX_AGE,
         janitor_interval_seconds=SWEEP,
+        job_lease_seconds=LEASE,
     )
 
 
@@ -46,15 +54,22 @@ def janitor(settings):
 
 def test_killed_worker_cannot_strand_a_source(settings, janitor, tmp_path, astronaut_path):
     victim = WorkerProcess(settings, tmp_path / "victim").start()
-    victim.process.kill()  # SIGKILL: no warm shutdown, nothing acknowledged
+    backends = Backends.connect(settings)
 
     client = create_app(settings).test_client()
     with astronaut_path.open("rb") as photo:
         accepted = client.post("/v1/portraits", data={"image": (photo, "selfie.png")}).get_json()
     uploaded = time.time()
-    backends = Backends.connect(settings)
     key = source_key(accepted["id"])
     assert backends.storage.exists(settings.sources_bucket, key)
+
+    # The kill comes after the upload was accepted (#12: it used to come before the upload, so no worker ever
+    # saw the job): once the victim has taken the job, leased and marked it processing, before it can paint.
+    deadline = time.time() + 30
+    while backends.jobs.get(accepted["id"]).state is JobState.QUEUED and time.time() < deadline:
+        time.sleep(POLL)
+    victim.process.kill()  # SIGKILL of the whole process group: no warm shutdown, nothing acknowledged
+    assert backends.jobs.get(accepted["id"]).state is JobState.PROCESSING, "the victim was not killed mid-job"
 
     deadline = uploaded + MAX_AGE + SWEEP + 5  # + slack for a loaded 2-core CI machine
     while backends.storage.exists(settings.sources_bucket, key) and time.time() < deadline:
@@ -69,7 +84,8 @@ def test_killed_worker_cannot_strand_a_source(settings, janitor, tmp_path, astro
     job = backends.jobs.get(accepted["id"])
     assert job.state is JobState.FAILED and job.error_code == "source_expired"
 
-    # The task is still queued; a new worker takes it and leaves the finished job alone.
+    # The janitor's rescue sent the task again (the victim's own copy waits out the broker's visibility
+    # timeout); a new worker takes it and leaves the finished job alone.
     survivor = WorkerProcess(settings, tmp_path / "survivor").start()
     try:
         deadline = time.time() + 60
