@@ -24,7 +24,7 @@ from shared.storage import ObjectStore, StorageUnavailable, job_id_of
 
 _LIFETIME_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 180, 300, 600, 1200, 1800, 3600, 7200)
 SOURCE_LIFETIME = Histogram(
-    "source_lifetime_seconds", "Upload stored → source deleted.", ["deleted_by"], buckets=_LIFETIME_BUCKETS
+    "portraits_source_lifetime_seconds", "Upload stored → source deleted.", ["deleted_by"], buckets=_LIFETIME_BUCKETS
 )
 RESULT_LIFETIME = Histogram(
     "result_lifetime_seconds", "Portrait stored → portrait deleted.", ["deleted_by"], buckets=_LIFETIME_BUCKETS

@@ -168,8 +168,8 @@ OURS_FAILURE_RATIO = (
 )
 # Deleted photos that had lived past the maximum age (`le` is "120.0" as the Python client writes it).
 OUTLIVED_PER_HOUR = (
-    "sum(increase(source_lifetime_seconds_count[1h]))"
-    f' - sum(increase(source_lifetime_seconds_bucket{{le=~"{SOURCE_MAX_AGE_S}(\\\\.0)?"}}[1h]))'
+    "sum(increase(portraits_source_lifetime_seconds_count[1h]))"
+    f' - sum(increase(portraits_source_lifetime_seconds_bucket{{le=~"{SOURCE_MAX_AGE_S}(\\\\.0)?"}}[1h]))'
 )
 BATCH_MEAN = (
     f"sum(rate(portraits_worker_batch_size_sum[{RATE}])) / sum(rate(portraits_worker_batch_size_count[{RATE}]))"
@@ -219,7 +219,7 @@ def overview() -> Dashboard:
                     stat(
                         "Oldest photo",
                         f"Age of the oldest uploaded photo still stored (limit {SOURCE_MAX_AGE_S} s).",
-                        "max(janitor_oldest_source_age_seconds)",
+                        "max(portraits_janitor_oldest_source_age_seconds)",
                         unit="s",
                         red_above=SOURCE_MAX_AGE_S,
                     ),
@@ -370,7 +370,7 @@ def overview() -> Dashboard:
 
 
 def privacy() -> Dashboard:
-    lifetime = "source_lifetime_seconds"
+    lifetime = "portraits_source_lifetime_seconds"
     return dashboard(
         "portraits-privacy",
         "AI Portraits / Privacy",
@@ -383,7 +383,7 @@ def privacy() -> Dashboard:
                     timeseries(
                         "Oldest photo still stored",
                         f"Age of the oldest uploaded photo; the red line is the {SOURCE_MAX_AGE_S} s maximum age.",
-                        [("max(janitor_oldest_source_age_seconds)", "oldest")],
+                        [("max(portraits_janitor_oldest_source_age_seconds)", "oldest")],
                         unit="s",
                         thresholds=[SOURCE_MAX_AGE_S],
                     ),
@@ -465,22 +465,28 @@ def privacy() -> Dashboard:
                     timeseries(
                         "Overdue objects",
                         "Scheduled objects past their deadline, by kind (claimed ones are hidden while leased).",
-                        [("max by (kind) (janitor_overdue_objects)", "{{kind}}")],
+                        [("max by (kind) (portraits_janitor_overdue_objects)", "{{kind}}")],
                     ),
                     timeseries(
                         "Deletions and failures",
                         "Objects the janitor deleted and verified, by kind and "
                         "reason; failures are retried with backoff.",
                         [
-                            (f"sum by (kind, reason) (rate(janitor_deletions_total[{RATE}]))", "{{kind}} {{reason}}"),
-                            (f"sum by (kind) (rate(janitor_deletion_failures_total[{RATE}]))", "failed {{kind}}"),
+                            (
+                                f"sum by (kind, reason) (rate(portraits_janitor_deletions_total[{RATE}]))",
+                                "{{kind}} {{reason}}",
+                            ),
+                            (
+                                f"sum by (kind) (rate(portraits_janitor_deletion_failures_total[{RATE}]))",
+                                "failed {{kind}}",
+                            ),
                         ],
                         unit="reqps",
                     ),
                     timeseries(
                         "Since the last good sweep",
                         "Seconds since a sweep last finished without errors (alert at 60 s).",
-                        [("time() - max(janitor_last_successful_sweep_timestamp_seconds)", "seconds")],
+                        [("time() - max(portraits_janitor_last_successful_sweep_timestamp_seconds)", "seconds")],
                         unit="s",
                         thresholds=[60],
                     ),
@@ -488,15 +494,15 @@ def privacy() -> Dashboard:
                         "Sweep and reconcile duration",
                         "p99 of one sweep of the schedule and of one reconciliation pass over the buckets.",
                         [
-                            (quantile(0.99, "janitor_sweep_duration_seconds"), "sweep p99"),
-                            (quantile(0.99, "janitor_reconcile_duration_seconds"), "reconcile p99"),
+                            (quantile(0.99, "portraits_janitor_sweep_duration_seconds"), "sweep p99"),
+                            (quantile(0.99, "portraits_janitor_reconcile_duration_seconds"), "reconcile p99"),
                         ],
                         unit="s",
                     ),
                     timeseries(
                         "Orphans found",
                         "Objects in a bucket the schedule never saw (a crash between write and scheduling), per hour.",
-                        [("sum by (kind) (increase(janitor_orphans_found_total[1h]))", "{{kind}}")],
+                        [("sum by (kind) (increase(portraits_janitor_orphans_found_total[1h]))", "{{kind}}")],
                     ),
                 ],
             ),

@@ -4,31 +4,35 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-DELETIONS = Counter("janitor_deletions_total", "Objects the janitor deleted and verified.", ["kind", "reason"])
+DELETIONS = Counter(
+    "portraits_janitor_deletions_total", "Objects the janitor deleted and verified.", ["kind", "reason"]
+)
 FAILURES = Counter(
-    "janitor_deletion_failures_total",
+    "portraits_janitor_deletion_failures_total",
     "Deletions that failed or could not be verified (retried on a later sweep).",
     ["kind"],
 )
-OLDEST_SOURCE_AGE = Gauge("janitor_oldest_source_age_seconds", "Age of the oldest source still stored.")
-OVERDUE = Gauge("janitor_overdue_objects", "Objects still stored past their maximum age, by kind.", ["kind"])
+OLDEST_SOURCE_AGE = Gauge("portraits_janitor_oldest_source_age_seconds", "Age of the oldest source still stored.")
+OVERDUE = Gauge("portraits_janitor_overdue_objects", "Objects still stored past their maximum age, by kind.", ["kind"])
 SWEEP_SECONDS = Histogram(
-    "janitor_sweep_duration_seconds",
+    "portraits_janitor_sweep_duration_seconds",
     "Duration of one sweep of the deletion schedule.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 LAST_SWEEP = Gauge(
-    "janitor_last_successful_sweep_timestamp_seconds",
+    "portraits_janitor_last_successful_sweep_timestamp_seconds",
     "When the last sweep finished without an error reaching the schedule (Unix time).",
 )
 RECONCILE_SECONDS = Histogram(
-    "janitor_reconcile_duration_seconds",
+    "portraits_janitor_reconcile_duration_seconds",
     "Duration of one reconciliation pass.",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
-ORPHANS = Counter("janitor_orphans_found_total", "Objects found in a bucket but missing from the schedule.", ["kind"])
+ORPHANS = Counter(
+    "portraits_janitor_orphans_found_total", "Objects found in a bucket but missing from the schedule.", ["kind"]
+)
 RESCUES = Counter(
-    "janitor_rescues_total",
+    "portraits_janitor_rescues_total",
     "Jobs sent again because their render process stopped renewing its lease (killed, OOM, node lost: issue 9).",
 )
 WEBHOOK_DELIVERIES = Counter(

@@ -13,7 +13,7 @@ MARGIN_SECONDS = 30.0
 
 
 def verdict(samples: Samples, settings: Settings, now: float) -> str | None:
-    last = samples.get(("janitor_last_successful_sweep_timestamp_seconds", ()), 0.0)
+    last = samples.get(("portraits_janitor_last_successful_sweep_timestamp_seconds", ()), 0.0)
     allowed = 3 * settings.janitor_interval_seconds + MARGIN_SECONDS
     if now - last > allowed:
         return f"no successful sweep for {now - last:.0f} s (allowed {allowed:.0f} s)"

@@ -16,13 +16,13 @@ def test_catalogue_covers_every_service_and_the_metrics_alerts_rely_on():
         "portraits_gateway_requests_total",
         "portraits_gateway_queue_depth",
         "portraits_worker_processes",
-        "janitor_last_successful_sweep_timestamp_seconds",
-        "source_lifetime_seconds",
+        "portraits_janitor_last_successful_sweep_timestamp_seconds",
+        "portraits_source_lifetime_seconds",
     ):
         assert name in names
     assert names["portraits_gateway_requests_total"].labels == ("route", "method", "status")
-    assert names["source_lifetime_seconds"].samples == (
-        "source_lifetime_seconds_bucket",
-        "source_lifetime_seconds_sum",
-        "source_lifetime_seconds_count",
+    assert names["portraits_source_lifetime_seconds"].samples == (
+        "portraits_source_lifetime_seconds_bucket",
+        "portraits_source_lifetime_seconds_sum",
+        "portraits_source_lifetime_seconds_count",
     )

@@ -22,7 +22,7 @@ WORKER_FAILED = 'portraits_worker_processes{state="ready"} 1.0\nportraits_worker
 
 
 def janitor_swept(seconds_ago: float) -> str:
-    return f"janitor_last_successful_sweep_timestamp_seconds {time.time() - seconds_ago}\n"
+    return f"portraits_janitor_last_successful_sweep_timestamp_seconds {time.time() - seconds_ago}\n"
 
 
 class MetricsServer:

@@ -21,7 +21,7 @@ def test_worker_probe():
 
 def test_janitor_probe():
     settings = Settings(janitor_interval_seconds=5)
-    sample = {("janitor_last_successful_sweep_timestamp_seconds", ()): 1000.0}
+    sample = {("portraits_janitor_last_successful_sweep_timestamp_seconds", ()): 1000.0}
     assert janitor_probe.verdict(sample, settings, now=1040.0) is None
     assert "no successful sweep" in janitor_probe.verdict(sample, settings, now=1046.0)
     assert janitor_probe.verdict({}, settings, now=1046.0)  # never swept
