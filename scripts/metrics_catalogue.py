@@ -67,7 +67,8 @@ def _info(
 
 
 def _from_wrapper(metric: MetricWrapperBase, services: str) -> MetricInfo:
-    family = metric.describe()[0]
+    # describe() is typed as an Iterable; a wrapper's is a list of exactly one family (#12: next() for mypy).
+    family = next(iter(metric.describe()))
     buckets = tuple(b for b in getattr(metric, "_upper_bounds", ()) if b != float("inf"))
     return _info(family.name, family.type, tuple(metric._labelnames), services, family.documentation, buckets)
 

@@ -102,7 +102,7 @@ def timeseries(
 def stat(
     title: str, description: str, expr: str, unit: str = "short", width: int = 4, red_above: float | None = None
 ) -> Cell:
-    steps = [{"color": "green", "value": None}]
+    steps: list[dict[str, str | float | None]] = [{"color": "green", "value": None}]
     if red_above is not None:
         steps.append({"color": "red", "value": red_above})
     panel = Stat(
