@@ -11,6 +11,7 @@ from enum import StrEnum
 import redis
 
 from shared.logging import get_logger
+from shared.redis_replies import fields, stream_entries
 
 log = get_logger("portraits.audit")
 
@@ -69,7 +70,7 @@ class AuditLog:
 
     def record(self, entry: AuditEntry) -> None:
         # approximate=True lets Redis trim whole macro-nodes: bounded without a cost on every append.
-        self._redis.xadd(self.STREAM, entry.to_fields(), maxlen=self._max_entries, approximate=True)
+        self._redis.xadd(self.STREAM, fields(entry.to_fields()), maxlen=self._max_entries, approximate=True)
         log.info("object deleted", **{k: v for k, v in entry.to_fields().items()})
 
     def entries(self) -> list[AuditEntry]:
@@ -77,8 +78,8 @@ class AuditLog:
         entries: list[AuditEntry] = []
         start = "-"
         while True:
-            page = self._redis.xrange(self.STREAM, min=start, max="+", count=1000)
-            entries += [AuditEntry.from_fields(fields) for _, fields in page]
+            page = stream_entries(self._redis.xrange(self.STREAM, min=start, max="+", count=1000))
+            entries += [AuditEntry.from_fields(values) for _, values in page]
             if len(page) < 1000:
                 return entries
             start = "(" + page[-1][0].decode()

@@ -28,6 +28,7 @@ import redis
 from shared.jobs import JobStore
 from shared.leases import process_owner
 from shared.logging import get_logger
+from shared.redis_replies import hash_fields
 
 log = get_logger("portraits.capacity")
 
@@ -171,10 +172,10 @@ class CapacityBoard:
             pipe.zcount(JobStore.QUEUE_KEY, now - max_age_seconds, "+inf")
             pipe.hgetall(self.KEY)
             queued, entries = pipe.execute()
-        return Reading(int(queued), self._live(entries, now))
+        return Reading(int(queued), self._live(hash_fields(entries), now))
 
     def capacity(self) -> Capacity:
-        return self._live(self._redis.hgetall(self.KEY), self._clock())
+        return self._live(hash_fields(self._redis.hgetall(self.KEY)), self._clock())
 
     def _live(self, entries: dict[bytes, bytes], now: float) -> Capacity:
         live: list[float] = []

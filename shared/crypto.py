@@ -12,6 +12,8 @@ import redis
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from shared.redis_replies import blob
+
 _NONCE_BYTES = 12  # GCM's standard nonce; random per message, and each key seals exactly one message
 
 
@@ -56,7 +58,7 @@ class SourceKeys:
         key = self._redis.get(self.KEY_PREFIX + job_id)
         if key is None:
             raise KeyGone(job_id)
-        return bytes(key)
+        return blob(key)
 
     def delete(self, job_id: str) -> None:
         self._redis.delete(self.KEY_PREFIX + job_id)

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 
 import redis
 
+from shared.redis_replies import stream_entries, xread_entries
+
 if TYPE_CHECKING:
     from shared.jobs import JobState
 
@@ -104,13 +106,14 @@ class EventLog:
     def read(self, job_id: str, after: str, *, block_ms: int | None = None, count: int = 32) -> list[JobEvent]:
         """Entries after `after` (a stream id; "0-0" for all), waiting up to `block_ms` for the first one."""
         reply = self._redis.xread({key(job_id): after}, count=count, block=block_ms)
-        return [
-            JobEvent.from_entry(entry_id, fields) for _stream, entries in reply or [] for entry_id, fields in entries
-        ]
+        return [JobEvent.from_entry(entry_id, fields) for entry_id, fields in xread_entries(reply)]
 
     def history(self, job_id: str) -> list[JobEvent]:
-        return [JobEvent.from_entry(entry_id, fields) for entry_id, fields in self._redis.xrange(key(job_id))]
+        return [
+            JobEvent.from_entry(entry_id, fields)
+            for entry_id, fields in stream_entries(self._redis.xrange(key(job_id)))
+        ]
 
     def last_id(self, job_id: str) -> str | None:
-        newest = self._redis.xrevrange(key(job_id), count=1)
+        newest = stream_entries(self._redis.xrevrange(key(job_id), count=1))
         return newest[0][0].decode() if newest else None

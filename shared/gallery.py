@@ -27,6 +27,8 @@ from datetime import UTC, datetime
 
 import redis
 
+from shared.redis_replies import hash_text, members, optional_text, scored_members
+
 _ID_BYTES = 24  # as shared/ids.py: 192 random bits, drawn independently of the job id
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{32}$")
 _TOKEN_BYTES = 32
@@ -210,12 +212,12 @@ class GalleryIndex:
     def lookup(self, gallery_id: str) -> GalleryEntry | Pending | Gone | None:
         raw = self._redis.hgetall(self._entry(gallery_id))
         if raw:
-            values = {key.decode(): value.decode() for key, value in raw.items()}
+            values = hash_text(raw)
             if values.get("pending") == "1":
                 return Pending(gallery_id, values["token_hash"])
             return _entry_of(gallery_id, values)
-        gone = self._redis.get(self._gone(gallery_id))
-        return Gone(gallery_id, gone.decode()) if gone is not None else None
+        gone = optional_text(self._redis.get(self._gone(gallery_id)))
+        return Gone(gallery_id, gone) if gone is not None else None
 
     def page(self, cursor: Cursor | None, limit: int) -> GalleryPage:
         """Newest first, `limit` entries after `cursor` (ties on the publish time broken by id, descending)."""
@@ -223,8 +225,8 @@ class GalleryIndex:
         picked: list[tuple[str, float]] = []
         offset = 0
         while len(picked) <= limit:
-            batch = self._redis.zrevrangebyscore(
-                self.SET_KEY, top, "-inf", start=offset, num=limit + 1, withscores=True
+            batch = scored_members(
+                self._redis.zrevrangebyscore(self.SET_KEY, top, "-inf", start=offset, num=limit + 1, withscores=True)
             )
             if not batch:
                 break
@@ -242,14 +244,14 @@ class GalleryIndex:
         entries = []
         for (gallery_id, _), raw in zip(shown, raws):
             if raw:  # an entry whose hash expired on its own is skipped (and its set member dropped)
-                entries.append(_entry_of(gallery_id, {k.decode(): v.decode() for k, v in raw.items()}))
+                entries.append(_entry_of(gallery_id, hash_text(raw)))
             else:
                 self._redis.zrem(self.SET_KEY, gallery_id)
         next_cursor = Cursor(shown[-1][1], shown[-1][0]) if len(picked) > limit else None
         return GalleryPage(tuple(entries), next_cursor)
 
     def ids(self) -> list[str]:
-        return [member.decode() for member in self._redis.zrevrange(self.SET_KEY, 0, -1)]
+        return [member.decode() for member in members(self._redis.zrevrange(self.SET_KEY, 0, -1))]
 
     # --- removal: the owner's withdraw, the janitor's expiry, a cancelled publication ---
 

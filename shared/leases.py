@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import redis
 
 from shared.logging import get_logger
+from shared.redis_replies import optional_text
 
 log = get_logger("portraits.leases")
 
@@ -147,8 +148,7 @@ class JobLeases:
             pipe.execute()
 
     def holder(self, job_id: str) -> str | None:
-        raw = self._redis.hget(self.OWNERS, job_id)
-        return raw.decode() if raw is not None else None
+        return optional_text(self._redis.hget(self.OWNERS, job_id))
 
     def claim_lapsed(self, now: float, limit: int, rescue_seconds: float) -> list[str]:
         """Ids of jobs whose lease lapsed, each handed to `rescue` until `now + rescue_seconds`."""

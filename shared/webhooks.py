@@ -41,6 +41,7 @@ from urllib3.util import connection as urllib3_connection
 from shared.claims import CLAIM_DUE
 from shared.jobs import Job, JobState
 from shared.logging import get_logger
+from shared.redis_replies import fields, hash_text
 
 log = get_logger(__name__)
 
@@ -223,7 +224,7 @@ class WebhookOutbox:
             "attempts": str(delivery.attempts),
         }
         with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self.key(delivery.id), mapping=record)
+            pipe.hset(self.key(delivery.id), mapping=fields(record))
             pipe.expire(self.key(delivery.id), self.TTL_SECONDS)
             pipe.zadd(self.DUE, {delivery.id: when}, nx=True)
             pipe.execute()
@@ -232,7 +233,7 @@ class WebhookOutbox:
         raw = self._redis.hgetall(self.key(delivery_id))
         if not raw:
             return None
-        values = {key.decode(): value.decode() for key, value in raw.items()}
+        values = hash_text(raw)
         return Delivery(
             id=delivery_id,
             job_id=values["job_id"],
@@ -316,21 +317,19 @@ def notify_finished(outbox: WebhookOutbox | None, job: Job | None, at: float) ->
 # ------------------------------------------------------------------------------------------ delivery
 
 
-class _CheckedConnectionMixin:
+class _CheckedConnectionMixin(HTTPConnection):
     """Connects only to addresses it checked itself, from the same lookup (no rebinding between the check and
-    the connect). `allowed` hosts skip the check."""
+    the connect). `allowed` hosts skip the check.
+
+    It subclasses HTTPConnection so that `super()._new_conn()` and the attributes it reads are typed (#12); in
+    `_CheckedHTTPSConnection` the MRO still puts HTTPSConnection between this and HTTPConnection."""
 
     allowed: frozenset[str] = frozenset()
-    _dns_host: str
-    port: int
-    timeout: Any
-    source_address: Any
-    socket_options: Any
 
     def _new_conn(self) -> socket.socket:
         host = normalize_host(self._dns_host)
         if host in self.allowed:
-            return super()._new_conn()  # type: ignore[misc]
+            return super()._new_conn()
         addresses = resolve(host, self.port)
         check_addresses(host, addresses)
         last: OSError | None = None
