@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pillow_heif
-from PIL import Image, ImageCms, ImageOps
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from shared.errors import CorruptImage, ImageTooLarge, ImageTooSmall, UnsupportedType
 
@@ -44,7 +44,7 @@ def open_checked(data: bytes, *, max_pixels: int) -> Image.Image:
             image = Image.open(io.BytesIO(data), formats=sorted(SUPPORTED_FORMATS))
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge("the image has far too many pixels") from exc
-    except Image.UnidentifiedImageError as exc:
+    except UnidentifiedImageError as exc:
         raise UnsupportedType("not an image we can read; send a JPEG, PNG, WebP or HEIC photo") from exc
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise CorruptImage(f"the image header is damaged ({exc})") from exc
@@ -59,6 +59,8 @@ def open_checked(data: bytes, *, max_pixels: int) -> Image.Image:
 def decode(data: bytes, *, max_pixels: int, min_side: int) -> DecodedPhoto:
     image = open_checked(data, max_pixels=max_pixels)
     source_format = image.format
+    if source_format is None:  # open_checked let only SUPPORTED_FORMATS through; Pillow types it Optional (#12)
+        raise UnsupportedType("not an image we can read; send a JPEG, PNG, WebP or HEIC photo")
     try:
         image.load()
         image = ImageOps.exif_transpose(image)
@@ -102,8 +104,11 @@ def _apply_icc_profile(image: Image.Image) -> Image.Image:
     try:
         source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
         output_mode = "RGBA" if image.mode == "RGBA" else "RGB"
-        return ImageCms.profileToProfile(image, source, _SRGB, outputMode=output_mode)
+        converted = ImageCms.profileToProfile(image, source, _SRGB, outputMode=output_mode)
     except (ImageCms.PyCMSError, OSError) as exc:
         # A broken profile only costs colour accuracy; say so rather than fail the portrait.
         log.warning("ignoring unusable ICC profile: %s", exc)
         return image
+    if converted is None:  # Pillow answers None only for inPlace=True, which is not asked for here (#12)
+        raise RuntimeError("ImageCms.profileToProfile returned no image")
+    return converted

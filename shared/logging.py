@@ -9,13 +9,14 @@ import logging
 import sys
 
 import structlog
+from structlog.typing import Processor
 
 from shared.settings import Settings
 
 
 def configure_logging(settings: Settings, service: str) -> None:
     renderer = structlog.processors.JSONRenderer() if settings.log_json else structlog.dev.ConsoleRenderer(colors=False)
-    shared_processors: list = [
+    shared_processors: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.settings import Settings
+
+if TYPE_CHECKING:  # the stubs are in the `lint` extra only; nothing imports them at run time (#12)
+    from botocore.config import _RetryDict
+    from mypy_boto3_s3 import S3Client
 
 _MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
 #: Result content types and their key extensions: the worker names results by these, erasure tries them all.
@@ -43,17 +47,19 @@ def job_id_of(key: str) -> str:
     return key.split("/", 1)[-1].split(".", 1)[0]
 
 
-def _client(settings: Settings, endpoint_url: str, fail_fast: bool = False) -> Any:
+def _client(settings: Settings, endpoint_url: str, fail_fast: bool = False) -> S3Client:
     # botocore's `max_attempts` counts retries, not attempts: 4 means up to 5 calls. `total_max_attempts`
     # counts attempts.
-    retries = (
-        {"total_max_attempts": settings.s3_max_attempts} if fail_fast else {"max_attempts": settings.s3_max_attempts}
+    retries: _RetryDict = (
+        {"total_max_attempts": settings.s3_max_attempts, "mode": "standard"}
+        if fail_fast
+        else {"max_attempts": settings.s3_max_attempts, "mode": "standard"}
     )
     config = Config(
         region_name=settings.s3_region,
         signature_version="s3v4",
         s3={"addressing_style": "path"},
-        retries={**retries, "mode": "standard"},
+        retries=retries,
         connect_timeout=settings.s3_connect_timeout,
         read_timeout=settings.s3_read_timeout,
         # botocore ≥ 1.36 adds a CRC to every upload and checks one on every download by default; S3 wants
