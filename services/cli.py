@@ -6,7 +6,9 @@ import argparse
 import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 from redis.exceptions import RedisError
@@ -14,10 +16,16 @@ from redis.exceptions import RedisError
 from services.worker.engine.catalog import CATALOG, Family
 from shared.errors import PortraitError
 
+if TYPE_CHECKING:  # at run time the engine is imported only by the commands that render (see _engine)
+    from services.worker.engine.pipeline import PortraitEngine
+
+#: What every subcommand's `handler` default is: the parsed arguments in, the exit status out.
+Handler = Callable[[argparse.Namespace], int]
+
 STYLE_CHOICES_HELP = "auto, a family (oil, watercolor, ink) or a style name from `portraits styles`"
 
 
-def _engine(size: int | None):
+def _engine(size: int | None) -> PortraitEngine:
     # Imported here so `portraits styles` answers instantly, without loading torch and the networks.
     from services.worker.engine.config import EngineConfig
     from services.worker.engine.pipeline import PortraitEngine
@@ -145,8 +153,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    handler: Handler = args.handler  # argparse's Namespace answers Any; every subparser sets a Handler
     try:
-        return args.handler(args)
+        return handler(args)
     except PortraitError as exc:
         print(f"error: {exc.message} [{exc.code}]", file=sys.stderr)
         return 1

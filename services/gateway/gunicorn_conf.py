@@ -56,4 +56,5 @@ def child_exit(server: Any, worker: Any) -> None:
     if _metrics_dir() is not None:
         from prometheus_client import multiprocess
 
-        multiprocess.mark_process_dead(worker.pid)
+        # prometheus_client's multiprocess module has no annotations (#12).
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]

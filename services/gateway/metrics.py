@@ -106,7 +106,8 @@ class _ProcessRegistry:
 def render(queue_depth: Callable[[], int]) -> tuple[bytes, str]:
     registry = CollectorRegistry()
     if multiprocess_dir():
-        MultiProcessCollector(registry)
+        # prometheus_client's multiprocess module has no annotations (#12).
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     else:
         registry.register(_ProcessRegistry())
     registry.register(QueueDepthCollector(queue_depth))

@@ -23,6 +23,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, Response, redirect
+from werkzeug.wrappers import Response as Redirect
 
 from services.gateway.errors import ApiError
 from services.gateway.routes import gateway, portrait_view
@@ -49,12 +50,12 @@ def index() -> Response:
 
 
 @site.get("/static/index.html")
-def raw_index() -> Response:
+def raw_index() -> Redirect:
     return redirect("/", 308)  # the page is `/`, with this deployment's figures filled in
 
 
 @site.get("/portraits/<id>/download")
-def download(id: str) -> Response:
+def download(id: str) -> Redirect:
     """A redirect to a short-lived presigned URL that makes S3 answer `Content-Disposition: attachment`: the
     `download` attribute of a link is ignored across origins, and the CSP's `connect-src 'self'` keeps the page
     from fetching the image itself. The same rules as GET /v1/portraits/<id>: gone, expired or unfinished → 404."""
