@@ -27,7 +27,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import requests
 from tqdm import tqdm
@@ -42,7 +42,17 @@ ENGINE_WARM_UP = 3  # renders before the engine's clock starts (kernel choice, a
 # --- the bare engine, in a process of its own ---
 
 
-def engine_only(photo: Path, seconds: float, style: str) -> dict[str, float]:
+class EngineFigures(TypedDict):
+    """One engine process's figures: what `--engine-only` prints as JSON and measure_engine reads back."""
+
+    portraits_per_s: float
+    p50: float
+    p99: float
+    renders: int
+    stages: dict[str, float]  # stage → p50 seconds
+
+
+def engine_only(photo: Path, seconds: float, style: str) -> EngineFigures:
     from services.worker.engine.config import load_engine_config
     from services.worker.engine.pipeline import PortraitEngine
 
@@ -187,16 +197,16 @@ class Driver:
         phases["download"] = time.monotonic() - began
         return ok
 
-    def _poll(self, session: requests.Session, url: str) -> dict | None:
+    def _poll(self, session: requests.Session, url: str) -> dict[str, Any] | None:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            job = session.get(url, timeout=10).json()
+            job: dict[str, Any] = session.get(url, timeout=10).json()  # the API's job object (requests: Any)
             if job["status"] in ("done", "failed"):
                 return job
             time.sleep(POLL_SECONDS)
         return None
 
-    def _follow(self, session: requests.Session, url: str) -> dict | None:
+    def _follow(self, session: requests.Session, url: str) -> dict[str, Any] | None:
         with session.get(
             url + "/events", headers={"Accept": "text/event-stream"}, stream=True, timeout=(10, 60)
         ) as response:
@@ -205,7 +215,8 @@ class Driver:
                 if line.startswith("event:"):
                     event = line.removeprefix("event:").strip()
                 elif line.startswith("data:") and event in ("done", "failed"):
-                    return json.loads(line.removeprefix("data:"))
+                    job: dict[str, Any] = json.loads(line.removeprefix("data:"))  # the final event's job object
+                    return job
         return None
 
 
@@ -220,13 +231,25 @@ PHASES = (
 )
 
 
+@dataclass(frozen=True)
+class _Timeline:
+    """The times of a job that ran to its end, from its record (where started_at and finished_at are Optional)."""
+
+    created_at: float
+    started_at: float
+    finished_at: float
+    timings: dict[str, float]
+
+
 def server_side(stack: Any, done: list[Finished]) -> dict[str, float]:
     """p50s from the job records' own timestamps (one clock: everything runs on this machine)."""
     from shared.jobs import JobStore
 
     jobs = JobStore(stack.redis_client(), stack.settings.job_ttl_seconds)
     pairs = [
-        (f, job) for f, job in ((f, jobs.get(f.job_id)) for f in done) if job and job.started_at and job.finished_at
+        (f, _Timeline(job.created_at, job.started_at, job.finished_at, job.timings))
+        for f, job in ((f, jobs.get(f.job_id)) for f in done)
+        if job and job.started_at and job.finished_at
     ]
     records = [job for _, job in pairs]
     renders = [sum(job.timings.values()) for job in records]

@@ -37,6 +37,7 @@ from typing import Any
 from tqdm import tqdm
 
 from services.worker.engine.config import EngineConfig, RuntimeConfig
+from shared.errors import PortraitError
 from shared.settings import PROJECT_ROOT, get_settings
 from tests.support import samples
 
@@ -79,7 +80,10 @@ def child_pipeline(
             started = time.perf_counter()
             outcomes = engine.render_batch(requests)
             seconds.append(time.perf_counter() - started)
-            for stage, spent in outcomes[0].timings.items():
+            first = outcomes[0]
+            if isinstance(first, PortraitError):
+                raise first  # a failed render times nothing: stop rather than report its figures
+            for stage, spent in first.timings.items():
                 per_stage[stage].append(spent)
         row = {stage: p50(values) for stage, values in per_stage.items()}
         row["latency"] = p50(seconds)
@@ -125,7 +129,8 @@ def child_network(path: str, photo_paths: list[str], count: int) -> dict[str, An
         style_spec = {index: w for index, w in enumerate(vector) if w > 0}
 
         def run(image: Image.Image) -> Image.Image:
-            return theirs.stylize(image, style=style_spec, max_size=None)
+            stylized: Image.Image = theirs.stylize(image, style=style_spec, max_size=None)  # an untyped library
+            return stylized
     else:
         import torch
 
@@ -186,7 +191,8 @@ def run_child(*args: str) -> dict[str, Any]:
         check=True,
     )
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    return json.loads(lines[-1])
+    result: dict[str, Any] = json.loads(lines[-1])  # the child's own report (its `--child` run prints one object)
+    return result
 
 
 def pipeline(

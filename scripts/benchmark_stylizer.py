@@ -73,7 +73,7 @@ def ours(task: Path, faces: np.ndarray, repeats: int, threads: int, batch: int, 
             text=True,
             check=True,
         )
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return [float(seconds) for seconds in json.loads(done.stdout.strip().splitlines()[-1])]
 
 
 def main() -> None:

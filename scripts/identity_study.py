@@ -117,7 +117,7 @@ def weight_blend(a: StyleGenerator, b: StyleGenerator, alpha: float) -> StyleGen
 
 def soup(generators: list[StyleGenerator]) -> StyleGenerator:
     """The weight average of several fine-tunes (closer to their common parent than any one of them)."""
-    return average(generators)  # type: ignore[return-value]
+    return average(generators)
 
 
 def layer_swap(medium: StyleGenerator, donor: StyleGenerator, up_to: int) -> StyleGenerator:
@@ -131,13 +131,17 @@ def layer_swap(medium: StyleGenerator, donor: StyleGenerator, up_to: int) -> Sty
 # --- strategies ------------------------------------------------------------------------------------------
 
 
+#: (kind, medium, donor, amount): what `_derived` builds a generator from.
+DerivedKey = tuple[str, str, str, float]
+
+
 @dataclass
 class Context:
     generators: dict[str, StyleGenerator]  # the media plus the "soup"
     latents: torch.Tensor  # N×12×512, the (shared) encoder's reading of the photos
     mean: torch.Tensor  # 1×12×512, the encoder's mean latent
     inverted: torch.Tensor | None = None  # N×12×512 from `invert`; None when not run
-    derived: dict[tuple, StyleGenerator] = field(default_factory=dict)  # swapped / blended, built once
+    derived: dict[DerivedKey, StyleGenerator] = field(default_factory=dict)  # swapped / blended, built once
 
 
 LatentFn = Callable[[Context], torch.Tensor]
@@ -153,7 +157,8 @@ class Strategy:
     needs_inversion: bool = False
 
     def __call__(self, ctx: Context, medium: str) -> torch.Tensor:
-        return self.generator(ctx, medium)(self.latents(ctx))
+        painted: torch.Tensor = self.generator(ctx, medium)(self.latents(ctx))  # nn.Module.__call__ answers Any
+        return painted
 
 
 def encoded(ctx: Context) -> torch.Tensor:
@@ -253,7 +258,7 @@ def invert(generator: StyleGenerator, photos: torch.Tensor, start: torch.Tensor,
                 + 0.5 * (F.avg_pool2d(out, 2) - F.avg_pool2d(target, 2)).pow(2).mean()
                 + 1e-3 * (w - start).pow(2).mean()
             )
-            loss.backward()
+            torch.autograd.backward(loss)  # what loss.backward() calls; Tensor.backward is unannotated (#12)
             optimiser.step()
     return w.detach()
 
@@ -295,7 +300,7 @@ def contact_sheet(
             if (face, column) not in cells:
                 continue
             pixels, text = cells[(face, column)]
-            tile = labelled(pixels, text).resize((tile_w, tile_h), Image.LANCZOS)
+            tile = labelled(pixels, text).resize((tile_w, tile_h), Image.Resampling.LANCZOS)
             sheet.paste(tile, (c * tile_w, r * tile_h))
     path.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(path)

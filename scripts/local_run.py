@@ -21,6 +21,7 @@ import secrets
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 
 from scripts import devstack
@@ -219,7 +220,7 @@ def prometheus_command() -> list[str]:
 def exec_process(name: str) -> None:
     load_env_file()
     settings = Settings()
-    commands = {
+    commands: dict[str, Callable[[], list[str]]] = {
         "redis": lambda: devstack.redis_command(REDIS_PORT, VAR / "redis", persist=True),
         "s3": lambda: devstack.weed_command(WEED_PORTS, VAR / "seaweedfs", IDENTITIES_FILE),
         "gateway": lambda: [

@@ -27,10 +27,11 @@ from services.gateway.app import create_app
 from services.janitor.main import run as run_janitor
 from services.janitor.report import build_report, max_ages, percentile
 from shared.audit import ObjectKind
+from shared.backends import Backends
 from shared.logging import configure_logging
 from shared.settings import PROJECT_ROOT, get_settings
 from tests.support import samples
-from tests.support.service import Backends, service_settings
+from tests.support.service import service_settings
 
 DRILL_DIR = PROJECT_ROOT / "var" / "drill"
 
@@ -129,6 +130,8 @@ def main() -> None:
         processing, waiting = [], []
         for job_id in job_ids:
             job = backends.jobs.get(job_id)
+            if job is None:  # finished a moment ago, so only a TTL far shorter than the drill could do this
+                raise SystemExit(f"the record of job {job_id} is gone before its outcome was read")
             outcomes[job.state.value if job.error_code is None else f"{job.state.value}:{job.error_code}"] += 1
             if job.started_at and job.finished_at:
                 processing.append(job.finished_at - job.started_at)

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import requests
@@ -83,7 +84,7 @@ def measure(
             job_id = job_ids[n % len(job_ids)]
             pool.submit(
                 timed,
-                lambda j=job_id: requests.get(f"{url}/v1/portraits/{j}", timeout=REQUEST_TIMEOUT),
+                partial(requests.get, f"{url}/v1/portraits/{job_id}", timeout=REQUEST_TIMEOUT),
                 200,
                 read_sample,
                 lock,
@@ -140,8 +141,11 @@ class Streams:
         for response in responses:
             # Shut the socket down under its reader (which then sees EOF): closing the response instead would
             # wait for the reader's lock, i.e. for the next heartbeat, stream after stream.
+            connection = response.raw.connection
+            if connection is None:  # already handed back to the pool: its stream is over
+                continue
             with contextlib.suppress(Exception):
-                response.raw.connection.sock.shutdown(socket.SHUT_RDWR)
+                connection.sock.shutdown(socket.SHUT_RDWR)
 
 
 def gateway_rss_mib(pid: int | None) -> float | None:

@@ -56,7 +56,8 @@ class WorkerProcess:
 
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as response:
-            return response.read().decode()
+            body: bytes = response.read()  # typeshed types urlopen's answer as Any
+        return body.decode()
 
     def processes_in(self, state: str) -> int:
         """How many of its processes report this lifecycle state (0 if the metrics are unreachable)."""

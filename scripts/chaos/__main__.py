@@ -17,6 +17,8 @@ import dataclasses
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from scripts.chaos.faults import (
@@ -56,7 +58,7 @@ def run(plan: Plan, workdir: Path, progress: bool = True) -> list[Row]:
     photo = samples.grace_hopper_path().read_bytes()
     rows: list[Row] = []
 
-    def step(label: str, make_row) -> Row:  # type: ignore[no-untyped-def]
+    def step(label: str, make_row: Callable[[], Row]) -> Row:
         started = time.monotonic()
         if progress:
             print(f"[chaos] {label} …", flush=True)
@@ -80,7 +82,7 @@ def run(plan: Plan, workdir: Path, progress: bool = True) -> list[Row]:
         step("Redis hung", lambda: redis_hung(stack, plan, photo))
         step("S3 stopped", lambda: s3_stopped(stack, plan, photo))
         for count in plan.slow_clients:
-            step(f"{count} slow uploaders", lambda c=count: slow_uploaders(stack, plan, photo, c, base))
+            step(f"{count} slow uploaders", partial(slow_uploaders, stack, plan, photo, count, base))
         step("abusive burst", lambda: abusive_burst(stack, plan, photo))
         step("storage back door", lambda: storage_row(stack))
     return rows

@@ -350,7 +350,8 @@ def slow_uploaders(stack: ChaosStack, plan: Plan, photo: bytes, count: int, base
     return row
 
 
-ABUSE: list[tuple[str, bytes]] = [
+#: (name, raw request); None for the ones built per run from the photo (`_built`).
+ABUSE: list[tuple[str, bytes | None]] = [
     ("huge headers", b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n"),
     (
         "many headers",
@@ -365,7 +366,7 @@ ABUSE: list[tuple[str, bytes]] = [
         "not multipart",
         b"POST /v1/portraits HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
     ),
-    ("41 form fields", None),  # built below
+    ("41 form fields", None),
     ("garbage image", None),
     ("unknown route", b"GET /../../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n"),
     ("bad id", b"GET /v1/portraits/%00%ff HTTP/1.1\r\nHost: x\r\n\r\n"),
@@ -392,6 +393,17 @@ def _multipart(fields: list[tuple[str, str]], image: bytes | None) -> bytes:
     ) + body
 
 
+def _built(name: str, photo: bytes) -> bytes:
+    """The ABUSE requests that carry the photo (or fresh random bytes)."""
+    if name == "41 form fields":
+        return _multipart([(f"f{n}", "v") for n in range(40)], photo)
+    if name == "garbage image":
+        return _multipart([], os.urandom(50_000))
+    if name == "strength -0":
+        return _multipart([("strength", "-0")], photo)
+    raise ValueError(f"the abusive request {name!r} has neither bytes nor a builder")
+
+
 def _raw(stack: ChaosStack, payload: bytes) -> tuple[int, bytes]:
     host, port = stack.gateway_url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=15) as conn:
@@ -408,15 +420,7 @@ def _raw(stack: ChaosStack, payload: bytes) -> tuple[int, bytes]:
 def abusive_burst(stack: ChaosStack, plan: Plan, photo: bytes) -> Row:
     from concurrent.futures import ThreadPoolExecutor
 
-    payloads = []
-    for name, payload in ABUSE:
-        if name == "41 form fields":
-            payload = _multipart([(f"f{n}", "v") for n in range(40)], photo)
-        elif name == "garbage image":
-            payload = _multipart([], os.urandom(50_000))
-        elif name == "strength -0":
-            payload = _multipart([("strength", "-0")], photo)
-        payloads.append((name, payload))
+    payloads = [(name, payload if payload is not None else _built(name, photo)) for name, payload in ABUSE]
     statuses: Counter[str] = Counter()
     with Session(stack, f"abusive burst ({plan.burst} requests)", plan.clients, photo) as session:
         with ThreadPoolExecutor(16) as pool:

@@ -16,6 +16,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,11 @@ from scripts.worker_process import WorkerProcess, settings_env
 from shared.settings import PROJECT_ROOT, Settings
 
 GUNICORN_CONF = PROJECT_ROOT / "services" / "gateway" / "gunicorn_conf.py"
+
+
+def _serving(worker: WorkerProcess) -> bool:
+    """At least one of the worker's render processes says it is ready (its metrics, shared across processes)."""
+    return worker.processes_in("ready") >= 1
 
 
 @dataclass
@@ -111,7 +117,7 @@ class ChaosStack:
             worker.process.start()
         gateway.wait_ready(lambda: self._get("/readyz") == 200, timeout=60)
         for worker in self.workers:
-            worker.process.wait_ready(lambda w=worker: w.processes_in("ready") >= 1, 120, interval=0.25)
+            worker.process.wait_ready(partial(_serving, worker), 120, interval=0.25)
         self._supervisor.start()
         return self
 
