@@ -18,8 +18,8 @@ slice for news, so its socket timeout is that slice on top of the same budget (`
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Self
 
 import redis
 from redis import Redis
@@ -51,6 +51,11 @@ def redis_options(settings: Settings, *, max_connections: int | None = None) -> 
     if max_connections is not None:
         options["max_connections"] = max_connections
     return options
+
+
+def pool_for_threads(threads: int) -> int:
+    """A pool cap for a client shared by `threads` threads, each holding at most one connection at a time."""
+    return threads + 8
 
 
 def redis_client(settings: Settings, *, max_connections: int | None = None) -> redis.Redis:
@@ -103,15 +108,6 @@ class Backends:
             jobs=JobStore(client, settings.job_ttl_seconds),
         )
 
-    def with_storage(self, storage: ObjectStore) -> Backends:
+    def with_storage(self, storage: ObjectStore) -> Self:
         """The same Redis-side backends over another object store (the eraser deletes from that one)."""
-        return Backends(
-            settings=self.settings,
-            redis=self.redis,
-            storage=storage,
-            keys=self.keys,
-            schedule=self.schedule,
-            audit=self.audit,
-            eraser=Eraser(storage, self.keys, self.schedule, self.audit),
-            jobs=self.jobs,
-        )
+        return replace(self, storage=storage, eraser=Eraser(storage, self.keys, self.schedule, self.audit))

@@ -1,76 +1,16 @@
 """The Celery worker: `celery -A services.worker.app worker -Q portraits`.
 
-Models load once per worker process *after* the fork (`worker_process_init`), so CUDA is never initialised in
-the parent (pytorch#40403), and each child warms up before it takes a task. The parent serves /metrics.
+Production's app: settings from the environment, the portrait engine as every render process's renderer. The
+app's wiring (signals, concurrency, the task) is services/worker/wiring.py; a render process's state is
+services/worker/process.py.
 """
 
 from __future__ import annotations
 
-import os
-
-import redis
 from celery import Celery
-from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_shutting_down
 
-from services.worker import metrics
-from services.worker.lifecycle import WorkerState
-from services.worker.plan import resolve_plan
-from shared.logging import configure_logging, get_logger
-from shared.queue import make_celery
+from services.worker.process import load_portrait_engine
+from services.worker.wiring import create_worker_app
 from shared.settings import get_settings
 
-settings = get_settings()
-app: Celery = make_celery(settings)
-app.conf.include = ["services.worker.tasks"]
-app.conf.update(
-    # A replacement render process loads its models before it reports ready; Celery kills any that takes
-    # longer than this (4 s by default), so with both cores busy 10 of 12 replacements in a row were killed
-    # and nothing was painted for 78 s (issue 9).
-    worker_proc_alive_timeout=settings.worker_start_timeout,
-    # Celery turns a render process's stdout/stderr into log records of its own by default; our handler writes
-    # to stderr, so every job line went into that loop and never reached the output (issue 9: 348 jobs, not one
-    # "job done" line).
-    worker_redirect_stdouts=False,
-    # Render processes per worker, from the measured thread and process plan (#11, plan.py): one per core on the
-    # CPU, one with CUDA. `--concurrency` on the command line still overrides it.
-    worker_concurrency=resolve_plan(settings).processes,
-)
-log = get_logger("portraits.worker")
-
-
-@worker_init.connect
-def _start_metrics_server(**_: object) -> None:
-    configure_logging(settings, "worker")
-    metrics.serve_metrics(settings.worker_metrics_port, settings.metrics_bind_address)
-    log.info("worker metrics served", port=settings.worker_metrics_port)
-
-
-@worker_process_init.connect
-def _load_engine(**_: object) -> None:
-    configure_logging(settings, "worker")
-    from services.worker import tasks
-
-    metrics.set_state(WorkerState.LOADING)
-    try:
-        tasks.start_process(settings)
-    except Exception:
-        metrics.set_state(WorkerState.FAILED)
-        log.exception("engine failed to load; this process will refuse tasks")
-        raise
-    metrics.set_state(WorkerState.READY)
-
-
-@worker_shutting_down.connect
-def _stopping(**_: object) -> None:
-    metrics.set_state(WorkerState.STOPPING)
-
-
-@worker_process_shutdown.connect
-def _process_gone(pid: int | None = None, **_: object) -> None:
-    metrics.mark_process_dead(pid or os.getpid())
-
-
-def redis_client() -> redis.Redis:
-    return redis.Redis.from_url(
-        settings.redis_url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30
-    )
+app: Celery = create_worker_app(get_settings(), load_portrait_engine)

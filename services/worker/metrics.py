@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, start_http_server
+from prometheus_client.metrics_core import Metric
 
 from services.worker.lifecycle import WorkerState
 
@@ -72,13 +73,13 @@ class _ForgetDeadProcesses:
     def __init__(self, directory: Path) -> None:
         self._directory = directory
 
-    def collect(self) -> list:
+    def collect(self) -> list[Metric]:
         for path in self._directory.glob("gauge_live*_*.db"):
             pid = int(path.stem.rsplit("_", 1)[1])
             try:
                 os.kill(pid, 0)
             except ProcessLookupError:
-                multiprocess.mark_process_dead(pid, str(self._directory))
+                multiprocess.mark_process_dead(pid, str(self._directory))  # type: ignore[no-untyped-call]  # unannotated in prometheus_client
             except PermissionError:
                 pass  # alive, someone else's
         return []
@@ -95,10 +96,10 @@ def serve_metrics(port: int, address: str) -> None:
         stale.unlink()
     registry = CollectorRegistry()
     registry.register(_ForgetDeadProcesses(Path(directory)))  # registered first: runs before the sum
-    multiprocess.MultiProcessCollector(registry)
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # unannotated in prometheus_client
     start_http_server(port, addr=address, registry=registry)
 
 
 def mark_process_dead(pid: int) -> None:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        multiprocess.mark_process_dead(pid)
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]  # unannotated in prometheus_client

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from enum import StrEnum
+from typing import TYPE_CHECKING, Protocol
 
 import redis
 import structlog
@@ -29,15 +30,19 @@ from services.worker.engine.catalog import painter_of
 from shared.audit import Deleter, ObjectKind
 from shared.crypto import KeyGone, SealBroken, SourceKeys, unseal
 from shared.deletion import Eraser
-from shared.errors import PortraitError
+from shared.errors import JobErrorCode, JobFailure, PortraitError
 from shared.gallery import GalleryEntry, GalleryIndex, day_of
 from shared.gallery import object_key as gallery_object_key
 from shared.jobs import TERMINAL, Job, JobNotFound, JobState, JobStore, TransitionRefused, now
 from shared.leases import Held, JobLeases, Refused, process_owner
 from shared.logging import get_logger
 from shared.settings import Settings
+from shared.stages import Stage
 from shared.storage import RESULT_EXTENSIONS, ObjectMissing, ObjectStore, StorageUnavailable, result_key, source_key
 from shared.webhooks import WebhookOutbox, notify_finished
+
+if TYPE_CHECKING:  # torch underneath: the engine's types are only named here, its module loads in render processes
+    from services.worker.engine.pipeline import Portrait, RenderRequest
 
 log = get_logger("portraits.worker")
 
@@ -49,21 +54,59 @@ class TransientError(RuntimeError):
     """Worth retrying later: nothing is wrong with the job itself."""
 
 
+Progress = Callable[[str], None]  # called with each stage's name as the stage starts
+
+
 class PortraitRenderer(Protocol):
-    def render(self, data: bytes, style: str = ..., strength: float | None = ..., progress=...): ...  # type: ignore[no-untyped-def]
+    """What the runner needs of the engine (services/worker/engine/pipeline.py's `PortraitEngine`, or a test's)."""
+
+    def render(
+        self, data: bytes, style: str = ..., strength: float | None = ..., progress: Progress | None = ...
+    ) -> Portrait:
+        """One photo's portrait; raises the stage's `PortraitError` if it cannot be painted."""
+        ...
+
+    def render_batch(
+        self, requests: Sequence[RenderRequest], progress: Progress | None = ...
+    ) -> list[Portrait | PortraitError]:
+        """Each photo's portrait or its `PortraitError`, in order."""
+        ...
+
+
+class OutcomeKind(StrEnum):
+    DONE = "done"  # painted, stored, the job done
+    SKIPPED = "skipped"  # nothing to do here: finished, erased, leased elsewhere, or rescued during the render
+    FAILED = "failed"  # the job failed for good, with a code
 
 
 @dataclass(frozen=True)
-class Failure:
-    code: str
-    message: str
+class Outcome:
+    """How one job's turn in this process ended (#12: was a string, "failed:<code>")."""
+
+    kind: OutcomeKind
+    code: JobErrorCode | None = None  # FAILED only
+
+    @classmethod
+    def failed(cls, code: JobErrorCode) -> Outcome:
+        return cls(OutcomeKind.FAILED, code)
+
+    @property
+    def label(self) -> str:
+        """The `outcome` label of portraits_worker_jobs_total: done, skipped or failed:<code> (dashboards and
+        alerts read these values)."""
+        return f"{self.kind}:{self.code}" if self.code is not None else str(self.kind)
+
+    @property
+    def settled(self) -> bool:
+        """This process brought the job to an end (done or failed), rather than leaving it to someone else."""
+        return self.kind is not OutcomeKind.SKIPPED
+
+    def __str__(self) -> str:
+        return self.label
 
 
-SOURCE_EXPIRED = Failure("source_expired", "the photo was deleted before it could be painted; please upload again")
-SOURCE_UNREADABLE = Failure("source_unreadable", "the stored photo could not be read; please upload again")
-UNAVAILABLE = Failure("unavailable", "storage stayed unavailable; please upload again")
-TIMED_OUT = Failure("timeout", "painting took too long and was stopped; please try another photo")
-WORKER_LOST = Failure("worker_lost", "painting this photo stopped its worker several times; please try another photo")
+DONE = Outcome(OutcomeKind.DONE)
+SKIPPED = Outcome(OutcomeKind.SKIPPED)
 
 
 class JobRunner:
@@ -93,16 +136,16 @@ class JobRunner:
         self._carried: list[str] = []  # jobs of an interrupted batch, still leased to this process
         self._progress = ThreadPoolExecutor(max_workers=1, thread_name_prefix="progress")  # one: stages stay in order
 
-    def run(self, job_id: str) -> str:
-        """Process one job (and whatever batch it takes along); returns its outcome label. Raises
+    def run(self, job_id: str) -> Outcome:
+        """Process one job (and whatever batch it takes along); returns its outcome. Raises
         `TransientError` for the caller to retry."""
         return self.run_batch(job_id)[job_id]
 
-    def run_batch(self, job_id: str) -> dict[str, str]:
+    def run_batch(self, job_id: str) -> dict[str, Outcome]:
         """Process the job, and with `batch_max_size` > 1 up to that many queued jobs in one engine call (#11);
-        returns each job's outcome label. Raises `TransientError` for the caller to retry: the jobs of the batch
+        returns each job's outcome. Raises `TransientError` for the caller to retry: the jobs of the batch
         that had not finished stay leased to this process and are carried into the next call."""
-        outcomes: dict[str, str] = {}
+        outcomes: dict[str, Outcome] = {}
         try:
             # Every log line while this job runs — ours, the engine's stage timings — carries its id.
             with structlog.contextvars.bound_contextvars(job_id=job_id):
@@ -128,7 +171,7 @@ class JobRunner:
             except redis.RedisError:
                 pass
 
-    def _run(self, job_id: str, outcomes: dict[str, str]) -> None:
+    def _run(self, job_id: str, outcomes: dict[str, Outcome]) -> None:
         claims: list[_Claim] = []
         # The job itself, then the rest of a batch that a transient error interrupted (still leased to us).
         for candidate in dict.fromkeys([job_id, *self._carried]):
@@ -145,7 +188,7 @@ class JobRunner:
             self._paint(claims, helds, outcomes)
         self._carried = []
 
-    def _claim(self, job_id: str, outcomes: dict[str, str], *, extra: bool = False) -> _Claim | None:
+    def _claim(self, job_id: str, outcomes: dict[str, Outcome], *, extra: bool = False) -> _Claim | None:
         """Take the job's lease if it is ours to paint. `extra`: a queued job a batch takes along, which is
         left alone (no outcome) unless it is still queued and free."""
         job = self._jobs.get(job_id)
@@ -153,7 +196,7 @@ class JobRunner:
             # Expired, erased by its owner, or a redelivery of a job already finished: nothing to do.
             if not extra:
                 log.info("job skipped", job_id=job_id, state=job.state if job else "gone")
-                outcomes[job_id] = "skipped"
+                outcomes[job_id] = SKIPPED
             return None
         if extra and job.state is not JobState.QUEUED:
             return None
@@ -163,7 +206,7 @@ class JobRunner:
             # Should that process die, its lease lapses and the job is sent again.
             if not extra:
                 log.info("job skipped: leased by another worker", job_id=job_id, holder=lease.holder)
-                outcomes[job_id] = "skipped"
+                outcomes[job_id] = SKIPPED
             return None
         # Still `processing` under someone else's name: the render before this one died with its worker.
         restarts = job.restarts + int(job.state is JobState.PROCESSING and lease.previous != self.owner)
@@ -172,11 +215,11 @@ class JobRunner:
                 "job restarted after its worker died", job_id=job_id, restarts=restarts, previous=lease.previous
             )
         if restarts > self._settings.job_max_restarts:
-            outcomes[job_id] = self.fail(job_id, WORKER_LOST)
+            outcomes[job_id] = self.fail(job_id, JobErrorCode.WORKER_LOST.failure)
             return None
         return _Claim(job, restarts)
 
-    def _gather(self, claims: list[_Claim], outcomes: dict[str, str]) -> None:
+    def _gather(self, claims: list[_Claim], outcomes: dict[str, Outcome]) -> None:
         """Fill the batch with the longest-waiting queued jobs, waiting at most `batch_wait_ms` for them (#11).
         Each taken job keeps its own broker message: when that arrives it finds the job leased or finished and
         is dropped, and should this process die the janitor rescues the job like any other."""
@@ -201,7 +244,7 @@ class JobRunner:
                 return
             time.sleep(min(GATHER_POLL_SECONDS, left))
 
-    def _paint(self, claims: list[_Claim], helds: dict[str, Held], outcomes: dict[str, str]) -> None:
+    def _paint(self, claims: list[_Claim], helds: dict[str, Held], outcomes: dict[str, Outcome]) -> None:
         started = now()
         ready: list[tuple[Job, bytes]] = []
         for claim in claims:
@@ -213,12 +256,12 @@ class JobRunner:
                     started_at=started,
                     attempts=claim.job.attempts + 1,
                     restarts=claim.restarts,
-                    stage="fetch",
+                    stage=Stage.FETCH,
                 )
             except (TransitionRefused, JobNotFound):
                 # Finished or erased between our look and our lease (another delivery was quicker).
                 self._leases.release(job_id, self.owner)
-                self._settle(outcomes, job_id, "skipped")
+                self._settle(outcomes, job_id, SKIPPED)
                 continue
             metrics.QUEUE_WAIT.observe(max(0.0, started - claim.job.created_at))
             try:
@@ -232,12 +275,12 @@ class JobRunner:
         for (job, _), outcome in zip(ready, rendered):
             with structlog.contextvars.bound_contextvars(job_id=job.id):
                 if isinstance(outcome, PortraitError):
-                    label = self.fail(job.id, Failure(outcome.code, outcome.message))
+                    settled = self.fail(job.id, outcome.failure)
                 else:
-                    label = self._deliver(job, outcome, started, helds[job.id])
-            self._settle(outcomes, job.id, label)
+                    settled = self._deliver(job, outcome, started, helds[job.id])
+            self._settle(outcomes, job.id, settled)
 
-    def _render(self, ready: list[tuple[Job, bytes]]) -> list[Any]:
+    def _render(self, ready: list[tuple[Job, bytes]]) -> list[Portrait | PortraitError]:
         """One engine call for the whole batch; each photo's portrait or its `PortraitError`."""
         ids = [job.id for job, _ in ready]
 
@@ -248,13 +291,14 @@ class JobRunner:
         if len(ready) == 1:
             job, data = ready[0]
             try:
-                outcomes: list[Any] = [
+                outcomes: list[Portrait | PortraitError] = [
                     self._engine.render(data, style=job.style_requested, strength=job.strength, progress=progress)
                 ]
             except PortraitError as exc:
                 outcomes = [exc]
         else:
-            from services.worker.engine.pipeline import RenderRequest  # torch: only in render processes
+            # torch underneath: loaded on the first batch, always in a render process that already holds the engine.
+            from services.worker.engine.pipeline import RenderRequest
 
             outcomes = list(
                 self._engine.render_batch(
@@ -276,12 +320,12 @@ class JobRunner:
         except redis.RedisError as exc:  # progress is best effort; the job's own writes retry
             log.warning("stage not reported", stage=stage, error_type=type(exc).__name__)
 
-    def _settle(self, outcomes: dict[str, str], job_id: str, label: str) -> None:
-        outcomes[job_id] = label
+    def _settle(self, outcomes: dict[str, Outcome], job_id: str, outcome: Outcome) -> None:
+        outcomes[job_id] = outcome
         if job_id in self._carried:
             self._carried.remove(job_id)
 
-    def _deliver(self, job: Job, portrait: Any, started: float, held: Held) -> str:
+    def _deliver(self, job: Job, portrait: Portrait, started: float, held: Held) -> Outcome:
         """Store a painted portrait and finish its job."""
         job_id = job.id
         metrics.PORTRAITS.labels(painter=painter_of(portrait.style), family=portrait.family).inc()
@@ -290,7 +334,7 @@ class JobRunner:
         if held.lost.is_set():
             # Rescued elsewhere while we painted (we looked dead: a stalled CPU or Redis): the rescuer owns it.
             log.info("job rescued elsewhere during render; result discarded", job_id=job_id)
-            return "skipped"
+            return SKIPPED
 
         key = result_key(job_id, RESULT_EXTENSIONS[portrait.content_type])
         stored = now()
@@ -316,7 +360,7 @@ class JobRunner:
             if refused.current is JobState.DONE:
                 # A duplicate delivery finished first and wrote the same key: that result is the job's.
                 log.info("job already done by another delivery", job_id=job_id)
-                return "skipped"
+                return SKIPPED
             return self._discard(job_id, key)
         except JobNotFound:
             return self._discard(job_id, key)
@@ -334,7 +378,7 @@ class JobRunner:
             seconds=round(finished - started, 3),
             attempts=job.attempts + 1,
         )
-        return "done"
+        return DONE
 
     def _publish_to_gallery(self, job: Job, data: bytes, style: str, family: str) -> None:
         """With its owner's consent, copy the finished portrait to the public gallery (#10): re-encoded without
@@ -387,12 +431,12 @@ class JobRunner:
         except redis.RedisError:
             pass  # the record expires with the job; until then only the job's own id can read it
 
-    def _discard(self, job_id: str, key: str) -> str:
+    def _discard(self, job_id: str, key: str) -> Outcome:
         # Erased (or expired) while we painted: the result must not outlive the job.
         self._eraser.erase(ObjectKind.RESULT, key, job_id, Deleter.WORKER, reason="job gone")
         self.erase_source(job_id, reason="job gone")
         log.info("job erased during render; result discarded", job_id=job_id)
-        return "skipped"
+        return SKIPPED
 
     def _open_source(self, job_id: str) -> bytes:
         try:
@@ -400,11 +444,11 @@ class JobRunner:
             blob = self._storage.get(self._storage.sources_bucket, source_key(job_id))
             return unseal(key, blob, job_id)
         except (KeyGone, ObjectMissing) as exc:
-            raise _Permanent(SOURCE_EXPIRED) from exc
+            raise _Permanent(JobErrorCode.SOURCE_EXPIRED.failure) from exc
         except SealBroken as exc:
-            raise _Permanent(SOURCE_UNREADABLE) from exc
+            raise _Permanent(JobErrorCode.SOURCE_UNREADABLE.failure) from exc
 
-    def fail(self, job_id: str, failure: Failure) -> str:
+    def fail(self, job_id: str, failure: JobFailure) -> Outcome:
         """Fail the job for good and delete its source (nothing more will be made from it)."""
         finished = now()
         try:
@@ -426,7 +470,7 @@ class JobRunner:
             self._leases.release(job_id, self.owner)
         except redis.RedisError:
             pass  # it lapses; the rescue then finds the job failed and drops it
-        return f"failed:{failure.code}"
+        return Outcome.failed(failure.code)
 
     def _notify(self, job_id: str, at: float) -> None:
         """Queue the job's webhook if it has a callback URL; best effort, never fails the job (#10)."""
@@ -475,6 +519,6 @@ class _Claim:
 
 
 class _Permanent(Exception):
-    def __init__(self, failure: Failure) -> None:
+    def __init__(self, failure: JobFailure) -> None:
         super().__init__(failure.code)
         self.failure = failure

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import redis
-
 from scripts.devstack import SeaweedServer, ensure_buckets
-from shared.audit import AuditLog, ObjectKind
-from shared.crypto import SourceKeys, new_key, seal
-from shared.deletion import DeletionSchedule, Eraser
+from services.worker.process import RenderProcess
+from services.worker.runner import JobRunner, PortraitRenderer
+from shared.audit import ObjectKind
+from shared.backends import Backends as SharedBackends
+from shared.capacity import CapacityBoard
+from shared.crypto import new_key, seal
 from shared.gallery import GalleryGrant, GalleryIndex
 from shared.ids import new_job_id
-from shared.jobs import Job, JobState, JobStore, now
+from shared.jobs import Job, JobState, now
 from shared.settings import Settings
 from shared.storage import ObjectStore, source_key
-from shared.webhooks import WebhookOutbox
 
 
 def service_settings(redis_url: str, s3: SeaweedServer, **overrides: object) -> Settings:
@@ -37,31 +37,10 @@ def service_settings(redis_url: str, s3: SeaweedServer, **overrides: object) -> 
     return settings
 
 
-@dataclass
-class Backends:
-    settings: Settings
-    redis: redis.Redis
-    jobs: JobStore
-    storage: ObjectStore
-    keys: SourceKeys
-    eraser: Eraser
-    audit: AuditLog
-
-    @classmethod
-    def connect(cls, settings: Settings, storage: ObjectStore | None = None) -> Backends:
-        client = redis.Redis.from_url(settings.redis_url)
-        storage = storage or ObjectStore(settings)
-        keys = SourceKeys(client, settings.source_max_age_seconds)
-        audit = AuditLog(client, settings.audit_max_entries)
-        return cls(
-            settings,
-            client,
-            JobStore(client, settings.job_ttl_seconds),
-            storage,
-            keys,
-            Eraser(storage, keys, DeletionSchedule(client), audit),
-            audit,
-        )
+@dataclass(frozen=True)
+class Backends(SharedBackends):
+    """The services' backends (shared/backends.py: the same Redis options, the same eraser), plus what a test
+    does with them: submit a job as the gateway would, look at a source, build a worker's runner."""
 
     def submit(
         self,
@@ -100,20 +79,14 @@ class Backends:
     def source_exists(self, job_id: str) -> bool:
         return self.storage.exists(self.storage.sources_bucket, source_key(job_id))
 
-    def runner(self, engine, storage: ObjectStore | None = None):  # type: ignore[no-untyped-def]
-        """A JobRunner on these backends (optionally with a different object store, e.g. a flaky one)."""
-        from services.worker.runner import JobRunner
-        from shared.leases import JobLeases
+    def render_process(
+        self, engine: PortraitRenderer, storage: ObjectStore | None = None, capacity: CapacityBoard | None = None
+    ) -> RenderProcess:
+        """A render process on these backends, as `worker_process_init` builds one (optionally over a different
+        object store, e.g. a flaky one)."""
+        backends = self.with_storage(storage) if storage is not None else self
+        return RenderProcess.assemble(backends, engine, capacity=capacity)
 
-        storage = storage or self.storage
-        eraser = Eraser(storage, self.keys, self.eraser.schedule, self.audit)
-        return JobRunner(
-            self.settings,
-            self.jobs,
-            storage,
-            self.keys,
-            eraser,
-            engine,
-            JobLeases(self.redis, self.settings.job_lease_seconds),
-            webhooks=WebhookOutbox(self.redis),
-        )
+    def runner(self, engine: PortraitRenderer, storage: ObjectStore | None = None) -> JobRunner:
+        """A JobRunner on these backends (optionally with a different object store, e.g. a flaky one)."""
+        return self.render_process(engine, storage).runner

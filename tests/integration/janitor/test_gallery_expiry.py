@@ -13,6 +13,7 @@ import redis
 
 from services.janitor import metrics
 from services.janitor.sweeper import Janitor
+from services.worker.runner import DONE
 from shared.audit import AuditLog, Deleter, ObjectKind
 from shared.crypto import SourceKeys
 from shared.deletion import DeletionSchedule, Eraser
@@ -56,7 +57,7 @@ def janitor(backends: Backends, at: float) -> Janitor:
 def test_a_shared_portrait_expires_at_the_gallery_ttl(backends, engine, astronaut_path):
     grant = GalleryGrant.new()
     job_id = backends.submit(astronaut_path.read_bytes(), style="ink", gallery=grant)
-    assert backends.runner(engine).run(job_id) == "done"
+    assert backends.runner(engine).run(job_id) == DONE
     gallery = GalleryIndex(backends.redis)
     entry = gallery.lookup(grant.id)
     assert isinstance(entry, GalleryEntry)

@@ -14,6 +14,7 @@ import redis
 from scripts.devstack import free_port
 from services.janitor import metrics
 from services.janitor.sweeper import Janitor
+from services.worker.runner import DONE
 from shared.audit import AuditLog, Deleter, ObjectKind
 from shared.crypto import KeyGone, SealBroken, SourceKeys, new_key, seal, unseal
 from shared.deletion import DeletionSchedule, Eraser, Tracked
@@ -77,7 +78,7 @@ def test_source_past_its_age_is_deleted_shredded_and_fails_its_job(backends, ast
 
 def test_result_past_its_ttl_is_gone_and_its_url_dead(backends, engine, astronaut_path):
     job_id = backends.submit(astronaut_path.read_bytes())
-    assert backends.runner(engine).run(job_id) == "done"
+    assert backends.runner(engine).run(job_id) == DONE
     job = backends.jobs.get(job_id)
     url = backends.storage.presigned_get(backends.settings.results_bucket, job.result_key, 300)
     with urllib.request.urlopen(url, timeout=5) as response:

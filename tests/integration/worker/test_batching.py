@@ -9,13 +9,16 @@ import time
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
 
-from services.worker.runner import JobRunner, TransientError
+from services.worker.process import RenderProcess
+from services.worker.runner import DONE, SKIPPED, JobRunner, Outcome, TransientError
+from shared.errors import JobErrorCode
 from shared.events import key as events_key
 from shared.jobs import JobState, JobStore
 from shared.leases import JobLeases
 from shared.storage import ObjectStore, StorageUnavailable
 from tests.integration.worker.test_runner import FlakyStore
 from tests.support import samples
+from tests.support.render import eager_render_task
 from tests.support.service import Backends, service_settings
 
 
@@ -76,7 +79,7 @@ def test_one_call_paints_the_queue_and_each_job_ends_on_its_own(backends, engine
 
     # The job itself and the three oldest queued ones, one engine call; the fifth waits for its own turn.
     assert recorder.calls == [4]
-    assert outcomes == {first: "done", no_face: "failed:no_face", others[0]: "done", others[1]: "done"}
+    assert outcomes == {first: DONE, no_face: Outcome.failed(JobErrorCode.NO_FACE), others[0]: DONE, others[1]: DONE}
     assert backends.jobs.get(no_face).error_code == "no_face" and not backends.source_exists(no_face)
     for job_id in (first, others[0], others[1]):
         job = backends.jobs.get(job_id)
@@ -91,7 +94,7 @@ def test_one_call_paints_the_queue_and_each_job_ends_on_its_own(backends, engine
     assert backends.jobs.queue_position(others[2]) == 0
 
     # The broker still delivers each taken job's own message: it finds the job finished and drops it.
-    assert batch_runner(backends, recorder).run_batch(others[0]) == {others[0]: "skipped"}
+    assert batch_runner(backends, recorder).run_batch(others[0]) == {others[0]: SKIPPED}
     assert recorder.calls == [4]
 
 
@@ -103,7 +106,7 @@ def test_a_job_leased_by_another_live_worker_is_left_to_it(backends, engine, ast
 
     outcomes = batch_runner(backends, RecordingEngine(engine)).run_batch(first)
 
-    assert outcomes == {first: "done", free: "done"}
+    assert outcomes == {first: DONE, free: DONE}
     assert backends.jobs.get(taken).state is JobState.QUEUED
 
 
@@ -118,13 +121,13 @@ def test_a_batch_waits_up_to_batch_wait_for_jobs_still_arriving(backends, engine
     finally:
         arrival.join()
     assert recorder.calls == [2]
-    assert outcomes == {first: "done", late[0]: "done"}
+    assert outcomes == {first: DONE, late[0]: DONE}
 
 
 def test_without_wait_a_lone_job_is_painted_at_once(backends, engine, astronaut_path):
     recorder = RecordingEngine(engine)
     first = backends.submit(astronaut_path.read_bytes(), style="ink")
-    assert batch_runner(backends, recorder).run_batch(first) == {first: "done"}
+    assert batch_runner(backends, recorder).run_batch(first) == {first: DONE}
     assert recorder.calls == [1]
 
 
@@ -141,7 +144,7 @@ def test_a_batch_cut_short_by_an_outage_is_carried_into_the_retry(backends, engi
     assert backends.jobs.get(second).state is JobState.PROCESSING  # still leased to this process
 
     # The retry (the task's own job) paints the rest of the batch too, without counting a restart.
-    assert runner.run_batch(first) == {first: "done", second: "done"}
+    assert runner.run_batch(first) == {first: DONE, second: DONE}
     assert runner.unfinished() == []
     assert backends.jobs.get(second).restarts == 0
 
@@ -156,20 +159,14 @@ class TimesOutEngine:
         raise SoftTimeLimitExceeded()
 
 
-def test_a_time_limit_fails_every_job_of_the_batch(backends, astronaut_path, monkeypatch):
-    from services.worker import tasks
-
-    runner = batch_runner(backends, TimesOutEngine())
+def test_a_time_limit_fails_every_job_of_the_batch(backends, astronaut_path):
+    engine = TimesOutEngine()
+    runner = batch_runner(backends, engine)
     first = backends.submit(astronaut_path.read_bytes(), style="ink")
     second = backends.submit(astronaut_path.read_bytes(), style="ink")
-    monkeypatch.setattr(tasks, "_runner", runner)
-    monkeypatch.setattr(tasks, "_redis", backends.redis)
-    monkeypatch.setattr(tasks, "settings", backends.settings)
-    tasks.app.conf.task_always_eager = True
-    try:
-        tasks.render_portrait.apply(args=[first])
-    finally:
-        tasks.app.conf.task_always_eager = False
+    proc = RenderProcess(settings=backends.settings, backends=backends, engine=engine, runner=runner, capacity=None)
+    with eager_render_task(proc) as render_portrait:
+        render_portrait.apply(args=[first])
     for job_id in (first, second):
         job = backends.jobs.get(job_id)
         assert job.state is JobState.FAILED and job.error_code == "timeout"

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from services.worker import metrics
+from services.worker.runner import DONE
 from shared.audit import ObjectKind
 from shared.gallery import GalleryEntry, GalleryGrant, GalleryIndex, object_key
 from shared.jobs import JobState
@@ -38,7 +39,7 @@ def test_a_shared_portrait_is_copied_clean_and_unlinked(backends, gallery, engin
     job_id = backends.submit(astronaut_path.read_bytes(), style="ink", gallery=grant)
     assert backends.jobs.get(job_id).gallery_id == grant.id  # until it is published
     published_before = metrics.GALLERY_PUBLISHED._value.get()
-    assert backends.runner(engine).run(job_id) == "done"
+    assert backends.runner(engine).run(job_id) == DONE
     assert metrics.GALLERY_PUBLISHED._value.get() == published_before + 1
 
     job = backends.jobs.get(job_id)
@@ -77,7 +78,7 @@ def test_without_consent_nothing_reaches_the_gallery(backends, gallery, engine, 
     before = set(gallery.ids())
     scheduled_before = backends.eraser.schedule.size(ObjectKind.GALLERY)
     job_id = backends.submit(astronaut_path.read_bytes(), style="ink")
-    assert backends.runner(engine).run(job_id) == "done"
+    assert backends.runner(engine).run(job_id) == DONE
     job = backends.jobs.get(job_id)
     assert not job.share and job.gallery_id is None
     assert set(gallery.ids()) == before
@@ -88,7 +89,7 @@ def test_withdrawn_before_publication_is_never_listed(backends, gallery, engine,
     grant = GalleryGrant.new()
     job_id = backends.submit(astronaut_path.read_bytes(), style="ink", gallery=grant)
     assert gallery.remove(grant.id, only_pending=True)  # what DELETE /v1/gallery/<id> does while it is pending
-    assert backends.runner(engine).run(job_id) == "done"
+    assert backends.runner(engine).run(job_id) == DONE
     assert grant.id not in gallery.ids()
     assert not backends.storage.exists(backends.settings.results_bucket, object_key(grant.id))
     assert not backends.eraser.schedule.contains(ObjectKind.GALLERY, object_key(grant.id))
@@ -109,7 +110,7 @@ def test_a_failed_publication_does_not_fail_the_job(backends, gallery, engine, a
     job_id = backends.submit(astronaut_path.read_bytes(), style="ink", gallery=grant)
     failures_before = metrics.GALLERY_PUBLISH_FAILURES._value.get()
     runner = backends.runner(engine, storage=GalleryWritesFail(backends.settings))
-    assert runner.run(job_id) == "done"
+    assert runner.run(job_id) == DONE
     job = backends.jobs.get(job_id)
     assert job.state is JobState.DONE and job.gallery_id is None
     assert metrics.GALLERY_PUBLISH_FAILURES._value.get() == failures_before + 1

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from services.worker.runner import JobRunner, TransientError
+from services.worker.runner import DONE, SKIPPED, JobRunner, Outcome, TransientError
+from shared.errors import JobErrorCode
 from shared.jobs import JobState
 from shared.leases import JobLeases
 from shared.storage import ObjectStore, StorageUnavailable
@@ -42,7 +43,7 @@ class FlakyStore(ObjectStore):
 
 def test_done_job_has_result_and_no_source(backends, runner, astronaut_path):
     job_id = backends.submit(astronaut_path.read_bytes(), style="ink")
-    assert runner.run(job_id) == "done"
+    assert runner.run(job_id) == DONE
     job = backends.jobs.get(job_id)
     assert job.state is JobState.DONE and job.family == "ink" and job.reason and job.timings
     assert job.result_key and backends.storage.exists(backends.storage.results_bucket, job.result_key)
@@ -51,13 +52,13 @@ def test_done_job_has_result_and_no_source(backends, runner, astronaut_path):
     with pytest.raises(LookupError):
         backends.keys.load(job_id)
     # A redelivered task for a finished job does nothing.
-    assert runner.run(job_id) == "skipped"
+    assert runner.run(job_id) == SKIPPED
     assert backends.jobs.get(job_id) == job
 
 
 def test_no_face_fails_at_once_and_deletes_the_source(backends, runner):
     job_id = backends.submit(samples.coffee_path().read_bytes())
-    assert runner.run(job_id) == "failed:no_face"
+    assert runner.run(job_id) == Outcome.failed(JobErrorCode.NO_FACE)
     job = backends.jobs.get(job_id)
     assert job.state is JobState.FAILED and job.error_code == "no_face" and job.error_message
     assert not backends.source_exists(job_id)
@@ -66,7 +67,7 @@ def test_no_face_fails_at_once_and_deletes_the_source(backends, runner):
 def test_expired_key_fails_with_source_expired(backends, runner, astronaut_path):
     job_id = backends.submit(astronaut_path.read_bytes())
     backends.keys.delete(job_id)
-    assert runner.run(job_id) == "failed:source_expired"
+    assert runner.run(job_id) == Outcome.failed(JobErrorCode.SOURCE_EXPIRED)
     assert not backends.source_exists(job_id)
 
 
@@ -78,7 +79,7 @@ def test_transient_storage_error_then_success(backends, engine, astronaut_path):
         runner.run(job_id)
     assert backends.jobs.get(job_id).state is JobState.PROCESSING  # not failed: it will be retried
     assert backends.source_exists(job_id)
-    assert runner.run(job_id) == "done"
+    assert runner.run(job_id) == DONE
     assert backends.jobs.get(job_id).attempts == 2
 
 
@@ -91,7 +92,7 @@ def test_job_erased_during_render_leaves_no_result(backends, engine, astronaut_p
 
     job_id = backends.submit(astronaut_path.read_bytes())
     runner = backends.runner(ErasingEngine())
-    assert runner.run(job_id) == "skipped"
+    assert runner.run(job_id) == SKIPPED
     assert not backends.storage.exists(backends.storage.results_bucket, f"results/{job_id}.jpg")
     assert not backends.source_exists(job_id)
 
@@ -107,7 +108,7 @@ def test_log_lines_during_a_job_carry_its_id(backends, engine, astronaut_path):
             return engine.render(data, style=style, strength=strength, progress=progress)
 
     job_id = backends.submit(astronaut_path.read_bytes())
-    assert backends.runner(ContextCapturingEngine()).run(job_id) == "done"
+    assert backends.runner(ContextCapturingEngine()).run(job_id) == DONE
     assert seen.get("job_id") == job_id
     assert "job_id" not in structlog.contextvars.get_contextvars()  # unbound afterwards
 
@@ -140,7 +141,7 @@ def test_lease_is_held_while_painting_and_released_after(backends, engine, astro
     leases = JobLeases(backends.redis, backends.settings.job_lease_seconds)
     job_id = backends.submit(astronaut_path.read_bytes())
     runner = backends.runner(WatchingEngine())
-    assert runner.run(job_id) == "done"
+    assert runner.run(job_id) == DONE
     assert holders == [runner.owner]
     assert leases.holder(job_id) is None and backends.redis.zscore(leases.DEADLINES, job_id) is None
 
@@ -148,14 +149,14 @@ def test_lease_is_held_while_painting_and_released_after(backends, engine, astro
 def test_rescued_job_is_painted_and_counts_a_restart(backends, runner, astronaut_path):
     job_id = backends.submit(astronaut_path.read_bytes())
     _processing_under(backends, job_id, "rescue", time.time() + 30)
-    assert runner.run(job_id) == "done"
+    assert runner.run(job_id) == DONE
     assert backends.jobs.get(job_id).restarts == 1
 
 
 def test_live_lease_elsewhere_drops_the_duplicate_delivery(backends, runner, astronaut_path):
     job_id = backends.submit(astronaut_path.read_bytes())
     _processing_under(backends, job_id, "another-host:4242", time.time() + 30)
-    assert runner.run(job_id) == "skipped"
+    assert runner.run(job_id) == SKIPPED
     job = backends.jobs.get(job_id)
     assert job.state is JobState.PROCESSING and job.attempts == 1 and backends.source_exists(job_id)
 
@@ -163,14 +164,14 @@ def test_live_lease_elsewhere_drops_the_duplicate_delivery(backends, runner, ast
 def test_lease_of_a_killed_render_process_on_this_host_is_taken_at_once(backends, runner, astronaut_path):
     job_id = backends.submit(astronaut_path.read_bytes())
     _processing_under(backends, job_id, f"{socket.gethostname()}:{_dead_pid()}", time.time() + 30)
-    assert runner.run(job_id) == "done"  # no waiting for the lease to lapse
+    assert runner.run(job_id) == DONE  # no waiting for the lease to lapse
     assert backends.jobs.get(job_id).restarts == 1
 
 
 def test_a_photo_that_keeps_killing_workers_fails_worker_lost(backends, runner, astronaut_path):
     job_id = backends.submit(astronaut_path.read_bytes())
     _processing_under(backends, job_id, "rescue", time.time() + 30, restarts=backends.settings.job_max_restarts)
-    assert runner.run(job_id) == "failed:worker_lost"
+    assert runner.run(job_id) == Outcome.failed(JobErrorCode.WORKER_LOST)
     assert backends.jobs.get(job_id).error_code == "worker_lost"
     assert not backends.source_exists(job_id)
 
@@ -186,7 +187,7 @@ def test_render_rescued_elsewhere_meanwhile_is_discarded(redis_server, s3_server
             return engine.render(data, style=style, strength=strength, progress=progress)
 
     job_id = backends.submit(astronaut_path.read_bytes())
-    assert backends.runner(StalledEngine()).run(job_id) == "skipped"
+    assert backends.runner(StalledEngine()).run(job_id) == SKIPPED
     assert backends.jobs.get(job_id).state is JobState.PROCESSING  # the rescuer will finish it
     assert not backends.storage.exists(backends.storage.results_bucket, f"results/{job_id}.jpg")
     assert backends.source_exists(job_id)
@@ -200,6 +201,6 @@ def test_duplicate_finishing_second_keeps_the_first_result(backends, engine, ast
             return portrait
 
     job_id = backends.submit(astronaut_path.read_bytes())
-    assert backends.runner(OvertakenEngine()).run(job_id) == "skipped"
+    assert backends.runner(OvertakenEngine()).run(job_id) == SKIPPED
     assert backends.jobs.get(job_id).state is JobState.DONE
     assert backends.storage.exists(backends.storage.results_bucket, f"results/{job_id}.jpg")

@@ -10,10 +10,11 @@ import pytest
 import redis
 
 from services.janitor.sweeper import Janitor
-from services.worker.runner import TIMED_OUT
+from services.worker.runner import DONE, Outcome
 from shared.audit import AuditLog
 from shared.crypto import SourceKeys
 from shared.deletion import DeletionSchedule, Eraser
+from shared.errors import JobErrorCode
 from shared.leases import JobLeases
 from shared.webhooks import EventType, WebhookOutbox, delivery_id
 from tests.support import samples
@@ -41,7 +42,7 @@ def queued(backends: Backends, job_id: str, event: EventType) -> dict:
 
 def test_a_done_job_queues_its_webhook(backends, engine, astronaut_path):
     job_id = backends.submit(astronaut_path.read_bytes(), style="ink", callback_url=HOOK)
-    assert backends.runner(engine).run(job_id) == "done"
+    assert backends.runner(engine).run(job_id) == DONE
     document = queued(backends, job_id, EventType.DONE)
     job = backends.jobs.get(job_id)
     assert document["type"] == "portrait.done"
@@ -59,7 +60,7 @@ def test_a_done_job_queues_its_webhook(backends, engine, astronaut_path):
 
 def test_a_failed_job_queues_its_webhook(backends, engine):
     job_id = backends.submit(samples.coffee_path().read_bytes(), callback_url=HOOK)
-    assert backends.runner(engine).run(job_id) == "failed:no_face"
+    assert backends.runner(engine).run(job_id) == Outcome.failed(JobErrorCode.NO_FACE)
     document = queued(backends, job_id, EventType.FAILED)
     assert document["type"] == "portrait.failed"
     assert document["data"]["status"] == "failed" and document["data"]["error"]["code"] == "no_face"
@@ -68,7 +69,7 @@ def test_a_failed_job_queues_its_webhook(backends, engine):
 def test_no_callback_url_queues_nothing(backends, engine):
     pending = WebhookOutbox(backends.redis).pending()
     job_id = backends.submit(samples.coffee_path().read_bytes())
-    assert backends.runner(engine).run(job_id) == "failed:no_face"
+    assert backends.runner(engine).run(job_id) == Outcome.failed(JobErrorCode.NO_FACE)
     assert WebhookOutbox(backends.redis).pending() == pending
 
 
@@ -76,9 +77,9 @@ def test_failing_an_already_failed_job_queues_nothing_more(backends, engine, ast
     job_id = backends.submit(astronaut_path.read_bytes(), callback_url=HOOK)
     backends.keys.delete(job_id)
     runner = backends.runner(engine)
-    assert runner.run(job_id) == "failed:source_expired"
+    assert runner.run(job_id) == Outcome.failed(JobErrorCode.SOURCE_EXPIRED)
     WebhookOutbox(backends.redis).done(delivery_id(job_id, EventType.FAILED))
-    runner.fail(job_id, TIMED_OUT)  # a second failure (e.g. a late time limit) of an already failed job
+    runner.fail(job_id, JobErrorCode.TIMEOUT.failure)  # a late time limit, for a job already failed
     assert WebhookOutbox(backends.redis).get(delivery_id(job_id, EventType.FAILED)) is None
 
 
@@ -109,5 +110,5 @@ def test_a_redis_error_while_queueing_does_not_fail_the_job(backends, engine, as
     job_id = backends.submit(astronaut_path.read_bytes(), style="ink", callback_url=HOOK)
     runner = backends.runner(engine)
     runner._webhooks = BrokenOutbox(backends.redis)
-    assert runner.run(job_id) == "done"
+    assert runner.run(job_id) == DONE
     assert backends.jobs.get(job_id).result_key

@@ -1,0 +1,112 @@
+"""One render process's state, as one typed object (#12).
+
+Until #12 it lived in module globals of tasks.py (`_runner`, `_redis`, `_capacity`, `_last_task_end`) that
+tests patched one by one, and app.py reached it through a function-local import of tasks.py (an import cycle).
+Now a `RenderProcess` is built once per render process, after the fork (`worker_process_init`, services/worker/
+wiring.py), and installed here; the task reads it with `current()`, and a test installs its own.
+
+Which renderer a process loads is the `engine_factory` the Celery app was built with (`create_worker_app`):
+production's app module (services/worker/app.py) passes `load_portrait_engine`, and nothing else can change it —
+no setting or environment variable picks a renderer, so no deployment can load another one by accident. A test
+that needs a renderer which misbehaves at the process level starts a real worker on an app module of its own
+(tests/fixtures/render_failures/), built by the same function with its own factory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from services.worker.plan import resolve_plan
+from services.worker.runner import JobRunner, PortraitRenderer
+from shared.backends import Backends
+from shared.capacity import CapacityBoard
+from shared.leases import JobLeases
+from shared.settings import Settings
+from shared.webhooks import WebhookOutbox
+
+# Builds the renderer of a render process from its settings: verified models loaded and warmed up.
+EngineFactory = Callable[[Settings], PortraitRenderer]
+
+# A task that starts this soon after the previous one ended found work waiting: the gap is hand-off, not idleness.
+BACK_TO_BACK_SECONDS = 0.25
+
+
+def load_portrait_engine(settings: Settings) -> PortraitRenderer:
+    """Production's renderer: the engine, with the thread plan's torch threads (#11: plan.py)."""
+    # torch underneath: imported here, after the fork, so the Celery parent never initialises it (pytorch#40403).
+    from services.worker.engine.config import EngineConfig
+    from services.worker.engine.pipeline import PortraitEngine
+
+    threads = resolve_plan(settings).torch_threads
+    if threads is not None and not settings.torch_threads:
+        settings = settings.model_copy(update={"torch_threads": threads})  # the engine sets it
+    return PortraitEngine(EngineConfig.from_settings(settings))
+
+
+class HandOffClock:
+    """When this process's previous task ended, to count a back-to-back task's hand-off as its cost."""
+
+    def __init__(self) -> None:
+        self._last_end: float | None = None  # monotonic
+
+    def busy_seconds(self, started: float, ended: float) -> float:
+        """What this task cost the process's throughput: its own time, plus the hand-off from the previous task
+        when it followed straight on (Celery's delivery, the metrics, the previous report). Counting only the
+        task's own time made the gateways' estimate 10 % optimistic: 205 of a 300-upload burst were accepted and
+        15 of them failed `source_expired` (#11). A longer gap is idleness, not cost."""
+        previous, self._last_end = self._last_end, ended
+        if previous is not None and 0 <= started - previous <= BACK_TO_BACK_SECONDS:
+            return ended - previous
+        return ended - started
+
+
+@dataclass(frozen=True)
+class RenderProcess:
+    """Everything one render process holds: its settings, backends, renderer, the runner over them, its entry on
+    the gateways' capacity board (#11) and its hand-off clock."""
+
+    settings: Settings
+    backends: Backends
+    engine: PortraitRenderer
+    runner: JobRunner
+    capacity: CapacityBoard | None  # None: this process reports nothing (a test that does not look)
+    clock: HandOffClock = field(default_factory=HandOffClock)
+
+    @classmethod
+    def start(cls, settings: Settings, engine_factory: EngineFactory) -> RenderProcess:
+        """Connect the backends and load the renderer (which may take a while, and may fail)."""
+        backends = Backends.connect(settings)
+        return cls.assemble(backends, engine_factory(settings), capacity=CapacityBoard(backends.redis))
+
+    @classmethod
+    def assemble(
+        cls, backends: Backends, engine: PortraitRenderer, *, capacity: CapacityBoard | None = None
+    ) -> RenderProcess:
+        """A process around a ready renderer (tests hand in theirs, and backends over a flaky store)."""
+        settings = backends.settings
+        runner = JobRunner(
+            settings,
+            backends.jobs,
+            backends.storage,
+            backends.keys,
+            backends.eraser,
+            engine,
+            JobLeases(backends.redis, settings.job_lease_seconds),
+            webhooks=WebhookOutbox(backends.redis),
+        )
+        return cls(settings=settings, backends=backends, engine=engine, runner=runner, capacity=capacity)
+
+
+_current: RenderProcess | None = None
+
+
+def install(process: RenderProcess | None) -> RenderProcess | None:
+    """Make `process` this process's (None: none); returns the one it replaced, for a test to put back."""
+    global _current
+    previous, _current = _current, process
+    return previous
+
+
+def current() -> RenderProcess | None:
+    return _current
