@@ -18,7 +18,10 @@ from typing import Any
 import requests
 from tqdm import tqdm
 
-STAGES = ("queued", "fetch", "decode", "detect", "frame", "select", "generate", "finish", "done")
+from shared.stages import PROGRESS, Stage
+
+# The progress bar's steps: the job's whole life, from the one stage vocabulary (shared/stages.py, #12).
+STAGES: tuple[str, ...] = tuple(stage.value for stage in PROGRESS)
 # The server sends a heartbeat every 15 s: three missed ones mean the connection is dead.
 STREAM_READ_TIMEOUT = 45.0
 STREAM_RECONNECTS = 3  # consecutive failed (re)connections before falling back to polling
@@ -39,7 +42,8 @@ class ServerEvent:
 def parse_sse(lines: Iterable[str]) -> Iterator[ServerEvent]:
     """Events from the lines of a text/event-stream, as the HTML standard's parser reads them (field `retry` and
     comments are skipped; `id` persists only as each event's own)."""
-    event, data, event_id = "", [], None
+    event, event_id = "", None
+    data: list[str] = []
     for line in lines:
         if line == "":
             if data:
@@ -168,10 +172,10 @@ class PortraitsClient:
                         if event.event == "stage":
                             progress.show(event.json()["stage"])
                         elif event.event == "queue_position":
-                            progress.show("queued", event.json()["queue_position"])
+                            progress.show(Stage.QUEUED, event.json()["queue_position"])
                         elif event.event in ("done", "failed"):
-                            job = event.json()
-                            progress.show("done" if job["status"] == "done" else "failed")
+                            job: dict[str, Any] = event.json()
+                            progress.show(Stage.DONE if job["status"] == "done" else "failed")
                             return job
                         elif event.event == "deleted":
                             raise ApiError(404, "not_found", "the portrait was deleted or has expired")
@@ -187,7 +191,7 @@ class PortraitsClient:
     def poll(self, status_url: str, progress: _Progress, deadline: float, interval: float) -> dict[str, Any]:
         while True:
             job = self.status(status_url)
-            stage = "done" if job["status"] == "done" else (job.get("stage") or job["status"])
+            stage = Stage.DONE if job["status"] == "done" else (job.get("stage") or job["status"])
             progress.show(stage, job.get("queue_position"))
             if job["status"] in ("done", "failed"):
                 return job

@@ -12,18 +12,16 @@ from celery import Celery
 from flask import Flask, Request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from services.gateway import events, metrics, routes, site
 from services.gateway.bodies import BodyDeadline
 from services.gateway.errors import register_error_handlers
 from services.gateway.uploads import FieldCountingParser
-from shared.audit import AuditLog
+from shared import backends
 from shared.capacity import CapacityBoard
 from shared.crypto import SourceKeys
-from shared.deletion import DeletionSchedule, Eraser
+from shared.deletion import Eraser
 from shared.jobs import JobStore
 from shared.queue import make_celery
 from shared.settings import Settings, get_settings
@@ -51,21 +49,13 @@ PROBE_S3_OVERRIDES: dict[str, Any] = {"s3_max_attempts": 1, "s3_connect_timeout"
 
 
 def redis_options(settings: Settings) -> dict[str, Any]:
-    """Connection options for every Redis client of the gateway (its own, the rate limiter's).
-
-    redis-py 8 retries a timed-out command up to 10 times by default, so a hung Redis would cost 10 timeouts;
-    here a timeout is final, and only a refused or reset connection (a restarted Redis, a stale pooled
-    connection) is retried, once and at once: that costs nothing while Redis hangs.
+    """Connection options for every Redis client of the gateway (its own, the rate limiter's): the one set every
+    service uses (shared/backends.py: a timeout is final, a reset connection is retried once).
 
     redis-py 8 also caps a pool at 100 connections and answers the 101st with MaxConnectionsError (a 503 here):
     each of a worker's `gateway_threads` threads uses at most one connection at a time, so the cap is that (#10:
     256 threads; the live-progress streams' own client hit that cap in the first 200-stream load run)."""
-    return {
-        "socket_connect_timeout": settings.gateway_redis_timeout,
-        "socket_timeout": settings.gateway_redis_timeout,
-        "retry": Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
-        "max_connections": settings.gateway_threads + 8,
-    }
+    return backends.redis_options(settings, max_connections=backends.pool_for_threads(settings.gateway_threads))
 
 
 def gateway_s3_settings(settings: Settings) -> Settings:
@@ -112,19 +102,21 @@ class Gateway:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Gateway:
-        client = redis.Redis.from_url(settings.redis_url, **redis_options(settings))
-        objects = ObjectStore(gateway_s3_settings(settings), fail_fast=True)
-        source_keys = SourceKeys(client, ttl_seconds=settings.source_max_age_seconds)
+        shared = backends.Backends.connect(
+            settings,
+            storage=ObjectStore(gateway_s3_settings(settings), fail_fast=True),
+            client=backends.redis_client(settings, max_connections=backends.pool_for_threads(settings.gateway_threads)),
+        )
         return cls(
             settings=settings,
-            redis=client,
-            jobs=JobStore(client, ttl_seconds=settings.job_ttl_seconds),
-            objects=objects,
-            source_keys=source_keys,
+            redis=shared.redis,
+            jobs=shared.jobs,
+            objects=shared.storage,
+            source_keys=shared.keys,
             celery=bound_broker(make_celery(settings), settings),
-            eraser=Eraser(objects, source_keys, DeletionSchedule(client), AuditLog(client, settings.audit_max_entries)),
+            eraser=shared.eraser,
             probe_objects=ObjectStore(with_overrides(settings, **PROBE_S3_OVERRIDES), fail_fast=True),
-            capacity=CapacityBoard(client, settings.renderer_stale_seconds),
+            capacity=CapacityBoard(shared.redis, settings.renderer_stale_seconds),
         )
 
 
@@ -149,11 +141,9 @@ def create_app(settings: Settings | None = None, *, gateway: Gateway | None = No
     app = Flask(__name__, static_folder=None)
     app.request_class = GatewayRequest
     # Under gunicorn, a request body that arrives too slowly answers 408 (bodies.py).
-    app.wsgi_app = BodyDeadline(
-        app.wsgi_app,
-        settings.gateway_body_timeout,  # type: ignore[method-assign]
-        settings.gateway_body_min_rate,
-    )
+    # Replacing `wsgi_app` is how Flask documents adding WSGI middleware; mypy sees a method being assigned.
+    deadline = BodyDeadline(app.wsgi_app, settings.gateway_body_timeout, settings.gateway_body_min_rate)
+    app.wsgi_app = deadline  # type: ignore[method-assign]  # middleware, see above
     if settings.trusted_proxy_hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxy_hops)  # type: ignore[method-assign]
     app.config.update(

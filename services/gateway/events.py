@@ -44,6 +44,7 @@ from services.gateway.routes import EXTENSION_KEY as GATEWAY_KEY
 from services.gateway.routes import _bind_job, _not_found, portrait_view
 from services.gateway.worker import STOPPING
 from shared import events as job_events
+from shared.backends import blocking_redis_client, pool_for_threads
 from shared.ids import is_job_id
 from shared.jobs import TERMINAL, Job, JobState, JobStore
 from shared.jobs import now as clock
@@ -94,15 +95,11 @@ class EventFeed:
     def for_app(cls, app: Flask) -> EventFeed:
         gw = app.extensions[GATEWAY_KEY]
         settings = gw.settings
-        timeout = READ_SLICE_SECONDS + settings.gateway_redis_timeout
         # One connection per open stream (a blocked XREAD holds its connection): 200 streams, 200 connections,
         # far below Redis's 10 000; at most one per thread, so the pool's cap (redis-py's default is 100) is the
-        # thread count.
-        client = redis.Redis.from_url(
-            settings.redis_url,
-            socket_timeout=timeout,
-            socket_connect_timeout=settings.gateway_redis_timeout,
-            max_connections=settings.gateway_threads + 8,
+        # thread count. Its socket waits a read slice on top of the usual budget (shared/backends.py).
+        client = blocking_redis_client(
+            settings, READ_SLICE_SECONDS, max_connections=pool_for_threads(settings.gateway_threads)
         )
         return cls(redis=client, log=job_events.EventLog(client), heartbeat_seconds=settings.events_heartbeat_seconds)
 

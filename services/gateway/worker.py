@@ -87,7 +87,12 @@ def error_response(status: int) -> bytes:
     return head.encode("latin-1") + body
 
 
-class GatewayWorker(ThreadWorker):
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class GatewayWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn ships no type information
+    wsgi: WsgiApp  # set by gunicorn's load_wsgi (and wrapped below)
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._local = threading.local()  # the gunicorn request each thread is serving
@@ -115,7 +120,7 @@ class GatewayWorker(ThreadWorker):
     def handle_request(self, req: Any, conn: Any) -> bool:
         self._local.req = req
         try:
-            return super().handle_request(req, conn)
+            return bool(super().handle_request(req, conn))  # gunicorn's answer: keep the connection open
         finally:
             self._local.req = None
 

@@ -15,34 +15,28 @@ from kombu.exceptions import OperationalError as BrokerUnavailable
 
 from services.janitor import webhooks
 from services.janitor.sweeper import Janitor
-from shared.audit import AuditLog
-from shared.crypto import SourceKeys
-from shared.deletion import DeletionSchedule, Eraser
-from shared.jobs import JobStore
+from shared.backends import Backends, redis_client
 from shared.leases import JobLeases
 from shared.logging import configure_logging, get_logger
 from shared.queue import enqueue_render, make_celery
 from shared.settings import Settings, get_settings
-from shared.storage import ObjectStore, StorageUnavailable
+from shared.storage import StorageUnavailable
 from shared.webhooks import WebhookOutbox
 
 log = get_logger("portraits.janitor")
 
 
 def build_janitor(settings: Settings) -> Janitor:
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=3)
-    storage = ObjectStore(settings)
-    keys = SourceKeys(client, settings.source_max_age_seconds)
-    eraser = Eraser(storage, keys, DeletionSchedule(client), AuditLog(client, settings.audit_max_entries))
+    shared = Backends.connect(settings)
     celery = make_celery(settings)  # only to send rescued jobs by task name; the janitor never imports the worker
     return Janitor(
         settings,
-        client,
-        JobStore(client, settings.job_ttl_seconds),
-        eraser,
-        JobLeases(client, settings.job_lease_seconds),
+        shared.redis,
+        shared.jobs,
+        shared.eraser,
+        JobLeases(shared.redis, settings.job_lease_seconds),
         lambda job_id: enqueue_render(celery, settings, job_id),
-        webhooks=WebhookOutbox(client),
+        webhooks=WebhookOutbox(shared.redis),
     )
 
 
@@ -50,9 +44,7 @@ def run(settings: Settings, stop: threading.Event) -> None:
     janitor = build_janitor(settings)
     # Webhooks (#10) go out from their own thread with their own connection: a slow receiver never delays a
     # sweep, and a long sweep never delays a webhook.
-    webhooks.start(
-        settings, redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=3), stop
-    )
+    webhooks.start(settings, redis_client(settings), stop)
     next_reconcile = time.monotonic()  # reconcile once at start: catch what a previous crash left behind
     log.info(
         "janitor started",

@@ -56,12 +56,11 @@ def max_ages(settings: Settings) -> dict[ObjectKind, float]:
 
 
 def main() -> int:
-    import redis
-
+    from shared.backends import redis_client
     from shared.settings import get_settings
 
     settings = get_settings()
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3)
+    client = redis_client(settings)
     entries = AuditLog(client, settings.audit_max_entries).entries()
     print(build_report(entries, DeletionSchedule(client), max_ages(settings)))
     return 0
