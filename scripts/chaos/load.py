@@ -17,6 +17,9 @@ import requests
 from shared.audit import ObjectKind
 from shared.deletion import DeletionSchedule
 
+#: A multipart file part as requests takes it: (file name, content, content type).
+Upload = tuple[str, bytes, str]
+
 POLL_SECONDS = 0.1
 JOB_TIMEOUT_SECONDS = 200.0  # past the source's maximum age: a job still open by then is lost
 
@@ -87,9 +90,11 @@ class Load:
         for thread in self._threads:
             thread.join(timeout=JOB_TIMEOUT_SECONDS + 10)
 
-    def _request(self, session: requests.Session, method: str, url: str, **kwargs: object) -> requests.Response | None:
+    def _request(
+        self, session: requests.Session, method: str, url: str, files: dict[str, Upload] | None = None
+    ) -> requests.Response | None:
         try:
-            response = session.request(method, url, timeout=30, **kwargs)  # type: ignore[arg-type]
+            response = session.request(method, url, timeout=30, files=files)
         except requests.RequestException as exc:
             with self._lock:
                 self.responses.transport_errors += 1
