@@ -20,6 +20,7 @@ from prometheus_client import Histogram
 from shared.audit import AuditEntry, AuditLog, Deleter, ObjectKind
 from shared.claims import CLAIM_DUE
 from shared.crypto import SourceKeys
+from shared.redis_replies import scored_members
 from shared.storage import ObjectStore, StorageUnavailable, job_id_of
 
 _LIFETIME_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 180, 300, 600, 1200, 1800, 3600, 7200)
@@ -123,8 +124,8 @@ class DeletionSchedule:
 
     def oldest_created(self, kind: ObjectKind) -> float | None:
         """Creation time of the oldest object still stored (not yet erased)."""
-        first = self._redis.zrange(self._born(kind), 0, 0, withscores=True)
-        return float(first[0][1]) if first else None
+        first = scored_members(self._redis.zrange(self._born(kind), 0, 0, withscores=True))
+        return first[0][1] if first else None
 
     def overdue(self, kind: ObjectKind, now: float, max_age: float) -> int:
         """Objects still stored although older than `max_age` (leases and retries do not hide them)."""
