@@ -28,11 +28,11 @@ SOURCE_LIFETIME = Histogram(
     "portraits_source_lifetime_seconds", "Upload stored → source deleted.", ["deleted_by"], buckets=_LIFETIME_BUCKETS
 )
 RESULT_LIFETIME = Histogram(
-    "result_lifetime_seconds", "Portrait stored → portrait deleted.", ["deleted_by"], buckets=_LIFETIME_BUCKETS
+    "portraits_result_lifetime_seconds", "Portrait stored → portrait deleted.", ["deleted_by"], buckets=_LIFETIME_BUCKETS
 )
 # Gallery copies live up to 30 days (#10): buckets in hours and days.
 GALLERY_LIFETIME = Histogram(
-    "gallery_lifetime_seconds",
+    "portraits_gallery_lifetime_seconds",
     "Gallery copy stored → deleted (withdrawn or expired).",
     ["deleted_by"],
     buckets=(60, 3600, 21600, 86400, 7 * 86400, 14 * 86400, 28 * 86400, 30 * 86400, 31 * 86400, 60 * 86400),

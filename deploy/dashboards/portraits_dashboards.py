@@ -420,8 +420,8 @@ def privacy() -> Dashboard:
                         "Portrait lifetime by deleter",
                         "Portrait stored → deleted: the janitor at the TTL, or the user's DELETE.",
                         [
-                            (quantile(0.5, "result_lifetime_seconds", "deleted_by"), "p50 {{deleted_by}}"),
-                            (quantile(0.99, "result_lifetime_seconds", "deleted_by"), "p99 {{deleted_by}}"),
+                            (quantile(0.5, "portraits_result_lifetime_seconds", "deleted_by"), "p50 {{deleted_by}}"),
+                            (quantile(0.99, "portraits_result_lifetime_seconds", "deleted_by"), "p99 {{deleted_by}}"),
                         ],
                         unit="s",
                     ),
@@ -441,8 +441,8 @@ def privacy() -> Dashboard:
                         "Copy published → deleted: the janitor at the "
                         "gallery TTL (30 days), or its owner's withdraw token.",
                         [
-                            (quantile(0.5, "gallery_lifetime_seconds", "deleted_by"), "p50 {{deleted_by}}"),
-                            (quantile(0.99, "gallery_lifetime_seconds", "deleted_by"), "p99 {{deleted_by}}"),
+                            (quantile(0.5, "portraits_gallery_lifetime_seconds", "deleted_by"), "p50 {{deleted_by}}"),
+                            (quantile(0.99, "portraits_gallery_lifetime_seconds", "deleted_by"), "p99 {{deleted_by}}"),
                         ],
                         unit="s",
                     ),
