@@ -30,7 +30,9 @@ def configure_logging(settings: Settings, service: str) -> None:
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    # Records from the standard library (Celery, gunicorn, our engine's `logging` calls) get the same shape.
+    # Records from the standard library (Celery, gunicorn, and the engine's structlog events, which
+    # services/worker/engine/logs.py hands to the standard library; ExtraAdder makes their keys fields) get the
+    # same shape.
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[*shared_processors, structlog.stdlib.ExtraAdder()],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],

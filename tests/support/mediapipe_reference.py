@@ -38,6 +38,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -67,7 +68,7 @@ def _venv_python(venv: Path) -> Path:
     return venv / "bin" / "python"
 
 
-def _stamp_content() -> dict:
+def _stamp_content() -> dict[str, Any]:
     return {"requirements": list(REQUIREMENTS), "python": sys.version.split()[0]}
 
 
@@ -149,7 +150,7 @@ def _as_image_list(images: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray
 
 
 def run_reference(
-    task_path: str | os.PathLike,
+    task_path: str | os.PathLike[str],
     images: np.ndarray | Sequence[np.ndarray],
     mode: str,
     *,
@@ -185,7 +186,9 @@ def run_reference(
     python = mediapipe_python()
     with tempfile.TemporaryDirectory(prefix="mediapipe-ref-") as tmp:
         in_npz, out_npz = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
-        np.savez(in_npz, count=np.array(len(image_list)), **{f"img_{i}": im for i, im in enumerate(image_list)})
+        arrays = {"count": np.array(len(image_list))} | {f"img_{i}": im for i, im in enumerate(image_list)}
+        # numpy's stub types **kwds as the allow_pickle bool that precedes them; the arrays go in by name.
+        np.savez(in_npz, **arrays)  # type: ignore[arg-type]
         command = [str(python), str(CHILD_SCRIPT), mode, str(task), str(in_npz), str(out_npz)]
         if repeats is not None:
             command += ["--repeats", str(repeats)]
@@ -201,9 +204,10 @@ def run_reference(
             return {key: data[key] for key in data.files}
 
 
-def meta(result: dict[str, np.ndarray]) -> dict:
+def meta(result: dict[str, np.ndarray]) -> dict[str, Any]:
     """The child's metadata (versions, thread settings, timings) of a `run_reference` result."""
-    return json.loads(str(result["meta"]))
+    parsed: dict[str, Any] = json.loads(str(result["meta"]))
+    return parsed
 
 
 def main(argv: Sequence[str] | None = None) -> int:
