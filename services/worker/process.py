@@ -14,16 +14,24 @@ that needs a renderer which misbehaves at the process level starts a real worker
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, NoReturn
 
 from services.worker.plan import resolve_plan
 from services.worker.runner import JobRunner, PortraitRenderer
 from shared.backends import Backends
 from shared.capacity import CapacityBoard
+from shared.errors import ModelFilesError, PortraitError
 from shared.leases import JobLeases
+from shared.logging import get_logger
 from shared.settings import Settings
 from shared.webhooks import WebhookOutbox
+
+if TYPE_CHECKING:
+    from services.worker.engine.pipeline import Portrait, RenderRequest
+
+log = get_logger("portraits.worker")
 
 # Builds the renderer of a render process from its settings: verified models loaded and warmed up.
 EngineFactory = Callable[[Settings], PortraitRenderer]
@@ -42,6 +50,38 @@ def load_portrait_engine(settings: Settings) -> PortraitRenderer:
     if threads is not None and not settings.torch_threads:
         settings = settings.model_copy(update={"torch_threads": threads})  # the engine sets it
     return PortraitEngine(EngineConfig.from_settings(settings))
+
+
+class Unloadable:
+    """The renderer of a process whose renderer failed to load: every render fails with the load error.
+
+    Before #12 such a process took a job, raised in the task, and Celery acknowledged the message: the job stayed
+    `queued` until its source expired (tests/fixtures/render_failures/fails_to_load.py showed it). Now the job
+    fails at once with the load error's code (`models_unavailable`, `device_unavailable`: "please try again
+    later"), its source is erased and its webhook sent, while the process reports `failed` to the liveness
+    probe so it gets replaced."""
+
+    def __init__(self, error: PortraitError) -> None:
+        self.error = error
+
+    def render(
+        self,
+        data: bytes,
+        style: str = "auto",
+        strength: float | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> NoReturn:
+        raise self.error
+
+    def render_batch(
+        self, requests: Sequence[RenderRequest], progress: Callable[[str], None] | None = None
+    ) -> list[Portrait | PortraitError]:
+        return [self.error for _ in requests]
+
+
+def load_error(exc: Exception) -> PortraitError:
+    """What a job taken by a process whose renderer failed to load with `exc` fails with."""
+    return exc if isinstance(exc, PortraitError) else ModelFilesError()
 
 
 class HandOffClock:
@@ -72,12 +112,20 @@ class RenderProcess:
     runner: JobRunner
     capacity: CapacityBoard | None  # None: this process reports nothing (a test that does not look)
     clock: HandOffClock = field(default_factory=HandOffClock)
+    loaded: bool = True  # False: the renderer failed to load, `engine` is `Unloadable`
 
     @classmethod
     def start(cls, settings: Settings, engine_factory: EngineFactory) -> RenderProcess:
-        """Connect the backends and load the renderer (which may take a while, and may fail)."""
+        """Connect the backends and load the renderer (which may take a while). If the renderer cannot be
+        loaded, the process is still built, around `Unloadable` (`loaded` False), and the error is logged."""
         backends = Backends.connect(settings)
-        return cls.assemble(backends, engine_factory(settings), capacity=CapacityBoard(backends.redis))
+        capacity = CapacityBoard(backends.redis)
+        try:
+            engine = engine_factory(settings)
+        except Exception as exc:
+            log.exception("engine failed to load; this process will fail the jobs it takes and report failed")
+            return replace(cls.assemble(backends, Unloadable(load_error(exc)), capacity=None), loaded=False)
+        return cls.assemble(backends, engine, capacity=capacity)
 
     @classmethod
     def assemble(
@@ -106,6 +154,12 @@ def install(process: RenderProcess | None) -> RenderProcess | None:
     global _current
     previous, _current = _current, process
     return previous
+
+
+def install_new(process: RenderProcess) -> RenderProcess:
+    """Install a freshly started process and return it."""
+    install(process)
+    return process
 
 
 def current() -> RenderProcess | None:

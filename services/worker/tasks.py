@@ -39,10 +39,7 @@ def register(app: Celery, settings: Settings, engine_factory: EngineFactory) -> 
 
     @app.task(name=RENDER_TASK, bind=True, acks_late=True)
     def render_portrait(self: Task[Any, Any], job_id: str) -> None:
-        proc = process.current()
-        if proc is None:
-            proc = RenderProcess.start(settings, engine_factory)
-            process.install(proc)
+        proc = process.current() or process.install_new(RenderProcess.start(settings, engine_factory))
         render(self, proc, job_id)
 
     return render_portrait
@@ -62,7 +59,7 @@ def render(task: Task[Any, Any], proc: RenderProcess, job_id: str) -> None:
         outcomes = {held_id: job_runner.fail(held_id, JobErrorCode.TIMEOUT.failure) for held_id in held}
         job_runner.forget_unfinished()
     finally:
-        metrics.set_state(WorkerState.READY)
+        metrics.set_state(WorkerState.READY if proc.loaded else WorkerState.FAILED)
     for outcome in outcomes.values():
         metrics.JOBS.labels(outcome=outcome.label).inc()
     _report_capacity(proc, proc.clock.busy_seconds(started, time.monotonic()), outcomes.values())

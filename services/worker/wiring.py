@@ -54,13 +54,11 @@ def create_worker_app(settings: Settings, engine_factory: EngineFactory) -> Cele
     def _load_engine(**_: object) -> None:
         configure_logging(settings, "worker")
         metrics.set_state(WorkerState.LOADING)
-        try:
-            process.install(RenderProcess.start(settings, engine_factory))
-        except Exception:
-            metrics.set_state(WorkerState.FAILED)
-            log.exception("engine failed to load; this process will refuse tasks")
-            raise
-        metrics.set_state(WorkerState.READY)
+        # A renderer that fails to load leaves a process that fails the jobs it takes (process.py: `Unloadable`)
+        # and reports `failed`, so the liveness probe has it replaced. Raising here would not stop it: Celery
+        # logs a signal receiver's exception and the process goes on taking tasks.
+        proc = process.install_new(RenderProcess.start(settings, engine_factory))
+        metrics.set_state(WorkerState.READY if proc.loaded else WorkerState.FAILED)
 
     @worker_shutting_down.connect(weak=False)
     def _stopping(**_: object) -> None:
