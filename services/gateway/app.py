@@ -145,7 +145,7 @@ def create_app(settings: Settings | None = None, *, gateway: Gateway | None = No
     deadline = BodyDeadline(app.wsgi_app, settings.gateway_body_timeout, settings.gateway_body_min_rate)
     app.wsgi_app = deadline  # type: ignore[method-assign]  # middleware, see above
     if settings.trusted_proxy_hops:
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxy_hops)  # type: ignore[method-assign]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxy_hops)  # type: ignore[method-assign]  # middleware
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES,
         MAX_FORM_MEMORY_SIZE=MAX_FORM_MEMORY_BYTES,
