@@ -26,7 +26,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 class WorkerProcess:
-    def __init__(self, settings: Settings, workdir: Path) -> None:
+    def __init__(self, settings: Settings, workdir: Path, app: str = "services.worker.app") -> None:
+        """`app` is the Celery app module (`celery -A`): which renderer a worker loads is its app module, never a
+        setting (services/worker/process.py); the failure fixtures pass theirs."""
         self.metrics_port = free_port()
         self.settings = settings.model_copy(update={"worker_metrics_port": self.metrics_port})
         metrics_dir = workdir / "metrics"
@@ -42,7 +44,7 @@ class WorkerProcess:
             "-m",
             "celery",
             "-A",
-            "services.worker.app",
+            app,
             "worker",
             "-Q",
             self.settings.queue_name,

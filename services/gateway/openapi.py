@@ -14,6 +14,7 @@ from typing import Any
 
 from services.gateway.errors import CODES
 from shared.errors import JOB_ERRORS, job_error_codes
+from shared.stages import REPORTED_STAGES
 from shared.styles import Family, Painter, choices
 
 API_VERSION = "1.0.0"
@@ -439,7 +440,7 @@ def _webhooks() -> dict[str, Any]:
     }
 
 
-EVENT_STAGES = ("fetch", "decode", "detect", "frame", "select", "generate", "finish")
+EVENT_STAGES = tuple(stage.value for stage in REPORTED_STAGES)  # one stage vocabulary (#12)
 
 
 def _portrait_events() -> dict[str, Any]:

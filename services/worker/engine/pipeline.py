@@ -30,11 +30,12 @@ from services.worker.engine.timing import StageTimer
 from services.worker.engine.weights import verify_model_dir
 from shared.errors import PortraitError
 from shared.imaging import DecodedPhoto, decode
+from shared.stages import ENGINE_STAGES
 
 log = get_logger()
 
 FAMILY_OR_AUTO = frozenset({"auto", *(family.value for family in Family)})
-STAGES = ("decode", "detect", "frame", "select", "generate", "finish")
+STAGES = tuple(stage.value for stage in ENGINE_STAGES)  # one stage vocabulary (#12)
 
 
 @dataclass(frozen=True)

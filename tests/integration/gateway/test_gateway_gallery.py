@@ -15,6 +15,7 @@ from flask.testing import FlaskClient
 from PIL import Image
 from werkzeug.test import TestResponse
 
+from services.worker.runner import DONE
 from shared.audit import Deleter, ObjectKind
 from shared.gallery import GalleryEntry, GalleryGrant, GalleryIndex, Gone, Pending, day_of, object_key, token_hash
 from shared.jobs import JobStore, now
@@ -116,7 +117,7 @@ def test_published_listed_downloaded_then_withdrawn_with_its_token(
     response = upload(client, astronaut_bytes, share="true")
     job_id, grant = response.json["id"], response.json["gallery"]
     gallery_id, token = grant["id"], grant["withdraw_token"]
-    assert backends.runner(engine).run(job_id) == "done"
+    assert backends.runner(engine).run(job_id) == DONE
 
     listed = client.get("/v1/gallery").json
     [item] = [item for item in listed["items"] if item["id"] == gallery_id]
@@ -172,7 +173,7 @@ def test_withdrawn_before_the_portrait_exists_it_is_never_published(client, back
     job_id, grant = response.json["id"], response.json["gallery"]
     assert withdraw(client, grant["id"], grant["withdraw_token"]).status_code == 204
     assert withdraw(client, grant["id"], grant["withdraw_token"]).status_code == 404
-    assert backends.runner(engine).run(job_id) == "done"
+    assert backends.runner(engine).run(job_id) == DONE
     assert index.ids() == []
     assert not backends.storage.exists(backends.settings.results_bucket, object_key(grant["id"]))
 

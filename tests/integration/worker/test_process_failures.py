@@ -24,10 +24,7 @@ PHOTO = b"any bytes: the fixtures' renderers do not read them"
 def fixture_worker(settings: Settings, workdir: Path, module: str) -> WorkerProcess:
     """scripts/worker_process.py's launcher, pointed at a failure fixture's app module instead of production's
     (`celery -A <module>`): which renderer a worker loads is its app module, never a setting (process.py)."""
-    worker = WorkerProcess(settings, workdir)
-    command = worker.process.command
-    command[command.index("services.worker.app")] = f"tests.fixtures.render_failures.{module}"
-    return worker
+    return WorkerProcess(settings, workdir, app=f"tests.fixtures.render_failures.{module}")
 
 
 def submit(backends: Backends) -> str:
