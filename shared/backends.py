@@ -5,7 +5,7 @@ Until #12 the gateway, the worker and the janitor each assembled these themselve
 Redis timeouts (gateway 1 s and final; worker 5 s read / 2 s connect, retried by redis-py; janitor 10 s / 3 s,
 retried) and three copies of the `Eraser(...)` line.
 
-One set of Redis timeouts, for every service: connect and read within `gateway_redis_timeout` (1 s by default),
+One set of Redis timeouts, for every service: connect and read within `redis_timeout` (1 s by default),
 and a timeout is final. redis-py 8 retries a timed-out command up to 10 times by default, so a hung Redis would
 cost ten timeouts; here only a refused or reset connection (a restarted Redis, a stale pooled connection) is
 retried, once and at once, which costs nothing while Redis hangs. The gateway's request budget needs exactly this
@@ -36,7 +36,7 @@ from shared.storage import ObjectStore
 
 def redis_timeout(settings: Settings) -> float:
     """Seconds to connect to Redis and to wait for a reply, for every client of every service."""
-    return settings.gateway_redis_timeout
+    return settings.redis_timeout
 
 
 def redis_options(settings: Settings, *, max_connections: int | None = None) -> dict[str, Any]:

@@ -162,11 +162,11 @@ class Settings(BaseSettings):
         description="Seconds between `: keep-alive` comments on an idle live-progress stream, so "
         "proxies and browsers do not close it.",
     )
-    gateway_redis_timeout: float = Field(
+    redis_timeout: float = Field(
         1.0,
         gt=0,
-        description="Seconds the gateway waits to connect to Redis or for a reply (rate limiter "
-        "and broker too); a hung Redis answers 503 after this, not retried.",
+        description="Seconds every service waits to connect to Redis or for a reply (the gateway's "
+        "rate limiter and broker too; shared/backends.py); not retried, so a hung Redis answers 503 after this.",
     )
     gateway_s3_timeout: float = Field(
         1.5,

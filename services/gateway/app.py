@@ -40,7 +40,7 @@ MAX_FORM_PARTS = 16
 # botocore's retries (connect 2 s, read 15 s, 4 attempts) outlasted gunicorn's 30 s timeout and the client got
 # gunicorn's HTML 500; a hung Redis held every request 5 s and an upload 10 s. Budget now (measured in
 # tests/integration/gateway/test_gateway_budget.py): a status read during a Redis hang answers in about
-# `gateway_redis_timeout` (1.0 s), an upload in 3 of them (rate limiter, first write, one undo step: 3.0 s);
+# `redis_timeout` (1.0 s), an upload in 3 of them (rate limiter, first write, one undo step: 3.0 s);
 # an upload during an S3 hang in `gateway_s3_max_attempts` × `gateway_s3_timeout` plus botocore's backoff
 # (3.1 s), now that it no longer waits a second per attempt for `100 Continue` (shared/storage.py).
 # The worker and the janitor keep their own, patient S3 settings (`s3_*`): they are not holding a client.
@@ -71,7 +71,7 @@ def gateway_s3_settings(settings: Settings) -> Settings:
 def bound_broker(celery: Celery, settings: Settings) -> Celery:
     """The Celery app's publishing side on the same budget as the other Redis calls (only the gateway's copy:
     the worker consumes with the shared settings)."""
-    timeout = settings.gateway_redis_timeout
+    timeout = settings.redis_timeout
     celery.conf.broker_transport_options = {
         **celery.conf.broker_transport_options,
         "socket_timeout": timeout,

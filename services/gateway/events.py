@@ -22,7 +22,7 @@ closes; a queued job answers its position at once.
 Threads: every open stream holds one of gunicorn's threads (`gateway_threads` is sized for it: settings.py).
 It waits in XREAD BLOCK slices of `READ_SLICE_SECONDS`, so within about a second it notices a client that went
 away (the socket reads EOF), a worker that is stopping (worker.py's `STOPPING`) and a record that vanished. The
-blocking reads use a Redis client of their own, whose socket timeout is the slice plus `gateway_redis_timeout`
+blocking reads use a Redis client of their own, whose socket timeout is the slice plus `redis_timeout`
 (the gateway's main client would time out at 1 s in the middle of a 1 s block).
 """
 
