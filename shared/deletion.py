@@ -28,7 +28,10 @@ SOURCE_LIFETIME = Histogram(
     "portraits_source_lifetime_seconds", "Upload stored → source deleted.", ["deleted_by"], buckets=_LIFETIME_BUCKETS
 )
 RESULT_LIFETIME = Histogram(
-    "portraits_result_lifetime_seconds", "Portrait stored → portrait deleted.", ["deleted_by"], buckets=_LIFETIME_BUCKETS
+    "portraits_result_lifetime_seconds",
+    "Portrait stored → portrait deleted.",
+    ["deleted_by"],
+    buckets=_LIFETIME_BUCKETS,
 )
 # Gallery copies live up to 30 days (#10): buckets in hours and days.
 GALLERY_LIFETIME = Histogram(
