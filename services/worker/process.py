@@ -18,8 +18,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, NoReturn
 
+from services.worker.outcomes import PortraitRenderer
 from services.worker.plan import resolve_plan
-from services.worker.runner import JobRunner, PortraitRenderer
+from services.worker.runner import JobRunner
 from shared.backends import Backends
 from shared.capacity import CapacityBoard
 from shared.errors import ModelFilesError, PortraitError

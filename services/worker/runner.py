@@ -8,18 +8,21 @@ can retry with backoff; the job stays `processing` and the source stays until it
 While it paints, the runner holds the job's lease (shared/leases.py, issue 9): if this process dies, the lease
 lapses and the janitor sends the job again; if the lease was rescued elsewhere meanwhile, this render is
 discarded rather than written.
+
+About 470 lines, on purpose (#12): a job's whole life in this process — claim, gather a batch, paint,
+deliver, fail, erase — reads in one place and shares one lease and outcome bookkeeping; its seams (the engine
+Protocol, `Outcome`) live in outcomes.py, the engine and the stores elsewhere.
 """
 
 from __future__ import annotations
 
 import io
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from enum import StrEnum
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import redis
 import structlog
@@ -27,6 +30,7 @@ from PIL import Image
 
 from services.worker import metrics
 from services.worker.engine.catalog import painter_of
+from services.worker.outcomes import DONE, SKIPPED, Outcome, PortraitRenderer, TransientError
 from shared.audit import Deleter, ObjectKind
 from shared.crypto import KeyGone, SealBroken, SourceKeys, unseal
 from shared.deletion import Eraser
@@ -42,71 +46,12 @@ from shared.storage import RESULT_EXTENSIONS, ObjectMissing, ObjectStore, Storag
 from shared.webhooks import WebhookOutbox, notify_finished
 
 if TYPE_CHECKING:  # torch underneath: the engine's types are only named here, its module loads in render processes
-    from services.worker.engine.pipeline import Portrait, RenderRequest
+    from services.worker.engine.pipeline import Portrait
 
 log = get_logger("portraits.worker")
 
 # How often a render process gathering a batch looks at the queue again while it waits (#11).
 GATHER_POLL_SECONDS = 0.002
-
-
-class TransientError(RuntimeError):
-    """Worth retrying later: nothing is wrong with the job itself."""
-
-
-Progress = Callable[[str], None]  # called with each stage's name as the stage starts
-
-
-class PortraitRenderer(Protocol):
-    """What the runner needs of the engine (services/worker/engine/pipeline.py's `PortraitEngine`, or a test's)."""
-
-    def render(
-        self, data: bytes, style: str = ..., strength: float | None = ..., progress: Progress | None = ...
-    ) -> Portrait:
-        """One photo's portrait; raises the stage's `PortraitError` if it cannot be painted."""
-        ...
-
-    def render_batch(
-        self, requests: Sequence[RenderRequest], progress: Progress | None = ...
-    ) -> list[Portrait | PortraitError]:
-        """Each photo's portrait or its `PortraitError`, in order."""
-        ...
-
-
-class OutcomeKind(StrEnum):
-    DONE = "done"  # painted, stored, the job done
-    SKIPPED = "skipped"  # nothing to do here: finished, erased, leased elsewhere, or rescued during the render
-    FAILED = "failed"  # the job failed for good, with a code
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """How one job's turn in this process ended (#12: was a string, "failed:<code>")."""
-
-    kind: OutcomeKind
-    code: JobErrorCode | None = None  # FAILED only
-
-    @classmethod
-    def failed(cls, code: JobErrorCode) -> Outcome:
-        return cls(OutcomeKind.FAILED, code)
-
-    @property
-    def label(self) -> str:
-        """The `outcome` label of portraits_worker_jobs_total: done, skipped or failed:<code> (dashboards and
-        alerts read these values)."""
-        return f"{self.kind}:{self.code}" if self.code is not None else str(self.kind)
-
-    @property
-    def settled(self) -> bool:
-        """This process brought the job to an end (done or failed), rather than leaving it to someone else."""
-        return self.kind is not OutcomeKind.SKIPPED
-
-    def __str__(self) -> str:
-        return self.label
-
-
-DONE = Outcome(OutcomeKind.DONE)
-SKIPPED = Outcome(OutcomeKind.SKIPPED)
 
 
 class JobRunner:

@@ -18,8 +18,8 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from services.worker import metrics, process
 from services.worker.lifecycle import WorkerState
+from services.worker.outcomes import Outcome, TransientError
 from services.worker.process import EngineFactory, RenderProcess
-from services.worker.runner import Outcome, TransientError
 from shared.errors import JobErrorCode
 from shared.logging import get_logger
 from shared.queue import RENDER_TASK, queue_depth

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from services.worker import process, tasks
+from services.worker.outcomes import PortraitRenderer
 from services.worker.process import RenderProcess
-from services.worker.runner import PortraitRenderer
 from shared.queue import make_celery
 from shared.settings import Settings
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from scripts.devstack import SeaweedServer, ensure_buckets
+from services.worker.outcomes import PortraitRenderer
 from services.worker.process import RenderProcess
-from services.worker.runner import JobRunner, PortraitRenderer
+from services.worker.runner import JobRunner
 from shared.audit import ObjectKind
 from shared.backends import Backends as SharedBackends
 from shared.capacity import CapacityBoard

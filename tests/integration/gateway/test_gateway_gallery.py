@@ -15,7 +15,7 @@ from flask.testing import FlaskClient
 from PIL import Image
 from werkzeug.test import TestResponse
 
-from services.worker.runner import DONE
+from services.worker.outcomes import DONE
 from shared.audit import Deleter, ObjectKind
 from shared.gallery import GalleryEntry, GalleryGrant, GalleryIndex, Gone, Pending, day_of, object_key, token_hash
 from shared.jobs import JobStore, now

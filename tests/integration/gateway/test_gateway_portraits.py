@@ -1,5 +1,9 @@
 """POST/GET/DELETE /v1/portraits against real Redis and SeaweedFS: what is stored, what is refused, what is
-erased."""
+erased.
+
+About 500 lines, on purpose (#12): the public API's whole contract for a portrait, one short test per case,
+sharing the app and the real stores.
+"""
 
 from __future__ import annotations
 

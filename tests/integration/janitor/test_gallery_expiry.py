@@ -13,7 +13,7 @@ import redis
 
 from services.janitor import metrics
 from services.janitor.sweeper import Janitor
-from services.worker.runner import DONE
+from services.worker.outcomes import DONE
 from shared.audit import AuditLog, Deleter, ObjectKind
 from shared.crypto import SourceKeys
 from shared.deletion import DeletionSchedule, Eraser

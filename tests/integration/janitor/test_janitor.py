@@ -14,7 +14,7 @@ import redis
 from scripts.devstack import free_port
 from services.janitor import metrics
 from services.janitor.sweeper import Janitor
-from services.worker.runner import DONE
+from services.worker.outcomes import DONE
 from shared.audit import AuditLog, Deleter, ObjectKind
 from shared.crypto import KeyGone, SealBroken, SourceKeys, new_key, seal, unseal
 from shared.deletion import DeletionSchedule, Eraser, Tracked

@@ -9,8 +9,9 @@ import time
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
 
+from services.worker.outcomes import DONE, SKIPPED, Outcome, TransientError
 from services.worker.process import RenderProcess
-from services.worker.runner import DONE, SKIPPED, JobRunner, Outcome, TransientError
+from services.worker.runner import JobRunner
 from shared.errors import JobErrorCode
 from shared.events import key as events_key
 from shared.jobs import JobState, JobStore

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from services.worker import metrics
-from services.worker.runner import DONE
+from services.worker.outcomes import DONE
 from shared.audit import ObjectKind
 from shared.gallery import GalleryEntry, GalleryGrant, GalleryIndex, object_key
 from shared.jobs import JobState

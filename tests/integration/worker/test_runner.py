@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from services.worker.runner import DONE, SKIPPED, JobRunner, Outcome, TransientError
+from services.worker.outcomes import DONE, SKIPPED, Outcome, TransientError
+from services.worker.runner import JobRunner
 from shared.errors import JobErrorCode
 from shared.jobs import JobState
 from shared.leases import JobLeases

@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from services.janitor.sweeper import Janitor
-from services.worker.runner import DONE, Outcome
+from services.worker.outcomes import DONE, Outcome
 from shared.audit import AuditLog
 from shared.crypto import SourceKeys
 from shared.deletion import DeletionSchedule, Eraser
