@@ -87,9 +87,7 @@ class Backends:
     jobs: JobStore
 
     @classmethod
-    def connect(
-        cls, settings: Settings, *, storage: ObjectStore | None = None, client: Redis | None = None
-    ) -> Backends:
+    def connect(cls, settings: Settings, *, storage: ObjectStore | None = None, client: Redis | None = None) -> Self:
         """Every backend from `settings`; `storage` (the gateway's fail-fast store, a test's flaky one) and
         `client` replace the default object store and Redis client."""
         client = client if client is not None else redis_client(settings)
