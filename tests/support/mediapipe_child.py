@@ -64,6 +64,7 @@ def _import_mediapipe():
 
 
 mp = _import_mediapipe()
+# E402: these imports work only once _import_mediapipe has stubbed the modules mediapipe's package pulls in.
 from mediapipe.calculators.tensor import inference_calculator_pb2  # noqa: E402
 from mediapipe.python import packet_creator, packet_getter  # noqa: E402
 from mediapipe.tasks.cc.core.proto import acceleration_pb2  # noqa: E402

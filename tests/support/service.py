@@ -33,6 +33,7 @@ def service_settings(redis_url: str, s3: SeaweedServer, **overrides: object) -> 
         "worker_processes": 1,  # one render process per test worker: one model load (the plan: #11, plan.py)
     }
     values.update(overrides)
+    # A dict of mixed values: the pydantic plugin types each keyword, which a ** of dict[str, object] cannot meet.
     settings = Settings(**values)  # type: ignore[arg-type]
     ensure_buckets(s3.endpoint, s3.credentials, [settings.sources_bucket, settings.results_bucket])
     return settings

@@ -300,7 +300,7 @@ def test_the_cli_says_when_it_falls_back_to_polling(jobs: JobStore, capsys: pyte
     jobs.transition(job_id, JobState.PROCESSING, stage="fetch")
     finish(jobs, job_id)
     client = PortraitsClient(f"http://127.0.0.1:{server.port}")
-    client.events_url = lambda status_url: f"{client.server}/v1/no-such-route"  # type: ignore[method-assign]
+    client.events_url = lambda status_url: f"{client.server}/v1/no-such-route"
     job = client.wait(f"/v1/portraits/{job_id}", deadline_seconds=20)
     assert job["status"] == "done"
     err = capsys.readouterr().err

@@ -30,7 +30,7 @@ def _photo() -> bytes:
 PHOTO = _photo()
 
 
-def post(app: Flask, **fields: Any):  # type: ignore[no-untyped-def]
+def post(app: Flask, **fields: Any):
     form: dict[str, Any] = {"image": (io.BytesIO(PHOTO), "photo.jpg", "image/jpeg"), **fields}
     return app.test_client().post("/v1/portraits", data=form, content_type="multipart/form-data")
 

@@ -56,7 +56,7 @@ def finished_job(url: str, state: JobState = JobState.DONE, job_id: str = "j" * 
         if state is JobState.DONE
         else {"error_code": "no_face", "error_message": "no face found"}
     )
-    return Job(id=job_id, state=state, created_at=time.time(), callback_url=url, **extra)  # type: ignore[arg-type]
+    return Job(id=job_id, state=state, created_at=time.time(), callback_url=url, **extra)
 
 
 def loop(

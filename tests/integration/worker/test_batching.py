@@ -26,15 +26,15 @@ from tests.support.service import Backends, service_settings
 class RecordingEngine:
     """The real engine, noting how many photos each call painted."""
 
-    def __init__(self, engine) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, engine) -> None:
         self.engine = engine
         self.calls: list[int] = []
 
-    def render(self, data, style="auto", strength=None, progress=None):  # type: ignore[no-untyped-def]
+    def render(self, data, style="auto", strength=None, progress=None):
         self.calls.append(1)
         return self.engine.render(data, style=style, strength=strength, progress=progress)
 
-    def render_batch(self, requests, progress=None):  # type: ignore[no-untyped-def]
+    def render_batch(self, requests, progress=None):
         self.calls.append(len(requests))
         return self.engine.render_batch(requests, progress)
 
@@ -63,7 +63,7 @@ def empty_queue(backends):
     backends.redis.delete(JobStore.QUEUE_KEY)  # queued ids other modules left behind would join the batch
 
 
-def batch_runner(backends: Backends, engine, storage=None, **overrides: object) -> JobRunner:  # type: ignore[no-untyped-def]
+def batch_runner(backends: Backends, engine, storage=None, **overrides: object) -> JobRunner:
     settings = backends.settings.model_copy(update=overrides)
     runner = backends.runner(engine, storage=storage)
     runner._settings = settings  # the batch settings under test; everything else as the suite's runner
@@ -153,10 +153,10 @@ def test_a_batch_cut_short_by_an_outage_is_carried_into_the_retry(backends, engi
 class TimesOutEngine:
     """A render that runs into the task's soft time limit."""
 
-    def render(self, data, style="auto", strength=None, progress=None):  # type: ignore[no-untyped-def]
+    def render(self, data, style="auto", strength=None, progress=None):
         raise SoftTimeLimitExceeded()
 
-    def render_batch(self, requests, progress=None):  # type: ignore[no-untyped-def]
+    def render_batch(self, requests, progress=None):
         raise SoftTimeLimitExceeded()
 
 

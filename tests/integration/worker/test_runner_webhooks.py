@@ -104,7 +104,7 @@ def test_the_janitor_queues_the_webhook_of_a_job_it_fails(backends, astronaut_pa
 
 def test_a_redis_error_while_queueing_does_not_fail_the_job(backends, engine, astronaut_path):
     class BrokenOutbox(WebhookOutbox):
-        def enqueue(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        def enqueue(self, *args, **kwargs):
             raise redis.ConnectionError("outbox unreachable")
 
     job_id = backends.submit(astronaut_path.read_bytes(), style="ink", callback_url=HOOK)

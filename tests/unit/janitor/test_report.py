@@ -29,7 +29,7 @@ def test_counts_lifetimes_and_overdue():
     entries = [entry(ObjectKind.SOURCE, float(s), Deleter.WORKER) for s in range(1, 100)]
     entries += [entry(ObjectKind.SOURCE, 119.0, Deleter.JANITOR), entry(ObjectKind.RESULT, 1800.0, Deleter.USER)]
     max_ages = {ObjectKind.SOURCE: 120.0, ObjectKind.RESULT: 1800.0, ObjectKind.GALLERY: 2592000.0}
-    report = build_report(entries, FakeSchedule(), max_ages, now=0.0)  # type: ignore[arg-type]
+    report = build_report(entries, FakeSchedule(), max_ages, now=0.0)
     assert "audit records: 101 (unverified: 0)" in report
     assert "source  worker           99" in report and "source  janitor           1" in report
     source_row = next(line for line in report.splitlines() if line.startswith("source ") and "." in line)

@@ -59,7 +59,7 @@ def test_portrait_errors_take_code_and_default_message_from_the_vocabulary() -> 
 
 def test_a_literal_code_becomes_the_member_and_an_unknown_one_fails_on_definition() -> None:
     class Literal(PortraitError):
-        code = "device_unavailable"  # type: ignore[assignment]  # as engine/runtime.py may still write it
+        code = "device_unavailable"  # type: ignore[assignment]  # as a plugin or an older module may write it
 
     assert Literal.code is JobErrorCode.DEVICE_UNAVAILABLE
     with pytest.raises(ValueError):
