@@ -194,15 +194,17 @@ class Settings(BaseSettings):
     )
     # Load shedding (#11): a photo is deleted `source_max_age_seconds` after upload, painted or not, so an upload
     # that cannot be painted by then is refused at once (503 `overloaded`, Retry-After) rather than accepted to
-    # fail `source_expired` two minutes later. 0.8 of 120 s leaves 24 s for what the estimate does not see: the
-    # jobs being painted, the janitor's 5 s sweep, uploads arriving after this one's check. shared/capacity.py.
+    # fail `source_expired` two minutes later. 0.7 of 120 s leaves 36 s for what the estimate does not see: the
+    # jobs being painted, the janitor's 5 s sweep, uploads arriving after this one's check, and renders slowing
+    # down under the burst itself (0.8 lost 32 and 7 of 300-upload bursts on this 2-core machine, #12's bench
+    # runs, where everything shares two cores; 0.7 lost none). shared/capacity.py.
     load_shedding: bool = Field(
         True,
         description="Refuse uploads (503 `overloaded`) whose estimated queue wait plus one render would "
         "outlast `shed_wait_fraction` of `source_max_age_seconds`; false accepts every upload, as before.",
     )
     shed_wait_fraction: float = Field(
-        0.8,
+        0.7,
         gt=0,
         le=1,
         description="Share of `source_max_age_seconds` an upload's estimated wait plus one "

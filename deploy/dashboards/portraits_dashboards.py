@@ -34,7 +34,7 @@ DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 RATE = "$__rate_interval"  # Grafana's rate window: at least four scrape intervals
 TAGS = ["portraits"]
 SOURCE_MAX_AGE_S = 120  # PORTRAITS_SOURCE_MAX_AGE_SECONDS (the alert rules use the same figure)
-SHED_LIMIT_S = 96  # wait + one render past which uploads are shed: PORTRAITS_SHED_WAIT_FRACTION 0.8 × 120 s (#11)
+SHED_LIMIT_S = 84  # wait + one render past which uploads are shed: PORTRAITS_SHED_WAIT_FRACTION 0.7 × 120 s (#11)
 # Outcomes that are the photo's doing, not ours (see JobFailureRateHigh in deploy/prometheus/rules).
 USER_FAILURES = "|".join(
     (

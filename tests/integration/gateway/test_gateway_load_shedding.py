@@ -23,11 +23,11 @@ from tests.support import samples
 
 pytestmark = pytest.mark.integration
 
-# One render process at 2 s a job; the limit is 0.8 × 120 s = 96 s of wait plus one render. So 47 jobs ahead
-# (94 s + 2 s) fit exactly and 48 (96 s + 2 s) are 2 s too many.
+# One render process at 2 s a job; the limit is 0.7 × 120 s = 84 s of wait plus one render. So 41 jobs ahead
+# (82 s + 2 s) fit exactly and 42 (84 s + 2 s) are 2 s too many.
 SECONDS_PER_JOB = 2.0
-FITS = 47
-TOO_MANY = 48
+FITS = 41
+TOO_MANY = 42
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +109,7 @@ def test_an_upload_that_fits_is_accepted(
     assert response.status_code == 202, response.json
     assert queued_tasks() == [response.json["id"]]
     assert shed_count() == shed_before
-    # The next upload has 48 ahead of it now: shed.
+    # The next upload has 42 ahead of it now: shed.
     assert_envelope(post_photo(client, photo), 503, "overloaded")
 
 
@@ -170,7 +170,7 @@ def test_shedding_can_be_switched_off_and_the_limit_follows_its_setting(
     renderer_reports(rdb, SECONDS_PER_JOB)
     queue_jobs(TOO_MANY)
     assert post_photo(make_app(load_shedding=False).test_client(), photo).status_code == 202
-    # 49 ahead now: 98 s + 2 s fits in 0.85 × 120 s = 102 s, not in the default 96 s.
+    # 43 ahead now: 86 s + 2 s fits in 0.85 × 120 s = 102 s, not in the default 84 s.
     assert post_photo(make_app(shed_wait_fraction=0.85).test_client(), photo).status_code == 202
     assert_envelope(post_photo(make_app().test_client(), photo), 503, "overloaded")
 

@@ -78,8 +78,8 @@ def test_no_renderer_reporting_admits_whatever_the_queue():
     assert decide(10_000, NONE, 96.0) == Admit(None)
 
 
-def test_the_limit_defaults_to_four_fifths_of_the_photo_s_maximum_age():
-    assert Settings().shed_max_seconds == 96.0
+def test_the_limit_defaults_to_seven_tenths_of_the_photo_s_maximum_age():
+    assert Settings().shed_max_seconds == 84.0
     assert Settings(source_max_age_seconds=300, shed_wait_fraction=0.5).shed_max_seconds == 150.0
 
 
