@@ -23,6 +23,7 @@ from redis.typing import EncodableT, FieldT
 
 from shared import events
 from shared.logging import get_logger
+from shared.redis_replies import members, text
 
 log = get_logger("portraits.jobs")
 
@@ -116,7 +117,7 @@ class Job:
         has never heard of, and that worker must still paint the job rather than fail every read of it. A name
         that keeps being logged after an upgrade has finished is a bug (`transition` refuses unknown names, so
         only a writer that bypasses it can cause one)."""
-        values: dict[str, Any] = {_text(key): json.loads(value) for key, value in raw.items()}
+        values: dict[str, Any] = {text(key): json.loads(value) for key, value in raw.items()}
         values["state"] = JobState(values["state"])
         unknown = set(values) - JOB_FIELDS
         if unknown - cls._unknown_seen:
@@ -128,10 +129,6 @@ class Job:
 JOB_FIELDS = frozenset(spec.name for spec in fields(Job))
 # What a transition may set: any field but the id (the key) and the state (the transition's target).
 SETTABLE_FIELDS = JOB_FIELDS - {"id", "state"}
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 # KEYS[1] job hash, KEYS[2] its event stream (shared/events.py); ARGV[1] comma-separated allowed current states;
@@ -225,11 +222,11 @@ class JobStore:
             keys=[self.key(job_id), events.key(job_id)],
             args=[allowed, json.dumps(target.value), self._ttl * 1000, *pairs],
         )
-        status = _text(outcome[0])
+        status = text(outcome[0])
         if status == "missing":
             raise JobNotFound(job_id)
         if status == "refused":
-            raise TransitionRefused(job_id, JobState(_text(outcome[1])), target)
+            raise TransitionRefused(job_id, JobState(text(outcome[1])), target)
         if target is not JobState.QUEUED:
             self._redis.zrem(self.QUEUE_KEY, job_id)
 
@@ -256,8 +253,7 @@ class JobStore:
 
     def oldest_queued(self, limit: int) -> list[str]:
         """Ids of the `limit` longest-waiting queued jobs (the candidates a render process batches, #11)."""
-        members: list[bytes] = self._redis.zrange(self.QUEUE_KEY, 0, limit - 1)  # type: ignore[assignment]  # no scores asked: members only
-        return [_text(raw) for raw in members]
+        return [text(raw) for raw in members(self._redis.zrange(self.QUEUE_KEY, 0, limit - 1))]
 
     def queued_count(self) -> int:
         return int(self._redis.zcard(self.QUEUE_KEY))
