@@ -99,8 +99,8 @@ class Settings(BaseSettings):
     s3_max_attempts: int = Field(
         4,
         ge=1,
-        description="botocore retries of an S3 call after its first attempt, in the worker and the janitor "
-        "(botocore's `max_attempts`, standard mode); the gateway has `gateway_s3_max_attempts`.",
+        description="Retries of an S3 call after its first attempt, with exponential backoff, in the worker and "
+        "the janitor; the gateway has `gateway_s3_max_attempts`.",
     )
     s3_connect_timeout: float = Field(2.0, gt=0, description="Seconds to connect to S3.")
     s3_read_timeout: float = Field(

@@ -1,28 +1,75 @@
-"""Object storage over boto3: sources and results in separate buckets, keys derived from the job id.
+"""Object storage: sources and results in separate buckets, keys derived from the job id.
 
-Retries live in botocore's configuration (standard mode), not in loops here. What still fails after them is
-raised as `StorageUnavailable` (transient: the caller may retry later) or `ObjectMissing`.
+Two clients, each for what it does best (#11):
+- the data path — put, get, head, delete, list — goes through obstore (Rust's object_store). Against SeaweedFS on
+  loopback, on the 2-core machine, a 130 kB put/get costs 2.9/1.4 ms through it and 5.2/3.7 ms through boto3:
+  botocore's event hooks, ruleset endpoint resolution and response parsing cost more than the transfer, and three
+  such calls sit on every job's critical path (gateway put, worker get, worker put);
+- botocore keeps what obstore cannot do: presigned GETs carrying a response Content-Disposition (the page's
+  download link), and `head_bucket` for readiness. Neither is on a job's path; signing is local.
+
+Retries live in each client's configuration, not in loops here. What still fails after them is raised as
+`StorageUnavailable` (transient: the caller may retry later) or `ObjectMissing`.
+
+obstore runs on a tokio runtime that does not survive `fork()`: a child of a process that has made an obstore call
+hangs on its own first call, forever (measured, #11). Every service opens its stores after its fork — gunicorn
+with `preload_app = False`, Celery's render processes in `worker_process_init`, the janitor never forks — and a
+process forked after using one gets `StoreUsedBeforeFork` here instead of the hang.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import boto3
+import obstore
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+from obstore.exceptions import BaseError as ObstoreError
+from obstore.exceptions import PermissionDeniedError, UnauthenticatedError
+from obstore.store import S3Store
 
 from shared.settings import Settings
 
 if TYPE_CHECKING:  # the stubs are in the `lint` extra only; nothing imports them at run time (#12)
     from botocore.config import _RetryDict
     from mypy_boto3_s3 import S3Client
+    from obstore.store import ClientConfig, RetryConfig
 
 _MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
 #: Result content types and their key extensions: the worker names results by these, erasure tries them all.
 RESULT_EXTENSIONS = {"image/jpeg": "jpg", "image/webp": "webp"}
+
+
+class StoreUsedBeforeFork(RuntimeError):
+    """This process was forked from one that had used obstore: its runtime's threads did not come along, and a
+    call would hang. Open stores after forking (see the module's docstring)."""
+
+
+class _Runtime:
+    """Whether this process has made an obstore call, and whether it inherited one made before a fork."""
+
+    used = False
+    inherited = False
+
+    @classmethod
+    def enter(cls) -> None:
+        if cls.inherited:
+            raise StoreUsedBeforeFork(
+                f"process {os.getpid()} was forked after its parent used the object store; open stores after forking"
+            )
+        cls.used = True
+
+    @classmethod
+    def after_fork_in_child(cls) -> None:
+        cls.inherited = cls.inherited or cls.used
+
+
+os.register_at_fork(after_in_child=_Runtime.after_fork_in_child)
 
 
 class StorageUnavailable(RuntimeError):
@@ -47,14 +94,46 @@ def job_id_of(key: str) -> str:
     return key.split("/", 1)[-1].split(".", 1)[0]
 
 
-def _client(settings: Settings, endpoint_url: str, fail_fast: bool = False) -> S3Client:
+def _attempts(settings: Settings, fail_fast: bool) -> int:
+    """Calls per operation, first one included: `s3_max_attempts` counts retries in the worker and the janitor,
+    attempts in the gateway, which has a client waiting (botocore's `max_attempts`/`total_max_attempts`)."""
+    return settings.s3_max_attempts if fail_fast else settings.s3_max_attempts + 1
+
+
+def _bucket_store(settings: Settings, bucket: str, fail_fast: bool) -> S3Store:
+    attempts = _attempts(settings, fail_fast)
+    per_call = settings.s3_connect_timeout + settings.s3_read_timeout
+    client: ClientConfig = {
+        "allow_http": settings.s3_endpoint_url.startswith("http://"),
+        "connect_timeout": timedelta(seconds=settings.s3_connect_timeout),
+        # Per read, as botocore's read_timeout: a stalled S3 is noticed, a large object is not cut off.
+        "read_timeout": timedelta(seconds=settings.s3_read_timeout),
+        "timeout": timedelta(seconds=per_call * 4),
+    }
+    retry: RetryConfig = {
+        "max_retries": attempts - 1,
+        "backoff": {"init_backoff": timedelta(milliseconds=100), "max_backoff": timedelta(seconds=2), "base": 2},
+        # Bounds the whole call, retries included, as botocore's attempts × timeouts did (a hung S3 fails a worker
+        # call within ~30 s, inside a render's 60 s soft limit: issue 9).
+        "retry_timeout": timedelta(seconds=per_call * attempts),
+    }
+    return S3Store(
+        bucket,
+        endpoint=settings.s3_endpoint_url,
+        region=settings.s3_region,
+        access_key_id=settings.s3_access_key_id,
+        secret_access_key=settings.s3_secret_access_key.get_secret_value(),
+        virtual_hosted_style_request=False,  # path style, as SeaweedFS and MinIO serve it
+        client_options=client,
+        retry_config=retry,
+    )
+
+
+def _signing_client(settings: Settings, endpoint_url: str, fail_fast: bool = False) -> S3Client:
+    """botocore, for presigning and `head_bucket` only (see the module's docstring)."""
     # botocore's `max_attempts` counts retries, not attempts: 4 means up to 5 calls. `total_max_attempts`
     # counts attempts.
-    retries: _RetryDict = (
-        {"total_max_attempts": settings.s3_max_attempts, "mode": "standard"}
-        if fail_fast
-        else {"max_attempts": settings.s3_max_attempts, "mode": "standard"}
-    )
+    retries: _RetryDict = {"total_max_attempts": _attempts(settings, fail_fast), "mode": "standard"}
     config = Config(
         region_name=settings.s3_region,
         signature_version="s3v4",
@@ -62,69 +141,70 @@ def _client(settings: Settings, endpoint_url: str, fail_fast: bool = False) -> S
         retries=retries,
         connect_timeout=settings.s3_connect_timeout,
         read_timeout=settings.s3_read_timeout,
-        # botocore ≥ 1.36 adds a CRC to every upload and checks one on every download by default; S3 wants
-        # neither here (TLS or loopback carries the bytes, and the sealed source has its own GCM tag): 0.3-0.5 ms
-        # per call, three calls on each job's path (#11).
-        request_checksum_calculation="when_required",
-        response_checksum_validation="when_required",
     )
-    client = boto3.client(
+    return boto3.client(
         "s3",
         endpoint_url=endpoint_url,
         aws_access_key_id=settings.s3_access_key_id,
         aws_secret_access_key=settings.s3_secret_access_key.get_secret_value(),
         config=config,
     )
-    # botocore sends every upload with `Expect: 100-continue`: one more round trip before the body goes, and
-    # against a hung S3 a fixed second's wait per attempt before it is sent anyway (issue 9). Our uploads are a
-    # few hundred kB to our own S3, which has no reason to refuse them early.
-    client.meta.events.register("before-send.s3", _without_expect_continue)
-    return client
-
-
-def _without_expect_continue(request: Any, **_: Any) -> None:
-    request.headers.pop("Expect", None)  # not signed: removing it leaves the signature valid
 
 
 class ObjectStore:
     def __init__(self, settings: Settings, *, fail_fast: bool = False) -> None:
         """`fail_fast` (the gateway, which has a client waiting): `s3_max_attempts` counts attempts, not
-        retries, and uploads do not wait for `100 Continue`."""
+        retries. Nothing connects yet: the first call does, in the process that makes it (see StoreUsedBeforeFork)."""
         self.sources_bucket = settings.sources_bucket
         self.results_bucket = settings.results_bucket
-        self._s3 = _client(settings, settings.s3_endpoint_url, fail_fast)
+        self._buckets = {
+            bucket: _bucket_store(settings, bucket, fail_fast)
+            for bucket in dict.fromkeys([settings.sources_bucket, settings.results_bucket])
+        }
+        self._s3 = _signing_client(settings, settings.s3_endpoint_url, fail_fast)
         # Presigned URLs carry the host they were signed for: sign with the address browsers can reach.
         public = settings.s3_public_endpoint_url or settings.s3_endpoint_url
-        self._signer = self._s3 if public == settings.s3_endpoint_url else _client(settings, public, fail_fast)
+        self._signer = self._s3 if public == settings.s3_endpoint_url else _signing_client(settings, public, fail_fast)
+
+    def _store(self, bucket: str) -> S3Store:
+        _Runtime.enter()
+        try:
+            return self._buckets[bucket]
+        except KeyError:
+            raise ValueError(f"bucket {bucket!r} is neither the sources nor the results bucket") from None
 
     def put(self, bucket: str, key: str, data: bytes, content_type: str) -> None:
+        store = self._store(bucket)
         with _translated_errors(key):
-            self._s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
+            obstore.put(store, key, data, attributes={"Content-Type": content_type}, use_multipart=False)
 
     def get(self, bucket: str, key: str) -> bytes:
+        store = self._store(bucket)
         with _translated_errors(key):
-            return self._s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+            return obstore.get(store, key).bytes().to_bytes()
 
     def exists(self, bucket: str, key: str) -> bool:
+        store = self._store(bucket)
         try:
             with _translated_errors(key):
-                self._s3.head_object(Bucket=bucket, Key=key)
+                obstore.head(store, key)
             return True
         except ObjectMissing:
             return False
 
     def delete(self, bucket: str, key: str) -> None:
         """Idempotent: deleting an absent object succeeds (S3 semantics)."""
+        store = self._store(bucket)
         with _translated_errors(key):
-            self._s3.delete_object(Bucket=bucket, Key=key)
+            obstore.delete(store, key)
 
     def list(self, bucket: str, prefix: str) -> Iterator[tuple[str, float]]:
         """(key, last-modified as epoch seconds) for every object under `prefix`, page by page."""
-        paginator = self._s3.get_paginator("list_objects_v2")
+        store = self._store(bucket)
         with _translated_errors(bucket):
-            for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
-                for item in page.get("Contents", []):
-                    yield item["Key"], item["LastModified"].timestamp()
+            for page in obstore.list(store, prefix=prefix, chunk_size=1000):
+                for item in page:
+                    yield item["path"], item["last_modified"].timestamp()
 
     def presigned_get(self, bucket: str, key: str, expires_in: int, *, download_name: str | None = None) -> str:
         """A presigned GET; with `download_name`, S3 answers `Content-Disposition: attachment` under that name
@@ -146,9 +226,16 @@ class ObjectStore:
 
 @contextmanager
 def _translated_errors(key: str) -> Iterator[None]:
-    """Map botocore's exceptions onto ours."""
+    """Map obstore's and botocore's exceptions onto ours. A refusal (bad credentials, no permission) is a
+    configuration bug, not something to retry: it is raised as it is."""
     try:
         yield
+    except FileNotFoundError as exc:  # obstore's "not found" (its NotFoundError is deprecated for it)
+        raise ObjectMissing(key) from exc
+    except (PermissionDeniedError, UnauthenticatedError):
+        raise
+    except ObstoreError as exc:  # connection refused or reset, timeouts, 5xx: all after obstore's retries
+        raise StorageUnavailable(f"S3 error on {key}: {_first_line(exc)}") from exc
     except ClientError as exc:
         code = str(exc.response.get("Error", {}).get("Code", ""))
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
@@ -159,3 +246,8 @@ def _translated_errors(key: str) -> Iterator[None]:
         raise  # 4xx such as AccessDenied: a configuration bug, not something to retry
     except BotoCoreError as exc:
         raise StorageUnavailable(f"S3 unreachable: {exc}") from exc
+
+
+def _first_line(exc: Exception) -> str:
+    # object_store's messages run over several lines (the whole source chain); logs want the first.
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
