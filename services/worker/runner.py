@@ -19,8 +19,8 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -80,6 +80,7 @@ class JobRunner:
         self._gallery = gallery or GalleryIndex(jobs.client)
         self._carried: list[str] = []  # jobs of an interrupted batch, still leased to this process
         self._progress = ThreadPoolExecutor(max_workers=1, thread_name_prefix="progress")  # one: stages stay in order
+        self._fetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fetch")  # the job's source, see _run
 
     def run(self, job_id: str) -> Outcome:
         """Process one job (and whatever batch it takes along); returns its outcome. Raises
@@ -117,21 +118,31 @@ class JobRunner:
                 pass
 
     def _run(self, job_id: str, outcomes: dict[str, Outcome]) -> None:
+        # The job's source is fetched while the job is claimed (#11): the claim and the `processing` transition are
+        # four Redis round trips (2.8 ms p50 at one client), the fetch a key read and an S3 GET (3.7 ms), and one
+        # waited for the other. Reading changes nothing: unless the claim succeeds, the bytes are dropped unread.
+        early = {job_id: self._fetcher.submit(self._open_source, job_id)}
         claims: list[_Claim] = []
-        # The job itself, then the rest of a batch that a transient error interrupted (still leased to us).
-        for candidate in dict.fromkeys([job_id, *self._carried]):
-            claim = self._claim(candidate, outcomes)
-            if claim is not None:
-                claims.append(claim)
-        if claims:
-            self._gather(claims, outcomes)
-        self._carried = [claim.job.id for claim in claims]
-        with ExitStack() as stack:
-            helds = {
-                claim.job.id: stack.enter_context(self._leases.held(claim.job.id, self.owner, now)) for claim in claims
-            }
-            self._paint(claims, helds, outcomes)
-        self._carried = []
+        try:
+            # The job itself, then the rest of a batch that a transient error interrupted (still leased to us).
+            for candidate in dict.fromkeys([job_id, *self._carried]):
+                claim = self._claim(candidate, outcomes)
+                if claim is not None:
+                    claims.append(claim)
+            if claims:
+                self._gather(claims, outcomes)
+            self._carried = [claim.job.id for claim in claims]
+            with ExitStack() as stack:
+                helds = {
+                    claim.job.id: stack.enter_context(self._leases.held(claim.job.id, self.owner, now))
+                    for claim in claims
+                }
+                self._paint(claims, helds, outcomes, early)
+            self._carried = []
+        finally:
+            for fetch in early.values():  # not used (the claim failed, or an error came first): wait it out, drop it
+                with suppress(Exception):
+                    fetch.result()
 
     def _claim(self, job_id: str, outcomes: dict[str, Outcome], *, extra: bool = False) -> _Claim | None:
         """Take the job's lease if it is ours to paint. `extra`: a queued job a batch takes along, which is
@@ -189,7 +200,14 @@ class JobRunner:
                 return
             time.sleep(min(GATHER_POLL_SECONDS, left))
 
-    def _paint(self, claims: list[_Claim], helds: dict[str, Held], outcomes: dict[str, Outcome]) -> None:
+    def _paint(
+        self,
+        claims: list[_Claim],
+        helds: dict[str, Held],
+        outcomes: dict[str, Outcome],
+        early: dict[str, Future[bytes]],
+    ) -> None:
+        """`early`: sources already being fetched, by job id (taken from it as they are used)."""
         started = now()
         ready: list[tuple[Job, bytes]] = []
         for claim in claims:
@@ -209,8 +227,9 @@ class JobRunner:
                 self._settle(outcomes, job_id, SKIPPED)
                 continue
             metrics.QUEUE_WAIT.observe(max(0.0, started - claim.job.created_at))
+            fetch = early.pop(job_id, None)
             try:
-                ready.append((claim.job, self._open_source(job_id)))
+                ready.append((claim.job, fetch.result() if fetch is not None else self._open_source(job_id)))
             except _Permanent as failure:
                 self._settle(outcomes, job_id, self.fail(job_id, failure.failure))
         if not ready:

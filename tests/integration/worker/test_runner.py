@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -82,6 +83,48 @@ def test_transient_storage_error_then_success(backends, engine, astronaut_path):
     assert backends.source_exists(job_id)
     assert runner.run(job_id) == DONE
     assert backends.jobs.get(job_id).attempts == 2
+
+
+def test_source_is_fetched_while_the_job_is_claimed(backends, engine, astronaut_path):
+    """#11: the S3 read does not wait for the claim's Redis round trips. The lease is taken only once the read
+    has begun: a runner that fetched after claiming would leave `fetch_began` unset for the whole wait."""
+    fetch_began = threading.Event()
+    seen_at_claim = []
+
+    class WatchedStore(ObjectStore):
+        def get(self, bucket: str, key: str) -> bytes:
+            fetch_began.set()
+            return super().get(bucket, key)
+
+    class WaitingLeases(JobLeases):
+        def acquire(self, job_id, owner, now):
+            seen_at_claim.append(fetch_began.wait(timeout=10))
+            return super().acquire(job_id, owner, now)
+
+    settings = backends.settings
+    runner = JobRunner(
+        settings,
+        backends.jobs,
+        WatchedStore(settings),
+        backends.keys,
+        backends.eraser,
+        engine,
+        WaitingLeases(backends.redis, settings.job_lease_seconds),
+    )
+    job_id = backends.submit(astronaut_path.read_bytes())
+    assert runner.run(job_id) == DONE
+    assert seen_at_claim == [True]
+    assert not backends.source_exists(job_id)
+
+
+def test_an_early_fetch_that_failed_is_dropped_with_a_refused_claim(backends, runner, astronaut_path):
+    """The source is read before the lease is asked for: when the claim is refused, what the read found (here:
+    no key) must neither fail the job nor leak out of the runner."""
+    job_id = backends.submit(astronaut_path.read_bytes())
+    _processing_under(backends, job_id, "another-host:4242", time.time() + 30)
+    backends.keys.delete(job_id)
+    assert runner.run(job_id) == SKIPPED
+    assert backends.jobs.get(job_id).state is JobState.PROCESSING
 
 
 def test_job_erased_during_render_leaves_no_result(backends, engine, astronaut_path):
