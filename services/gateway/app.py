@@ -41,8 +41,9 @@ MAX_FORM_PARTS = 16
 # gunicorn's HTML 500; a hung Redis held every request 5 s and an upload 10 s. Budget now (measured in
 # tests/integration/gateway/test_gateway_budget.py): a status read during a Redis hang answers in about
 # `redis_timeout` (1.0 s), an upload in 3 of them (rate limiter, first write, one undo step: 3.0 s);
-# an upload during an S3 hang in `gateway_s3_max_attempts` × `gateway_s3_timeout` plus botocore's backoff
-# (3.1 s), now that it no longer waits a second per attempt for `100 Continue` (shared/storage.py).
+# an upload during an S3 hang in `gateway_s3_max_attempts` × `gateway_s3_timeout` plus the store's backoff
+# (3.1 s with botocore, which waited a second per attempt for `100 Continue` until that was removed; obstore,
+# the data path since #11, sends none and retries no timed-out PUT: shared/storage.py).
 # The worker and the janitor keep their own, patient S3 settings (`s3_*`): they are not holding a client.
 # Readiness probes must answer quickly: one attempt, short timeouts.
 PROBE_S3_OVERRIDES: dict[str, Any] = {"s3_max_attempts": 1, "s3_connect_timeout": 1.0, "s3_read_timeout": 2.0}

@@ -17,6 +17,7 @@ import redis
 from botocore.exceptions import BotoCoreError, ClientError
 from flask import Flask, Response, jsonify, request
 from kombu.exceptions import OperationalError as BrokerUnavailable
+from obstore.exceptions import BaseError as ObstoreError
 from werkzeug.exceptions import HTTPException
 
 from services.gateway import metrics
@@ -122,6 +123,7 @@ _HTTP_MESSAGES = {
 #: Failures of our dependencies: the client did nothing wrong and may retry.
 UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     StorageUnavailable,
+    ObstoreError,  # a refusal shared/storage.py raises as it is (bad credentials): still not the client's doing
     ClientError,
     BotoCoreError,
     redis.RedisError,

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 from flask import Blueprint, Flask, Response, current_app, jsonify, request, url_for
+from obstore.exceptions import BaseError as ObstoreError
 from redis import RedisError
 
 from services.gateway import metrics, openapi
@@ -55,7 +56,7 @@ log = get_logger(__name__)
 EXTENSION_KEY = "portraits_gateway"
 SOURCE_CONTENT_TYPE = "application/octet-stream"  # sealed: opaque bytes, not an image
 VISIBLE_STATES = frozenset({JobState.QUEUED, JobState.PROCESSING, JobState.DONE, JobState.FAILED})
-_STORAGE_ERRORS = (StorageUnavailable, ObjectMissing, ClientError, BotoCoreError)
+_STORAGE_ERRORS = (StorageUnavailable, ObjectMissing, ObstoreError, ClientError, BotoCoreError)
 
 uploads = Blueprint("uploads", __name__)
 portraits = Blueprint("portraits", __name__)

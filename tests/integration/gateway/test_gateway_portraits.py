@@ -20,6 +20,7 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image
+from pydantic import SecretStr
 from werkzeug.test import TestResponse
 
 from scripts.devstack import SeaweedServer
@@ -465,6 +466,19 @@ def test_storage_down_is_503_and_leaves_the_source_to_the_janitor(
     response = post_photo(client, images.encode(astronaut, "JPEG"))
     assert_envelope(response, 503, "unavailable")
     assert response.headers["Retry-After"] == "5"
+    assert_abandoned(stored=False)
+
+
+def test_storage_refusing_our_credentials_is_503_not_500(
+    make_app: Callable[..., Flask],
+    assert_abandoned: Callable[..., str],
+    astronaut: Image.Image,
+) -> None:
+    # shared/storage.py raises a refusal as it is (a configuration bug, not retried); to the client it is still
+    # an outage of ours, never a 500 (#11: obstore's PermissionDeniedError replaced botocore's ClientError).
+    client = make_app(s3_secret_access_key=SecretStr("not-the-secret")).test_client()
+    response = post_photo(client, images.encode(astronaut, "JPEG"))
+    assert_envelope(response, 503, "unavailable")
     assert_abandoned(stored=False)
 
 
