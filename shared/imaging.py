@@ -24,12 +24,16 @@ pillow_heif.register_heif_opener()
 #: Pillow format names we accept (HEIC and HEIF both report "HEIF").
 SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "HEIF"})
 _SRGB = ImageCms.createProfile("sRGB")
+EXIF_ORIENTATION = 0x0112
 
 
 @dataclass(frozen=True)
 class DecodedPhoto:
     image: Image.Image  # mode RGB, EXIF orientation applied, no metadata attached
     format: str  # one of SUPPORTED_FORMATS
+    # A JPEG whose pixels needed no fix — no EXIF rotation, no colour profile, RGB or grey: its own bytes, minus
+    # their metadata (shared/jpeg_metadata.py), decode to `image` (#11).
+    pixels_as_encoded: bool = False
 
 
 def open_checked(data: bytes, *, max_pixels: int) -> Image.Image:
@@ -63,13 +67,19 @@ def decode(data: bytes, *, max_pixels: int, min_side: int) -> DecodedPhoto:
         raise UnsupportedType("not an image we can read; send a JPEG, PNG, WebP or HEIC photo")
     try:
         image.load()
+        as_encoded = (
+            source_format == "JPEG"
+            and image.mode in ("RGB", "L")
+            and not image.info.get("icc_profile")
+            and image.getexif().get(EXIF_ORIENTATION, 1) == 1
+        )
         image = ImageOps.exif_transpose(image)
         rgb = _to_srgb(image)
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
         raise CorruptImage(f"the image data is truncated or damaged ({exc})") from exc
     if min(rgb.size) < min_side:
         raise ImageTooSmall(f"the image is {rgb.width}×{rgb.height}; both sides need at least {min_side} px")
-    return DecodedPhoto(image=rgb, format=source_format)
+    return DecodedPhoto(image=rgb, format=source_format, pixels_as_encoded=as_encoded)
 
 
 def _to_srgb(image: Image.Image) -> Image.Image:

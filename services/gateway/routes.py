@@ -102,6 +102,7 @@ def create_portrait() -> tuple[Response, int, dict[str, str]]:
         "portrait queued",
         received_bytes=upload.received_bytes,
         source_format=upload.source_format,
+        source_kept=upload.source_kept,
         width=upload.width,
         height=upload.height,
         style_requested=upload.style,

@@ -166,6 +166,24 @@ def test_gps_and_orientation_never_reach_storage(
     assert difference.mean() < 3.0  # upright pixels, not merely the right size
 
 
+def test_an_upright_jpeg_is_stored_as_sent_without_its_metadata(
+    client: FlaskClient,
+    gateway_settings: Settings,
+    s3_server: SeaweedServer,
+    astronaut: Image.Image,
+) -> None:
+    """#11: no second generation of JPEG loss and no re-encoding time for a photo that needs no fix — its own
+    bytes are stored, with its EXIF (GPS) and comment dropped."""
+    with_gps = images.jpeg_with_gps(astronaut)
+    sent = with_gps[:2] + b"\xff\xfe\x00\x09at home" + with_gps[2:]  # and a comment segment
+    response = post_photo(client, sent)
+    assert response.status_code == 202, response.json
+    data = stored_source(gateway_settings, s3_server, response.json["id"])
+    assert b"PhoneMaker" in sent and b"PhoneMaker" not in data and b"Exif" not in data and b"at home" not in data
+    # The very pixels sent: a re-encode (even at quality 95) would not decode to them.
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), np.asarray(Image.open(io.BytesIO(sent))))
+
+
 def _text_named_jpg(_: Image.Image) -> bytes:
     return b"these are my holiday notes, not a photo\n" * 20
 

@@ -105,3 +105,25 @@ def test_bomb_is_refused_on_the_header():
 def test_tiny_image_is_refused(photo):
     with pytest.raises(ImageTooSmall):
         decode(images.encode(photo.resize((10, 10)), "PNG"), **LIMITS)
+
+
+@pytest.mark.parametrize(
+    ("name", "build", "as_encoded"),
+    [
+        ("plain JPEG with GPS", images.jpeg_with_gps, True),
+        ("grey JPEG", lambda photo: images.encode(photo.convert("L"), "JPEG"), True),
+        ("EXIF-rotated JPEG", images.rotated_jpeg, False),
+        ("CMYK JPEG", images.cmyk_jpeg, False),
+        ("JPEG with a colour profile", lambda photo: images.encode(photo, "JPEG", icc_profile=_srgb_icc()), False),
+        ("PNG", lambda photo: images.encode(photo, "PNG"), False),
+    ],
+)
+def test_only_a_jpeg_whose_pixels_needed_no_fix_can_be_kept_as_sent(photo, name, build, as_encoded):
+    """#11: the gateway keeps such a JPEG's own bytes (minus metadata) instead of re-encoding `image`."""
+    assert decode(build(photo), **LIMITS).pixels_as_encoded is as_encoded
+
+
+def _srgb_icc() -> bytes:
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
