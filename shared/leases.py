@@ -35,16 +35,17 @@ RESCUE_OWNER = "rescue"
 Clock = Callable[[], float]
 
 # KEYS[1] deadlines, KEYS[2] owners; ARGV[1] job id, ARGV[2] owner, ARGV[3] new deadline, ARGV[4] now,
-# ARGV[5] owner that may be replaced even before its deadline ('' for none). Returns 1 if taken, else the holder.
+# ARGV[5] owner that may be replaced even before its deadline ('' for none). Returns {1, the previous holder or ''}
+# when taken, else {0, the holder}.
 _ACQUIRE = """
 local holder = redis.call('HGET', KEYS[2], ARGV[1])
 local deadline = tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1]) or '0')
 if holder and holder ~= ARGV[2] and holder ~= 'rescue' and holder ~= ARGV[5] and deadline > tonumber(ARGV[4]) then
-  return holder
+  return {0, holder}
 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
-return 1
+return {1, holder or ''}
 """
 
 # Renew only while we still hold it. Returns 1 when renewed, 0 when the lease is someone else's (or gone).
@@ -119,18 +120,21 @@ class JobLeases:
 
     def acquire(self, job_id: str, owner: str, now: float) -> Acquired | Refused:
         """Take the job's lease; `Refused(holder)` while a live holder has it."""
-        previous = self.holder(job_id)
-        outcome = self._acquire(keys=self._keys, args=[job_id, owner, now + self.lease_seconds, now, ""])
-        if outcome == 1:
-            return Acquired(previous)
-        holder = outcome.decode()
-        if is_dead_local_owner(holder):  # its render process was killed and replaced: no need to wait
-            outcome = self._acquire(keys=self._keys, args=[job_id, owner, now + self.lease_seconds, now, holder])
-            if outcome == 1:
+        taken, holder = self._try(job_id, owner, now, "")
+        if taken:
+            return Acquired(holder)
+        if holder is not None and is_dead_local_owner(holder):  # its render process was killed and replaced
+            taken, holder = self._try(job_id, owner, now, holder)
+            if taken:
                 log.info("lease taken over from a dead render process", job_id=job_id, previous=holder)
                 return Acquired(holder)
-            holder = outcome.decode()
-        return Refused(holder)
+        return Refused(holder or "")
+
+    def _try(self, job_id: str, owner: str, now: float, dead_holder: str) -> tuple[bool, str | None]:
+        """One run of the acquire script: whether the lease is ours now, and who held it before (read in the same
+        script, #11: a separate HGET was one more round trip on every job's path, and could be stale)."""
+        taken, holder = self._acquire(keys=self._keys, args=[job_id, owner, now + self.lease_seconds, now, dead_holder])
+        return int(taken) == 1, optional_text(holder) or None
 
     def renew(self, job_id: str, owner: str, now: float, extra_seconds: float = 0.0) -> bool:
         """Push the deadline on; False when the lease is no longer ours (rescued elsewhere, or released)."""
