@@ -92,7 +92,9 @@ class Backends:
         `client` replace the default object store and Redis client."""
         client = client if client is not None else redis_client(settings)
         storage = storage if storage is not None else ObjectStore(settings)
-        keys = SourceKeys(client, settings.source_max_age_seconds)
+        keys = SourceKeys(
+            client, settings.source_max_age_seconds, wait_step_seconds=min(0.5, redis_timeout(settings) / 2)
+        )
         schedule = DeletionSchedule(client)
         audit = AuditLog(client, settings.audit_max_entries)
         return cls(

@@ -80,13 +80,20 @@ class DeletionSchedule:
     def _field(kind: ObjectKind, key: str) -> str:
         return f"{kind.value}:{key}"
 
-    def add(self, tracked: Tracked, deadline: float) -> None:
+    def add(self, tracked: Tracked, deadline: float, pipe: redis.client.Pipeline | None = None) -> None:
+        """Put the entry on the schedule (or move its deadline); with `pipe`, queue it in that MULTI instead."""
+        if pipe is not None:
+            self._queue_add(pipe, tracked, deadline)
+            return
+        with self._redis.pipeline(transaction=True) as own:
+            self._queue_add(own, tracked, deadline)
+            own.execute()
+
+    def _queue_add(self, pipe: redis.client.Pipeline, tracked: Tracked, deadline: float) -> None:
         meta = json.dumps({"job_id": tracked.job_id, "created_at": tracked.created_at, "attempts": tracked.attempts})
-        with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self.META, self._field(tracked.kind, tracked.key), meta)
-            pipe.zadd(self._zset(tracked.kind), {tracked.key: deadline})
-            pipe.zadd(self._born(tracked.kind), {tracked.key: tracked.created_at}, nx=True)
-            pipe.execute()
+        pipe.hset(self.META, self._field(tracked.kind, tracked.key), meta)
+        pipe.zadd(self._zset(tracked.kind), {tracked.key: deadline})
+        pipe.zadd(self._born(tracked.kind), {tracked.key: tracked.created_at}, nx=True)
 
     def get(self, kind: ObjectKind, key: str) -> Tracked | None:
         raw = self._redis.hget(self.META, self._field(kind, key))
@@ -155,9 +162,18 @@ class Eraser:
         """(key, last-modified epoch seconds) of every stored object of this kind."""
         return self._storage.list(self.bucket(kind), prefix)
 
-    def track(self, kind: ObjectKind, key: str, job_id: str, created_at: float, max_age: float) -> None:
-        """Schedule an object's deletion; call it *before* writing the object, so no write goes unscheduled."""
-        self.schedule.add(Tracked(kind, key, job_id, created_at), created_at + max_age)
+    def track(
+        self,
+        kind: ObjectKind,
+        key: str,
+        job_id: str,
+        created_at: float,
+        max_age: float,
+        pipe: redis.client.Pipeline | None = None,
+    ) -> None:
+        """Schedule an object's deletion; call it *before* writing the object, so no write goes unscheduled.
+        With `pipe`, the schedule is queued in that MULTI: the write must then wait for its `execute()`."""
+        self.schedule.add(Tracked(kind, key, job_id, created_at), created_at + max_age, pipe)
 
     def erase(self, kind: ObjectKind, key: str, job_id: str, deleted_by: Deleter, reason: str) -> AuditEntry | None:
         """Returns the audit entry, or None when someone else already erased (and audited) this object.

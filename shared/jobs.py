@@ -187,22 +187,29 @@ class JobStore:
     def key(self, job_id: str) -> str:
         return self.KEY_PREFIX + job_id
 
-    def create(self, job: Job) -> None:
+    def create(self, job: Job, pipe: redis.client.Pipeline | None = None) -> None:
+        """Record a new job; with `pipe`, queue the writes in that MULTI instead (the gateway's upload, #11)."""
         # MULTI is enough here (nothing to read first): the record and its stream's first entry appear together,
         # with the same TTL (#10).
-        with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self.key(job.id), mapping=job.to_redis())
-            pipe.expire(self.key(job.id), self._ttl)
-            created: dict[FieldT, EncodableT] = {"kind": events.EventKind.CREATED.value, "state": job.state.value}
-            pipe.xadd(
-                events.key(job.id),
-                created | ({"stage": json.dumps(job.stage)} if job.stage else {}),
-                maxlen=events.MAXLEN,
-                approximate=False,
-            )
-            pipe.expire(events.key(job.id), self._ttl)
-            pipe.zadd(self.QUEUE_KEY, {job.id: job.created_at})
-            pipe.execute()
+        if pipe is not None:
+            self._queue_create(pipe, job)
+            return
+        with self._redis.pipeline(transaction=True) as own:
+            self._queue_create(own, job)
+            own.execute()
+
+    def _queue_create(self, pipe: redis.client.Pipeline, job: Job) -> None:
+        pipe.hset(self.key(job.id), mapping=job.to_redis())
+        pipe.expire(self.key(job.id), self._ttl)
+        created: dict[FieldT, EncodableT] = {"kind": events.EventKind.CREATED.value, "state": job.state.value}
+        pipe.xadd(
+            events.key(job.id),
+            created | ({"stage": json.dumps(job.stage)} if job.stage else {}),
+            maxlen=events.MAXLEN,
+            approximate=False,
+        )
+        pipe.expire(events.key(job.id), self._ttl)
+        pipe.zadd(self.QUEUE_KEY, {job.id: job.created_at})
 
     def get(self, job_id: str) -> Job | None:
         raw = self._redis.hgetall(self.key(job_id))

@@ -100,19 +100,38 @@ def _attempts(settings: Settings, fail_fast: bool) -> int:
     return settings.s3_max_attempts if fail_fast else settings.s3_max_attempts + 1
 
 
+_MAX_BACKOFF_SECONDS = 2.0
+_REQUEST_TIMEOUT_CALLS = 4  # a whole request (a large object's transfer) may take this many connect+read timeouts
+
+
+def _per_call_seconds(settings: Settings) -> float:
+    return settings.s3_connect_timeout + settings.s3_read_timeout
+
+
+def longest_call_seconds(settings: Settings, fail_fast: bool) -> float:
+    """The longest one data call (a put of the sealed source…) can take, retries included: the retry budget,
+    then a last request started just before it ran out, with its own timeout, after the longest backoff."""
+    per_call = _per_call_seconds(settings)
+    return per_call * (_attempts(settings, fail_fast) + _REQUEST_TIMEOUT_CALLS) + _MAX_BACKOFF_SECONDS
+
+
 def _bucket_store(settings: Settings, bucket: str, fail_fast: bool) -> S3Store:
     attempts = _attempts(settings, fail_fast)
-    per_call = settings.s3_connect_timeout + settings.s3_read_timeout
+    per_call = _per_call_seconds(settings)
     client: ClientConfig = {
         "allow_http": settings.s3_endpoint_url.startswith("http://"),
         "connect_timeout": timedelta(seconds=settings.s3_connect_timeout),
         # Per read, as botocore's read_timeout: a stalled S3 is noticed, a large object is not cut off.
         "read_timeout": timedelta(seconds=settings.s3_read_timeout),
-        "timeout": timedelta(seconds=per_call * 4),
+        "timeout": timedelta(seconds=per_call * _REQUEST_TIMEOUT_CALLS),
     }
     retry: RetryConfig = {
         "max_retries": attempts - 1,
-        "backoff": {"init_backoff": timedelta(milliseconds=100), "max_backoff": timedelta(seconds=2), "base": 2},
+        "backoff": {
+            "init_backoff": timedelta(milliseconds=100),
+            "max_backoff": timedelta(seconds=_MAX_BACKOFF_SECONDS),
+            "base": 2,
+        },
         # Bounds the whole call, retries included, as botocore's attempts × timeouts did (a hung S3 fails a worker
         # call within ~30 s, inside a render's 60 s soft limit: issue 9).
         "retry_timeout": timedelta(seconds=per_call * attempts),

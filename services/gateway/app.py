@@ -4,6 +4,7 @@ Settings or handed in by tests.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,7 @@ from shared.deletion import Eraser
 from shared.jobs import JobStore
 from shared.queue import make_celery
 from shared.settings import Settings, get_settings
-from shared.storage import ObjectStore
+from shared.storage import ObjectStore, longest_call_seconds
 
 # Room for the multipart boundary, part headers and the small text fields around the file part.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
@@ -100,6 +101,12 @@ class Gateway:
     eraser: Eraser
     probe_objects: ObjectStore  # same buckets, probe-sized timeouts, for /readyz
     capacity: CapacityBoard  # the render processes' reports, for load shedding (#11)
+    # Writes sealed sources to S3 beside the upload's Celery publish (#11; routes.submit): one thread per request
+    # thread at most. Threads start on first use, in the serving process, after gunicorn forked it.
+    source_writer: ThreadPoolExecutor
+    # How long a source may stay "expected" (shared/crypto.py): the longest its S3 put can take, and the key's
+    # publication after it. Only a gateway dying mid-upload makes a worker wait that long.
+    source_expected_seconds: float
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Gateway:
@@ -118,6 +125,9 @@ class Gateway:
             eraser=shared.eraser,
             probe_objects=ObjectStore(with_overrides(settings, **PROBE_S3_OVERRIDES), fail_fast=True),
             capacity=CapacityBoard(shared.redis, settings.renderer_stale_seconds),
+            source_writer=ThreadPoolExecutor(max_workers=settings.gateway_threads, thread_name_prefix="source-put"),
+            source_expected_seconds=longest_call_seconds(gateway_s3_settings(settings), fail_fast=True)
+            + 2 * settings.redis_timeout,
         )
 
 

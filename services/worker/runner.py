@@ -32,7 +32,7 @@ from services.worker import metrics
 from services.worker.engine.catalog import painter_of
 from services.worker.outcomes import DONE, SKIPPED, Outcome, PortraitRenderer, TransientError
 from shared.audit import Deleter, ObjectKind
-from shared.crypto import KeyGone, SealBroken, SourceKeys, unseal
+from shared.crypto import KeyGone, SealBroken, SourceKeys, SourceNotStored, unseal
 from shared.deletion import Eraser
 from shared.errors import JobErrorCode, JobFailure, PortraitError
 from shared.gallery import GalleryEntry, GalleryIndex, day_of
@@ -155,7 +155,8 @@ class JobRunner:
                 log.info("job skipped", job_id=job_id, state=job.state if job else "gone")
                 outcomes[job_id] = SKIPPED
             return None
-        if extra and job.state is not JobState.QUEUED:
+        if extra and (job.state is not JobState.QUEUED or not self._keys.published(job_id)):
+            # Not queued any more, or its source is still being stored (#11): its own message will bring it.
             return None
         lease = self._leases.acquire(job_id, self.owner, now())
         if isinstance(lease, Refused):
@@ -232,7 +233,7 @@ class JobRunner:
             try:
                 ready.append((claim.job, fetch.result() if fetch is not None else self._open_source(job_id)))
             except _Permanent as failure:
-                self._settle(outcomes, job_id, self.fail(job_id, failure.failure))
+                self._settle(outcomes, job_id, self.fail(job_id, failure.failure, erase=failure.erase))
         if not ready:
             return
         rendered = self._render(ready)
@@ -404,17 +405,26 @@ class JobRunner:
         return SKIPPED
 
     def _open_source(self, job_id: str) -> bytes:
+        """The job's photo. Waits while the gateway is still storing it (its key is published after the put, #11;
+        shared/crypto.py)."""
         try:
             key = self._keys.load(job_id)
             blob = self._storage.get(self._storage.sources_bucket, source_key(job_id))
             return unseal(key, blob, job_id)
+        except SourceNotStored as exc:
+            # The upload was abandoned (or its gateway died) before the put succeeded. No erasure here: a put the
+            # gateway gave up on may still land later (a frozen SeaweedFS carried one out 45 s on, issue 9), and
+            # erasing now would take the source off the schedule that deletes it at its deadline.
+            log.warning("source never stored; left to its deletion deadline", job_id=job_id)
+            raise _Permanent(JobErrorCode.SOURCE_EXPIRED.failure, erase=False) from exc
         except (KeyGone, ObjectMissing) as exc:
             raise _Permanent(JobErrorCode.SOURCE_EXPIRED.failure) from exc
         except SealBroken as exc:
             raise _Permanent(JobErrorCode.SOURCE_UNREADABLE.failure) from exc
 
-    def fail(self, job_id: str, failure: JobFailure) -> Outcome:
-        """Fail the job for good and delete its source (nothing more will be made from it)."""
+    def fail(self, job_id: str, failure: JobFailure, *, erase: bool = True) -> Outcome:
+        """Fail the job for good and delete its source (nothing more will be made from it); `erase=False`
+        leaves a source that was never stored to the deletion schedule."""
         finished = now()
         try:
             self._jobs.transition(
@@ -429,7 +439,8 @@ class JobRunner:
             pass  # already finished, erased or expired
         else:
             self._notify(job_id, finished)  # only whoever made the job fail sends its webhook (#10)
-        self.erase_source(job_id, reason=f"failed:{failure.code}")
+        if erase:
+            self.erase_source(job_id, reason=f"failed:{failure.code}")
         log.info("job failed", job_id=job_id, code=failure.code)
         try:
             self._leases.release(job_id, self.owner)
@@ -484,6 +495,7 @@ class _Claim:
 
 
 class _Permanent(Exception):
-    def __init__(self, failure: JobFailure) -> None:
+    def __init__(self, failure: JobFailure, *, erase: bool = True) -> None:
         super().__init__(failure.code)
         self.failure = failure
+        self.erase = erase  # False: the source never became readable; its scheduled deletion is left in place

@@ -78,6 +78,20 @@ class Backends(SharedBackends):
             GalleryIndex(self.redis).reserve(gallery, self.settings.job_ttl_seconds)
         return job_id
 
+    def begin_submit(self, photo: bytes, style: str = "auto", expected_seconds: float = 30) -> PendingUpload:
+        """The gateway's upload up to its S3 put (#11): the job recorded and its source expected, nothing stored
+        yet. The returned upload's `finish()` stores the source and publishes its key; `abandon()` gives it up."""
+        job_id = new_job_id()
+        created = now()
+        with self.redis.pipeline(transaction=True) as pipe:
+            self.eraser.track(
+                ObjectKind.SOURCE, source_key(job_id), job_id, created, self.settings.source_max_age_seconds, pipe=pipe
+            )
+            self.keys.expect(pipe, job_id, expected_seconds)
+            self.jobs.create(Job(id=job_id, state=JobState.QUEUED, created_at=created, style_requested=style), pipe)
+            pipe.execute()
+        return PendingUpload(self, job_id, photo)
+
     def source_exists(self, job_id: str) -> bool:
         return self.storage.exists(self.storage.sources_bucket, source_key(job_id))
 
@@ -92,3 +106,28 @@ class Backends(SharedBackends):
     def runner(self, engine: PortraitRenderer, storage: ObjectStore | None = None) -> JobRunner:
         """A JobRunner on these backends (optionally with a different object store, e.g. a flaky one)."""
         return self.render_process(engine, storage).runner
+
+
+@dataclass(frozen=True)
+class PendingUpload:
+    """An upload whose job is recorded and sent-able but whose source is still being stored (Backends.begin_submit)."""
+
+    backends: Backends
+    job_id: str
+    photo: bytes
+
+    def finish(self) -> None:
+        key = new_key()
+        storage = self.backends.storage
+        storage.put(
+            storage.sources_bucket,
+            source_key(self.job_id),
+            seal(key, self.photo, self.job_id),
+            "application/octet-stream",
+        )
+        self.backends.keys.publish(self.job_id, key)
+
+    def abandon(self) -> None:
+        """As the gateway's undo after a failed put: key shredded, the source no longer expected, record gone."""
+        self.backends.keys.delete(self.job_id)
+        self.backends.jobs.delete(self.job_id)

@@ -153,21 +153,22 @@ def json_logs(gateway_settings: Settings) -> Iterator[Callable[[], list[dict]]]:
 
 @pytest.fixture
 def assert_abandoned(rdb: redis.Redis, queued_tasks: Callable[[], list[str]]) -> Callable[..., str]:
-    """Checks what a failed upload leaves (issue 9): its source's key shredded, no job record and no task, and
-    its source on the deletion schedule — due now if it was stored (the janitor's next sweep erases, verifies
-    and audits it), at its original deadline if the write was given up (S3 may still carry it out later).
-    Either way nothing is left for the janitor's reconcile pass. Returns the job id."""
+    """Checks what a failed upload leaves (issue 9): its source's key shredded and no longer expected, no job
+    record, and its source on the deletion schedule — due now if it was stored (the janitor's next sweep erases,
+    verifies and audits it), at its original deadline if the write was given up (S3 may still carry it out
+    later). Either way nothing is left for the janitor's reconcile pass. `sent`: the task went out beside the
+    S3 put (#11), and finds no record. Returns the job id."""
     schedule = DeletionSchedule.PREFIX + ObjectKind.SOURCE.value
 
-    def check(*, stored: bool = True) -> str:
+    def check(*, stored: bool = True, sent: bool = False) -> str:
         entries = {job_id_of(key.decode()): deadline for key, deadline in rdb.zrange(schedule, 0, -1, withscores=True)}
         abandoned = [job_id for job_id in entries if not rdb.exists(JobStore.KEY_PREFIX + job_id)]
         assert len(abandoned) == 1, entries
         [job_id] = abandoned
         assert (entries[job_id] <= now()) is stored, (entries[job_id], now())
-        assert rdb.exists(SourceKeys.KEY_PREFIX + job_id) == 0
+        assert rdb.exists(SourceKeys.KEY_PREFIX + job_id, SourceKeys.EXPECTED_PREFIX + job_id) == 0
         assert rdb.zscore(JobStore.QUEUE_KEY, job_id) is None
-        assert job_id not in queued_tasks()
+        assert (job_id in queued_tasks()) is sent
         return job_id
 
     return check

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import time
 import urllib.request
 from collections.abc import Callable
 from datetime import datetime
@@ -24,12 +25,12 @@ from pydantic import SecretStr
 from werkzeug.test import TestResponse
 
 from scripts.devstack import SeaweedServer
-from services.gateway.app import Gateway, create_app
+from services.gateway.app import Gateway, create_app, gateway_s3_settings
 from shared.crypto import SourceKeys, unseal
 from shared.jobs import JobState, JobStore, now
 from shared.queue import make_celery
 from shared.settings import Settings
-from shared.storage import result_key, source_key
+from shared.storage import ObjectStore, job_id_of, result_key, source_key
 from tests.support import images, samples
 
 pytestmark = pytest.mark.integration
@@ -118,6 +119,40 @@ def test_good_upload_is_sealed_recorded_and_queued(
     assert difference.mean() < 2.0  # quality 95, 4:4:4: close to the original
 
     assert queued_tasks() == [job_id]
+
+
+def test_the_job_is_sent_while_its_source_is_stored_and_its_key_published_after(
+    gateway_settings: Settings,
+    rdb: redis.Redis,
+    queued_tasks: Callable[[], list[str]],
+    astronaut: Image.Image,
+) -> None:
+    """#11: the S3 put runs beside the Celery publish, not before it: the put waits here until the task is in the
+    broker, which a gateway that enqueued after its put would never let happen (the put would time out). The key
+    is published only after the put, and the 202 only after that."""
+    seen: dict[str, object] = {}
+
+    class WatchedStore(ObjectStore):
+        def put(self, bucket: str, key: str, data: bytes, content_type: str) -> None:
+            job_id = job_id_of(key)
+            deadline = time.monotonic() + 5
+            while job_id not in queued_tasks() and time.monotonic() < deadline:
+                time.sleep(0.005)
+            seen["task_before_put"] = job_id in queued_tasks()
+            seen["key_before_put"] = rdb.exists(SourceKeys.KEY_PREFIX + job_id)
+            seen["expected_during_put"] = rdb.exists(SourceKeys.EXPECTED_PREFIX + job_id)
+            super().put(bucket, key, data, content_type)
+
+    gateway = dataclasses.replace(
+        Gateway.from_settings(gateway_settings), objects=WatchedStore(gateway_s3_settings(gateway_settings))
+    )
+    response = post_photo(create_app(gateway=gateway).test_client(), images.encode(astronaut, "JPEG"))
+
+    assert response.status_code == 202, response.json
+    job_id = response.json["id"]
+    assert seen == {"task_before_put": True, "key_before_put": 0, "expected_during_put": 1}
+    assert rdb.exists(SourceKeys.KEY_PREFIX + job_id) == 1
+    assert rdb.exists(SourceKeys.EXPECTED_PREFIX + job_id) == 0
 
 
 @pytest.mark.parametrize(
@@ -484,7 +519,7 @@ def test_storage_down_is_503_and_leaves_the_source_to_the_janitor(
     response = post_photo(client, images.encode(astronaut, "JPEG"))
     assert_envelope(response, 503, "unavailable")
     assert response.headers["Retry-After"] == "5"
-    assert_abandoned(stored=False)
+    assert_abandoned(stored=False, sent=True)  # the task went out beside the put, and finds no record
 
 
 def test_storage_refusing_our_credentials_is_503_not_500(
@@ -497,7 +532,7 @@ def test_storage_refusing_our_credentials_is_503_not_500(
     client = make_app(s3_secret_access_key=SecretStr("not-the-secret")).test_client()
     response = post_photo(client, images.encode(astronaut, "JPEG"))
     assert_envelope(response, 503, "unavailable")
-    assert_abandoned(stored=False)
+    assert_abandoned(stored=False, sent=True)
 
 
 def test_redis_down_is_503(

@@ -111,6 +111,22 @@ def test_a_job_leased_by_another_live_worker_is_left_to_it(backends, engine, ast
     assert backends.jobs.get(taken).state is JobState.QUEUED
 
 
+def test_a_job_whose_source_is_still_being_stored_is_left_to_its_own_message(backends, engine, astronaut_path):
+    """#11: the gateway records and sends a job while its source's S3 put runs. A batch must not take such a job
+    along (it would wait on another upload's put, or paint nothing); its own message brings it once stored."""
+    recorder = RecordingEngine(engine)
+    first = backends.submit(astronaut_path.read_bytes(), style="ink")
+    storing = backends.begin_submit(astronaut_path.read_bytes(), style="ink")
+    free = backends.submit(astronaut_path.read_bytes(), style="ink")
+
+    outcomes = batch_runner(backends, recorder).run_batch(first)
+
+    assert outcomes == {first: DONE, free: DONE} and recorder.calls == [2]
+    assert backends.jobs.get(storing.job_id).state is JobState.QUEUED
+    storing.finish()
+    assert batch_runner(backends, recorder).run_batch(storing.job_id) == {storing.job_id: DONE}
+
+
 def test_a_batch_waits_up_to_batch_wait_for_jobs_still_arriving(backends, engine, astronaut_path):
     recorder = RecordingEngine(engine)
     first = backends.submit(astronaut_path.read_bytes(), style="ink")

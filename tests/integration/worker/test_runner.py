@@ -11,10 +11,11 @@ import pytest
 
 from services.worker.outcomes import DONE, SKIPPED, Outcome, TransientError
 from services.worker.runner import JobRunner
+from shared.audit import ObjectKind
 from shared.errors import JobErrorCode
 from shared.jobs import JobState
 from shared.leases import JobLeases
-from shared.storage import ObjectStore, StorageUnavailable
+from shared.storage import ObjectStore, StorageUnavailable, source_key
 from tests.support import samples
 from tests.support.service import Backends, service_settings
 
@@ -125,6 +126,72 @@ def test_an_early_fetch_that_failed_is_dropped_with_a_refused_claim(backends, ru
     backends.keys.delete(job_id)
     assert runner.run(job_id) == SKIPPED
     assert backends.jobs.get(job_id).state is JobState.PROCESSING
+
+
+def test_a_job_sent_before_its_source_is_stored_waits_for_it(backends, runner, astronaut_path):
+    """#11: the gateway sends the job while its S3 put runs and publishes the key after; the worker waits."""
+    storing = backends.begin_submit(astronaut_path.read_bytes(), style="ink")
+    stored = threading.Timer(0.3, storing.finish)
+    stored.start()
+    try:
+        assert runner.run(storing.job_id) == DONE
+    finally:
+        stored.join()
+    assert backends.jobs.get(storing.job_id).state is JobState.DONE
+    assert not backends.source_exists(storing.job_id)
+
+
+def _when_processing(backends, job_id: str, action) -> threading.Thread:
+    """Run `action` once the job is `processing` (its worker then waits for the source)."""
+
+    def watch() -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            job = backends.jobs.get(job_id)
+            if job is not None and job.state is JobState.PROCESSING:
+                break
+            time.sleep(0.01)
+        action()
+
+    thread = threading.Thread(target=watch)
+    thread.start()
+    return thread
+
+
+def _scheduled_source(backends, job_id: str) -> bool:
+    return backends.schedule.contains(ObjectKind.SOURCE, source_key(job_id))
+
+
+def test_an_upload_abandoned_while_its_worker_waits_leaves_the_source_to_its_schedule(backends, runner, astronaut_path):
+    """The put failed after the job was sent: the gateway's undo ends the wait. The worker must not erase: the
+    put it gave up on may still land (issue 9), and only the schedule, left in place, deletes it then."""
+    storing = backends.begin_submit(astronaut_path.read_bytes())
+    undo = _when_processing(backends, storing.job_id, storing.abandon)
+    try:
+        assert runner.run(storing.job_id) == Outcome.failed(JobErrorCode.SOURCE_EXPIRED)
+    finally:
+        undo.join()
+    assert _scheduled_source(backends, storing.job_id)
+    assert all(entry.job_id != storing.job_id for entry in backends.audit.entries())
+    # The write the gateway gave up on lands after all: still on the schedule, and unreadable (no key).
+    storing.backends.storage.put(
+        backends.storage.sources_bucket, source_key(storing.job_id), b"late ciphertext", "application/octet-stream"
+    )
+    assert _scheduled_source(backends, storing.job_id)
+    with pytest.raises(LookupError):
+        backends.keys.load(storing.job_id)
+
+
+def test_a_source_never_stored_by_a_dead_gateway_fails_the_job_once_its_mark_lapses(backends, runner, astronaut_path):
+    """The gateway died between sending the job and publishing its key: no undo comes, the expected mark's own
+    expiry ends the wait, and the job fails (its client never had an answer) with the source left scheduled."""
+    storing = backends.begin_submit(astronaut_path.read_bytes(), expected_seconds=0.5)
+    began = time.monotonic()
+    assert runner.run(storing.job_id) == Outcome.failed(JobErrorCode.SOURCE_EXPIRED)
+    assert 0.4 <= time.monotonic() - began < 5
+    job = backends.jobs.get(storing.job_id)
+    assert job.state is JobState.FAILED and job.error_code == "source_expired"
+    assert _scheduled_source(backends, storing.job_id)
 
 
 def test_job_erased_during_render_leaves_no_result(backends, engine, astronaut_path):
