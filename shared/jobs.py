@@ -131,12 +131,14 @@ JOB_FIELDS = frozenset(spec.name for spec in fields(Job))
 SETTABLE_FIELDS = JOB_FIELDS - {"id", "state"}
 
 
-# KEYS[1] job hash, KEYS[2] its event stream (shared/events.py); ARGV[1] comma-separated allowed current states;
-# ARGV[2] target state (JSON-encoded); ARGV[3] the stream's TTL in ms should the hash have none; ARGV[4..]
-# field/value pairs. Returns {"ok"} or {"refused", current} or {"missing"}.
+# KEYS[1] job hash, KEYS[2] its event stream (shared/events.py), KEYS[3] the queue index; ARGV[1] comma-separated
+# allowed current states; ARGV[2] target state (JSON-encoded); ARGV[3] the stream's TTL in ms should the hash have
+# none; ARGV[4] the job id; ARGV[5..] field/value pairs. Returns {"ok"} or {"refused", current} or {"missing"}.
 # The event is appended inside the script (#10): a client following the stream sees every transition that
 # happened and none that was refused, in the order Redis applied them, with no window in which one is written
-# and not the other.
+# and not the other. A job leaving `queued` leaves the queue index in the same step (#11): it was a ZREM after the
+# script, one more round trip on every claim and every finish, and a moment in which a batch saw a job already
+# processing among the queued ones.
 _TRANSITION = (
     events.LUA_RECORD
     + """
@@ -144,8 +146,9 @@ local current = redis.call('HGET', KEYS[1], 'state')
 if not current then return {'missing'} end
 local bare = cjson.decode(current)
 if not string.find(',' .. ARGV[1] .. ',', ',' .. bare .. ',', 1, true) then return {'refused', bare} end
-redis.call('HSET', KEYS[1], 'state', ARGV[2], unpack(ARGV, 4))
+redis.call('HSET', KEYS[1], 'state', ARGV[2], unpack(ARGV, 5))
 record('transition', cjson.decode(ARGV[2]), ARGV[3])
+if ARGV[2] ~= '"queued"' then redis.call('ZREM', KEYS[3], ARGV[4]) end
 return {'ok'}
 """
 )
@@ -226,16 +229,14 @@ class JobStore:
         for name, value in changes.items():
             pairs += [name, json.dumps(value)]
         outcome = self._transition(
-            keys=[self.key(job_id), events.key(job_id)],
-            args=[allowed, json.dumps(target.value), self._ttl * 1000, *pairs],
+            keys=[self.key(job_id), events.key(job_id), self.QUEUE_KEY],
+            args=[allowed, json.dumps(target.value), self._ttl * 1000, job_id, *pairs],
         )
         status = text(outcome[0])
         if status == "missing":
             raise JobNotFound(job_id)
         if status == "refused":
             raise TransitionRefused(job_id, JobState(text(outcome[1])), target)
-        if target is not JobState.QUEUED:
-            self._redis.zrem(self.QUEUE_KEY, job_id)
 
     def set_stage(self, job_id: str, stage: str) -> None:
         """Progress within `processing`, recorded with its event; ignored for a job no longer processing (done,
