@@ -51,7 +51,6 @@ def render(task: Task[Any, Any], proc: RenderProcess, job_id: str) -> None:
     started = time.monotonic()
     metrics.set_state(WorkerState.BUSY)
     try:
-        _sample_queue_depth(proc)
         outcomes = _run_with_retries(task, proc, job_id)
     except SoftTimeLimitExceeded:
         # Every job of the batch that had not finished, this task's own included.
@@ -60,6 +59,8 @@ def render(task: Task[Any, Any], proc: RenderProcess, job_id: str) -> None:
         job_runner.forget_unfinished()
     finally:
         metrics.set_state(WorkerState.READY if proc.loaded else WorkerState.FAILED)
+    # Sampled after the job, not before: a Redis round trip in front of every job's claim (#11).
+    _sample_queue_depth(proc)
     for outcome in outcomes.values():
         metrics.JOBS.labels(outcome=outcome.label).inc()
     _report_capacity(proc, proc.clock.busy_seconds(started, time.monotonic()), outcomes.values())
