@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from shared.errors import CorruptImage, ImageTooLarge, ImageTooSmall, UnsupportedType
-from shared.imaging import decode
+from shared.imaging import check_as_encoded, decode
 from tests.support import images
 
 LIMITS = {"max_pixels": 40_000_000, "min_side": 128}
@@ -119,8 +119,22 @@ def test_tiny_image_is_refused(photo):
     ],
 )
 def test_only_a_jpeg_whose_pixels_needed_no_fix_can_be_kept_as_sent(photo, name, build, as_encoded):
-    """#11: the gateway keeps such a JPEG's own bytes (minus metadata) instead of re-encoding `image`."""
-    assert decode(build(photo), **LIMITS).pixels_as_encoded is as_encoded
+    """#11: the gateway keeps such a JPEG's own bytes (minus metadata) instead of re-encoding `image`; it gets
+    the photo's own size, not the 1/8-scale check's."""
+    assert check_as_encoded(build(photo), **LIMITS) == (photo.size if as_encoded else None)
+
+
+def test_the_check_without_full_decode_refuses_what_decode_refuses(photo):
+    """The 1/8-scale check still reads every scan: a truncated file is corrupt, a small one too small, as in
+    `decode` (this JPEG qualifies: the refusals come from the check itself, not from a later decode)."""
+    jpeg = images.encode(photo, "JPEG", quality=95)
+    assert check_as_encoded(jpeg, **LIMITS) == photo.size
+    with pytest.raises(CorruptImage):
+        check_as_encoded(images.truncated(jpeg), **LIMITS)
+    with pytest.raises(ImageTooSmall):
+        check_as_encoded(images.encode(photo.resize((100, 300)), "JPEG"), **LIMITS)
+    with pytest.raises(ImageTooLarge):
+        check_as_encoded(jpeg, max_pixels=1000, min_side=16)
 
 
 def _srgb_icc() -> bytes:
