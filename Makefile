@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 DEPS_STAMP := $(VENV)/.deps-installed
 MODELS_STAMP := var/models/manifest.json
 
-.PHONY: run test lint lock models venv bench bench-system chaos drill sheet identity deploy-files clean
+.PHONY: run test lint lock models venv bench bench-system bench-pair chaos drill sheet identity deploy-files clean
 
 venv: $(DEPS_STAMP)
 
@@ -42,6 +42,11 @@ bench: models
 
 bench-system: models  # the bare engine vs the whole stack at 1-16 clients, then a burst (issue 11); ~8 min
 	$(PY) -m scripts.bench_system
+
+BASE ?= HEAD
+PAIRS ?= 80
+bench-pair: models  # added latency at 1 client, working tree vs BASE, jobs alternating between two stacks (#11); ~5 min
+	$(PY) -m scripts.bench_pair --base $(BASE) --pairs $(PAIRS)
 
 chaos: models  # every fault of issue 9 against the real stack, one row each (var/chaos/report.md); ~10 min
 	$(PY) -m scripts.chaos

@@ -166,7 +166,7 @@ class Driver:
             began = time.monotonic()
             phases: dict[str, Any] = {}
             try:
-                ok = self._one(session, phases)
+                ok = self.one_job(session, phases)
             except requests.RequestException:
                 ok = False
             if ok is None:  # refused: back off as told
@@ -178,7 +178,7 @@ class Driver:
                 level.finished.append(Finished(time.monotonic() - began, time.monotonic(), ok, **phases))
                 level.errors += int(not ok)
 
-    def _one(self, session: requests.Session, phases: dict[str, Any]) -> bool | None:
+    def one_job(self, session: requests.Session, phases: dict[str, Any]) -> bool | None:
         began = time.monotonic()
         phases["sent_at"] = time.time()
         response = session.post(
