@@ -49,11 +49,13 @@ from shared.ids import is_job_id
 from shared.jobs import TERMINAL, Job, JobState, JobStore
 from shared.jobs import now as clock
 from shared.logging import get_logger
+from shared.redis_replies import xread_entries
 
 log = get_logger(__name__)
 
 EXTENSION_KEY = "portraits_events"
 READ_SLICE_SECONDS = 1.0
+READ_COUNT = 32  # stream entries per read; a job has a dozen
 RETRY_MS = 2000  # sent as `retry:`: how long an EventSource waits before it reconnects
 HEARTBEAT = b": keep-alive\n\n"
 STREAM_HEADERS = {
@@ -88,7 +90,6 @@ class EventFeed:
     """The route's collaborators: the per-job streams on a Redis client whose timeout allows a blocking read."""
 
     redis: redis.Redis
-    log: job_events.EventLog
     heartbeat_seconds: float
 
     @classmethod
@@ -101,7 +102,7 @@ class EventFeed:
         client = blocking_redis_client(
             settings, READ_SLICE_SECONDS, max_connections=pool_for_threads(settings.gateway_threads)
         )
-        return cls(redis=client, log=job_events.EventLog(client), heartbeat_seconds=settings.events_heartbeat_seconds)
+        return cls(redis=client, heartbeat_seconds=settings.events_heartbeat_seconds)
 
 
 def register(app: Flask) -> None:
@@ -208,13 +209,13 @@ class Follower:
 
     def _messages(self) -> Iterator[bytes | None]:
         """Formatted messages and heartbeats, with None after each empty read slice; returns when the job ends."""
-        job, job_id = self.job, self.job.id
+        job = self.job
         heartbeat = self.feed.heartbeat_seconds
         slice_ms = max(1, int(min(READ_SLICE_SECONDS, heartbeat) * 1000))
         if self.resume_from is None:
             cursor = self.newest_id or "0-0"
             if job.state in TERMINAL:
-                yield format_event(self._final(self.newest_id))
+                yield format_event(self._final(self.newest_id, job))  # the record read with the newest id
                 return
             if job.state is JobState.PROCESSING and job.stage:
                 yield format_event(SseEvent("stage", {"stage": job.stage}, self.newest_id))
@@ -224,12 +225,12 @@ class Follower:
         first = True
         while True:
             # The first read does not wait: a resuming client catches up (or learns the job ended) at once.
-            entries = self.feed.log.read(job_id, cursor, block_ms=None if first else slice_ms)
+            entries, record, rank = self._read(cursor, block_ms=None if first else slice_ms)
             first = False
             for entry in entries:
                 cursor = entry.id
                 if entry.state in TERMINAL:
-                    yield format_event(self._final(entry.id))
+                    yield format_event(self._final(entry.id, record))
                     return
                 if entry.state is JobState.PROCESSING and entry.stage:
                     self.sent_position = None
@@ -238,15 +239,11 @@ class Follower:
             if entries:
                 continue
             # Nothing new: is the job still there, and where in the queue?
-            with self.feed.redis.pipeline(transaction=False) as pipe:
-                pipe.hget(JobStore.KEY_PREFIX + job_id, "state")
-                pipe.zrank(JobStore.QUEUE_KEY, job_id)
-                raw_state, rank = pipe.execute()
-            state = JobState(json.loads(raw_state)) if raw_state else None
+            state = record.state if record is not None else None
             if state is None or state in TERMINAL:
                 # Gone (erased: the record and its stream went together) or ended without an entry we saw (a
                 # record older than its stream, a resume id from elsewhere): say how it ended, from the record.
-                yield format_event(self._final(cursor if cursor != "0-0" else None))
+                yield format_event(self._final(cursor if cursor != "0-0" else None, record))
                 return
             if state is JobState.QUEUED and rank is not None and int(rank) != self.sent_position:
                 self.sent_position = int(rank)
@@ -258,9 +255,23 @@ class Follower:
             else:
                 yield None
 
-    def _final(self, event_id: str | None) -> SseEvent:
-        """The last event, from the record as it is now: done/failed with the status document, or deleted."""
-        job = self.gw.jobs.get(self.job.id)
+    def _read(self, cursor: str, *, block_ms: int | None) -> tuple[list[job_events.JobEvent], Job | None, Any]:
+        """The stream's entries after `cursor` (waiting up to `block_ms` for the first), then the record and the
+        queue rank as they are once the read returns: one round trip (#11). Redis answers a connection's commands
+        in order and holds the ones behind a blocked XREAD until it returns, so the record is never older than the
+        entries — the final event needs no read of its own (one round trip less between `done` and the client)."""
+        job_id = self.job.id
+        with self.feed.redis.pipeline(transaction=False) as pipe:
+            pipe.xread({job_events.key(job_id): cursor}, count=READ_COUNT, block=block_ms)
+            pipe.hgetall(JobStore.KEY_PREFIX + job_id)
+            pipe.zrank(JobStore.QUEUE_KEY, job_id)
+            reply, raw, rank = pipe.execute()
+        entries = [job_events.JobEvent.from_entry(entry_id, fields) for entry_id, fields in xread_entries(reply)]
+        return entries, (Job.from_redis(raw) if raw else None), rank
+
+    def _final(self, event_id: str | None, job: Job | None) -> SseEvent:
+        """The last event, from the record as just read (None: gone): done/failed with the status document, or
+        deleted."""
         view = portrait_view(self.gw, job, clock()) if job is not None else None
         if view is None or job is None or job.state not in _FINAL_NAMES:
             return SseEvent("deleted", {}, event_id)

@@ -166,6 +166,22 @@ def test_a_finished_job_answers_its_final_event_at_once(jobs: JobStore, client: 
     assert done.id == job_events.EventLog(jobs._redis).last_id(job_id)
 
 
+def test_the_final_event_needs_no_read_of_its_own(jobs: JobStore, stream, client: FlaskClient, monkeypatch) -> None:
+    """#11: each read brings the record along with the stream's entries, in one round trip (Redis holds the HGETALL
+    behind the blocked XREAD until it returns), so the final event follows the transition without a second read."""
+    job_id = queued(jobs)
+    jobs.transition(job_id, JobState.PROCESSING, stage="fetch")
+    events = stream(job_id)
+    assert events.next_event().event == "stage"
+    gateway_jobs = client.application.extensions["portraits_gateway"].jobs
+    monkeypatch.setattr(gateway_jobs, "get", lambda *_: pytest.fail("the final event read the record again"))
+    finish(jobs, job_id)
+    (done,) = events.rest()
+    assert done.event == "done"
+    assert (done.json()["style"], done.json()["status"]) == ("sumi-e", "done")
+    assert done.json()["result_url"]
+
+
 def test_erasure_ends_the_stream_with_deleted(jobs: JobStore, stream, client: FlaskClient) -> None:
     job_id = queued(jobs)
     jobs.transition(job_id, JobState.PROCESSING, stage="fetch")
