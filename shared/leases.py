@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,19 +35,26 @@ log = get_logger("portraits.leases")
 RESCUE_OWNER = "rescue"
 Clock = Callable[[], float]
 
-# KEYS[1] deadlines, KEYS[2] owners; ARGV[1] job id, ARGV[2] owner, ARGV[3] new deadline, ARGV[4] now,
-# ARGV[5] owner that may be replaced even before its deadline ('' for none). Returns {1, the previous holder or ''}
-# when taken, else {0, the holder}.
-_ACQUIRE = """
-local holder = redis.call('HGET', KEYS[2], ARGV[1])
-local deadline = tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1]) or '0')
-if holder and holder ~= ARGV[2] and holder ~= 'rescue' and holder ~= ARGV[5] and deadline > tonumber(ARGV[4]) then
-  return {0, holder}
+# A Lua function: `acquire(deadlines, owners, id, owner, deadline, now, replaceable)` takes the job's lease for
+# `owner` until `deadline` unless a live holder has it; `replaceable` is a holder that may be replaced even before
+# its deadline ('' for none). Returns {1, the previous holder or ''} when taken, else {0, the holder}.
+# shared/job_start.py calls it too, inside the script that starts a job.
+LUA_ACQUIRE = """
+local function acquire(deadlines, owners, id, owner, deadline, now, replaceable)
+  local holder = redis.call('HGET', owners, id)
+  local until_ = tonumber(redis.call('ZSCORE', deadlines, id) or '0')
+  if holder and holder ~= owner and holder ~= 'rescue' and holder ~= replaceable and until_ > tonumber(now) then
+    return {0, holder}
+  end
+  redis.call('HSET', owners, id, owner)
+  redis.call('ZADD', deadlines, deadline, id)
+  return {1, holder or ''}
 end
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
-return {1, holder or ''}
 """
+
+# KEYS[1] deadlines, KEYS[2] owners; ARGV[1] job id, ARGV[2] owner, ARGV[3] new deadline, ARGV[4] now, ARGV[5] the
+# holder that may be replaced ('').
+_ACQUIRE = LUA_ACQUIRE + "return acquire(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])\n"
 
 # Renew only while we still hold it. Returns 1 when renewed, 0 when the lease is someone else's (or gone).
 _RENEW = """
@@ -113,6 +121,7 @@ class JobLeases:
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
         self._claim = client.register_script(_CLAIM_LAPSED)
+        self._keeper = _Keeper(lease_seconds / 3)  # three beats per lease period: two can be missed before it lapses
 
     @property
     def _keys(self) -> list[str]:
@@ -164,18 +173,19 @@ class JobLeases:
 
     @contextmanager
     def held(self, job_id: str, owner: str, clock: Clock) -> Iterator[Held]:
-        """Renew the (already acquired) lease from a background thread while the body runs; release it after.
+        """Renew the (already acquired) lease while the body runs; release it after.
 
-        A thread, because the render holds the process for seconds in torch (which releases the GIL). Renewal
-        errors (Redis briefly away) are logged and retried on the next beat; a renewal refused means the lease
-        was rescued elsewhere, and the body learns it from `Held.lost` before it writes anything.
+        Renewed from a background thread, because the render holds the process for seconds in torch (which
+        releases the GIL): one thread for every lease this process holds (`_Keeper`). Renewal errors (Redis
+        briefly away) are logged and retried on the next beat; a renewal refused means the lease was rescued
+        elsewhere, and the body learns it from `Held.lost` before it writes anything.
         """
         held = Held(self, job_id, owner, clock)
-        held.start()
+        self._keeper.add(held)
         try:
             yield held
         finally:
-            held.stop()
+            self._keeper.remove(held)
         # Released only when the body finished the job. After an error (a transient one the task retries) the
         # lease stays: if this process dies before the retry, the lease lapses and the job is rescued.
         try:
@@ -190,19 +200,13 @@ class Held:
     def __init__(self, leases: JobLeases, job_id: str, owner: str, clock: Clock) -> None:
         self._leases, self.job_id, self.owner, self._clock = leases, job_id, owner, clock
         self.lost = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"lease-{job_id}", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
 
     def extend(self, seconds: float) -> bool:
         """Hold the lease `seconds` longer than usual (a retry waiting out an outage)."""
         return self._renew(extra=seconds)
+
+    def beat(self) -> None:
+        self._renew()
 
     def _renew(self, extra: float = 0.0) -> bool:
         try:
@@ -216,7 +220,47 @@ class Held:
             log.warning("lease renewal failed; retrying", job_id=self.job_id, error=str(exc))
             return True
 
-    def _beat(self) -> None:
-        # Three beats per lease period: two can be missed (a stalled Redis, a busy CPU) before it lapses.
-        while not self._stop.wait(self._leases.lease_seconds / 3):
-            self._renew()
+
+class _Keeper:
+    """One thread that renews every lease its process holds, each `period` seconds.
+
+    Until #11 each job started a thread of its own and joined it at the end: a start and a join on every job's
+    path, each a hand-off of the GIL while the job's source was being fetched beside its claim. The thread starts
+    with the first lease (after the fork, in a render process) and sleeps while none is held."""
+
+    def __init__(self, period: float) -> None:
+        self._period = period
+        self._held: dict[int, Held] = {}
+        self._changed = threading.Condition()
+        self._beating = threading.Lock()  # held during a round of renewals: `remove` waits for one in flight
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def add(self, held: Held) -> None:
+        with self._changed:
+            self._held[id(held)] = held
+            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                self._pid = os.getpid()  # a thread does not survive a fork: the child starts its own
+                self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
+                self._thread.start()
+            self._changed.notify()
+
+    def remove(self, held: Held) -> None:
+        """Stop renewing `held`; returns once no renewal of it is in flight, so a release that follows is never
+        followed by a renewal (which would find the lease gone and call it lost)."""
+        with self._changed:
+            self._held.pop(id(held), None)
+        with self._beating:
+            pass
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                while not self._held:
+                    self._changed.wait()
+            time.sleep(self._period)
+            with self._beating:
+                with self._changed:
+                    helds = list(self._held.values())
+                for held in helds:
+                    held.beat()
