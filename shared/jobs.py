@@ -131,25 +131,34 @@ JOB_FIELDS = frozenset(spec.name for spec in fields(Job))
 SETTABLE_FIELDS = JOB_FIELDS - {"id", "state"}
 
 
-# KEYS[1] job hash, KEYS[2] its event stream (shared/events.py), KEYS[3] the queue index; ARGV[1] comma-separated
-# allowed current states; ARGV[2] target state (JSON-encoded); ARGV[3] the stream's TTL in ms should the hash have
-# none; ARGV[4] the job id; ARGV[5..] field/value pairs. Returns {"ok"} or {"refused", current} or {"missing"}.
-# The event is appended inside the script (#10): a client following the stream sees every transition that
-# happened and none that was refused, in the order Redis applied them, with no window in which one is written
-# and not the other. A job leaving `queued` leaves the queue index in the same step (#11): it was a ZREM after the
-# script, one more round trip on every claim and every finish, and a moment in which a batch saw a job already
-# processing among the queued ones.
+# A Lua function over KEYS[1] job hash, KEYS[2] its event stream (shared/events.py), KEYS[3] the queue index:
+# `transition(allowed, target, fallback_ms, job_id, pairs)` with `allowed` the comma-separated states it may leave,
+# `target` the state (JSON-encoded), `fallback_ms` the stream's TTL should the hash have none, `pairs` a table of
+# field/value pairs. Returns {"ok"} or {"refused", current} or {"missing"}. The event is appended inside it
+# (#10): a client following the stream sees every transition that happened and none that was refused, in the
+# order Redis applied them, with no window in which one is written and not the other. A job leaving `queued`
+# leaves the queue index in the same step (#11): it was a ZREM after the script, one more round trip on every
+# claim and every finish, and a moment in which a batch saw a job already processing among the queued ones.
+# shared/job_start.py calls it too, inside the script that starts a job.
+LUA_TRANSITION = """
+local function transition(allowed, target, fallback_ms, job_id, pairs)
+  local current = redis.call('HGET', KEYS[1], 'state')
+  if not current then return {'missing'} end
+  local bare = cjson.decode(current)
+  if not string.find(',' .. allowed .. ',', ',' .. bare .. ',', 1, true) then return {'refused', bare} end
+  redis.call('HSET', KEYS[1], 'state', target, unpack(pairs))
+  record('transition', cjson.decode(target), fallback_ms)
+  if target ~= '"queued"' then redis.call('ZREM', KEYS[3], job_id) end
+  return {'ok'}
+end
+"""
+
+# ARGV[1] allowed states, ARGV[2] target (JSON), ARGV[3] fallback TTL in ms, ARGV[4] the job id, ARGV[5..] pairs.
 _TRANSITION = (
     events.LUA_RECORD
+    + LUA_TRANSITION
     + """
-local current = redis.call('HGET', KEYS[1], 'state')
-if not current then return {'missing'} end
-local bare = cjson.decode(current)
-if not string.find(',' .. ARGV[1] .. ',', ',' .. bare .. ',', 1, true) then return {'refused', bare} end
-redis.call('HSET', KEYS[1], 'state', ARGV[2], unpack(ARGV, 5))
-record('transition', cjson.decode(ARGV[2]), ARGV[3])
-if ARGV[2] ~= '"queued"' then redis.call('ZREM', KEYS[3], ARGV[4]) end
-return {'ok'}
+return transition(ARGV[1], ARGV[2], ARGV[3], ARGV[4], {unpack(ARGV, 5)})
 """
 )
 

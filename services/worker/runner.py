@@ -37,8 +37,9 @@ from shared.deletion import Eraser
 from shared.errors import JobErrorCode, JobFailure, PortraitError
 from shared.gallery import GalleryEntry, GalleryIndex, day_of
 from shared.gallery import object_key as gallery_object_key
-from shared.jobs import TERMINAL, Job, JobNotFound, JobState, JobStore, TransitionRefused, now
-from shared.leases import Held, JobLeases, Refused, process_owner
+from shared.job_start import JobStarter, Started
+from shared.jobs import Job, JobNotFound, JobState, JobStore, TransitionRefused, now
+from shared.leases import Held, JobLeases, process_owner
 from shared.logging import get_logger
 from shared.settings import Settings
 from shared.stages import Stage
@@ -67,6 +68,7 @@ class JobRunner:
         owner: str | None = None,
         webhooks: WebhookOutbox | None = None,
         gallery: GalleryIndex | None = None,
+        starter: JobStarter | None = None,
     ) -> None:
         self._settings = settings
         self._jobs = jobs
@@ -75,6 +77,7 @@ class JobRunner:
         self._eraser = eraser
         self._engine = engine
         self._leases = leases
+        self._starter = starter or JobStarter(jobs.client, settings.job_ttl_seconds, leases.lease_seconds)
         self.owner = owner or process_owner()
         self._webhooks = webhooks
         self._gallery = gallery or GalleryIndex(jobs.client)
@@ -118,11 +121,11 @@ class JobRunner:
                 pass
 
     def _run(self, job_id: str, outcomes: dict[str, Outcome]) -> None:
-        # The job's source is fetched while the job is claimed (#11): the claim and the `processing` transition are
-        # Redis round trips (four, 2.8 ms p50 at one client, when this was measured), the fetch a key read and an S3
-        # GET (3.7 ms), and one waited for the other. Reading changes nothing: unless the claim succeeds, the bytes
-        # are dropped unread.
-        early = {job_id: self._fetcher.submit(self._open_source, job_id)}
+        # The job's sealed source is fetched while the job is claimed (#11): the claim was four Redis round trips
+        # then (2.8 ms p50 at one client; one Lua call now, which also brings the source's key: shared/job_start.py),
+        # the fetch a key read and an S3 GET (3.7 ms), and one waited for the other. Reading changes nothing: unless
+        # the claim succeeds, the bytes are dropped unread.
+        early = {job_id: self._fetcher.submit(self._fetch_sealed, job_id)}
         claims: list[_Claim] = []
         try:
             # The job itself, then the rest of a batch that a transient error interrupted (still leased to us).
@@ -146,36 +149,32 @@ class JobRunner:
                     fetch.result()
 
     def _claim(self, job_id: str, outcomes: dict[str, Outcome], *, extra: bool = False) -> _Claim | None:
-        """Take the job's lease if it is ours to paint. `extra`: a queued job a batch takes along, which is
-        left alone (no outcome) unless it is still queued and free."""
-        job = self._jobs.get(job_id)
-        if job is None or job.state in TERMINAL:
-            # Expired, erased by its owner, or a redelivery of a job already finished: nothing to do.
-            if not extra:
-                log.info("job skipped", job_id=job_id, state=job.state if job else "gone")
-                outcomes[job_id] = SKIPPED
-            return None
-        if extra and (job.state is not JobState.QUEUED or not self._keys.published(job_id)):
-            # Not queued any more, or its source is still being stored (#11): its own message will bring it.
-            return None
-        lease = self._leases.acquire(job_id, self.owner, now())
-        if isinstance(lease, Refused):
-            # Another live process paints it (a duplicate delivery, or another batch took it): dropped here.
-            # Should that process die, its lease lapses and the job is sent again.
-            if not extra:
-                log.info("job skipped: leased by another worker", job_id=job_id, holder=lease.holder)
-                outcomes[job_id] = SKIPPED
-            return None
-        # Still `processing` under someone else's name: the render before this one died with its worker.
-        restarts = job.restarts + int(job.state is JobState.PROCESSING and lease.previous != self.owner)
-        if restarts > job.restarts:
-            log.warning(
-                "job restarted after its worker died", job_id=job_id, restarts=restarts, previous=lease.previous
-            )
-        if restarts > self._settings.job_max_restarts:
+        """Start the job if it is ours to paint: its lease taken and the job `processing`, in one round trip
+        (shared/job_start.py). `extra`: a queued job a batch takes along, which is left alone (no outcome) unless
+        it is still queued, free, and its source stored."""
+        started = now()
+        outcome = self._starter.start(
+            job_id, self.owner, started, max_restarts=self._settings.job_max_restarts, stage=Stage.FETCH, extra=extra
+        )
+        if isinstance(outcome, Started):
+            if outcome.restarted:
+                log.warning(
+                    "job restarted after its worker died",
+                    job_id=job_id,
+                    restarts=outcome.job.restarts,
+                    previous=outcome.previous,
+                )
+            metrics.QUEUE_WAIT.observe(max(0.0, started - outcome.job.created_at))
+            return _Claim(outcome.job, started, outcome.source_key)
+        if outcome.reason == "worn_out":
             outcomes[job_id] = self.fail(job_id, JobErrorCode.WORKER_LOST.failure)
-            return None
-        return _Claim(job, restarts)
+        elif not extra:
+            # Expired, erased by its owner, or a redelivery of a job already finished — or another live process
+            # paints it (a duplicate delivery, or another batch took it): dropped here. Should that process die,
+            # its lease lapses and the job is sent again.
+            log.info("job skipped", job_id=job_id, reason=outcome.reason, detail=outcome.detail or None)
+            outcomes[job_id] = SKIPPED
+        return None
 
     def _gather(self, claims: list[_Claim], outcomes: dict[str, Outcome]) -> None:
         """Fill the batch with the longest-waiting queued jobs, waiting at most `batch_wait_ms` for them (#11).
@@ -210,28 +209,12 @@ class JobRunner:
         early: dict[str, Future[bytes]],
     ) -> None:
         """`early`: sources already being fetched, by job id (taken from it as they are used)."""
-        started = now()
         ready: list[tuple[Job, bytes]] = []
+        started = {claim.job.id: claim.started for claim in claims}
         for claim in claims:
             job_id = claim.job.id
             try:
-                self._jobs.transition(
-                    job_id,
-                    JobState.PROCESSING,
-                    started_at=started,
-                    attempts=claim.job.attempts + 1,
-                    restarts=claim.restarts,
-                    stage=Stage.FETCH,
-                )
-            except (TransitionRefused, JobNotFound):
-                # Finished or erased between our look and our lease (another delivery was quicker).
-                self._leases.release(job_id, self.owner)
-                self._settle(outcomes, job_id, SKIPPED)
-                continue
-            metrics.QUEUE_WAIT.observe(max(0.0, started - claim.job.created_at))
-            fetch = early.pop(job_id, None)
-            try:
-                ready.append((claim.job, fetch.result() if fetch is not None else self._open_source(job_id)))
+                ready.append((claim.job, self._open_source(claim, early.pop(job_id, None))))
             except _Permanent as failure:
                 self._settle(outcomes, job_id, self.fail(job_id, failure.failure, erase=failure.erase))
         if not ready:
@@ -243,7 +226,7 @@ class JobRunner:
                 if isinstance(outcome, PortraitError):
                     settled = self.fail(job.id, outcome.failure)
                 else:
-                    settled = self._deliver(job, outcome, started, helds[job.id])
+                    settled = self._deliver(job, outcome, started[job.id], helds[job.id])
             self._settle(outcomes, job.id, settled)
 
     def _render(self, ready: list[tuple[Job, bytes]]) -> list[Portrait | PortraitError]:
@@ -342,7 +325,7 @@ class JobRunner:
             job_id=job_id,
             style=portrait.style,
             seconds=round(finished - started, 3),
-            attempts=job.attempts + 1,
+            attempts=job.attempts,
         )
         return DONE
 
@@ -404,23 +387,25 @@ class JobRunner:
         log.info("job erased during render; result discarded", job_id=job_id)
         return SKIPPED
 
-    def _open_source(self, job_id: str) -> bytes:
-        """The job's photo. Waits while the gateway is still storing it (its key is published after the put, #11;
-        shared/crypto.py)."""
-        try:
-            key = self._keys.load(job_id)
-            blob = self._storage.get(self._storage.sources_bucket, source_key(job_id))
-            return unseal(key, blob, job_id)
-        except SourceNotStored as exc:
-            # The upload was abandoned (or its gateway died) before the put succeeded. No erasure here: a put the
-            # gateway gave up on may still land later (a frozen SeaweedFS carried one out 45 s on, issue 9), and
-            # erasing now would take the source off the schedule that deletes it at its deadline.
-            log.warning("source never stored; left to its deletion deadline", job_id=job_id)
-            raise _Permanent(JobErrorCode.SOURCE_EXPIRED.failure, erase=False) from exc
-        except (KeyGone, ObjectMissing) as exc:
-            raise _Permanent(JobErrorCode.SOURCE_EXPIRED.failure) from exc
-        except SealBroken as exc:
-            raise _Permanent(JobErrorCode.SOURCE_UNREADABLE.failure) from exc
+    def _fetch_sealed(self, job_id: str) -> bytes:
+        """The job's sealed source from S3, read without waiting for its key (#11: the claim brings the key). Not
+        there yet: the gateway may still be storing it, and publishes the key only after its put, so wait for the
+        key (shared/crypto.py) and read again."""
+        with _source_errors(job_id):
+            try:
+                return self._storage.get(self._storage.sources_bucket, source_key(job_id))
+            except ObjectMissing:
+                self._keys.load(job_id)  # returns once the source is stored; raises if it never will be
+                return self._storage.get(self._storage.sources_bucket, source_key(job_id))
+
+    def _open_source(self, claim: _Claim, fetch: Future[bytes] | None) -> bytes:
+        """The job's photo: its sealed source (`fetch`, already under way, or read now) opened with the key its
+        claim brought, or, when the claim came before the key was published, the key once it is."""
+        job_id = claim.job.id
+        sealed = fetch.result() if fetch is not None else self._fetch_sealed(job_id)
+        with _source_errors(job_id):
+            key = claim.source_key if claim.source_key is not None else self._keys.load(job_id)
+            return unseal(key, sealed, job_id)
 
     def fail(self, job_id: str, failure: JobFailure, *, erase: bool = True) -> Outcome:
         """Fail the job for good and delete its source (nothing more will be made from it); `erase=False`
@@ -475,6 +460,23 @@ def clean_jpeg(data: bytes, quality: int) -> bytes:
 
 
 @contextmanager
+def _source_errors(job_id: str) -> Iterator[None]:
+    """A source that cannot be read, as the permanent failure it is."""
+    try:
+        yield
+    except SourceNotStored as exc:
+        # The upload was abandoned (or its gateway died) before the put succeeded. No erasure here: a put the
+        # gateway gave up on may still land later (a frozen SeaweedFS carried one out 45 s on, issue 9), and erasing
+        # now would take the source off the schedule that deletes it at its deadline.
+        log.warning("source never stored; left to its deletion deadline", job_id=job_id)
+        raise _Permanent(JobErrorCode.SOURCE_EXPIRED.failure, erase=False) from exc
+    except (KeyGone, ObjectMissing) as exc:
+        raise _Permanent(JobErrorCode.SOURCE_EXPIRED.failure) from exc
+    except SealBroken as exc:
+        raise _Permanent(JobErrorCode.SOURCE_UNREADABLE.failure) from exc
+
+
+@contextmanager
 def _unlinked() -> Iterator[None]:
     """Log lines inside do not carry the bound job id (restored after)."""
     bound = structlog.contextvars.get_contextvars().get("job_id")
@@ -488,10 +490,11 @@ def _unlinked() -> Iterator[None]:
 
 @dataclass(frozen=True)
 class _Claim:
-    """A job whose lease this process took, to be painted in the current batch."""
+    """A job this process started (its lease taken, the job `processing`), to be painted in the current batch."""
 
-    job: Job
-    restarts: int
+    job: Job  # as started: `attempts` and `restarts` count this start
+    started: float
+    source_key: bytes | None  # None: not yet published when the job started
 
 
 class _Permanent(Exception):

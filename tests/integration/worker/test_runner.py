@@ -12,7 +12,9 @@ import pytest
 from services.worker.outcomes import DONE, SKIPPED, Outcome, TransientError
 from services.worker.runner import JobRunner
 from shared.audit import ObjectKind
+from shared.crypto import SourceKeys
 from shared.errors import JobErrorCode
+from shared.job_start import JobStarter
 from shared.jobs import JobState
 from shared.leases import JobLeases
 from shared.storage import ObjectStore, StorageUnavailable, source_key
@@ -86,8 +88,33 @@ def test_transient_storage_error_then_success(backends, engine, astronaut_path):
     assert backends.jobs.get(job_id).attempts == 2
 
 
+def test_the_claim_brings_the_source_key(backends, engine, astronaut_path):
+    """#11: the key of a source already stored comes back with the job's start (one Lua call), so the path reads
+    no key of its own; a worker that arrives before the key waits for it instead (tested below)."""
+    loads = []
+
+    class CountingKeys(SourceKeys):
+        def load(self, job_id):
+            loads.append(job_id)
+            return super().load(job_id)
+
+    settings = backends.settings
+    runner = JobRunner(
+        settings,
+        backends.jobs,
+        backends.storage,
+        CountingKeys(backends.redis, settings.source_max_age_seconds),
+        backends.eraser,
+        engine,
+        JobLeases(backends.redis, settings.job_lease_seconds),
+    )
+    job_id = backends.submit(astronaut_path.read_bytes())
+    assert runner.run(job_id) == DONE
+    assert loads == []
+
+
 def test_source_is_fetched_while_the_job_is_claimed(backends, engine, astronaut_path):
-    """#11: the S3 read does not wait for the claim's Redis round trips. The lease is taken only once the read
+    """#11: the S3 read does not wait for the claim's Redis round trip. The job is started only once the read
     has begun: a runner that fetched after claiming would leave `fetch_began` unset for the whole wait."""
     fetch_began = threading.Event()
     seen_at_claim = []
@@ -97,10 +124,10 @@ def test_source_is_fetched_while_the_job_is_claimed(backends, engine, astronaut_
             fetch_began.set()
             return super().get(bucket, key)
 
-    class WaitingLeases(JobLeases):
-        def acquire(self, job_id, owner, now):
+    class WaitingStarter(JobStarter):
+        def start(self, job_id, owner, now, **options):
             seen_at_claim.append(fetch_began.wait(timeout=10))
-            return super().acquire(job_id, owner, now)
+            return super().start(job_id, owner, now, **options)
 
     settings = backends.settings
     runner = JobRunner(
@@ -110,7 +137,8 @@ def test_source_is_fetched_while_the_job_is_claimed(backends, engine, astronaut_
         backends.keys,
         backends.eraser,
         engine,
-        WaitingLeases(backends.redis, settings.job_lease_seconds),
+        JobLeases(backends.redis, settings.job_lease_seconds),
+        starter=WaitingStarter(backends.redis, settings.job_ttl_seconds, settings.job_lease_seconds),
     )
     job_id = backends.submit(astronaut_path.read_bytes())
     assert runner.run(job_id) == DONE
