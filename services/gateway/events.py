@@ -32,7 +32,7 @@ import json
 import select
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +62,7 @@ STREAM_HEADERS = {
     "Cache-Control": "no-store",
     "X-Accel-Buffering": "no",  # nginx (the ingress) would otherwise hold events back in its buffer
 }
+Record = Mapping[bytes | str, bytes | str]  # a job's HGETALL reply, empty when the record is gone
 _FINAL_NAMES = {JobState.DONE: "done", JobState.FAILED: "failed"}
 
 blueprint = Blueprint("events", __name__)
@@ -143,6 +144,16 @@ def portrait_events(id: str) -> Response:  # the public path parameter is called
         client_gone=_peer_closed_check(request.environ.get("gunicorn.socket")),
     )
     return Response(follower.stream(), mimetype="text/event-stream", headers=STREAM_HEADERS)
+
+
+def _job_of(record: Record) -> Job | None:
+    """The job from an HGETALL reply; None when the record is gone."""
+    return Job.from_redis(record) if record else None
+
+
+def _state_of(record: Record) -> JobState | None:
+    raw = record.get(b"state")
+    return JobState(json.loads(raw)) if raw else None
 
 
 def _peer_closed_check(sock: Any) -> Callable[[], bool]:
@@ -230,7 +241,7 @@ class Follower:
             for entry in entries:
                 cursor = entry.id
                 if entry.state in TERMINAL:
-                    yield format_event(self._final(entry.id, record))
+                    yield format_event(self._final(entry.id, _job_of(record)))
                     return
                 if entry.state is JobState.PROCESSING and entry.stage:
                     self.sent_position = None
@@ -239,11 +250,11 @@ class Follower:
             if entries:
                 continue
             # Nothing new: is the job still there, and where in the queue?
-            state = record.state if record is not None else None
+            state = _state_of(record)
             if state is None or state in TERMINAL:
                 # Gone (erased: the record and its stream went together) or ended without an entry we saw (a
                 # record older than its stream, a resume id from elsewhere): say how it ended, from the record.
-                yield format_event(self._final(cursor if cursor != "0-0" else None, record))
+                yield format_event(self._final(cursor if cursor != "0-0" else None, _job_of(record)))
                 return
             if state is JobState.QUEUED and rank is not None and int(rank) != self.sent_position:
                 self.sent_position = int(rank)
@@ -255,7 +266,7 @@ class Follower:
             else:
                 yield None
 
-    def _read(self, cursor: str, *, block_ms: int | None) -> tuple[list[job_events.JobEvent], Job | None, Any]:
+    def _read(self, cursor: str, *, block_ms: int | None) -> tuple[list[job_events.JobEvent], Record, Any]:
         """The stream's entries after `cursor` (waiting up to `block_ms` for the first), then the record and the
         queue rank as they are once the read returns: one round trip (#11). Redis answers a connection's commands
         in order and holds the ones behind a blocked XREAD until it returns, so the record is never older than the
@@ -267,7 +278,7 @@ class Follower:
             pipe.zrank(JobStore.QUEUE_KEY, job_id)
             reply, raw, rank = pipe.execute()
         entries = [job_events.JobEvent.from_entry(entry_id, fields) for entry_id, fields in xread_entries(reply)]
-        return entries, (Job.from_redis(raw) if raw else None), rank
+        return entries, raw, rank  # the record is parsed only for the final event
 
     def _final(self, event_id: str | None, job: Job | None) -> SseEvent:
         """The last event, from the record as just read (None: gone): done/failed with the status document, or
