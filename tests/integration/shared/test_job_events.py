@@ -13,11 +13,6 @@ from shared.jobs import Job, JobState, JobStore, TransitionRefused, now
 
 
 @pytest.fixture
-def client(redis_server) -> redis.Redis:
-    return redis.Redis.from_url(redis_server.url)
-
-
-@pytest.fixture
 def store(client: redis.Redis) -> JobStore:
     return JobStore(client, ttl_seconds=60)
 

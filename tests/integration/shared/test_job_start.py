@@ -8,7 +8,6 @@ import subprocess
 import time
 
 import pytest
-import redis
 
 from shared import events
 from shared.crypto import SourceKeys, new_key
@@ -21,11 +20,6 @@ pytestmark = pytest.mark.integration
 
 OWNER = "this-host:100"
 LEASE_SECONDS = 10.0
-
-
-@pytest.fixture
-def client(redis_server) -> redis.Redis:
-    return redis.Redis.from_url(redis_server.url)
 
 
 @pytest.fixture

@@ -18,11 +18,6 @@ LEASE_SECONDS = 0.3  # beats every 0.1 s
 
 
 @pytest.fixture
-def client(redis_server) -> redis.Redis:
-    return redis.Redis.from_url(redis_server.url)
-
-
-@pytest.fixture
 def leases(client) -> JobLeases:
     return JobLeases(client, LEASE_SECONDS)
 

@@ -16,11 +16,6 @@ WAIT_STEP = 0.05
 
 
 @pytest.fixture
-def client(redis_server) -> redis.Redis:
-    return redis.Redis.from_url(redis_server.url)
-
-
-@pytest.fixture
 def keys(client) -> SourceKeys:
     return SourceKeys(client, ttl_seconds=60, wait_step_seconds=WAIT_STEP)
 
