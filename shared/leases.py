@@ -23,7 +23,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import redis
 
@@ -38,7 +37,7 @@ Clock = Callable[[], float]
 # A Lua function: `acquire(deadlines, owners, id, owner, deadline, now, replaceable)` takes the job's lease for
 # `owner` until `deadline` unless a live holder has it; `replaceable` is a holder that may be replaced even before
 # its deadline ('' for none). Returns {1, the previous holder or ''} when taken, else {0, the holder}.
-# shared/job_start.py calls it too, inside the script that starts a job.
+# shared/job_start.py calls it inside the script that starts a job (#11: the worker's only way to take a lease).
 LUA_ACQUIRE = """
 local function acquire(deadlines, owners, id, owner, deadline, now, replaceable)
   local holder = redis.call('HGET', owners, id)
@@ -51,11 +50,6 @@ local function acquire(deadlines, owners, id, owner, deadline, now, replaceable)
   return {1, holder or ''}
 end
 """
-
-# KEYS[1] deadlines, KEYS[2] owners; ARGV[1] job id, ARGV[2] owner, ARGV[3] new deadline, ARGV[4] now, ARGV[5] the
-# holder that may be replaced ('').
-_ACQUIRE = LUA_ACQUIRE + "return acquire(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])\n"
-
 # Renew only while we still hold it. Returns 1 when renewed, 0 when the lease is someone else's (or gone).
 _RENEW = """
 if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end
@@ -100,16 +94,6 @@ def is_dead_local_owner(owner: str) -> bool:
     return False
 
 
-@dataclass(frozen=True)
-class Acquired:
-    previous: str | None  # who held the lease before (None: nobody; our own name: a retry of ours)
-
-
-@dataclass(frozen=True)
-class Refused:
-    holder: str  # who holds the job's lease
-
-
 class JobLeases:
     DEADLINES = "portraits:leases"
     OWNERS = "portraits:lease-owners"
@@ -117,7 +101,6 @@ class JobLeases:
     def __init__(self, client: redis.Redis, lease_seconds: float) -> None:
         self._redis = client
         self.lease_seconds = lease_seconds
-        self._acquire = client.register_script(_ACQUIRE)
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
         self._claim = client.register_script(_CLAIM_LAPSED)
@@ -126,24 +109,6 @@ class JobLeases:
     @property
     def _keys(self) -> list[str]:
         return [self.DEADLINES, self.OWNERS]
-
-    def acquire(self, job_id: str, owner: str, now: float) -> Acquired | Refused:
-        """Take the job's lease; `Refused(holder)` while a live holder has it."""
-        taken, holder = self._try(job_id, owner, now, "")
-        if taken:
-            return Acquired(holder)
-        if holder is not None and is_dead_local_owner(holder):  # its render process was killed and replaced
-            taken, holder = self._try(job_id, owner, now, holder)
-            if taken:
-                log.info("lease taken over from a dead render process", job_id=job_id, previous=holder)
-                return Acquired(holder)
-        return Refused(holder or "")
-
-    def _try(self, job_id: str, owner: str, now: float, dead_holder: str) -> tuple[bool, str | None]:
-        """One run of the acquire script: whether the lease is ours now, and who held it before (read in the same
-        script, #11: a separate HGET was one more round trip on every job's path, and could be stale)."""
-        taken, holder = self._acquire(keys=self._keys, args=[job_id, owner, now + self.lease_seconds, now, dead_holder])
-        return int(taken) == 1, optional_text(holder) or None
 
     def renew(self, job_id: str, owner: str, now: float, extra_seconds: float = 0.0) -> bool:
         """Push the deadline on; False when the lease is no longer ours (rescued elsewhere, or released)."""

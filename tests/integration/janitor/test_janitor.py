@@ -22,6 +22,7 @@ from shared.ids import new_job_id
 from shared.jobs import JobState
 from shared.leases import JobLeases
 from shared.storage import ObjectStore, source_key
+from tests.support.leases import hold_lease
 from tests.support.service import Backends, service_settings
 
 
@@ -205,7 +206,7 @@ def test_job_whose_lease_lapsed_is_sent_again_once_per_rescue_wait(backends, ast
     job_id = backends.submit(astronaut_path.read_bytes())
     backends.jobs.transition(job_id, JobState.PROCESSING, attempts=1)
     start = time.time()
-    assert leases.acquire(job_id, "worker-host:1", start) is not None
+    hold_lease(backends.redis, job_id, "worker-host:1", start + LEASE)
     sent: list[str] = []
     janitor(backends, at=start + 1, sent=sent).sweep()
     assert sent == []  # the lease still runs
@@ -221,7 +222,7 @@ def test_lapsed_lease_of_a_finished_job_is_forgotten(backends, astronaut_path):
     leases = JobLeases(backends.redis, LEASE)
     job_id = backends.submit(astronaut_path.read_bytes())
     backends.jobs.transition(job_id, JobState.FAILED, error_code="no_face")
-    leases.acquire(job_id, "worker-host:1", time.time())
+    hold_lease(backends.redis, job_id, "worker-host:1", time.time() + LEASE)
     sent: list[str] = []
     janitor(backends, at=time.time() + 3, sent=sent).sweep()
     assert sent == [] and leases.count() == 0

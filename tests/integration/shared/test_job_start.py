@@ -15,6 +15,7 @@ from shared.ids import new_job_id
 from shared.job_start import JobStarter, NotStarted, Started
 from shared.jobs import Job, JobState, JobStore
 from shared.leases import JobLeases
+from tests.support.leases import hold_lease
 
 pytestmark = pytest.mark.integration
 
@@ -50,8 +51,7 @@ def start(starter: JobStarter, job_id: str, *, owner: str = OWNER, extra: bool =
 def held_by(jobs: JobStore, job_id: str, holder: str, *, restarts: int = 0) -> None:
     """The job as a render process left it: processing, leased to `holder` until well after now."""
     jobs.transition(job_id, JobState.PROCESSING, stage="generate", attempts=1, restarts=restarts)
-    jobs.client.hset(JobLeases.OWNERS, job_id, holder)
-    jobs.client.zadd(JobLeases.DEADLINES, {job_id: time.time() + 30})
+    hold_lease(jobs.client, job_id, holder, time.time() + 30)
 
 
 def test_a_queued_job_starts_in_one_call(jobs, leases, starter, client):

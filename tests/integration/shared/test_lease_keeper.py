@@ -11,6 +11,7 @@ import redis
 
 from shared.ids import new_job_id
 from shared.leases import JobLeases
+from tests.support.leases import hold_lease
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +34,7 @@ def deadline(client: redis.Redis, job_id: str) -> float:
 def test_one_thread_renews_every_held_lease(leases, client):
     jobs = [new_job_id(), new_job_id()]
     for job_id in jobs:
-        leases.acquire(job_id, "me", time.time())
+        hold_lease(client, job_id, "me", time.time() + LEASE_SECONDS)
     before = len(keepers())
     with leases.held(jobs[0], "me", time.time) as first, leases.held(jobs[1], "me", time.time) as second:
         taken = {job_id: deadline(client, job_id) for job_id in jobs}
@@ -47,17 +48,17 @@ def test_one_thread_renews_every_held_lease(leases, client):
 
 def test_a_lease_taken_elsewhere_is_reported_lost(leases, client):
     job_id = new_job_id()
-    leases.acquire(job_id, "me", time.time())
+    hold_lease(client, job_id, "me", time.time() + LEASE_SECONDS)
     with leases.held(job_id, "me", time.time) as held:
         client.hset(JobLeases.OWNERS, job_id, "someone-else")
         assert held.lost.wait(timeout=LEASE_SECONDS * 3)
 
 
-def test_releasing_while_a_renewal_is_due_never_reports_the_lease_lost(leases):
+def test_releasing_while_a_renewal_is_due_never_reports_the_lease_lost(leases, client):
     """`remove` waits for a renewal in flight: one landing after the release would find the lease gone."""
     for _ in range(20):
         job_id = new_job_id()
-        leases.acquire(job_id, "me", time.time())
+        hold_lease(client, job_id, "me", time.time() + LEASE_SECONDS)
         with leases.held(job_id, "me", time.time) as held:
             time.sleep(LEASE_SECONDS / 3)  # about when a beat is due
         time.sleep(LEASE_SECONDS / 2)

@@ -15,10 +15,10 @@ from services.worker.runner import JobRunner
 from shared.errors import JobErrorCode
 from shared.events import key as events_key
 from shared.jobs import JobState, JobStore
-from shared.leases import JobLeases
 from shared.storage import ObjectStore, StorageUnavailable
 from tests.integration.worker.test_runner import FlakyStore
 from tests.support import samples
+from tests.support.leases import hold_lease
 from tests.support.render import eager_render_task
 from tests.support.service import Backends, service_settings
 
@@ -103,7 +103,7 @@ def test_a_job_leased_by_another_live_worker_is_left_to_it(backends, engine, ast
     first = backends.submit(astronaut_path.read_bytes(), style="ink")
     taken = backends.submit(astronaut_path.read_bytes(), style="ink")
     free = backends.submit(astronaut_path.read_bytes(), style="ink")
-    JobLeases(backends.redis, backends.settings.job_lease_seconds).acquire(taken, "elsewhere:1", time.time())
+    hold_lease(backends.redis, taken, "elsewhere:1", time.time() + backends.settings.job_lease_seconds)
 
     outcomes = batch_runner(backends, RecordingEngine(engine)).run_batch(first)
 

@@ -19,6 +19,7 @@ from shared.jobs import JobState
 from shared.leases import JobLeases
 from shared.storage import ObjectStore, StorageUnavailable, source_key
 from tests.support import samples
+from tests.support.leases import hold_lease
 from tests.support.service import Backends, service_settings
 
 
@@ -257,10 +258,8 @@ def test_log_lines_during_a_job_carry_its_id(backends, engine, astronaut_path):
 
 def _processing_under(backends, job_id: str, holder: str, deadline: float, restarts: int = 0) -> None:
     """The state a job is left in when the render process `holder` took it and then vanished."""
-    leases = JobLeases(backends.redis, backends.settings.job_lease_seconds)
     backends.jobs.transition(job_id, JobState.PROCESSING, attempts=1, restarts=restarts, stage="generate")
-    backends.redis.hset(leases.OWNERS, job_id, holder)
-    backends.redis.zadd(leases.DEADLINES, {job_id: deadline})
+    hold_lease(backends.redis, job_id, holder, deadline)
 
 
 def _dead_pid() -> int:
