@@ -232,10 +232,11 @@ class JobRunner:
     def _render(self, ready: list[tuple[Job, bytes]]) -> list[Portrait | PortraitError]:
         """One engine call for the whole batch; each photo's portrait or its `PortraitError`."""
         ids = [job.id for job, _ in ready]
+        reports: list[Future[None]] = []
 
         def progress(stage: str) -> None:
             # Sent from a thread of its own: the render never waits on a Redis round trip per stage and job (#11).
-            self._progress.submit(self._report_stage, ids, stage)
+            reports[:] = [self._progress.submit(self._report_stage, ids, stage)]
 
         if len(ready) == 1:
             job, data = ready[0]
@@ -255,7 +256,8 @@ class JobRunner:
                     progress=progress,
                 )
             )
-        self._progress.submit(lambda: None).result()  # every stage reported before any job is finished
+        for report in reports:  # the last stage's, and so (one thread, in order) every stage's: reported before any
+            report.result()  # job is finished; usually long done, so no hand-off to that thread (#11)
         portrait = next((o for o in outcomes if not isinstance(o, PortraitError)), None)
         if portrait is not None:  # a batch's stage timings are the batch's: observed once per engine call
             for stage, seconds in portrait.timings.items():
@@ -326,6 +328,7 @@ class JobRunner:
             style=portrait.style,
             seconds=round(finished - started, 3),
             attempts=job.attempts,
+            stage_ms={stage: round(seconds * 1000, 1) for stage, seconds in portrait.timings.items()},
         )
         return DONE
 

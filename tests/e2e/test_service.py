@@ -137,4 +137,8 @@ def test_worker_logs_each_job_with_its_id(client, worker, astronaut_path):
         if any("job done" in line for line in lines):
             break
         time.sleep(0.2)
-    assert any("job done" in line for line in lines), lines
+    done = [line for line in lines if "job done" in line]
+    assert done, lines
+    # The render's stage timings ride on that line (#11: six "stage timed" INFO lines per job, now DEBUG).
+    assert "stage_ms" in done[0] and "generate" in done[0], done[0]
+    assert not any("stage timed" in line for line in lines), lines

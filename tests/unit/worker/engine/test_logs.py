@@ -28,7 +28,7 @@ def restore_logging() -> Iterator[None]:
 
 
 def test_stage_timings_are_fields_of_the_services_json_lines(restore_logging: None, capsys) -> None:
-    configure_logging(get_settings().model_copy(update={"log_json": True, "log_level": "info"}), "worker")
+    configure_logging(get_settings().model_copy(update={"log_json": True, "log_level": "debug"}), "worker")
     timer = StageTimer(batch_size=3)
     with structlog.contextvars.bound_contextvars(job_id="job-1"), timer.stage("detect"):
         pass
@@ -36,7 +36,15 @@ def test_stage_timings_are_fields_of_the_services_json_lines(restore_logging: No
     event = next(line for line in lines if line.get("stage") == "detect")
     assert event["message"] == "stage timed"
     assert event["batch_size"] == 3 and event["seconds"] == timer.durations["detect"]
-    assert event["job_id"] == "job-1" and event["service"] == "worker" and event["level"] == "info"
+    assert event["job_id"] == "job-1" and event["service"] == "worker" and event["level"] == "debug"
+
+
+def test_stage_lines_stay_out_of_info_logs(restore_logging: None, capsys) -> None:
+    # Six lines per job between the render's stages (#11): the "job done" line carries the timings instead.
+    configure_logging(get_settings().model_copy(update={"log_json": True, "log_level": "info"}), "worker")
+    with StageTimer().stage("detect"):
+        pass
+    assert "stage timed" not in capsys.readouterr().err
 
 
 def test_unconfigured_the_engine_keeps_stdout_clean(capsys) -> None:
