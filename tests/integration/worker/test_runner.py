@@ -8,11 +8,13 @@ import threading
 import time
 
 import pytest
+import redis
 
 from services.worker.outcomes import DONE, SKIPPED, Outcome, TransientError
 from services.worker.runner import JobRunner
 from shared.audit import ObjectKind
 from shared.crypto import SourceKeys
+from shared.deletion import Eraser
 from shared.errors import JobErrorCode
 from shared.job_start import JobStarter
 from shared.jobs import JobState
@@ -237,6 +239,45 @@ def test_job_erased_during_render_leaves_no_result(backends, engine, astronaut_p
     assert not backends.source_exists(job_id)
 
 
+def test_the_results_deletion_is_scheduled_while_its_render_finishes(backends, engine, astronaut_path):
+    """#11: scheduled from the progress thread as the last stage begins, not between the render and the put; the
+    job's advertised expiry is the schedule's."""
+    rendered_at = []
+
+    class TimedEngine:
+        def render(self, data, style="auto", strength=None, progress=None):
+            portrait = engine.render(data, style=style, strength=strength, progress=progress)
+            rendered_at.append(time.time())
+            return portrait
+
+    job_id = backends.submit(astronaut_path.read_bytes())
+    assert backends.runner(TimedEngine()).run(job_id) == DONE
+    job = backends.jobs.get(job_id)
+    tracked = backends.schedule.get(ObjectKind.RESULT, job.result_key)
+    assert tracked is not None and tracked.created_at < rendered_at[0]
+    assert job.result_expires_at == pytest.approx(tracked.created_at + backends.settings.result_ttl_seconds)
+
+
+def test_a_result_not_scheduled_ahead_is_scheduled_before_its_put(backends, engine, astronaut_path, monkeypatch):
+    refused = []
+    track = Eraser.track
+
+    def refusing_ahead(self, kind, key, *args, **kwargs):
+        if kind is ObjectKind.RESULT and threading.current_thread().name.startswith("progress"):
+            refused.append(key)
+            raise redis.ConnectionError("simulated")
+        return track(self, kind, key, *args, **kwargs)
+
+    monkeypatch.setattr(Eraser, "track", refusing_ahead)
+    job_id = backends.submit(astronaut_path.read_bytes())
+    assert backends.runner(engine).run(job_id) == DONE
+    job = backends.jobs.get(job_id)
+    assert refused == [job.result_key]
+    tracked = backends.schedule.get(ObjectKind.RESULT, job.result_key)
+    assert tracked is not None
+    assert job.result_expires_at == pytest.approx(tracked.created_at + backends.settings.result_ttl_seconds)
+
+
 def test_log_lines_during_a_job_carry_its_id(backends, engine, astronaut_path):
     import structlog
 
@@ -328,6 +369,8 @@ def test_render_rescued_elsewhere_meanwhile_is_discarded(redis_server, s3_server
     assert backends.runner(StalledEngine()).run(job_id) == SKIPPED
     assert backends.jobs.get(job_id).state is JobState.PROCESSING  # the rescuer will finish it
     assert not backends.storage.exists(backends.storage.results_bucket, f"results/{job_id}.jpg")
+    # Nor is its deletion scheduled: that is the rescuer's, at the rescuer's time (#11).
+    assert not backends.schedule.contains(ObjectKind.RESULT, f"results/{job_id}.jpg")
     assert backends.source_exists(job_id)
 
 
