@@ -101,9 +101,9 @@ class Gateway:
     eraser: Eraser
     probe_objects: ObjectStore  # same buckets, probe-sized timeouts, for /readyz
     capacity: CapacityBoard  # the render processes' reports, for load shedding (#11)
-    # Writes sealed sources to S3 beside the upload's Celery publish (#11; routes.submit): one thread per request
-    # thread at most. Threads start on first use, in the serving process, after gunicorn forked it.
-    source_writer: ThreadPoolExecutor
+    # Sends an upload's job to Celery beside the request thread's S3 put of its source (#11; routes.submit): one
+    # thread per request thread at most. Threads start on first use, in the serving process, after gunicorn forked.
+    job_sender: ThreadPoolExecutor
     # How long a source may stay "expected" (shared/crypto.py): the longest its S3 put can take, and the key's
     # publication after it. Only a gateway dying mid-upload makes a worker wait that long.
     source_expected_seconds: float
@@ -125,7 +125,7 @@ class Gateway:
             eraser=shared.eraser,
             probe_objects=ObjectStore(with_overrides(settings, **PROBE_S3_OVERRIDES), fail_fast=True),
             capacity=CapacityBoard(shared.redis, settings.renderer_stale_seconds),
-            source_writer=ThreadPoolExecutor(max_workers=settings.gateway_threads, thread_name_prefix="source-put"),
+            job_sender=ThreadPoolExecutor(max_workers=settings.gateway_threads, thread_name_prefix="job-send"),
             source_expected_seconds=longest_call_seconds(gateway_s3_settings(settings), fail_fast=True)
             + 2 * settings.redis_timeout,
         )

@@ -187,16 +187,17 @@ def submit(gw: Gateway, upload: CleanUpload, gallery: GalleryGrant | None = None
             gw.source_keys.expect(pipe, job.id, gw.source_expected_seconds)
             gw.jobs.create(job, pipe=pipe)
             pipe.execute()
-        put = gw.source_writer.submit(
-            gw.objects.put, gw.objects.sources_bucket, source_key(job.id), sealed, SOURCE_CONTENT_TYPE
-        )
+        # The publish on the helper thread, the put on this one: the put is the longer of the two (5.4 against
+        # 2.6 ms in a trace of 40 jobs) and releases the GIL at once, where Celery's publish is Python throughout;
+        # handed to the helper, the put started 0.4 ms late, behind the publish (#11).
+        sent = gw.job_sender.submit(enqueue_render, gw.celery, gw.settings, job.id)
         try:
-            enqueue_render(gw.celery, gw.settings, job.id)
+            gw.objects.put(gw.objects.sources_bucket, source_key(job.id), sealed, SOURCE_CONTENT_TYPE)
         except Exception:
-            stored = _succeeded(put)
+            _succeeded(sent)  # sent or not, the job is abandoned; the put's error is the one reported
             raise
-        put.result()
         stored = True
+        sent.result()
         gw.source_keys.publish(job.id, key)
     except Exception:
         _abandon(gw, job, stored=stored)
