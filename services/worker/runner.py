@@ -314,7 +314,7 @@ class JobRunner:
 
         key = result_key(job_id, RESULT_EXTENSIONS[portrait.content_type])
         # Scheduled before it is written, so a crash right after the write still leaves it on the schedule: as the
-        # render's last stage began (`_schedule_results`), or else now. The result lives until that schedule says.
+        # render's last stage began (`_schedule_result`), or else now. The result lives until that schedule says.
         scheduled_key, scheduled_at = self._scheduled.pop(job_id, (None, 0.0))
         if scheduled_key != key:
             scheduled_at = now()

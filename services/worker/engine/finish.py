@@ -15,10 +15,8 @@ import torch.nn.functional as F
 
 from services.worker.engine.detect import FaceBox
 from services.worker.engine.tensors import to_image
-from shared.imaging import OUTPUT_CONTENT_TYPES
 
 _LUMA = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-CONTENT_TYPES = OUTPUT_CONTENT_TYPES
 
 
 def feature_mask(face: FaceBox, height: int, width: int) -> torch.Tensor:
