@@ -87,7 +87,7 @@ def crop_faces(portraits: torch.Tensor, matrices: Sequence[np.ndarray]) -> torch
     smoothed = portraits
     if min(scales) < 0.5:  # shrinking more than 2×: low-pass first so bilinear sampling does not alias
         sigma = 0.5 / min(scales) - 0.5
-        smoothed = _gaussian_blur(portraits, sigma)
+        smoothed = gaussian_blur(portraits, sigma)
     return _warp(smoothed, [invert(m) for m in matrices], (CROP_SIDE, CROP_SIDE), "border")
 
 
@@ -98,7 +98,7 @@ def paste(faces: torch.Tensor, matrices: Sequence[np.ndarray], size: tuple[int, 
     return _warp(faces, to_crop, size, "zeros")
 
 
-def _gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
     radius = max(1, int(round(3 * sigma)))
     xs = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
     kernel = torch.exp(-(xs**2) / (2 * sigma**2))

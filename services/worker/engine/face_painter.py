@@ -5,10 +5,7 @@ statistics, which this encoder never uses (a test checks it) — and fine-tune o
 batch is encoded once, and each recipe's generator paints its rows. Recipes may swap another medium's coarse
 stages into a generator (built once, at load).
 
-The same fine-tunes give a likeness check: their weight average (closer to the common parent than any one of
-them) redraws the encoder's latent; when that redrawing is far from the photo (`redraw_error`), the latent did
-not capture this face — on our test faces, an 80-year-old drawn at 45 and a turned head drawn frontal as
-someone else — and no medium painted from it keeps the sitter.
+What the latent lost of the sitter is put back afterwards, in `likeness.py` (#21).
 """
 
 from __future__ import annotations
@@ -20,7 +17,6 @@ from pathlib import Path
 import torch
 
 from services.worker.engine.catalog import CATALOG, GanRecipe, Medium
-from services.worker.engine.identity import redraw_error
 from services.worker.engine.networks.blazestylegan import FaceStylizer, StyleGenerator
 from services.worker.engine.runtime import Runtime
 from services.worker.engine.tflite_weights import TfliteGraph
@@ -43,14 +39,6 @@ def swap_structure(medium: StyleGenerator, donor: StyleGenerator) -> StyleGenera
     for index in range(STRUCTURE_STAGES):
         swapped.stages[index] = copy.deepcopy(donor.stages[index])
     return swapped
-
-
-def average(generators: Sequence[StyleGenerator]) -> StyleGenerator:
-    """The weight average of fine-tunes of one generator."""
-    averaged = copy.deepcopy(generators[0])
-    states = [generator.state_dict() for generator in generators]
-    averaged.load_state_dict({key: sum(state[key] for state in states) / len(states) for key in states[0]})
-    return averaged
 
 
 def _generator_key(recipe: GanRecipe) -> tuple[Medium, Medium | None]:
@@ -77,7 +65,6 @@ class FacePainter:
                 if recipe.structure is not None:
                     generator = swap_structure(generator, generators[recipe.structure])
                 self.generators[_generator_key(recipe)] = self._runtime.prepare(generator)
-        self.redrawer = self._runtime.prepare(average(list(generators.values())))
 
     def encode(self, faces: torch.Tensor) -> torch.Tensor:
         """Aligned faces N×3×256×256 in 0..1 → W+ N×12×512 on the runtime's device."""
@@ -93,8 +80,3 @@ class FacePainter:
             rows = [i for i, k in enumerate(keys) if k == key]
             painted[rows] = self.generators[key](latents[rows])
         return painted
-
-    def redraw_errors(self, faces: torch.Tensor) -> list[float]:
-        """How far the averaged generator's redrawing of each face is from it (grey levels 0..1, see above)."""
-        redrawn = self.redrawer(self.encode(faces))
-        return redraw_error(faces.float().cpu(), redrawn.float().cpu()).tolist()

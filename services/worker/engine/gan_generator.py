@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from services.worker.engine import align, compose
+from services.worker.engine import align, compose, likeness
 from services.worker.engine.catalog import GanRecipe, Style
 from services.worker.engine.detect import FaceBox
 from services.worker.engine.face_painter import FacePainter
@@ -52,11 +52,6 @@ class GanPortraitGenerator:
     def supports(self, style: Style) -> bool:
         return isinstance(style.recipe, GanRecipe) or self._neural.supports(style)
 
-    def redraw_errors(self, portraits: torch.Tensor, faces: Sequence[FaceBox]) -> list[float]:
-        """The likeness check of `face_painter.py`, per portrait (its face in portrait pixels)."""
-        crops = align.crop_faces(portraits, [align.alignment(face) for face in faces])
-        return self._faces.redraw_errors(crops)
-
     def paint(self, portraits: torch.Tensor, jobs: Sequence[PaintJob]) -> torch.Tensor:
         painted = torch.empty_like(portraits)
         gan = [i for i, job in enumerate(jobs) if isinstance(job.style.recipe, GanRecipe)]
@@ -71,16 +66,18 @@ class GanPortraitGenerator:
         recipes = [_recipe(job) for job in jobs]
         matrices = [align.alignment(_face(job)) for job in jobs]
         crops = align.crop_faces(portraits, matrices)
-        faces = self._faces.paint(crops, recipes)
+        # The GAN paints from a latent that has lost much of the sitter; their shape and colour go back in
+        # before anything is matched to the face (#21).
+        faces = likeness.bring_to_sitter(self._faces.paint(crops, recipes), crops, [r.paper for r in recipes])
         masks = compose.head_masks(faces, [r.paper for r in recipes]).float().cpu()
         background = self._paint_background(portraits, self._encoder.encode(faces.float()))
         background = compose.match_palette(
             background, faces.float().cpu(), masks, [PAPER_PALETTE if r.paper else PAINT_PALETTE for r in recipes]
         )
-        painted = compose.composite(background, self._upscaler.upscale(faces), masks, matrices)
+        painted, pasted = compose.composite(background, self._upscaler.upscale(faces), masks, matrices)
         graded = [i for i, r in enumerate(recipes) if r.old_master]
         if graded:
-            painted[graded] = compose.old_master_grade(painted[graded])
+            painted[graded] = compose.old_master_grade(painted[graded], pasted[graded])
         # Strength below 1 lets the photo show through, as for the built-in styles: 0 keeps the photo.
         strength = torch.tensor([job.strength for job in jobs], dtype=painted.dtype).view(-1, 1, 1, 1)
         return strength * painted + (1 - strength) * portraits

@@ -60,7 +60,7 @@ def test_composite_puts_the_face_inside_the_mask_and_keeps_the_rest():
     masks = compose.head_ellipse().clone()
     points = align.TEMPLATE * 0.8 + np.array([20.0, 40.0])
     matrix = align.similarity(points, align.TEMPLATE)
-    out = compose.composite(background, face, masks, [matrix])
+    out, _ = compose.composite(background, face, masks, [matrix])
     centre = points.mean(0).round().astype(int)
     assert out[0, :, centre[1], centre[0]].min() > 0.99
     assert out[0, :, 5, 5].max() == 0 and out[0, :, 295, 235].max() == 0
