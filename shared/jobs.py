@@ -91,6 +91,9 @@ class Job:
     family: str | None = None
     reason: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    # The face recogniser's photo-to-portrait distance (#21): kept with the job and in the logs, never shown
+    # to the user, whose reason says in words what it decided.
+    identity_distance: float | None = None
     result_key: str | None = None
     result_expires_at: float | None = None
     error_code: str | None = None

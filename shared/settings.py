@@ -83,6 +83,15 @@ class Settings(BaseSettings):
         le=1,
         description="How much of the photo's fine detail is blended back over eyes and mouth.",
     )
+    likeness_max_distance: float = Field(
+        0.55,
+        gt=0,
+        le=2,
+        description=(
+            "Face-recogniser distance between photo and portrait above which a face-GAN portrait the system chose "
+            "(auto or a family) is repainted in a style-transfer style; the recogniser's same-person line is 0.6."
+        ),
+    )
 
     # --- service: Redis, object storage, jobs ---
     redis_url: str = Field(

@@ -305,8 +305,10 @@ class JobRunner:
         """Store a painted portrait and finish its job."""
         job_id = job.id
         metrics.PORTRAITS.labels(painter=painter_of(portrait.style), family=portrait.family).inc()
-        if portrait.features.redraw_error is not None:
-            metrics.REDRAW_ERROR.observe(portrait.features.redraw_error)
+        if portrait.identity_distance is not None:
+            metrics.IDENTITY_DISTANCE.labels(painter=painter_of(portrait.style), family=portrait.family).observe(
+                portrait.identity_distance
+            )
         if held.lost.is_set():
             # Rescued elsewhere while we painted (we looked dead: a stalled CPU or Redis): the rescuer owns it.
             log.info("job rescued elsewhere during render; result discarded", job_id=job_id)
@@ -332,6 +334,7 @@ class JobRunner:
                 reason=portrait.reason,
                 strength=portrait.strength,
                 timings=portrait.timings,
+                identity_distance=portrait.identity_distance,
                 result_key=key,
                 result_expires_at=scheduled_at + self._settings.result_ttl_seconds,
             )
@@ -356,6 +359,7 @@ class JobRunner:
             style=portrait.style,
             seconds=round(finished - started, 3),
             attempts=job.attempts,
+            identity_distance=None if portrait.identity_distance is None else round(portrait.identity_distance, 3),
             stage_ms={stage: round(seconds * 1000, 1) for stage, seconds in portrait.timings.items()},
         )
         return DONE

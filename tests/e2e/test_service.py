@@ -86,7 +86,7 @@ def test_auto_paints_the_astronaut_with_the_face_gan(client, astronaut_path):
 @pytest.mark.parametrize("style", ["oil-portrait", "watercolor-portrait", "pencil-portrait"])
 def test_each_gan_style_is_painted_on_request(client, grace_hopper_path, style):
     job = wait_for(client, submit(client, grace_hopper_path, style=style)["status_url"])
-    assert job["status"] == "done" and job["style"] == style and "requested" in job["reason"], job
+    assert job["status"] == "done" and job["style"] == style and "You asked for" in job["reason"], job
     with urllib.request.urlopen(job["result_url"], timeout=10) as response:
         image = Image.open(io.BytesIO(response.read()))
     assert image.size == (408, 512)  # the whole 4:5 portrait, not the GAN's 256² face crop
@@ -116,7 +116,7 @@ def test_worker_serves_its_metrics(worker):
     assert "portraits_worker_stage_seconds_bucket" in text and "portraits_worker_queue_wait_seconds" in text
     # The astronaut, auto: painted by the face GAN after a likeness check (#8).
     assert 'portraits_worker_portraits_total{family="oil",painter="face-gan"}' in text
-    assert "portraits_worker_redraw_error_count" in text
+    assert 'portraits_worker_identity_distance_count{family="oil",painter="face-gan"}' in text
 
 
 def test_worker_probe_reads_the_live_worker(worker):

@@ -53,6 +53,8 @@ class EngineConfig:
     output_format: OutputFormat
     output_quality: int
     detail_blend: float
+    # the likeness check (#21)
+    likeness_max_distance: float
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EngineConfig:
@@ -73,6 +75,7 @@ class EngineConfig:
             output_format=settings.output_format,
             output_quality=settings.output_quality,
             detail_blend=settings.detail_blend,
+            likeness_max_distance=settings.likeness_max_distance,
         )
 
 

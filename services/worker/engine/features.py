@@ -25,9 +25,6 @@ class PhotoFeatures:
     saturation: float  # mean chroma (max − min channel) of the framed portrait, 0 .. 1
     face_fraction: float  # face box area / photo area, 0 .. 1
     face_offset: float  # face centre's distance from the photo centre, in half-diagonals, 0 .. 1
-    # How far the face GAN's averaged generator redraws this face from the photo, grey levels 0 .. 1 (see
-    # `face_painter.py`); None when not measured (a named style, or a generator without a face GAN).
-    redraw_error: float | None = None
 
 
 def measure(

@@ -13,19 +13,12 @@ can be compared landmark for landmark. This module measures, with our MTCNN dete
 * `shift_rms`: the same RMS distance with no transform at all, i.e. how far the face moved or grew in the
   shared frame.
 
-`redraw_error` is a different kind of figure, about the photo rather than a painting: how far a faithful
-generator's rendering of the encoder's latent (the weight average of the three fine-tuned generators, or
-the colour-sketch one) is from the photo, in grey levels over the central face region at 64². A large value
-means the W+ latent did not capture this face, so no medium painted from it will keep the sitter. On our
-four test faces it was highest for the two the stylizers failed on (Grace Hopper at about 80, a man in
-three-quarter view) — a flag for "do not auto-select", not a measure of sex or age.
-
 Things that did *not* track apparent sex, age or glasses on our test faces, and so are not here: the
 distance between the BlazeFaceStylizer encoder's W+ reading of the photo and of the painting (every painting,
 faithful or not, reads about 1.8 between-sitter distances from its photo, and an oil painting that turned a
 woman into a man can read closer than a faithful sketch), and an edge-energy "glasses bridge" cue between the
-eyes (painted textures and eyebrows swamp it). Apparent sex, age and glasses still need eyes on the contact
-sheets of `scripts/identity_study.py`; the style predictor's 100-d vector measures style, not identity.
+eyes (painted textures and eyebrows swamp it). The face recogniser (`recognizer.py`, #21) is the identity figure;
+these landmark figures say where a painting's geometry departs from the photo's.
 
 The pure functions take landmarks or image tensors and are unit-testable without any model; `detect_faces` and
 `compare_batch` run the detector over batches.
@@ -128,26 +121,6 @@ def measure(photo_face: FaceBox, painting_faces: Sequence[FaceBox]) -> IdentityF
         shape_rms=shape_residual(photo_face.landmarks, face.landmarks),
         shift_rms=shift_residual(photo_face.landmarks, face.landmarks),
     )
-
-
-def redraw_error(
-    photos: torch.Tensor, redrawn: torch.Tensor, *, pool: int = 4, region: tuple[float, float] = (0.25, 0.75)
-) -> torch.Tensor:
-    """Per image, the mean absolute grey-level difference (0..1) between aligned face crops and their
-    redrawing by a generator, over the central `region` (fractions of the side; in the FFHQ-style frame that
-    is eyebrows to chin) after `pool`×`pool` average pooling, so that brush or pencil texture counts little.
-
-    `photos`, `redrawn`: N×3×H×W (or 3×H×W) floats in 0..1, in the same aligned frame. Returns shape (N,).
-    """
-    if photos.shape != redrawn.shape or photos.shape[-3] != 3:
-        raise ValueError(f"expected two equal N×3×H×W batches, got {tuple(photos.shape)} and {tuple(redrawn.shape)}")
-    a, b = photos.reshape(-1, *photos.shape[-3:]).float(), redrawn.reshape(-1, *redrawn.shape[-3:]).float()
-    side_h, side_w = a.shape[-2:]
-    rows = slice(round(region[0] * side_h), round(region[1] * side_h))
-    cols = slice(round(region[0] * side_w), round(region[1] * side_w))
-    grey_a, grey_b = a[:, :, rows, cols].mean(1, keepdim=True), b[:, :, rows, cols].mean(1, keepdim=True)
-    pooled = torch.nn.functional.avg_pool2d(grey_a, pool) - torch.nn.functional.avg_pool2d(grey_b, pool)
-    return pooled.abs().mean(dim=(1, 2, 3))
 
 
 def to_uint8_image(image: torch.Tensor | np.ndarray) -> torch.Tensor:

@@ -13,8 +13,8 @@ from typing import TypeVar
 
 import torch
 
-from services.worker.engine import align, finish
-from services.worker.engine.catalog import CATALOG, Family, GanRecipe, Style
+from services.worker.engine import align, finish, recognizer
+from services.worker.engine.catalog import CATALOG, GanRecipe, Style
 from services.worker.engine.choose_face import choose_face
 from services.worker.engine.config import EngineConfig
 from services.worker.engine.detect import FaceBox, FaceDetector
@@ -23,8 +23,9 @@ from services.worker.engine.frame import Framing, frame
 from services.worker.engine.generate import Generator, GeneratorOptions, PaintJob, StyleEncoder, create_generator
 from services.worker.engine.logs import get_logger
 from services.worker.engine.networks.arbitrary import StylePredictor
+from services.worker.engine.recognizer import FaceRecognizer
 from services.worker.engine.runtime import Runtime, inference, resolve_runtime
-from services.worker.engine.select import StyleChoice, check_request, choose_style
+from services.worker.engine.select import StyleChoice, check_request, choose_style, may_fall_back, unlike_sitter
 from services.worker.engine.tensors import to_batch, to_uint8_hwc
 from services.worker.engine.timing import StageTimer
 from services.worker.engine.weights import verify_model_dir
@@ -34,7 +35,6 @@ from shared.stages import ENGINE_STAGES
 
 log = get_logger()
 
-FAMILY_OR_AUTO = frozenset({"auto", *(family.value for family in Family)})
 STAGES = tuple(stage.value for stage in ENGINE_STAGES)  # one stage vocabulary (#12)
 
 
@@ -57,6 +57,9 @@ class Portrait:
     reason: str
     face: FaceBox  # in the uploaded photo's (EXIF-upright) pixels
     features: PhotoFeatures
+    # The recogniser's descriptor distance between the photo's face and the portrait's (same person below
+    # `recognizer.SAME_PERSON`), for the job record, the logs and the likeness metric (#21).
+    identity_distance: float | None = None
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage, for the whole batch
 
 
@@ -85,6 +88,7 @@ class _Item:
     features: PhotoFeatures | None = None
     choice: StyleChoice | None = None
     photo_vector: torch.Tensor | None = None
+    identity_distance: float | None = None
     error: PortraitError | None = None
 
     @property
@@ -138,6 +142,7 @@ class PortraitEngine:
         paths = verify_model_dir(config.model_dir)
         self.detector = FaceDetector(config.model_dir, device=self.runtime.device, max_side=config.detect_max_side)
         self.encoder = StyleEncoder(StylePredictor.from_onnx(paths["arbitrary_predict.onnx"]), self.runtime)
+        self.recognizer = FaceRecognizer(paths, self.runtime)
         self.generator = create_generator(
             config.generator,
             paths,
@@ -238,15 +243,10 @@ class PortraitEngine:
         live = [item for item in items if item.error is None]
         if not live:
             return
-        portraits = to_batch([item.framed.portrait for item in live])
-        vectors = self.encoder.encode(portraits)
-        likeness = self._redraw_errors(live, portraits)
-        for item, vector, redraw_error in zip(live, vectors, likeness):
+        vectors = self.encoder.encode(to_batch([item.framed.portrait for item in live]))
+        for item, vector in zip(live, vectors):
             framing, photo = item.framed, item.decoded
-            item.features = replace(
-                measure(framing.portrait, framing.face_in_portrait, item.found_face, photo.image.size),
-                redraw_error=redraw_error,
-            )
+            item.features = measure(framing.portrait, framing.face_in_portrait, item.found_face, photo.image.size)
             item.photo_vector = vector
             try:
                 item.choice = choose_style(
@@ -255,28 +255,51 @@ class PortraitEngine:
             except PortraitError as exc:
                 item.error = exc
 
-    def _redraw_errors(self, live: list[_Item], portraits: torch.Tensor) -> list[float | None]:
-        """The face GAN's likeness check, for the photos whose style selection it can change (auto, family)."""
-        measure_likeness = getattr(self.generator, "redraw_errors", None)
-        asks = [i for i, item in enumerate(live) if item.request.style in FAMILY_OR_AUTO]
-        errors: list[float | None] = [None] * len(live)
-        if measure_likeness is not None and asks:
-            measured = measure_likeness(portraits[asks], [live[i].framed.face_in_portrait for i in asks])
-            for i, error in zip(asks, measured):
-                errors[i] = error
-        return errors
-
     def _generate(self, items: list[_Item]) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Returns (painted, photos) for the live items, or None when every photo dropped out."""
+        """Returns (painted, photos) for the live items, or None when every photo dropped out.
+
+        Every portrait's face is compared with the photo's by the face recogniser. A face-GAN portrait that the
+        check does not match to the sitter is repainted in the family's style-transfer style — where the style
+        was ours to choose (auto or a family); a GAN style asked for by name is delivered as asked (#21).
+        """
         live = [item for item in items if item.error is None]
         if not live:
             return None
-        portraits = to_batch([item.framed.portrait for item in live])
+        photos = to_batch([item.framed.portrait for item in live])
+        faces = [item.framed.face_in_portrait for item in live]
+        painted = self._paint(live, photos)
+        sitters = self.recognizer.describe(photos, faces)
+        distances = recognizer.distances(sitters, self.recognizer.describe(painted, faces)).tolist()
+        unlike = [
+            i
+            for i, item in enumerate(live)
+            if distances[i] > self.config.likeness_max_distance
+            and isinstance(item.chosen.style.recipe, GanRecipe)
+            and may_fall_back(item.request.style)
+        ]
+        for i in unlike:
+            item = live[i]
+            log.info(
+                "face-GAN portrait unlike the sitter; repainting",
+                style=item.chosen.style.name,
+                distance=round(distances[i], 3),
+            )
+            item.choice = unlike_sitter(item.chosen, item.measured, item.request.strength, self.generator.supports)
+        if unlike:
+            painted[unlike] = self._paint([live[i] for i in unlike], photos[unlike])
+            repainted = self.recognizer.describe(painted[unlike], [faces[i] for i in unlike])
+            for i, distance in zip(unlike, recognizer.distances(sitters[unlike], repainted).tolist()):
+                distances[i] = distance
+        for item, distance in zip(live, distances):
+            item.identity_distance = distance
+        return painted, photos
+
+    def _paint(self, live: list[_Item], photos: torch.Tensor) -> torch.Tensor:
         jobs = [
             PaintJob(item.chosen.style, item.chosen.strength, item.vector, face=item.framed.face_in_portrait)
             for item in live
         ]
-        return self.generator.paint(portraits, jobs), portraits
+        return self.generator.paint(photos, jobs)
 
     def _finish(self, items: list[_Item], generated: tuple[torch.Tensor, torch.Tensor] | None) -> list[RenderOutcome]:
         live = [item for item in items if item.error is None]
@@ -307,6 +330,7 @@ class PortraitEngine:
                     reason=item.chosen.reason,
                     face=item.found_face,
                     features=item.measured,
+                    identity_distance=item.identity_distance,
                 )
             )
         return outcomes

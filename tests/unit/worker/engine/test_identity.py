@@ -1,4 +1,4 @@
-"""Identity figures: landmark geometry of a painting against its photo, and the GAN's redraw error."""
+"""Identity figures: landmark geometry of a painting against its photo."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 from services.worker.engine import identity
 from services.worker.engine.align import TEMPLATE
@@ -37,12 +36,3 @@ def test_a_face_elsewhere_in_the_painting_is_not_the_sitter():
     figures = identity.measure(photo, [face(TEMPLATE + 200), face(TEMPLATE + 2)])
     assert figures.face_found and figures.shape_rms is not None and figures.shape_rms < 1e-6
     assert not identity.measure(photo, []).face_found
-
-
-def test_redraw_error_is_zero_for_the_same_face_and_grows_with_a_different_one():
-    photo = torch.rand(2, 3, 256, 256)
-    assert identity.redraw_error(photo, photo).abs().max() == 0
-    darker = identity.redraw_error(photo, photo * 0.5)
-    assert darker.shape == (2,) and (darker > 0.1).all()
-    with pytest.raises(ValueError):
-        identity.redraw_error(photo, photo[:1])
