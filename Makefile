@@ -57,8 +57,8 @@ drill: models
 sheet: models
 	$(PY) -m services.cli sheet $$($(PY) -c 'from tests.support import samples as s; print(s.astronaut_path(), s.grace_hopper_path())') -o var/contact-sheet.jpg
 
-identity: models  # contact sheets and figures of how each face-GAN medium keeps the sitter (var/identity/)
-	$(PY) -m scripts.identity_study --invert-steps 0
+identity: models  # every study face x every face-GAN style, before and after #21: table and contact sheets in var/identity/ (~3 min)
+	$(PY) -m scripts.identity_study --before
 
 lock:  # recompile constraints/*.txt after changing a pin in pyproject.toml (#12); needs uv 0.13.8 and PyPI
 	constraints/compile.sh
