@@ -41,6 +41,7 @@ from services.worker.engine.config import EngineConfig
 from services.worker.engine.pipeline import PortraitEngine
 from shared.errors import PortraitError
 from shared.settings import get_settings
+from tests.support import samples
 
 GAN_STYLES = [style.name for style in CATALOG if isinstance(style.recipe, GanRecipe)]
 TILE = 256
@@ -113,11 +114,10 @@ def _crop(engine: PortraitEngine, framed: np.ndarray, portraits: list[np.ndarray
     return [(c.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8) for c in crops]
 
 
-def study(engine: PortraitEngine, judge: Judge, faces: dict[str, Path], out: Path, label: str) -> list[Judged]:
+def study(engine: PortraitEngine, judge: Judge, faces: dict[str, bytes], out: Path, label: str) -> list[Judged]:
     results: list[Judged] = []
     sheets: dict[str, list[list[np.ndarray]]] = {style: [] for style in GAN_STYLES}
-    for name, path in tqdm(faces.items(), desc=label, unit="face"):
-        data = path.read_bytes()
+    for name, data in tqdm(faces.items(), desc=label, unit="face"):
         try:
             framed = _pixels(engine.render(data, style=GAN_STYLES[0], strength=0.0).data)
         except PortraitError as exc:
@@ -197,8 +197,14 @@ def main() -> None:
     args = parser.parse_args()
     from scripts.study_faces import prepare
 
-    faces = prepare(args.faces)
-    faces.update({path.stem: path for path in args.photo})
+    paths = prepare(args.faces)
+    paths.update({path.stem: path for path in args.photo})
+    faces = {name: path.read_bytes() for name, path in paths.items()}
+    # The registries hold one dark-skinned sitter (two photos of one man): two more, made, not found — a woman
+    # of 40 and one of 80, moved to dark skin in CIELAB — test complexion, not the recogniser.
+    for name in ("astronaut", "hopper"):
+        if name in paths:
+            faces[f"{name}-darkened"] = samples.darkened(paths[name])
     settings = get_settings()
     engine = PortraitEngine(EngineConfig.from_settings(settings.model_copy(update={"output_size": 768})))
     judge = Judge(engine, settings.model_dir)

@@ -83,6 +83,7 @@ class GanRecipe:
     paper: bool = False  # the medium paints the head on white paper: composition cuts the paper away
     structure: Medium | None = None
     old_master: bool = False  # grade the finished portrait onto an umber palette (see `compose.py`)
+    wash: bool = False  # keep some of the medium's own hue in the face (`likeness.WASH`, #21)
 
 
 Recipe = BuiltinBlend | TextureStyle | GanRecipe
@@ -152,7 +153,7 @@ RECIPES: Mapping[str, Recipe] = {
     "cobalt-impasto": _builtin((19, 1.0)),
     "fauve": _builtin((4, 1.0)),
     "golden-glaze": _builtin((0, 1.0)),
-    "watercolor-portrait": GanRecipe(Medium.COLOR_INK, paper=True),
+    "watercolor-portrait": GanRecipe(Medium.COLOR_INK, paper=True, wash=True),
     "blue-wash": _builtin((14, 1.0)),
     "rose-wash": _builtin((8, 1.0)),
     "lilac-pastel": _builtin((12, 0.6), (14, 0.4)),

@@ -68,7 +68,11 @@ class GanPortraitGenerator:
         crops = align.crop_faces(portraits, matrices)
         # The GAN paints from a latent that has lost much of the sitter; their shape and colour go back in
         # before anything is matched to the face (#21).
-        faces = likeness.bring_to_sitter(self._faces.paint(crops, recipes), crops, [r.paper for r in recipes])
+        faces = self._faces.paint(crops, recipes).float()
+        settings = [likeness.WASH if r.wash else likeness.DEFAULT for r in recipes]
+        for setting in dict.fromkeys(settings):
+            rows = [i for i, s in enumerate(settings) if s == setting]
+            faces[rows] = likeness.bring_to_sitter(faces[rows], crops[rows], [recipes[i].paper for i in rows], setting)
         masks = compose.head_masks(faces, [r.paper for r in recipes]).float().cpu()
         background = self._paint_background(portraits, self._encoder.encode(faces.float()))
         background = compose.match_palette(

@@ -15,7 +15,7 @@ from services.worker.engine import align, likeness
 from services.worker.engine.catalog import CATALOG, GanRecipe
 from services.worker.engine.colour import lab_to_srgb, srgb_to_lab
 from services.worker.engine.pipeline import PortraitEngine
-from tests.support import images
+from tests.support import samples
 
 GAN_STYLES = [style.name for style in CATALOG if isinstance(style.recipe, GanRecipe)]
 
@@ -65,16 +65,6 @@ def test_paper_around_the_head_stays_paper():
     assert likeness.bring_to_sitter(painting, photo, [False])[..., :20, :20].max() < 0.5
 
 
-def _darkened(path) -> bytes:
-    """A dark-skinned sitter made from a packaged photo: every pixel moved to about half the lightness and a
-    warmer, redder hue in CIELAB (L* ×0.5, a* +6, b* +4)."""
-    pixels = torch.from_numpy(np.asarray(Image.open(path).convert("RGB"), np.float32) / 255).permute(2, 0, 1)[None]
-    lab = srgb_to_lab(pixels)
-    lab = torch.stack([lab[:, 0] * 0.5, lab[:, 1] + 6, lab[:, 2] + 4], 1)
-    image = (lab_to_srgb(lab)[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
-    return images.encode(Image.fromarray(image), "PNG")
-
-
 def _cheeks(engine: PortraitEngine, data: bytes, framed: bytes) -> tuple[torch.Tensor, torch.Tensor]:
     """The cheek colour (L*a*b*) of a portrait and of its framed photo, both read in the aligned face crop."""
     as_tensor = [
@@ -89,7 +79,7 @@ def _cheeks(engine: PortraitEngine, data: bytes, framed: bytes) -> tuple[torch.T
 
 @pytest.fixture(scope="module")
 def dark_sitter(astronaut_path) -> bytes:
-    return _darkened(astronaut_path)
+    return samples.darkened(astronaut_path)
 
 
 @pytest.mark.parametrize("style", GAN_STYLES)
