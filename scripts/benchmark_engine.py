@@ -60,12 +60,23 @@ def _config(size: int, upscaler: str = "bicubic") -> EngineConfig:
 
 
 def child_pipeline(
-    size: int, upscaler: str, style: str, photo_names: list[str], batches: list[int], rounds: int
+    size: int,
+    upscaler: str,
+    style: str,
+    photo_names: list[str],
+    batches: list[int],
+    rounds: int,
+    without_likeness: bool = False,
 ) -> dict[str, Any]:
-    """Per batch size: stage → p50 seconds per batch, 'latency' (p50 of a whole batch), 'images/s'."""
+    """Per batch size: stage → p50 seconds per batch, 'latency' (p50 of a whole batch), 'images/s'.
+    `without_likeness`: the GAN's face goes in as painted, as before #21 (the baseline of its cost)."""
     import torch
 
+    from scripts.identity_study import before_issue_21
     from services.worker.engine.pipeline import STAGES, PortraitEngine, RenderRequest
+
+    if without_likeness:
+        before_issue_21().__enter__()  # for the whole of this child process
 
     engine = PortraitEngine(_config(size, upscaler))
     photos = [getattr(samples, f"{name}_path")().read_bytes() for name in photo_names]
@@ -205,6 +216,7 @@ def pipeline(
     style: str,
     photos: tuple[str, ...] = SAMPLES,
     batches: tuple[int, ...] = (1, 8),
+    without_likeness: bool = False,
 ) -> dict[str, Any]:
     return run_child(
         "pipeline",
@@ -220,6 +232,7 @@ def pipeline(
         *photos,
         "--batches",
         *map(str, batches),
+        *(["--without-likeness"] if without_likeness else []),
     )
 
 
@@ -242,6 +255,18 @@ def parent(size: int, rounds: int) -> None:
         print_pipeline(
             f"oil-portrait (face GAN), face upscaler {upscaler}, {result['device']} {result['dtype']}:", result
         )
+    # The likeness steps (#21) against the same render without them, each in its own process, twice (ABBA).
+    with_: list[dict[str, float]] = []
+    without: list[dict[str, float]] = []
+    for likeness_on in (True, False, False, True):
+        rows = pipeline(size, rounds, "bicubic", "oil-portrait", batches=(1,), without_likeness=not likeness_on)
+        (with_ if likeness_on else without).append(rows["rows"]["1"])
+    on, off = (p50([row["latency"] for row in rows]) for rows in (with_, without))
+    print(
+        f"\noil-portrait, bicubic, batch 1, whole render p50: with likeness.py **{on * 1000:.0f} ms**, as painted "
+        f"before #21 {off * 1000:.0f} ms: ratio **{on / off:.2f}** (+{(on - off) * 1000:.0f} ms)",
+        flush=True,
+    )
     # the astronaut: auto picks a GAN style
     auto = pipeline(size, rounds, "bicubic", "auto", photos=SAMPLES[:1], batches=(1,))["rows"]["1"]
     print(
@@ -292,13 +317,16 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help=hidden)
     parser.add_argument("--path", choices=("ours", "theirs"), help=hidden)
     parser.add_argument("--count", type=int, help=hidden)
+    parser.add_argument("--without-likeness", action="store_true", help=hidden)
     args = parser.parse_args()
 
     if args.child is None:
         parent(args.size, args.rounds)
         return
     if args.child == "pipeline":
-        result = child_pipeline(args.size, args.upscaler, args.style, args.photos, args.batches, args.rounds)
+        result = child_pipeline(
+            args.size, args.upscaler, args.style, args.photos, args.batches, args.rounds, args.without_likeness
+        )
     elif args.child == "frame":
         result = child_frame(args.size, args.out)
     else:

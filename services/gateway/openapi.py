@@ -302,7 +302,9 @@ def _schemas() -> dict[str, Any]:
                 },
                 "style": _nullable({"type": "string", "description": "The style chosen, once known."}),
                 "family": _nullable({"type": "string", "enum": [family.value for family in Family] + [None]}),
-                "reason": _nullable({"type": "string", "description": "Why this style was chosen."}),
+                "reason": _nullable(
+                    {"type": "string", "description": "Why this style was chosen, in plain words (no figures)."}
+                ),
                 "strength": _nullable(
                     {
                         "type": "number",
