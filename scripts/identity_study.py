@@ -35,7 +35,7 @@ import torch
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from services.worker.engine import align, likeness, recognizer
+from services.worker.engine import align, compose, likeness, recognizer
 from services.worker.engine.catalog import CATALOG, GanRecipe
 from services.worker.engine.config import EngineConfig
 from services.worker.engine.pipeline import PortraitEngine
@@ -93,13 +93,15 @@ class Judge:
 
 @contextmanager
 def before_issue_21() -> Iterator[None]:
-    """The engine as it painted before #21: the GAN's face goes in as the GAN painted it."""
-    original = likeness.bring_to_sitter
+    """The engine as it painted before #21: the GAN's face goes in as the GAN painted it, and the old-master
+    grade moves the face as far onto its ramp as the rest."""
+    original, face_grade = likeness.bring_to_sitter, compose.FACE_GRADE_AMOUNT
     likeness.bring_to_sitter = lambda painted, photos, on_paper, settings=likeness.DEFAULT: painted.float()
+    compose.FACE_GRADE_AMOUNT = compose.GRADE_AMOUNT
     try:
         yield
     finally:
-        likeness.bring_to_sitter = original
+        likeness.bring_to_sitter, compose.FACE_GRADE_AMOUNT = original, face_grade
 
 
 def _pixels(data: bytes) -> np.ndarray:

@@ -33,7 +33,7 @@ PORTRAITS = Counter(
     ["painter", "family"],
 )
 # Likeness on real traffic (#21): the face recogniser's distance between each photo and its delivered portrait
-# (same person below 0.6; the auto fallback's line is PORTRAITS_LIKENESS_MAX_DISTANCE, 0.55 by default). The
+# (same person below 0.6; the auto fallback's line is PORTRAITS_LIKENESS_MAX_DISTANCE). The
 # identity study's faces are few; this is where a drift of one painter or family shows.
 IDENTITY_DISTANCE = Histogram(
     "portraits_worker_identity_distance",

@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 import redis
@@ -305,14 +305,14 @@ class JobRunner:
         """Store a painted portrait and finish its job."""
         job_id = job.id
         metrics.PORTRAITS.labels(painter=painter_of(portrait.style), family=portrait.family).inc()
-        if portrait.identity_distance is not None:
-            metrics.IDENTITY_DISTANCE.labels(painter=painter_of(portrait.style), family=portrait.family).observe(
-                portrait.identity_distance
-            )
         if held.lost.is_set():
             # Rescued elsewhere while we painted (we looked dead: a stalled CPU or Redis): the rescuer owns it.
             log.info("job rescued elsewhere during render; result discarded", job_id=job_id)
             return SKIPPED
+        if portrait.identity_distance is not None:
+            metrics.IDENTITY_DISTANCE.labels(painter=painter_of(portrait.style), family=portrait.family).observe(
+                portrait.identity_distance
+            )
 
         key = result_key(job_id, RESULT_EXTENSIONS[portrait.content_type])
         # Scheduled before it is written, so a crash right after the write still leaves it on the schedule: as the
@@ -360,6 +360,8 @@ class JobRunner:
             seconds=round(finished - started, 3),
             attempts=job.attempts,
             identity_distance=None if portrait.identity_distance is None else round(portrait.identity_distance, 3),
+            # What the style was chosen from: the reason says it in words, without these figures (#21).
+            features={name: round(value, 3) for name, value in asdict(portrait.features).items()},
             stage_ms={stage: round(seconds * 1000, 1) for stage, seconds in portrait.timings.items()},
         )
         return DONE

@@ -1,6 +1,7 @@
 """Measurable properties of a framed photo, the inputs of automatic style selection.
 
-All values are plain floats in documented ranges so a selection rule (and its explanation) can quote them.
+All values are plain floats in documented ranges; the worker logs them with each job (the reason a person
+reads says in words what they decided).
 """
 
 from __future__ import annotations

@@ -66,8 +66,8 @@ class GanPortraitGenerator:
         recipes = [_recipe(job) for job in jobs]
         matrices = [align.alignment(_face(job)) for job in jobs]
         crops = align.crop_faces(portraits, matrices)
-        # The GAN paints from a latent that has lost much of the sitter; their shape and colour go back in
-        # before anything is matched to the face (#21).
+        # The GAN paints from a latent that has lost much of the sitter: the sitter's shape and colour go back
+        # into the painted face before the frame's palette is matched to it (#21).
         faces = self._faces.paint(crops, recipes).float()
         settings = [likeness.WASH if r.wash else likeness.DEFAULT for r in recipes]
         for setting in dict.fromkeys(settings):

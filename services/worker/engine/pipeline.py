@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
+import cv2
 import torch
 
 from services.worker.engine import align, finish, recognizer
@@ -143,6 +144,9 @@ class PortraitEngine:
         self.detector = FaceDetector(config.model_dir, device=self.runtime.device, max_side=config.detect_max_side)
         self.encoder = StyleEncoder(StylePredictor.from_onnx(paths["arbitrary_predict.onnx"]), self.runtime)
         self.recognizer = FaceRecognizer(paths, self.runtime)
+        # OpenCV's optical flow (likeness.py) gets the threads torch was given, not a pool of its own per core
+        # competing with the worker's other render processes.
+        cv2.setNumThreads(torch.get_num_threads())
         self.generator = create_generator(
             config.generator,
             paths,
@@ -168,6 +172,7 @@ class PortraitEngine:
             face = warm_up_face(probe.shape[-1])
             for style in _one_style_per_recipe_kind(self.generator):
                 self.generator.paint(probe, [PaintJob(style=style, strength=1.0, photo_vector=vector, face=face)])
+            self.recognizer.describe(probe, [face])
 
     def render(
         self,
@@ -270,21 +275,17 @@ class PortraitEngine:
         painted = self._paint(live, photos)
         sitters = self.recognizer.describe(photos, faces)
         distances = recognizer.distances(sitters, self.recognizer.describe(painted, faces)).tolist()
-        unlike = [
-            i
-            for i, item in enumerate(live)
-            if distances[i] > self.config.likeness_max_distance
-            and isinstance(item.chosen.style.recipe, GanRecipe)
-            and may_fall_back(item.request.style)
-        ]
-        for i in unlike:
-            item = live[i]
-            log.info(
-                "face-GAN portrait unlike the sitter; repainting",
-                style=item.chosen.style.name,
-                distance=round(distances[i], 3),
-            )
-            item.choice = unlike_sitter(item.chosen, item.measured, item.request.strength, self.generator.supports)
+        unlike = []
+        for i, item in enumerate(live):
+            if (
+                distances[i] > self.config.likeness_max_distance
+                and isinstance(item.chosen.style.recipe, GanRecipe)
+                and may_fall_back(item.request.style)
+            ):
+                fallback = unlike_sitter(item.chosen, item.measured, item.request.strength, self.generator.supports)
+                if fallback.style != item.chosen.style:  # a generator with no style-transfer style keeps the GAN's
+                    item.choice = fallback
+                    unlike.append(i)
         if unlike:
             painted[unlike] = self._paint([live[i] for i in unlike], photos[unlike])
             repainted = self.recognizer.describe(painted[unlike], [faces[i] for i in unlike])

@@ -7,8 +7,10 @@ MTCNN's five points instead (eye centres, nose tip, mouth corners — other poin
 nose base), so we fit them to `CHIP_TEMPLATE`, where they sit in dlib's chips on average, and warp every
 face of a batch in one `grid_sample`.
 
-Painted faces come as crops in the stylizer's aligned 256² frame (`align.TEMPLATE`); `describe_crops` takes
-them to the chip with the one fixed similarity between the two templates, without detecting them again.
+The worker describes the framed photo and its portrait at the photo's landmarks (`describe`): the painted face
+is where the photo's was. `describe_crops` takes faces already in the stylizer's aligned 256² frame
+(`align.TEMPLATE`) to the chip with the one fixed similarity between the two templates, without detecting them
+again (for scoring painted crops, as the tests do).
 
 The network always runs in float32: descriptors are compared against a fixed threshold, and it costs
 ~10 ms a face on two CPU cores.

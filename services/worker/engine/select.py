@@ -31,7 +31,7 @@ class FamilyRule:
 def _skin_and_light(f: PhotoFeatures) -> str:
     if f.warmth >= 0.12:
         return "warm skin tones"
-    return "cool light" if f.warmth < 0.04 else "neutral skin tones"
+    return "a cool cast" if f.warmth < 0.04 else "neutral skin tones"
 
 
 # Checked in order; the first that applies wins. Thresholds were read off real photos (see the README). The
@@ -104,7 +104,7 @@ def choose_style(
     elif requested in {family.value for family in Family}:
         style = nearest_in(Family(requested), features, paintable)
         reason = (
-            f"You asked for {MEDIUM_WORDS[style.family]}; for {_skin_and_light(features)} at this light we chose "
+            f"You asked for {MEDIUM_WORDS[style.family]}; for {_skin_and_light(features)} in this light we chose "
             f"{_named(style)}."
         )
     else:
@@ -127,8 +127,11 @@ def unlike_sitter(
     choice: StyleChoice, features: PhotoFeatures, strength: float | None = None, paintable: Paintable = _everything
 ) -> StyleChoice:
     """The choice to paint instead when the face GAN's portrait did not pass the likeness check (#21): the
-    family's nearest style-transfer style, which paints over the photo itself, and a reason that says so."""
+    family's nearest style-transfer style, which paints over the photo itself, and a reason that says so. The
+    choice itself where the family has no style-transfer style to paint with."""
     style = nearest_in(choice.style.family, features, paintable, gan=False)
+    if _is_gan(style):
+        return choice
     reason = (
         f"{choice.reason} The face our painter drew did not look enough like you, so we used {_named(style)} "
         "instead, which paints over your own photo and keeps your likeness."

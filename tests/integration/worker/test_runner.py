@@ -54,6 +54,7 @@ def test_done_job_has_result_and_no_source(backends, runner, astronaut_path):
     assert runner.run(job_id) == DONE
     job = backends.jobs.get(job_id)
     assert job.state is JobState.DONE and job.family == "ink" and job.reason and job.timings
+    assert job.identity_distance is not None and 0 < job.identity_distance < 0.6  # the likeness check's (#21)
     assert job.result_key and backends.storage.exists(backends.storage.results_bucket, job.result_key)
     assert job.result_expires_at > job.finished_at
     assert not backends.source_exists(job_id)

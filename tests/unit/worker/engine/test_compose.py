@@ -73,3 +73,16 @@ def test_the_old_master_grade_warms_the_palette_and_darkens_the_corners():
     centre, corner = graded[..., 45, 40], graded[..., 2, 2]
     assert (centre[:, 0] > centre[:, 2] + 0.1).all()  # umber: red well above blue, even for a cool input
     assert (corner.sum(1) < 0.7 * centre.sum(1)).all()
+
+
+def test_the_old_master_grade_only_warms_the_sitters_face():
+    """On the face the ramp moves the colour a quarter of the way, not three quarters (#21): a dark, reddish skin
+    keeps its hue under the umber light."""
+    skin = torch.tensor([0.45, 0.28, 0.2]).view(1, 3, 1, 1).expand(1, 3, 100, 80).clone()
+    face = torch.zeros(1, 1, 100, 80)
+    face[..., 30:60, 25:55] = 1
+    graded = compose.old_master_grade(skin, face)
+    everywhere = compose.old_master_grade(skin)
+    on_face = (graded[..., 45, 40] - skin[..., 45, 40]).abs().sum()
+    assert on_face < 0.5 * (everywhere[..., 45, 40] - skin[..., 45, 40]).abs().sum()
+    assert torch.allclose(graded[..., 5, 40], everywhere[..., 5, 40])  # off the face, the full grade

@@ -46,14 +46,41 @@ def test_colour_comes_from_the_photo_and_strokes_from_the_painting():
     assert stripes.abs().mean() > 0.01  # the strokes are still there
 
 
-def test_the_painted_face_is_warped_onto_the_sitters_features():
-    photo = _smooth_face(3)
+def _detailed_face(seed: int) -> torch.Tensor:
+    """A smooth face with features a few pixels across, which a warp has to line up (colour alone cannot)."""
+    generator = torch.Generator().manual_seed(seed)
+    blobs = torch.nn.functional.interpolate(
+        torch.rand(1, 1, 48, 48, generator=generator), size=(256, 256), mode="bicubic"
+    )
+    return (_smooth_face(seed) + 0.25 * (blobs - 0.5)).clamp(0, 1)
+
+
+def test_the_flow_finds_where_the_painting_drew_each_feature_and_the_warp_puts_it_back():
+    photo = _detailed_face(3)
     painting = torch.roll(photo, shifts=(4, -3), dims=(2, 3))  # the same face drawn a few pixels off
-    brought = likeness.bring_to_sitter(painting, photo, [False], replace(likeness.DEFAULT, structure_weight=0.0))
-    centre = (slice(96, 176), slice(96, 176))
-    before = (painting - photo)[..., centre[0], centre[1]].abs().mean()
-    after = (brought - photo)[..., centre[0], centre[1]].abs().mean()
-    assert after < 0.4 * before
+    flow = likeness.flow_to_sitter(painting, photo, painting, sigma=1.0)
+    centre = (..., slice(96, 176), slice(96, 176))
+    assert torch.allclose(flow[0][centre[1:]].median(0).values.median(0).values, torch.tensor([-3.0, 4.0]), atol=0.5)
+    before = (painting - photo)[centre].abs().mean()
+    assert (likeness.warp(painting, flow) - photo)[centre].abs().mean() < 0.2 * before
+
+
+def test_the_whole_step_warps_before_it_carries_colour():
+    photo = _detailed_face(4)
+    painting = torch.roll(photo, shifts=(4, -3), dims=(2, 3))
+    unwarped = replace(likeness.DEFAULT, flow_passes=0, structure_weight=0.0)
+    centre = (..., slice(96, 176), slice(96, 176))
+    without = (likeness.bring_to_sitter(painting, photo, [False], unwarped) - photo)[centre].abs().mean()
+    warped = replace(likeness.DEFAULT, structure_weight=0.0)
+    assert (likeness.bring_to_sitter(painting, photo, [False], warped) - photo)[centre].abs().mean() < 0.5 * without
+
+
+def test_the_wash_keeps_some_of_the_paintings_own_hue():
+    photo, painting = _smooth_face(5), _smooth_face(6)
+    hue = lambda x: align.gaussian_blur(srgb_to_lab(x), 16.0)[:, 1:]  # noqa: E731
+    full = (hue(likeness.carry_colour(painting, photo, 8.0)) - hue(photo)).abs().mean()
+    washed = (hue(likeness.carry_colour(painting, photo, 8.0, palette_keep=0.3)) - hue(photo)).abs().mean()
+    assert washed > full + 0.1 * (hue(painting) - hue(photo)).abs().mean()
 
 
 def test_paper_around_the_head_stays_paper():

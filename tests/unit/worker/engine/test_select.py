@@ -26,7 +26,7 @@ def test_same_photo_same_choice():
         (replace(NEUTRAL, contrast=0.34), Family.INK, "hard contrast"),
         (replace(NEUTRAL, key=0.7, contrast=0.18), Family.WATERCOLOR, "bright, soft light"),
         (replace(NEUTRAL, warmth=0.2), Family.OIL, "warm skin"),
-        (replace(NEUTRAL, warmth=0.0), Family.WATERCOLOR, "cool light"),
+        (replace(NEUTRAL, warmth=0.0), Family.WATERCOLOR, "a cool cast"),
     ],
 )
 def test_light_decides_the_family_and_the_reason_says_so(features, family, phrase):
