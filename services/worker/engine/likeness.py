@@ -65,47 +65,65 @@ def cheek_lab(crops: torch.Tensor) -> torch.Tensor:
     return torch.stack([lab[:, :, rows, cols].mean((2, 3)) for rows, cols in CHEEKS]).mean(0)
 
 
-def carry_colour(painted: torch.Tensor, photos: torch.Tensor, sigma: float, palette_keep: float = 0.0) -> torch.Tensor:
-    """The painting's L*a*b* with its frequencies below `sigma` replaced by the photo's — all but
-    `palette_keep` of its hue (a*, b*), which stays the painting's."""
-    painted_lab, photo_lab = srgb_to_lab(painted), srgb_to_lab(photos)
-    painted_low, photo_low = gaussian_blur(painted_lab, sigma), gaussian_blur(photo_lab, sigma)
+@dataclass(frozen=True)
+class Sitter:
+    """What the photos give the likeness steps, read once per batch: each flow pass and each carry uses the same."""
+
+    low: torch.Tensor  # N×3×H×W: the photos' L*a*b* below `colour_sigma`
+    band: torch.Tensor  # N×1×H×W: their lightness between the structure band's two scales
+    lightness: np.ndarray  # N×H×W uint8: their lightness as the flow sees it (blurred `flow_sigma`)
+
+    @classmethod
+    def of(cls, photos: torch.Tensor, settings: LikenessSettings = DEFAULT) -> Sitter:
+        lab = srgb_to_lab(photos.float())
+        return cls(
+            low=gaussian_blur(lab, settings.colour_sigma),
+            band=_band(lab[:, :1], settings.structure_band),
+            lightness=_lightness_u8(lab[:, :1], settings.flow_sigma),
+        )
+
+
+def _band(lightness: torch.Tensor, band: tuple[float, float]) -> torch.Tensor:
+    fine, coarse = band
+    return gaussian_blur(lightness, fine) - gaussian_blur(lightness, coarse)
+
+
+def _lightness_u8(lightness: torch.Tensor, sigma: float) -> np.ndarray:
+    blurred = gaussian_blur(lightness, sigma) / 100
+    return (blurred[:, 0].clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
+
+
+def carry_colour(painted: torch.Tensor, sitter: Sitter, sigma: float, palette_keep: float = 0.0) -> torch.Tensor:
+    """The painting's L*a*b* with its frequencies below `sigma` (the scale `sitter.low` was read at) replaced by
+    the photo's — all but `palette_keep` of its hue (a*, b*), which stays the painting's."""
+    painted_lab = srgb_to_lab(painted)
+    painted_low, photo_low = gaussian_blur(painted_lab, sigma), sitter.low
     if palette_keep:
+        photo_low = photo_low.clone()
         photo_low[:, 1:] += palette_keep * (painted_low[:, 1:] - photo_low[:, 1:])
     return lab_to_srgb(painted_lab - painted_low + photo_low)
 
 
-def carry_structure(
-    painted: torch.Tensor, photos: torch.Tensor, band: tuple[float, float], weight: float
-) -> torch.Tensor:
-    """The painting with `weight` of the photo's lightness band between σ `band[0]` and `band[1]` added, in
-    place of as much of its own."""
+def carry_structure(painted: torch.Tensor, sitter: Sitter, band: tuple[float, float], weight: float) -> torch.Tensor:
+    """The painting with `weight` of the photo's lightness band (`sitter.band`, between σ `band[0]` and
+    `band[1]`) added, in place of as much of its own."""
     painted_lab = srgb_to_lab(painted)
-    photo_l, painted_l = srgb_to_lab(photos)[:, :1], painted_lab[:, :1]
-    fine, coarse = band
-
-    def band_of(lightness: torch.Tensor) -> torch.Tensor:
-        return gaussian_blur(lightness, fine) - gaussian_blur(lightness, coarse)
-
-    lightness = painted_l + weight * (band_of(photo_l) - band_of(painted_l))
+    painted_l = painted_lab[:, :1]
+    lightness = painted_l + weight * (sitter.band - _band(painted_l, band))
     return lab_to_srgb(torch.cat([lightness, painted_lab[:, 1:]], 1))
 
 
-def _lightness_u8(images: torch.Tensor, sigma: float) -> np.ndarray:
-    lightness = gaussian_blur(srgb_to_lab(images.float())[:, :1], sigma) / 100
-    return (lightness[:, 0].clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
-
-
-def flow_to_sitter(painted: torch.Tensor, photos: torch.Tensor, guide: torch.Tensor, sigma: float) -> torch.Tensor:
+def flow_to_sitter(painted: torch.Tensor, sitter: Sitter, guide: torch.Tensor, sigma: float) -> torch.Tensor:
     """N×H×W×2 displacements (pixels, x then y): where in the painting each pixel of the photo is.
 
     `guide` is the painting as the flow should see it (colour-matched to the photo, so that the two differ in
-    shape rather than in tone). DIS at its "medium" preset: "fast" halved the gain in likeness (#21).
+    shape rather than in tone), blurred `sigma` like `sitter.lightness`. DIS at its "medium" preset: "fast"
+    halved the gain in likeness (#21).
     """
-    photo_l, guide_l = _lightness_u8(photos, sigma), _lightness_u8(guide, sigma)
+    guide_l = _lightness_u8(srgb_to_lab(guide.float())[:, :1], sigma)
     dis = cv2.DISOpticalFlow.create(cv2.DISOpticalFlow_PRESET_MEDIUM)
     # None asks for a fresh flow, as OpenCV documents; its stubs type the argument as an array only.
-    flows = [dis.calc(photo_l[i], guide_l[i], None) for i in range(len(photo_l))]  # type: ignore[call-overload]
+    flows = [dis.calc(sitter.lightness[i], guide_l[i], None) for i in range(len(guide_l))]  # type: ignore[call-overload]
     return torch.from_numpy(np.stack(flows)).to(painted.device, painted.dtype)
 
 
@@ -130,13 +148,14 @@ def bring_to_sitter(
     `photos`: the aligned photo crops they were painted from. `on_paper`: per face, whether its medium paints on
     white paper; that paper, around the head, is left as the GAN painted it.
     """
-    painted, photos = painted.float(), photos.float().to(painted.device)
+    painted = painted.float()
+    sitter = Sitter.of(photos.to(painted.device), settings)
     head = compose.head_ellipse(painted.shape[-1], painted.device)[:, 0, :, :, None]  # the flow moves the head only
     for _ in range(settings.flow_passes):
-        guide = carry_colour(painted, photos, settings.colour_sigma)
-        painted = warp(painted, flow_to_sitter(painted, photos, guide, settings.flow_sigma) * head)
-    carried = carry_colour(painted, photos, settings.colour_sigma, settings.palette_keep)
-    carried = carry_structure(carried, photos, settings.structure_band, settings.structure_weight)
+        guide = carry_colour(painted, sitter, settings.colour_sigma)
+        painted = warp(painted, flow_to_sitter(painted, sitter, guide, settings.flow_sigma) * head)
+    carried = carry_colour(painted, sitter, settings.colour_sigma, settings.palette_keep)
+    carried = carry_structure(carried, sitter, settings.structure_band, settings.structure_weight)
     rows = [i for i, paper in enumerate(on_paper) if paper]
     if rows:
         paper = compose.paper_around_head(painted[rows])

@@ -39,7 +39,7 @@ def _smooth_face(seed: int) -> torch.Tensor:
 def test_colour_comes_from_the_photo_and_strokes_from_the_painting():
     photo, painting = _smooth_face(1), _smooth_face(2)
     strokes = (torch.arange(256).view(1, 1, 1, -1) % 4 < 2).float() * 0.08  # 2-px stripes: "brushwork"
-    carried = likeness.carry_colour((painting + strokes).clamp(0, 1), photo, sigma=8.0)
+    carried = likeness.carry_colour((painting + strokes).clamp(0, 1), likeness.Sitter.of(photo), sigma=8.0)
     low = lambda x: align.gaussian_blur(srgb_to_lab(x), 16.0)  # noqa: E731  (well below the carrying scale)
     assert (low(carried) - low(photo)).abs().mean() < 0.3 * (low(painting) - low(photo)).abs().mean()
     stripes = carried[..., 100:156, 100:156] - align.gaussian_blur(carried, 1.0)[..., 100:156, 100:156]
@@ -58,7 +58,8 @@ def _detailed_face(seed: int) -> torch.Tensor:
 def test_the_flow_finds_where_the_painting_drew_each_feature_and_the_warp_puts_it_back():
     photo = _detailed_face(3)
     painting = torch.roll(photo, shifts=(4, -3), dims=(2, 3))  # the same face drawn a few pixels off
-    flow = likeness.flow_to_sitter(painting, photo, painting, sigma=1.0)
+    sitter = likeness.Sitter.of(photo, replace(likeness.DEFAULT, flow_sigma=1.0))
+    flow = likeness.flow_to_sitter(painting, sitter, painting, sigma=1.0)
     centre = (..., slice(96, 176), slice(96, 176))
     assert torch.allclose(flow[0][centre[1:]].median(0).values.median(0).values, torch.tensor([-3.0, 4.0]), atol=0.5)
     before = (painting - photo)[centre].abs().mean()
@@ -78,8 +79,9 @@ def test_the_whole_step_warps_before_it_carries_colour():
 def test_the_wash_keeps_some_of_the_paintings_own_hue():
     photo, painting = _smooth_face(5), _smooth_face(6)
     hue = lambda x: align.gaussian_blur(srgb_to_lab(x), 16.0)[:, 1:]  # noqa: E731
-    full = (hue(likeness.carry_colour(painting, photo, 8.0)) - hue(photo)).abs().mean()
-    washed = (hue(likeness.carry_colour(painting, photo, 8.0, palette_keep=0.3)) - hue(photo)).abs().mean()
+    sitter = likeness.Sitter.of(photo)
+    full = (hue(likeness.carry_colour(painting, sitter, 8.0)) - hue(photo)).abs().mean()
+    washed = (hue(likeness.carry_colour(painting, sitter, 8.0, palette_keep=0.3)) - hue(photo)).abs().mean()
     assert washed > full + 0.1 * (hue(painting) - hue(photo)).abs().mean()
 
 
