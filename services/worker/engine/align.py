@@ -69,9 +69,10 @@ def _theta(to_source: np.ndarray, source_hw: tuple[int, int], target_hw: tuple[i
     return torch.from_numpy(full[:2]).float()
 
 
-def _warp(
+def warp(
     images: torch.Tensor, to_source: Sequence[np.ndarray], size: tuple[int, int], padding_mode: str
 ) -> torch.Tensor:
+    """N×C×H×W → N×C×size: each output pixel sampled where its 2×3 output → input matrix sends it (one batch)."""
     thetas = torch.stack([_theta(m, (images.shape[-2], images.shape[-1]), size) for m in to_source]).to(images.device)
     grid = F.affine_grid(thetas.to(images.dtype), [images.shape[0], images.shape[1], *size], align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)
@@ -88,14 +89,14 @@ def crop_faces(portraits: torch.Tensor, matrices: Sequence[np.ndarray]) -> torch
     if min(scales) < 0.5:  # shrinking more than 2×: low-pass first so bilinear sampling does not alias
         sigma = 0.5 / min(scales) - 0.5
         smoothed = gaussian_blur(portraits, sigma)
-    return _warp(smoothed, [invert(m) for m in matrices], (CROP_SIDE, CROP_SIDE), "border")
+    return warp(smoothed, [invert(m) for m in matrices], (CROP_SIDE, CROP_SIDE), "border")
 
 
 def paste(faces: torch.Tensor, matrices: Sequence[np.ndarray], size: tuple[int, int]) -> torch.Tensor:
     """N×C×s×s crops (any side s, e.g. after super-resolution) → N×C×H×W in portrait space, zero outside."""
     side = faces.shape[-1]
     to_crop = [np.diag([side / CROP_SIDE, side / CROP_SIDE]) @ m for m in matrices]
-    return _warp(faces, to_crop, size, "zeros")
+    return warp(faces, to_crop, size, "zeros")
 
 
 def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:

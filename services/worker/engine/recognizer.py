@@ -71,7 +71,7 @@ def warp_to_chips(images: torch.Tensor, matrices: Sequence[np.ndarray]) -> torch
     if min(scales) < 0.5:  # shrinking more than 2×: low-pass first so bilinear sampling does not alias
         images = align.gaussian_blur(images, 0.5 / min(scales) - 0.5)
     # align's warp: one grid_sample for the batch, in the same pixel conventions as the stylizer's crops
-    return align._warp(images, [align.invert(m) for m in matrices], (CHIP_SIDE, CHIP_SIDE), "zeros")
+    return align.warp(images, [align.invert(m) for m in matrices], (CHIP_SIDE, CHIP_SIDE), "zeros")
 
 
 class FaceRecognizer:

