@@ -53,7 +53,7 @@ def direct_pins(extras: list[str]) -> dict[str, str]:
             if normalize(name) == PROJECT:
                 todo.extend(rest.split("]")[0].split(","))
                 continue
-            match = _PIN.match(requirement)
+            match = _PIN.match(re.sub(r"\[[^\]]*\]", "", requirement))  # celery[redis]==x pins celery
             assert match, f"pyproject.toml: not an exact pin: {requirement!r}"
             pins[normalize(match[1])] = match[2]
     return pins
