@@ -82,6 +82,35 @@ def test_multi_stage_non_root_with_a_healthcheck(service):
     assert not any(cmd == "RUN" and "pip install" in " ".join(args) for cmd, _, args in final)
 
 
+STANDINS = ROOT / "deploy" / "compose" / "standins" / "Dockerfile"
+
+
+@pytest.mark.parametrize(
+    "path", sorted({*DOCKERFILES.values(), STANDINS}), ids=lambda p: p.relative_to(ROOT).as_posix()
+)
+def test_no_frontend_is_fetched_from_a_registry(path):
+    # #22: `# syntax=docker/dockerfile:…` makes BuildKit pull a frontend image first: every build failed in
+    # 0.5 s on a machine that reaches no registry. The engine's built-in frontend reads these files.
+    assert not any(line.lower().replace(" ", "").startswith("#syntax=") for line in path.read_text().splitlines())
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_the_project_runs_where_its_code_is(service):
+    # #22: the worker's models stage ran `python -m services.worker…` in /build, where the deps stage's stub
+    # `services/__init__.py` came first on sys.path and hid the real package. (`make images` builds it too.)
+    by_name = stages(service)
+    for name, steps in by_name.items():
+        chain, base = list(steps), steps[0][2][0]
+        while base in by_name:
+            chain, base = by_name[base] + chain, by_name[base][0][2][0]
+        workdir = None
+        for cmd, _, values in chain:
+            if cmd == "WORKDIR":
+                workdir = values[0]
+            if cmd == "RUN" and re.search(r"python -m (services|shared)\.", " ".join(values)):
+                assert workdir == "/app", f"{name}: {' '.join(values)} runs in {workdir}"
+
+
 @pytest.mark.parametrize("service", ["gateway", "janitor"])
 def test_gateway_and_janitor_images_carry_no_torch(service):
     text = DOCKERFILES[service].read_text()
@@ -101,10 +130,14 @@ def test_worker_image_installs_the_projects_torch_from_the_cuda_index():
     }
     assert args["TORCH_VERSION"] == torch_pin(), "the same torch as pyproject.toml"
     assert args["TORCH_VARIANT"].startswith("cu")
+    # #22: PyTorch's index by default, any mirror of it (or a folder of wheels served over HTTP) by argument;
+    # only torch itself comes from there, everything else from PIP_INDEX_URL (PyPI when unset).
+    assert args["TORCH_INDEX_URL"] == "https://download.pytorch.org/whl/${TORCH_VARIANT}"
     run_lines = [" ".join(values) for cmd, _, values in steps if cmd == "RUN"]
-    torch_install = next(line for line in run_lines if "download.pytorch.org" in line)
-    assert 'https://download.pytorch.org/whl/${TORCH_VARIANT}" "torch==${TORCH_VERSION}"' in torch_install
+    torch_install = next(line for line in run_lines if "torch==${TORCH_VERSION}" in line)
+    assert 'pip install --no-deps --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"' in torch_install
     assert torch_install.index("torch==") < torch_install.index('".[worker]"'), "torch before the rest"
+    assert "pip check" in torch_install, "torch's own dependencies, installed by the second pip, all there"
     assert any("services.worker.engine.weights --model-dir /models" in line for line in run_lines)
     env = " ".join(" ".join(values) for cmd, _, values in final_stage("worker") if cmd == "ENV")
     assert "PORTRAITS_MODEL_DIR /models" in env
