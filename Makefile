@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 DEPS_STAMP := $(VENV)/.deps-installed
 MODELS_STAMP := var/models/manifest.json
 
-.PHONY: run test lint lock models venv bench bench-system bench-pair chaos drill sheet identity deploy-files clean
+.PHONY: run test lint images lock models venv bench bench-system bench-pair chaos drill sheet identity deploy-files clean
 
 venv: $(DEPS_STAMP)
 
@@ -23,9 +23,17 @@ $(DEPS_STAMP): pyproject.toml constraints/dev.txt
 models: $(DEPS_STAMP)
 	$(PY) -m services.worker.engine.weights
 
-test: models lint
-	scripts/install_deploy_tools.sh $(VENV)
+test: models lint images
 	$(PY) -m pytest
+
+# Every image built from the repository's Dockerfiles on a private Docker engine (Debian's docker.io, started
+# and stopped here), on a stand-in Python base where no registry serves one, then run: tests/containers (the
+# three images locked down as Kubernetes runs them, and docker compose), one real portrait each (#22).
+# ~6 min on 2 cores from nothing, ~1.5 min with the layers of a previous run (var/containers/docker).
+# TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu: torch from PyTorch's index, not this machine's pip.
+images: $(DEPS_STAMP)
+	scripts/install_deploy_tools.sh $(VENV)
+	$(PY) -m scripts.containers
 
 lint: $(DEPS_STAMP)  # ruff (lint, import order, format) and mypy, configured in pyproject.toml (#12); ~40 s
 	$(PY) -m ruff check .
