@@ -14,8 +14,9 @@ from tests.support import samples
 pytest_plugins = ["tests.support.servers"]
 
 # Every test under these directories runs against real servers: Redis and SeaweedFS, and in e2e/, browser/ and
-# chaos/ also Celery workers, the gateway under gunicorn and chromium (scripts/chaos/stack.py).
-SERVER_DIRECTORIES = frozenset({"integration", "e2e", "browser", "chaos"})
+# chaos/ also Celery workers, the gateway under gunicorn and chromium (scripts/chaos/stack.py); in containers/,
+# the images on a Docker engine (`make images`).
+SERVER_DIRECTORIES = frozenset({"integration", "e2e", "browser", "chaos", "containers"})
 # Fixtures that start a server wherever a test asks for one: the session's Redis and SeaweedFS
 # (tests/support/servers.py) and the real weed binary of tests/deploy/test_seaweedfs_scripts.py. A fixture built
 # on one of them (the gateway's settings, a test's backends) puts it in the test's closure, so it counts too.

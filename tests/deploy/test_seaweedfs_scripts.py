@@ -191,7 +191,9 @@ def test_dev_overlay_ships_the_same_scripts():
         if doc["kind"] == "ConfigMap" and doc["metadata"]["name"].startswith("seaweedfs-scripts")
     ]
     assert config_map["data"] == {script.name: script.read_text() for script in SCRIPTS.glob("*.sh")}
-    copies = [p for p in ROOT.glob("deploy/**/*.sh") if p.parent != SCRIPTS]
+    ours = {script.name: script.read_text() for script in SCRIPTS.glob("*.sh")}
+    others = [p for p in ROOT.glob("deploy/**/*.sh") if p.parent != SCRIPTS]  # e.g. the Redis stand-in's entrypoint
+    copies = [p for p in others if p.name in ours or p.read_text() in ours.values()]
     assert not copies, copies
 
 

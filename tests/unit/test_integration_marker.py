@@ -13,7 +13,7 @@ from pathlib import Path
 
 from shared.settings import PROJECT_ROOT
 
-SERVER_DIRECTORIES = ("tests/integration/", "tests/e2e/", "tests/browser/", "tests/chaos/")
+SERVER_DIRECTORIES = ("tests/integration/", "tests/e2e/", "tests/browser/", "tests/chaos/", "tests/containers/")
 SERVER_FIXTURES = {"redis_server", "s3_server", "weed", "stack"}
 
 # Records what `-m "not integration"` keeps and what it drops, with each test's fixture closure.
