@@ -29,7 +29,7 @@ test: models lint images
 # Every image built from the repository's Dockerfiles on a private Docker engine (Debian's docker.io, started
 # and stopped here), on a stand-in Python base where no registry serves one, then run: tests/containers (the
 # three images locked down as Kubernetes runs them, and docker compose), one real portrait each (#22).
-# ~6 min on 2 cores from nothing, ~1.5 min with the layers of a previous run (var/containers/docker).
+# ~4.5 min on 2 cores from nothing, ~1.5 min with the layers of a previous run (var/containers/docker).
 # TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu: torch from PyTorch's index, not this machine's pip.
 images: $(DEPS_STAMP)
 	scripts/install_deploy_tools.sh $(VENV)
