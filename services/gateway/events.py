@@ -40,7 +40,8 @@ import redis
 from flask import Blueprint, Flask, Request, Response, current_app, request
 
 from services.gateway import metrics
-from services.gateway.routes import EXTENSION_KEY as GATEWAY_KEY
+from services.gateway.context import EXTENSION_KEY as GATEWAY_KEY
+from services.gateway.context import Gateway, gateway
 from services.gateway.routes import _bind_job, _not_found, portrait_view
 from services.gateway.worker import STOPPING
 from shared import events as job_events
@@ -95,7 +96,7 @@ class EventFeed:
 
     @classmethod
     def for_app(cls, app: Flask) -> EventFeed:
-        gw = app.extensions[GATEWAY_KEY]
+        gw: Gateway = app.extensions[GATEWAY_KEY]
         settings = gw.settings
         # One connection per open stream (a blocked XREAD holds its connection): 200 streams, 200 connections,
         # far below Redis's 10 000; at most one per thread, so the pool's cap (redis-py's default is 100) is the
@@ -122,7 +123,7 @@ def portrait_events(id: str) -> Response:  # the public path parameter is called
     if not is_job_id(id):
         raise _not_found()  # malformed ids never reach Redis
     _bind_job(id)
-    gw = current_app.extensions[GATEWAY_KEY]
+    gw = gateway()
     feed: EventFeed = current_app.extensions[EXTENSION_KEY]
     # Read before answering, on the gateway's usual client: an unknown id is a 404 envelope and a Redis outage a
     # 503, not a stream that ends at once. One MULTI, so the newest stream id and the record agree.
@@ -183,7 +184,7 @@ def _peer_closed_check(sock: Any) -> Callable[[], bool]:
 class Follower:
     """One client's stream: what to send first, then the job's stream from there, until the job ends."""
 
-    gw: Any  # services.gateway.app.Gateway (not imported: app.py imports this module)
+    gw: Gateway
     feed: EventFeed
     job: Job
     newest_id: str | None

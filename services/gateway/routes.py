@@ -13,15 +13,16 @@ import math
 from concurrent.futures import Future
 from datetime import UTC, datetime
 from functools import cache, partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
-from flask import Blueprint, Flask, Response, current_app, jsonify, request, url_for
+from flask import Blueprint, Flask, Response, jsonify, request, url_for
 from obstore.exceptions import BaseError as ObstoreError
 from redis import RedisError
 
 from services.gateway import metrics, openapi
+from services.gateway.context import Gateway, gateway
 from services.gateway.errors import ApiError
 from services.gateway.uploads import CleanUpload, read_upload
 from shared.audit import Deleter, ObjectKind
@@ -49,12 +50,8 @@ from shared.storage import RESULT_EXTENSIONS, ObjectMissing, StorageUnavailable,
 from shared.styles import AUTO, Family, choices, styles_in
 from shared.webhooks import host_of
 
-if TYPE_CHECKING:
-    from services.gateway.app import Gateway
-
 log = get_logger(__name__)
 
-EXTENSION_KEY = "portraits_gateway"
 SOURCE_CONTENT_TYPE = "application/octet-stream"  # sealed: opaque bytes, not an image
 VISIBLE_STATES = frozenset({JobState.QUEUED, JobState.PROCESSING, JobState.DONE, JobState.FAILED})
 _STORAGE_ERRORS = (StorageUnavailable, ObjectMissing, ObstoreError, ClientError, BotoCoreError)
@@ -62,11 +59,6 @@ _STORAGE_ERRORS = (StorageUnavailable, ObjectMissing, ObstoreError, ClientError,
 uploads = Blueprint("uploads", __name__)
 portraits = Blueprint("portraits", __name__)
 ops = Blueprint("ops", __name__)
-
-
-def gateway() -> Gateway:
-    gw: Gateway = current_app.extensions[EXTENSION_KEY]  # Flask types its extensions as Any; app.py puts it there
-    return gw
 
 
 def register(app: Flask) -> None:

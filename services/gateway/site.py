@@ -25,8 +25,9 @@ from urllib.parse import urlsplit
 from flask import Blueprint, Flask, Response, redirect
 from werkzeug.wrappers import Response as Redirect
 
+from services.gateway.context import gateway
 from services.gateway.errors import ApiError
-from services.gateway.routes import gateway, portrait_view
+from services.gateway.routes import portrait_view
 from shared.ids import is_job_id
 from shared.jobs import JobState
 from shared.jobs import now as clock
