@@ -18,14 +18,11 @@ import json
 import re
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING
 
 import redis
 
+from shared.job_states import JobState
 from shared.redis_replies import stream_entries, xread_entries
-
-if TYPE_CHECKING:
-    from shared.jobs import JobState
 
 KEY_PREFIX = "portraits:events:"
 # Entries per job: created, processing, seven stages and an end is ~10; a job restarted twice after its worker
@@ -64,8 +61,6 @@ class JobEvent:
 
     @classmethod
     def from_entry(cls, entry_id: bytes | str, fields: dict[bytes, bytes]) -> JobEvent:
-        from shared.jobs import JobState  # shared.jobs imports this module
-
         raw_stage = fields.get(b"stage")
         stage = json.loads(raw_stage) if raw_stage else None
         return cls(

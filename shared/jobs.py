@@ -15,40 +15,19 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
-from enum import StrEnum
 from typing import Any, ClassVar
 
 import redis
 from redis.typing import EncodableT, FieldT
 
 from shared import events
+from shared.job_states import ALLOWED as ALLOWED
+from shared.job_states import TERMINAL as TERMINAL
+from shared.job_states import JobState as JobState
 from shared.logging import get_logger
 from shared.redis_replies import members, text
 
 log = get_logger("portraits.jobs")
-
-
-class JobState(StrEnum):
-    QUEUED = "queued"
-    PROCESSING = "processing"
-    DONE = "done"
-    FAILED = "failed"
-    DELETED = "deleted"
-    EXPIRED = "expired"
-
-
-ALLOWED: dict[JobState, frozenset[JobState]] = {
-    JobState.QUEUED: frozenset({JobState.PROCESSING, JobState.FAILED, JobState.DELETED, JobState.EXPIRED}),
-    # processing → processing: a task redelivered after its worker died starts over.
-    JobState.PROCESSING: frozenset(
-        {JobState.PROCESSING, JobState.DONE, JobState.FAILED, JobState.DELETED, JobState.EXPIRED}
-    ),
-    JobState.DONE: frozenset({JobState.DELETED, JobState.EXPIRED}),
-    JobState.FAILED: frozenset({JobState.DELETED, JobState.EXPIRED}),
-    JobState.DELETED: frozenset(),
-    JobState.EXPIRED: frozenset(),
-}
-TERMINAL = frozenset({JobState.DONE, JobState.FAILED, JobState.DELETED, JobState.EXPIRED})
 
 
 def sources_of(target: JobState) -> frozenset[JobState]:
