@@ -7,7 +7,7 @@ generator — can be added by registering a factory here, without touching the s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
@@ -143,36 +143,3 @@ def _recipe(job: PaintJob, kind: type[_Recipe]) -> _Recipe:
     if not isinstance(recipe, kind):
         raise TypeError(f"style {job.style.name} is not a {kind.__name__}")
     return recipe
-
-
-GeneratorFactory = Callable[[dict[str, Path], Runtime, StyleEncoder, GeneratorOptions], Generator]
-
-
-def _gan_portrait(
-    model_paths: dict[str, Path], runtime: Runtime, encoder: StyleEncoder, options: GeneratorOptions
-) -> Generator:
-    from services.worker.engine.gan_generator import GanPortraitGenerator  # a cycle if imported at the top
-
-    return GanPortraitGenerator(
-        NeuralStyleGenerator(model_paths, runtime, encoder), model_paths, runtime, encoder, options
-    )
-
-
-GENERATORS: dict[str, GeneratorFactory] = {
-    NeuralStyleGenerator.name: NeuralStyleGenerator,
-    "gan-portrait": _gan_portrait,
-}
-
-
-def create_generator(
-    name: str,
-    model_paths: dict[str, Path],
-    runtime: Runtime,
-    encoder: StyleEncoder,
-    options: GeneratorOptions | None = None,
-) -> Generator:
-    try:
-        factory = GENERATORS[name]
-    except KeyError:
-        raise ValueError(f"unknown generator {name!r}; registered: {', '.join(GENERATORS)}") from None
-    return factory(model_paths, runtime, encoder, options or GeneratorOptions())

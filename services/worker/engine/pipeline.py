@@ -21,7 +21,8 @@ from services.worker.engine.config import EngineConfig
 from services.worker.engine.detect import FaceBox, FaceDetector
 from services.worker.engine.features import PhotoFeatures, measure
 from services.worker.engine.frame import Framing, frame
-from services.worker.engine.generate import Generator, GeneratorOptions, PaintJob, StyleEncoder, create_generator
+from services.worker.engine.generate import Generator, GeneratorOptions, PaintJob, StyleEncoder
+from services.worker.engine.generators import create_generator
 from services.worker.engine.logs import get_logger
 from services.worker.engine.networks.arbitrary import StylePredictor
 from services.worker.engine.recognizer import FaceRecognizer
