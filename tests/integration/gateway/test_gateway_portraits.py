@@ -25,7 +25,8 @@ from pydantic import SecretStr
 from werkzeug.test import TestResponse
 
 from scripts.devstack import SeaweedServer
-from services.gateway.app import Gateway, create_app, gateway_s3_settings
+from services.gateway.app import create_app
+from services.gateway.context import Gateway, gateway_s3_settings
 from shared.crypto import SourceKeys, unseal
 from shared.jobs import JobState, JobStore, now
 from shared.queue import make_celery
