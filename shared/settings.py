@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     )
     generator: str = Field(
         "gan-portrait",
-        description="Registered generator that paints the portrait (see `engine/generate.py`): `gan-portrait` "
+        description="Registered generator that paints the portrait (see `engine/generators.py`): `gan-portrait` "
         "paints faces with the face GAN and also every style-transfer style; `neural-style` only the latter.",
     )
     face_upscaler: Literal["auto", "esrgan", "esrgan-plus", "bicubic"] = Field(
