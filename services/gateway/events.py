@@ -42,8 +42,8 @@ from flask import Blueprint, Flask, Request, Response, current_app, request
 from services.gateway import metrics
 from services.gateway.context import EXTENSION_KEY as GATEWAY_KEY
 from services.gateway.context import Gateway, gateway
+from services.gateway.gunicorn_worker import STOPPING
 from services.gateway.routes import _bind_job, _not_found, portrait_view
-from services.gateway.worker import STOPPING
 from shared import events as job_events
 from shared.backends import blocking_redis_client, pool_for_threads
 from shared.ids import is_job_id

@@ -27,7 +27,7 @@ graceful_timeout = timeout
 # Our subclass also answers gunicorn's own errors (431, 400…) in the JSON envelope (worker.py).
 # Note: a gthread worker's heartbeat comes from its main loop, so `timeout` no longer kills a worker over one
 # slow request; the gateway's own time budget (app.py) is what bounds requests.
-worker_class = "services.gateway.worker.GatewayWorker"
+worker_class = "services.gateway.gunicorn_worker.GatewayWorker"
 threads = _settings.gateway_threads
 preload_app = False  # each worker opens its own Redis/S3/broker connections after the fork
 accesslog = None  # gunicorn's access log records client addresses; the app logs no addresses
