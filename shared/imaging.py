@@ -24,9 +24,6 @@ pi_heif.register_heif_opener()
 
 #: Pillow format names we accept (HEIC and HEIF both report "HEIF").
 SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "HEIF"})
-#: The portrait's content type for each `output_format` setting: the engine encodes by it, and the worker names the
-#: result's object by it before the portrait exists (its deletion is scheduled while the render finishes, #11).
-OUTPUT_CONTENT_TYPES = {"jpeg": "image/jpeg", "webp": "image/webp"}
 _SRGB = ImageCms.createProfile("sRGB")
 EXIF_ORIENTATION = 0x0112
 

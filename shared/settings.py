@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.output_format import OutputFormat
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -66,7 +68,7 @@ class Settings(BaseSettings):
         128, ge=32, description="Photos whose short side is below this many pixels are refused."
     )
     output_size: int = Field(768, ge=512, le=2048, description="Long side of the finished portrait, in pixels.")
-    output_format: Literal["jpeg", "webp"] = Field("jpeg", description="Encoding of the portrait.")
+    output_format: OutputFormat = Field(OutputFormat.JPEG, description="Encoding of the portrait.")
     output_quality: int = Field(90, ge=50, le=100, description="JPEG/WebP quality of the portrait.")
     detect_max_side: int = Field(
         1024, ge=256, description="Photos are downscaled to this long side before face detection."

@@ -41,8 +41,6 @@ if TYPE_CHECKING:  # the stubs are in the `lint` extra only; nothing imports the
     from obstore.store import ClientConfig, RetryConfig
 
 _MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
-#: Result content types and their key extensions: the worker names results by these, erasure tries them all.
-RESULT_EXTENSIONS = {"image/jpeg": "jpg", "image/webp": "webp"}
 
 
 class StoreUsedBeforeFork(RuntimeError):

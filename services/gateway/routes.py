@@ -45,8 +45,9 @@ from shared.ids import is_job_id, new_job_id
 from shared.jobs import Job, JobNotFound, JobState, TransitionRefused
 from shared.jobs import now as clock
 from shared.logging import get_logger
+from shared.output_format import OutputFormat
 from shared.queue import enqueue_render, queue_depth
-from shared.storage import RESULT_EXTENSIONS, ObjectMissing, StorageUnavailable, result_key, source_key
+from shared.storage import ObjectMissing, StorageUnavailable, result_key, source_key
 from shared.styles import AUTO, Family, choices, styles_in
 from shared.webhooks import host_of
 
@@ -320,7 +321,7 @@ def erase(gw: Gateway, job: Job) -> None:
     """Result(s), source, source key, then the record: the record goes last so a failed erasure can be
     retried with the same id. Every step is idempotent."""
     # A worker racing this DELETE may write its result after we read the record: remove every possible key.
-    results = {result_key(job.id, extension) for extension in RESULT_EXTENSIONS.values()}
+    results = {result_key(job.id, output.extension) for output in OutputFormat}
     if job.result_key:
         results.add(job.result_key)
     for key in sorted(results):

@@ -37,14 +37,14 @@ from shared.deletion import Eraser
 from shared.errors import JobErrorCode, JobFailure, PortraitError
 from shared.gallery import GalleryEntry, GalleryIndex, day_of
 from shared.gallery import object_key as gallery_object_key
-from shared.imaging import OUTPUT_CONTENT_TYPES
 from shared.job_start import JobStarter, Started
 from shared.jobs import Job, JobNotFound, JobState, JobStore, TransitionRefused, now
 from shared.leases import Held, JobLeases, process_owner
 from shared.logging import get_logger
+from shared.output_format import OutputFormat
 from shared.settings import Settings
 from shared.stages import Stage
-from shared.storage import RESULT_EXTENSIONS, ObjectMissing, ObjectStore, StorageUnavailable, result_key, source_key
+from shared.storage import ObjectMissing, ObjectStore, StorageUnavailable, result_key, source_key
 from shared.webhooks import WebhookOutbox, notify_finished
 
 if TYPE_CHECKING:  # torch underneath: the engine's types are only named here, its module loads in render processes
@@ -287,7 +287,8 @@ class JobRunner:
         """Schedule the deletion of the result this job is about to store; `_deliver` then finds it done. Should
         the render still fail, the schedule keeps a deletion of an object never written, as a put that fails
         always has left one: the janitor's delete of it is a no-op."""
-        key = result_key(job_id, RESULT_EXTENSIONS[OUTPUT_CONTENT_TYPES[self._settings.output_format]])
+        # Named by the format before the portrait exists (its deletion is scheduled while the render finishes, #11).
+        key = result_key(job_id, self._settings.output_format.extension)
         at = now()
         try:
             self._eraser.track(ObjectKind.RESULT, key, job_id, at, self._settings.result_ttl_seconds)
@@ -314,7 +315,7 @@ class JobRunner:
                 portrait.identity_distance
             )
 
-        key = result_key(job_id, RESULT_EXTENSIONS[portrait.content_type])
+        key = result_key(job_id, OutputFormat.of_content_type(portrait.content_type).extension)
         # Scheduled before it is written, so a crash right after the write still leaves it on the schedule: as the
         # render's last stage began (`_schedule_result`), or else now. The result lives until that schedule says.
         scheduled_key, scheduled_at = self._scheduled.pop(job_id, (None, 0.0))

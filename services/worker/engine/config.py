@@ -12,13 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from shared.output_format import OutputFormat
+
 if TYPE_CHECKING:  # the builder only reads attributes, so the engine never imports the settings module
     from shared.settings import Settings
 
 Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 FaceUpscaler = Literal["auto", "esrgan", "esrgan-plus", "bicubic"]
-OutputFormat = Literal["jpeg", "webp"]
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from services.worker.engine.tensors import to_batch, to_uint8_hwc
 from services.worker.engine.timing import StageTimer
 from services.worker.engine.weights import verify_model_dir
 from shared.errors import PortraitError
-from shared.imaging import OUTPUT_CONTENT_TYPES, DecodedPhoto, decode
+from shared.imaging import DecodedPhoto, decode
 from shared.stages import ENGINE_STAGES
 
 log = get_logger()
@@ -313,7 +313,7 @@ class PortraitEngine:
             amounts = [0.0 if isinstance(i.chosen.style.recipe, GanRecipe) else self.config.detail_blend for i in live]
             finished = iter(finish.detail_blend(painted, photos, [i.framed.face_in_portrait for i in live], amounts))
         outcomes: list[RenderOutcome] = []
-        content_type = OUTPUT_CONTENT_TYPES[self.config.output_format]
+        content_type = self.config.output_format.content_type
         for item in items:
             if item.error is not None:
                 outcomes.append(item.error)
