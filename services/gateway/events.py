@@ -33,7 +33,7 @@ import select
 import socket
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -44,6 +44,7 @@ from services.gateway.context import EXTENSION_KEY as GATEWAY_KEY
 from services.gateway.context import Gateway, gateway
 from services.gateway.gunicorn_worker import STOPPING
 from services.gateway.routes import _bind_job, _not_found, portrait_view
+from services.gateway.sse import HEARTBEAT, SseEvent, SseEventName, format_event
 from shared import events as job_events
 from shared.backends import blocking_redis_client, pool_for_threads
 from shared.ids import is_job_id
@@ -58,33 +59,14 @@ EXTENSION_KEY = "portraits_events"
 READ_SLICE_SECONDS = 1.0
 READ_COUNT = 32  # stream entries per read; a job has a dozen
 RETRY_MS = 2000  # sent as `retry:`: how long an EventSource waits before it reconnects
-HEARTBEAT = b": keep-alive\n\n"
 STREAM_HEADERS = {
     "Cache-Control": "no-store",
     "X-Accel-Buffering": "no",  # nginx (the ingress) would otherwise hold events back in its buffer
 }
 Record = Mapping[bytes | str, bytes | str]  # a job's HGETALL reply, empty when the record is gone
-_FINAL_NAMES = {JobState.DONE: "done", JobState.FAILED: "failed"}
+_FINAL_NAMES = {JobState.DONE: SseEventName.DONE, JobState.FAILED: SseEventName.FAILED}
 
 blueprint = Blueprint("events", __name__)
-
-
-@dataclass(frozen=True)
-class SseEvent:
-    event: str
-    data: dict[str, Any] = field(default_factory=dict)
-    id: str | None = None
-
-
-def format_event(event: SseEvent) -> bytes:
-    """One SSE message. The JSON is ASCII-only (`ensure_ascii`), so it is one line: no CR, LF or U+2028 that a
-    client could split it on."""
-    data = json.dumps(event.data, separators=(",", ":"), ensure_ascii=True)
-    for value in (event.event, event.id or "", data):
-        if "\n" in value or "\r" in value:
-            raise ValueError("an SSE field cannot hold a line break")
-    head = f"id: {event.id}\n" if event.id else ""
-    return f"{head}event: {event.event}\ndata: {data}\n\n".encode()
 
 
 @dataclass(frozen=True)
@@ -230,7 +212,7 @@ class Follower:
                 yield format_event(self._final(self.newest_id, job))  # the record read with the newest id
                 return
             if job.state is JobState.PROCESSING and job.stage:
-                yield format_event(SseEvent("stage", {"stage": job.stage}, self.newest_id))
+                yield format_event(SseEvent(SseEventName.STAGE, {"stage": job.stage}, self.newest_id))
         else:
             cursor = self.resume_from
         last_write = time.monotonic()
@@ -246,7 +228,7 @@ class Follower:
                     return
                 if entry.state is JobState.PROCESSING and entry.stage:
                     self.sent_position = None
-                    yield format_event(SseEvent("stage", {"stage": entry.stage}, entry.id))
+                    yield format_event(SseEvent(SseEventName.STAGE, {"stage": entry.stage}, entry.id))
                     last_write = time.monotonic()
             if entries:
                 continue
@@ -259,7 +241,7 @@ class Follower:
                 return
             if state is JobState.QUEUED and rank is not None and int(rank) != self.sent_position:
                 self.sent_position = int(rank)
-                yield format_event(SseEvent("queue_position", {"queue_position": self.sent_position}))
+                yield format_event(SseEvent(SseEventName.QUEUE_POSITION, {"queue_position": self.sent_position}))
                 last_write = time.monotonic()
             elif time.monotonic() - last_write >= heartbeat:
                 yield HEARTBEAT
@@ -286,5 +268,5 @@ class Follower:
         deleted."""
         view = portrait_view(self.gw, job, clock()) if job is not None else None
         if view is None or job is None or job.state not in _FINAL_NAMES:
-            return SseEvent("deleted", {}, event_id)
+            return SseEvent(SseEventName.DELETED, {}, event_id)
         return SseEvent(_FINAL_NAMES[job.state], view, event_id)

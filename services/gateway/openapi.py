@@ -13,6 +13,7 @@ from functools import cache
 from typing import Any
 
 from services.gateway.errors import CODES
+from services.gateway.sse import SseEventName
 from shared.errors import JOB_ERRORS, job_error_codes
 from shared.stages import REPORTED_STAGES
 from shared.styles import Family, Painter, choices
@@ -499,11 +500,11 @@ def _portrait_events() -> dict[str, Any]:
             **_errors("not_found", "unavailable", *_ALWAYS),
         },
         "x-events": {
-            "stage": _ref("StageEvent"),
-            "queue_position": _ref("QueuePositionEvent"),
-            "done": _ref("Portrait"),
-            "failed": _ref("Portrait"),
-            "deleted": _ref("DeletedEvent"),
+            SseEventName.STAGE.value: _ref("StageEvent"),
+            SseEventName.QUEUE_POSITION.value: _ref("QueuePositionEvent"),
+            SseEventName.DONE.value: _ref("Portrait"),
+            SseEventName.FAILED.value: _ref("Portrait"),
+            SseEventName.DELETED.value: _ref("DeletedEvent"),
         },
     }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from services.client import ServerEvent, parse_sse
-from services.gateway.events import HEARTBEAT, SseEvent, format_event
+from services.gateway.sse import HEARTBEAT, SseEvent, SseEventName, format_event
 from shared.events import is_event_id
 
 
@@ -62,3 +62,10 @@ def test_the_client_parser_follows_the_standard() -> None:
 )
 def test_event_ids_are_stream_ids(value: str, valid: bool) -> None:
     assert is_event_id(value) is valid
+
+
+def test_the_openapi_document_lists_exactly_the_events_the_stream_sends():
+    from services.gateway.openapi import document
+
+    events = document()["paths"]["/v1/portraits/{id}/events"]["get"]["x-events"]
+    assert set(events) == {name.value for name in SseEventName}
