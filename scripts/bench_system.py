@@ -14,7 +14,7 @@ issue 11's original figures). The engine runs first and alone; nothing else shou
     python -m scripts.bench_system                      # `make bench-system`; ~6 min on 2 cores
     python -m scripts.bench_system --clients 1 8 --seconds 20
 
-About 470 lines, on purpose (#12): one benchmark, its driver, its timeline and its report; split, a reader
+Long on purpose: one benchmark, its driver, its timeline and its report; split, a reader
 would follow one measurement across files.
 """
 

@@ -16,7 +16,7 @@ Three parts, so that a slow or hostile receiver can never hold up a render:
 
 The delivery loop that drives these lives in the janitor (services/janitor/webhooks.py).
 
-About 450 lines, on purpose (#12): the three parts share the address checks that keep a receiver from
+Long on purpose: the three parts share the address checks that keep a receiver from
 steering our servers (SSRF); in one file, a reader sees that submit time and connect time apply the same rules.
 """
 

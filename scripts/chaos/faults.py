@@ -4,7 +4,7 @@ seen; how long until the stack recovered; whether the issue's targets for that f
 
 Kill methods are an enum, as in Celery's own failover smoke tests: the same fault can be injected several ways.
 
-About 440 lines, on purpose (#12): one function per fault, each short and independent; together they are
+Long on purpose: one function per fault, each short and independent; together they are
 the catalogue `make chaos` prints, and splitting them would scatter the one table of faults.
 """
 

@@ -3,7 +3,7 @@ drift from what the handlers emit; a unit test checks its paths against the app'
 come from the job error vocabulary (shared/errors.py), the styles from the public style contract (shared/styles.py):
 the gateway imports nothing from the worker (#12).
 
-Some 700 lines, on purpose (#12): one document, mostly literal schema and prose, whose parts point at each other
+Long on purpose: one document, mostly literal schema and prose, whose parts point at each other
 by `$ref`; split by section, a reader would follow the references across files.
 """
 

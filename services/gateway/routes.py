@@ -3,7 +3,7 @@ nothing else), `portraits` (the rest of the public API) and `ops` (health, readi
 
 Portrait responses always carry every field; a field that does not apply is null (see openapi.py).
 
-About 490 lines, on purpose (#12): every route of the HTTP surface in one file, in the order of a job's life, so
+Long on purpose: every route of the HTTP surface in one file, in the order of a job's life, so
 one reading shows all of it; the work behind them is elsewhere (uploads.py, shared/).
 """
 

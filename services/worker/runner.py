@@ -9,7 +9,7 @@ While it paints, the runner holds the job's lease (shared/leases.py, issue 9): i
 lapses and the janitor sends the job again; if the lease was rescued elsewhere meanwhile, this render is
 discarded rather than written.
 
-About 500 lines, on purpose (#12): a job's whole life in this process — claim, gather a batch, paint,
+Long on purpose: a job's whole life in this process — claim, gather a batch, paint,
 deliver, fail, erase — reads in one place and shares one lease and outcome bookkeeping; its seams (the engine
 Protocol, `Outcome`) live in outcomes.py, the engine and the stores elsewhere.
 """
