@@ -9,11 +9,11 @@ from __future__ import annotations
 import base64
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.engine_options import Device, FaceUpscaler, Precision
 from shared.output_format import OutputFormat
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -27,12 +27,8 @@ class Settings(BaseSettings):
         PROJECT_ROOT / "var" / "models",
         description="Directory holding the model files and their manifest (prepared by `make models`).",
     )
-    device: Literal["auto", "cpu", "cuda"] = Field(
-        "auto", description="Where the networks run; `auto` takes CUDA when present, else the CPU."
-    )
-    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
-        "auto", description="Generator precision; `auto` is fp16 on CUDA and fp32 on the CPU."
-    )
+    device: Device = Field("auto", description="Where the networks run; `auto` takes CUDA when present, else the CPU.")
+    precision: Precision = Field("auto", description="Generator precision; `auto` is fp16 on CUDA and fp32 on the CPU.")
     torch_threads: int = Field(
         0,
         ge=0,
@@ -51,7 +47,7 @@ class Settings(BaseSettings):
         description="Registered generator that paints the portrait (see `engine/generators.py`): `gan-portrait` "
         "paints faces with the face GAN and also every style-transfer style; `neural-style` only the latter.",
     )
-    face_upscaler: Literal["auto", "esrgan", "esrgan-plus", "bicubic"] = Field(
+    face_upscaler: FaceUpscaler = Field(
         "auto",
         description="How GAN-painted faces are enlarged into the portrait: Real-ESRGAN compact (`esrgan`), "
         "the photographic RRDBNet (`esrgan-plus`, GPU only in practice) or `bicubic`; `auto` is `esrgan` on "

@@ -8,18 +8,15 @@ build an engine without a service configuration, and keeps `shared.settings` out
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
+from shared.engine_options import Device, FaceUpscaler, Precision
 from shared.output_format import OutputFormat
 
 if TYPE_CHECKING:  # the builder only reads attributes, so the engine never imports the settings module
     from shared.settings import Settings
-
-Device = Literal["auto", "cpu", "cuda"]
-Precision = Literal["auto", "fp32", "fp16", "bf16"]
-FaceUpscaler = Literal["auto", "esrgan", "esrgan-plus", "bicubic"]
 
 
 @dataclass(frozen=True)
@@ -59,25 +56,11 @@ class EngineConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EngineConfig:
-        """The engine's view of the service configuration (the only reader of `Settings` in the engine)."""
-        return cls(
-            model_dir=settings.model_dir,
-            runtime=RuntimeConfig(
-                device=settings.device, precision=settings.precision, torch_threads=settings.torch_threads
-            ),
-            generator=settings.generator,
-            face_upscaler=settings.face_upscaler,
-            max_image_pixels=settings.max_image_pixels,
-            min_image_side=settings.min_image_side,
-            detect_max_side=settings.detect_max_side,
-            min_face_score=settings.min_face_score,
-            min_face_size=settings.min_face_size,
-            output_size=settings.output_size,
-            output_format=settings.output_format,
-            output_quality=settings.output_quality,
-            detail_blend=settings.detail_blend,
-            likeness_max_distance=settings.likeness_max_distance,
-        )
+        """The engine's view of the service configuration (the only reader of `Settings` in the engine): every
+        field but `runtime` is the setting of the same name (#23: they were copied one by one)."""
+        runtime = RuntimeConfig(**{f.name: getattr(settings, f.name) for f in fields(RuntimeConfig)})
+        copied = {f.name: getattr(settings, f.name) for f in fields(cls) if f.name != "runtime"}
+        return cls(runtime=runtime, **copied)
 
 
 def load_engine_config() -> EngineConfig:
