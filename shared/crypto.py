@@ -64,6 +64,7 @@ class SourceKeys:
 
     KEY_PREFIX = "portraits:source-key:"
     EXPECTED_PREFIX = "portraits:source-expected:"
+    ABANDONED_PREFIX = "portraits:source-abandoned:"
 
     def __init__(self, client: redis.Redis, ttl_seconds: int, wait_step_seconds: float = 0.5) -> None:
         self._redis = client
@@ -118,9 +119,23 @@ class SourceKeys:
         """Shred the key; a source still expected is expected no more (a waiting worker stops at its next look)."""
         self._redis.delete(self.KEY_PREFIX + job_id, self.EXPECTED_PREFIX + job_id)
 
+    def abandon(self, job_id: str) -> None:
+        """The gateway gave up storing this source (its put failed or timed out): shred any key, end the expected
+        mark, and say so for the source's maximum age. A worker that looks only now then leaves the source to its
+        deletion deadline (`SourceNotStored`) instead of erasing it at once, while the put given up on may still
+        land: erased first and written after, it was an orphan nothing had scheduled (`make chaos`, #23)."""
+        with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self.KEY_PREFIX + job_id, self.EXPECTED_PREFIX + job_id)
+            pipe.set(self.ABANDONED_PREFIX + job_id, b"1", ex=self._ttl)
+            pipe.execute()
+
     def _look(self, job_id: str) -> tuple[bytes | None, bool]:
+        """(the key or None, whether the source may still be stored); `SourceNotStored` for an abandoned one."""
         with self._redis.pipeline(transaction=False) as pipe:  # one round trip
             pipe.lindex(self.KEY_PREFIX + job_id, 0)
             pipe.exists(self.EXPECTED_PREFIX + job_id)
-            key, expected = pipe.execute()
+            pipe.exists(self.ABANDONED_PREFIX + job_id)
+            key, expected, abandoned = pipe.execute()
+        if key is None and abandoned:
+            raise SourceNotStored(job_id)
         return (blob(key) if key is not None else None), bool(expected)

@@ -215,7 +215,8 @@ def _abandon(gw: Gateway, job: Job, *, stored: bool) -> None:
 
     1. shred the source's key, if it was published, and end its expected mark: whatever blob landed, or lands
        later from a write we gave up on, is unreadable, and a worker waiting for the key (the job was already
-       sent, #11) gives up at its next look, leaving the source to the schedule (runner.py);
+       sent, #11) gives up at its next look, leaving the source to the schedule (runner.py); a write given up
+       on also leaves an "abandoned" mark, so a worker that only looks later does the same;
     2. if the source was stored, move its deletion deadline to now, so the janitor's next sweep (seconds)
        deletes, verifies and audits it. A write we gave up on (S3 hung or failing) keeps its original
        deadline instead: S3 may still carry it out when it wakes up — a frozen SeaweedFS did, 45 s later —
@@ -227,7 +228,8 @@ def _abandon(gw: Gateway, job: Job, *, stored: bool) -> None:
     further step would wait for the same timeout. What is left then expires by itself: the key with its TTL,
     the record with its TTL, and the source at its original deadline, when the janitor deletes it — nothing is
     left unscheduled for its reconcile pass to find."""
-    steps: list[partial[Any]] = [partial(gw.source_keys.delete, job.id)]
+    # Stored: the blob is there to delete now. Not stored: the abandoned mark keeps a worker from erasing it now.
+    steps: list[partial[Any]] = [partial(gw.source_keys.delete if stored else gw.source_keys.abandon, job.id)]
     if stored:
         steps.append(
             partial(

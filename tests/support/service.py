@@ -128,6 +128,6 @@ class PendingUpload:
         self.backends.keys.publish(self.job_id, key)
 
     def abandon(self) -> None:
-        """As the gateway's undo after a failed put: key shredded, the source no longer expected, record gone."""
-        self.backends.keys.delete(self.job_id)
+        """As the gateway's undo after a failed put: key shredded, the source abandoned, record gone."""
+        self.backends.keys.abandon(self.job_id)
         self.backends.jobs.delete(self.job_id)

@@ -94,3 +94,17 @@ def test_an_expected_mark_that_lapses_ends_the_wait(keys, client):
     with pytest.raises(SourceNotStored):
         keys.load(job_id)
     assert 0.25 <= time.monotonic() - began < 0.3 + WAIT_STEP + 0.5
+
+
+def test_a_worker_that_looks_only_after_an_abandon_leaves_the_source_to_its_deadline(keys, client):
+    """#23: after the gateway's undo of a put it gave up on, the first look finds no key and no expected mark.
+    That must not read as a shredded key (`KeyGone`, erase now): the put may still land after an erasure."""
+    job_id = new_job_id()
+    expect(client, keys, job_id)
+    keys.abandon(job_id)
+    began = time.monotonic()
+    with pytest.raises(SourceNotStored):
+        keys.load(job_id)
+    assert time.monotonic() - began < WAIT_STEP
+    assert not client.exists(SourceKeys.EXPECTED_PREFIX + job_id)
+    assert 0 < client.ttl(SourceKeys.ABANDONED_PREFIX + job_id) <= 60, "kept for the source's maximum age"

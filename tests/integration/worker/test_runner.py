@@ -17,7 +17,7 @@ from shared.crypto import SourceKeys
 from shared.deletion import Eraser
 from shared.errors import JobErrorCode
 from shared.job_start import JobStarter
-from shared.jobs import JobState
+from shared.jobs import Job, JobState, now
 from shared.leases import JobLeases
 from shared.storage import ObjectStore, StorageUnavailable, source_key
 from tests.support import samples
@@ -212,6 +212,19 @@ def test_an_upload_abandoned_while_its_worker_waits_leaves_the_source_to_its_sch
     assert _scheduled_source(backends, storing.job_id)
     with pytest.raises(LookupError):
         backends.keys.load(storing.job_id)
+
+
+def test_an_upload_abandoned_before_its_worker_looks_leaves_the_source_to_its_schedule(
+    backends, runner, astronaut_path
+):
+    """#23 (`make chaos`, S3 frozen): the worker's first look came after the gateway's undo. It erased the source
+    then, and the put given up on landed after the erasure: an orphan nothing had scheduled."""
+    storing = backends.begin_submit(astronaut_path.read_bytes())
+    storing.abandon()
+    backends.jobs.create(Job(id=storing.job_id, state=JobState.QUEUED, created_at=now()))  # still claimable
+    assert runner.run(storing.job_id) == Outcome.failed(JobErrorCode.SOURCE_EXPIRED)
+    assert _scheduled_source(backends, storing.job_id)
+    assert all(entry.job_id != storing.job_id for entry in backends.audit.entries())
 
 
 def test_a_source_never_stored_by_a_dead_gateway_fails_the_job_once_its_mark_lapses(backends, runner, astronaut_path):
