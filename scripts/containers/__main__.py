@@ -15,8 +15,9 @@ import time
 from contextlib import ExitStack
 
 from scripts.containers import base, torch_index
-from scripts.containers.build import ROOT, BuildError, build, images, pinned_version, size_table
+from scripts.containers.build import BuildError, build, images, pinned_version, size_table
 from scripts.containers.engine import EXTERNAL_ENGINE_ENV, EngineError, private_engine
+from shared.settings import PROJECT_ROOT as ROOT
 
 WORK = ROOT / "var" / "containers"
 

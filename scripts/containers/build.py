@@ -11,11 +11,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scripts.containers.engine import Engine
+from scripts.containers.engine import DOCKER, Engine
+from shared.settings import PROJECT_ROOT as ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
-#: Build arguments taken from the environment when set: a private package mirror (the Dockerfiles' notes).
 STANDINS = "deploy/compose/standins"
+#: Build arguments taken from the environment when set: a private package mirror (the Dockerfiles' notes).
 PASSED_THROUGH = ("PIP_INDEX_URL", "PIP_TRUSTED_HOST")
 
 
@@ -55,9 +55,7 @@ def images(torch_index_url: str) -> tuple[ImageSpec, ...]:
             "services/worker/Dockerfile",
             args={"TORCH_VARIANT": "cpu", "TORCH_INDEX_URL": torch_index_url},
         ),
-        ImageSpec(
-            "portraits-standin-redis:local", standins, "redis", context="deploy/compose/standins", role="stand-in"
-        ),
+        ImageSpec("portraits-standin-redis:local", standins, "redis", context=STANDINS, role="stand-in"),
         ImageSpec(
             "portraits-standin-seaweedfs:local",
             standins,
@@ -87,7 +85,7 @@ def build(engine: Engine, spec: ImageSpec, log_dir: Path) -> float:
     started = time.perf_counter()
     with log_path.open("w") as log:
         done = subprocess.run(
-            ["/usr/bin/docker", *build_command(spec)], cwd=ROOT, env=engine.env(), stdout=log, stderr=subprocess.STDOUT
+            [str(DOCKER), *build_command(spec)], cwd=ROOT, env=engine.env(), stdout=log, stderr=subprocess.STDOUT
         )
     if done.returncode != 0:
         tail = "\n".join(log_path.read_text().splitlines()[-40:])

@@ -10,9 +10,9 @@ import time
 import requests
 from PIL import Image
 
-from scripts.containers.build import ROOT
 from scripts.containers.engine import Engine
 from shared.audit import ObjectKind
+from shared.settings import PROJECT_ROOT as ROOT
 from shared.settings import Settings
 from shared.storage import source_key
 from tests.support import samples

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from scripts.containers.build import ROOT
 from scripts.containers.engine import Engine
+from shared.settings import PROJECT_ROOT as ROOT
 from shared.settings import Settings
 from tests.containers import harness
 from tests.deploy.helpers import tool

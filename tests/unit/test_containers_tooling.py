@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from scripts.containers import base, build, torch_index
-from scripts.containers.build import ROOT
+from shared.settings import PROJECT_ROOT as ROOT
 
 
 def test_the_torch_index_serves_a_folder_as_pip_reads_an_index(tmp_path):
