@@ -1,12 +1,9 @@
 """Every error a job can end with, in one closed vocabulary: code → HTTP status → permanent or not → message.
 
 The codes travel unchanged to the job record, the HTTP API, webhooks and the page, so they are part of the public
-contract. Until #12 they lived in four places (the `PortraitError` subclasses here, `Failure` constants in the
-worker's runner, a literal with a message of its own in the janitor's sweeper, `RuntimeUnavailable` in the engine)
-and the OpenAPI document found them by walking subclasses, so it missed five. Now `JobErrorCode` is the list and
-`JOB_ERRORS` the one table: the worker, the janitor and the gateway's OpenAPI document all read it, a
-`PortraitError` subclass with a code outside it fails on import, and tests/unit/gateway/test_job_errors.py holds
-the document to it.
+contract. `JobErrorCode` is the list and `JOB_ERRORS` the one table: the worker, the janitor and the gateway's
+OpenAPI document all read it, a `PortraitError` subclass with a code outside it fails on import, and
+tests/unit/gateway/test_job_errors.py holds the document to it.
 """
 
 from __future__ import annotations
@@ -95,8 +92,8 @@ JOB_ERRORS: Mapping[JobErrorCode, JobError] = _table(
     JobError(_C.ENGINE_ERROR, None, True, "the painter could not finish this portrait; please try another photo"),
     JobError(_C.MODELS_UNAVAILABLE, None, False, "the painter's model files are not ready; please try again later"),
     JobError(_C.DEVICE_UNAVAILABLE, None, False, "the painter's device is not available; please try again later"),
-    # One message for an expired source, whoever notices: the runner (key or object gone) and the janitor (the
-    # photo reached its maximum age) used to word it differently (#12).
+    # One message for an expired source, whoever notices: the runner (key or object gone) or the janitor (the
+    # photo reached its maximum age).
     JobError(_C.SOURCE_EXPIRED, None, False, "the photo was deleted before it could be painted; please upload again"),
     JobError(_C.SOURCE_UNREADABLE, None, False, "the stored photo could not be read; please upload again"),
     # 503: the gateway's own answer when Redis or storage is down (services/gateway/errors.py).

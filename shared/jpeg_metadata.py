@@ -1,8 +1,7 @@
 """A JPEG's metadata dropped without re-encoding it (#11).
 
-The gateway used to re-encode every upload (quality 95, 4:4:4) only to be sure nothing but pixels was stored:
-2.0 ms of the 768 px benchmark photo's critical path, twice its bytes on S3 (131 kB against 61), a second
-generation of JPEG loss, and ~150 ms for a 12-megapixel phone photo. A JPEG whose pixels need no fix (no EXIF
+Re-encoding every upload only to be sure nothing but pixels is stored would cost a second generation of JPEG
+loss, twice the bytes on S3 and ~150 ms for a 12-megapixel phone photo. A JPEG whose pixels need no fix (no EXIF
 rotation, no colour profile to apply: `shared.imaging.check_as_encoded`) is kept as sent instead, minus
 everything that is not the picture:
 

@@ -1,7 +1,7 @@
 """The names of a job's progress stages, in order: one closed vocabulary (#12).
 
-Until #12 they were written out three times (the engine's `STAGES`, the runner's `"fetch"`, the OpenAPI
-document's `EVENT_STAGES`) plus the client's progress bar, which adds the two ends a job's life has around them.
+The engine, the runner, the OpenAPI document and the client's progress bar all read this list; the bar adds
+the two ends a job's life has around them.
 
     queued → fetch → decode → detect → frame → select → generate → finish → done
 

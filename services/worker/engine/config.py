@@ -1,7 +1,6 @@
 """The engine's own configuration: the fields of the service `Settings` it reads, and nothing else (#12).
 
-The engine used to take the whole `Settings` (about 45 fields, most of them about queues, storage and HTTP) and
-read 15. A frozen dataclass of exactly those 15 says what the engine depends on, lets the benchmarks and tests
+A frozen dataclass of exactly the fields the engine reads says what it depends on, lets the benchmarks and tests
 build an engine without a service configuration, and keeps `shared.settings` out of the engine: this module's
 `EngineConfig.from_settings` is the one place in the package that knows about it.
 """
