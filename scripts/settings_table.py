@@ -1,13 +1,17 @@
-"""Print (or, with --update-readme, rewrite) the README's settings table from `shared.settings.Settings`;
-a test keeps the README in step."""
+"""Print (or, with --update, rewrite) the settings table in docs/settings.md from `shared.settings.Settings`;
+a test keeps the page in step."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from pydantic import SecretStr
 
 from shared.settings import PROJECT_ROOT, Settings
 
 PREFIX = "PORTRAITS_"
+DOC = PROJECT_ROOT / "docs" / "settings.md"
+HEADER = "| variable | default | meaning |"
 
 
 def _default(value: object) -> str:
@@ -21,25 +25,26 @@ def _default(value: object) -> str:
 
 
 def settings_table() -> str:
-    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    rows = [HEADER, "|---|---|---|"]
     for name, field in Settings.model_fields.items():
         rows.append(f"| `{PREFIX}{name.upper()}` | {_default(field.default)} | {field.description} |")
     return "\n".join(rows)
 
 
-def update_readme() -> None:
-    """Replace the README's table (from its header row to the next blank line) with the current one."""
-    readme = PROJECT_ROOT / "README.md"
-    text = readme.read_text()
-    start = text.index("| variable | default | meaning |")
-    end = text.index("\n\n", start)
-    readme.write_text(text[:start] + settings_table() + text[end:])
+def update_doc(doc: Path = DOC) -> None:
+    """Replace the page's table (from its header row to the next blank line or the end) with the current one."""
+    text = doc.read_text()
+    start = text.index(HEADER)
+    end = text.find("\n\n", start)
+    if end == -1:
+        end = len(text.rstrip("\n"))
+    doc.write_text(text[:start] + settings_table() + text[end:])
 
 
 if __name__ == "__main__":
     import sys
 
-    if sys.argv[1:] == ["--update-readme"]:
-        update_readme()
+    if sys.argv[1:] == ["--update"]:
+        update_doc()
     else:
         print(settings_table())
