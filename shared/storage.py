@@ -8,8 +8,9 @@ Two clients, each for what it does best (#11):
 - botocore keeps what obstore cannot do: presigned GETs carrying a response Content-Disposition (the page's
   download link), and `head_bucket` for readiness. Neither is on a job's path; signing is local.
 
-Retries live in each client's configuration, not in loops here. What still fails after them is raised as
-`StorageUnavailable` (transient: the caller may retry later) or `ObjectMissing`.
+Retries live in each client's configuration, not in loops here. What still fails after them is raised as one of
+ours, never as the libraries' own: `StorageUnavailable` (transient: the caller may retry later), `ObjectMissing`,
+or `StorageRefused` (bad credentials, no permission: a configuration bug, not retried); all are `StorageError`s.
 
 obstore runs on a tokio runtime that does not survive `fork()`: a child of a process that has made an obstore call
 hangs on its own first call, forever (measured, #11). Every service opens its stores after its fork — gunicorn
@@ -70,12 +71,20 @@ class _Runtime:
 os.register_at_fork(after_in_child=_Runtime.after_fork_in_child)
 
 
-class StorageUnavailable(RuntimeError):
+class StorageError(Exception):
+    """Any failure of the object store, translated from the client library's own exception."""
+
+
+class StorageUnavailable(StorageError, RuntimeError):
     """S3 could not be reached or answered with a server error: worth retrying later."""
 
 
-class ObjectMissing(LookupError):
+class ObjectMissing(StorageError, LookupError):
     pass
+
+
+class StorageRefused(StorageError):
+    """S3 refused the request (credentials, permissions, another 4xx): a configuration bug, not worth retrying."""
 
 
 def source_key(job_id: str) -> str:
@@ -229,7 +238,8 @@ class ObjectStore:
         params = {"Bucket": bucket, "Key": key}
         if download_name is not None:
             params["ResponseContentDisposition"] = f'attachment; filename="{download_name}"'
-        return self._signer.generate_presigned_url("get_object", Params=params, ExpiresIn=max(1, int(expires_in)))
+        with _translated_errors(key):
+            return self._signer.generate_presigned_url("get_object", Params=params, ExpiresIn=max(1, int(expires_in)))
 
     def ping(self) -> None:
         """Raises `StorageUnavailable` unless both buckets answer."""
@@ -243,14 +253,13 @@ class ObjectStore:
 
 @contextmanager
 def _translated_errors(key: str) -> Iterator[None]:
-    """Map obstore's and botocore's exceptions onto ours. A refusal (bad credentials, no permission) is a
-    configuration bug, not something to retry: it is raised as it is."""
+    """Map obstore's and botocore's exceptions onto ours, so no caller imports either library's."""
     try:
         yield
     except FileNotFoundError as exc:  # obstore's "not found" (its NotFoundError is deprecated for it)
         raise ObjectMissing(key) from exc
-    except (PermissionDeniedError, UnauthenticatedError):
-        raise
+    except (PermissionDeniedError, UnauthenticatedError) as exc:
+        raise StorageRefused(f"S3 refused the request on {key}: {_first_line(exc)}") from exc
     except ObstoreError as exc:  # connection refused or reset, timeouts, 5xx: all after obstore's retries
         raise StorageUnavailable(f"S3 error on {key}: {_first_line(exc)}") from exc
     except ClientError as exc:
@@ -260,7 +269,7 @@ def _translated_errors(key: str) -> Iterator[None]:
             raise ObjectMissing(key) from exc
         if status >= 500 or code in {"SlowDown", "ServiceUnavailable", "InternalError"}:
             raise StorageUnavailable(f"S3 error {code} on {key}") from exc
-        raise  # 4xx such as AccessDenied: a configuration bug, not something to retry
+        raise StorageRefused(f"S3 refused the request on {key}: {code} ({status})") from exc
     except BotoCoreError as exc:
         raise StorageUnavailable(f"S3 unreachable: {exc}") from exc
 

@@ -14,16 +14,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from botocore.exceptions import BotoCoreError, ClientError
 from flask import Flask, Response, jsonify, request
 from kombu.exceptions import OperationalError as BrokerUnavailable
-from obstore.exceptions import BaseError as ObstoreError
 from werkzeug.exceptions import HTTPException
 
 from services.gateway import metrics
 from shared.errors import JOB_ERRORS, JobErrorCode, PortraitError
 from shared.logging import get_logger
-from shared.storage import StorageUnavailable
+from shared.storage import StorageRefused, StorageUnavailable
 
 log = get_logger(__name__)
 
@@ -133,9 +131,7 @@ _HTTP_MESSAGES = {
 #: Failures of our dependencies: the client did nothing wrong and may retry.
 UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     StorageUnavailable,
-    ObstoreError,  # a refusal shared/storage.py raises as it is (bad credentials): still not the client's doing
-    ClientError,
-    BotoCoreError,
+    StorageRefused,  # bad credentials are a bug of ours, not the client's: still an outage to them
     redis.RedisError,
     BrokerUnavailable,
 )
