@@ -43,8 +43,10 @@ from services.gateway import metrics
 from services.gateway.context import EXTENSION_KEY as GATEWAY_KEY
 from services.gateway.context import Gateway, gateway
 from services.gateway.gunicorn_worker import STOPPING
-from services.gateway.routes import _bind_job, _not_found, portrait_view
 from services.gateway.sse import HEARTBEAT, SseEvent, SseEventName, format_event
+from services.gateway.views import bind_job as _bind_job
+from services.gateway.views import not_found as _not_found
+from services.gateway.views import portrait_view
 from shared import events as job_events
 from shared.backends import blocking_redis_client, pool_for_threads
 from shared.ids import is_job_id

@@ -27,7 +27,7 @@ from werkzeug.wrappers import Response as Redirect
 
 from services.gateway.context import gateway
 from services.gateway.errors import ApiError
-from services.gateway.routes import portrait_view
+from services.gateway.views import portrait_view
 from shared.ids import is_job_id
 from shared.jobs import JobState
 from shared.jobs import now as clock
