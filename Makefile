@@ -63,7 +63,7 @@ drill: models
 	$(PY) -m scripts.privacy_drill
 
 sheet: models
-	$(PY) -m services.cli sheet $$($(PY) -c 'from tests.support import samples as s; print(s.astronaut_path(), s.grace_hopper_path())') -o var/contact-sheet.jpg
+	$(PY) -m services.cli sheet $$($(PY) -c 'from scripts.support import samples as s; print(s.astronaut_path(), s.grace_hopper_path())') -o var/contact-sheet.jpg
 
 identity: models  # every study face x every face-GAN style, before and after #21: table and contact sheets in var/identity/ (~3 min)
 	$(PY) -m scripts.identity_study --before

@@ -229,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         serve(args.serve, dict(item.split("=", 1) for item in args.set))
         return
 
-    from tests.support import samples
+    from scripts.support import samples
 
     photo = samples.grace_hopper_path().read_bytes()
     with ExitStack() as stack:

@@ -369,7 +369,7 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.photo is None:
-        from tests.support import samples
+        from scripts.support import samples
 
         args.photo = samples.grace_hopper_path()
     if args.engine_only:

@@ -36,10 +36,10 @@ from typing import Any
 
 from tqdm import tqdm
 
+from scripts.support import samples
 from services.worker.engine.config import EngineConfig, RuntimeConfig
 from shared.errors import PortraitError
 from shared.settings import PROJECT_ROOT, get_settings
-from tests.support import samples
 
 SETTLE_SECONDS = 1.0  # pause before each child: the previous one's exit, page cache writes
 WARM_UP = 2  # network calls per photo before the clock starts (session creation, kernel choice, allocator)

@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from scripts.support import samples
+from scripts.support.mediapipe_reference import meta, run_reference
 from services.worker.engine.catalog import Medium
 from services.worker.engine.face_painter import MODEL_FILES
 from shared.settings import get_settings
-from tests.support import samples
-from tests.support.mediapipe_reference import meta, run_reference
 
 SETTLE_SECONDS = 3.0
 OURS = """

@@ -35,13 +35,13 @@ import torch
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from scripts.support import samples
 from services.worker.engine import align, compose, likeness, recognizer
 from services.worker.engine.catalog import CATALOG, GanRecipe
 from services.worker.engine.config import EngineConfig
 from services.worker.engine.pipeline import PortraitEngine
 from shared.errors import PortraitError
 from shared.settings import get_settings
-from tests.support import samples
 
 GAN_STYLES = [style.name for style in CATALOG if isinstance(style.recipe, GanRecipe)]
 TILE = 256
@@ -65,7 +65,7 @@ class Judge:
         try:
             import dlib
 
-            from tests.support.dlib_reference import shape_predictor_path
+            from scripts.support.dlib_reference import shape_predictor_path
 
             self._dlib: Any = dlib
             self._detector = dlib.get_frontal_face_detector()

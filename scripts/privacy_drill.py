@@ -22,6 +22,8 @@ from collections import Counter
 from tqdm import tqdm
 
 from scripts import devstack
+from scripts.support import samples
+from scripts.support.service_settings import service_settings
 from scripts.worker_process import WorkerProcess
 from services.gateway.app import create_app
 from services.janitor.main import run as run_janitor
@@ -30,8 +32,6 @@ from shared.audit import ObjectKind
 from shared.backends import Backends
 from shared.logging import configure_logging
 from shared.settings import PROJECT_ROOT, get_settings
-from tests.support import samples
-from tests.support.service import service_settings
 
 DRILL_DIR = PROJECT_ROOT / "var" / "drill"
 

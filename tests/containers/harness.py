@@ -11,11 +11,11 @@ import requests
 from PIL import Image
 
 from scripts.containers.engine import Engine
+from scripts.support import samples
 from shared.audit import ObjectKind
 from shared.settings import PROJECT_ROOT as ROOT
 from shared.settings import Settings
 from shared.storage import source_key
-from tests.support import samples
 from tests.support.service import Backends
 
 OUTPUT = ROOT / "var" / "containers"

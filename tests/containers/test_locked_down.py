@@ -10,8 +10,8 @@ import pytest
 
 from scripts.containers.engine import Engine
 from scripts.devstack import free_ports
+from scripts.support.service_settings import service_settings
 from tests.containers import harness
-from tests.support.service import service_settings
 
 # Each container with the securityContext of deploy/k8s/base (runAsNonRoot, readOnlyRootFilesystem,
 # capabilities drop ALL, allowPrivilegeEscalation false) and its emptyDir at /tmp.

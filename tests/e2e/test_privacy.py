@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from scripts.support.service_settings import service_settings
 from scripts.worker_process import WorkerProcess
 from services.gateway.app import create_app
 from services.janitor.main import run as run_janitor
@@ -16,7 +17,7 @@ from shared.audit import Deleter, ObjectKind
 from shared.crypto import KeyGone
 from shared.jobs import JobState
 from shared.storage import source_key
-from tests.support.service import Backends, service_settings
+from tests.support.service import Backends
 
 MAX_AGE = 10
 SWEEP = 1.0

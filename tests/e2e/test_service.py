@@ -13,11 +13,12 @@ import urllib.request
 import pytest
 from PIL import Image
 
+from scripts.support import samples
+from scripts.support.service_settings import service_settings
 from scripts.worker_process import WorkerProcess
 from services.gateway.app import create_app
 from shared.storage import source_key
-from tests.support import samples
-from tests.support.service import Backends, service_settings
+from tests.support.service import Backends
 
 
 @pytest.fixture(scope="module")

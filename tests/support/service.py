@@ -1,10 +1,10 @@
-"""Wiring the service's collaborators to the session's real Redis and SeaweedFS, for integration tests."""
+"""The services' backends with what an integration test does with them, on the session's real Redis and SeaweedFS
+(their settings: scripts/support/service_settings.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from scripts.devstack import SeaweedServer, ensure_buckets
 from services.worker.outcomes import PortraitRenderer
 from services.worker.process import RenderProcess
 from services.worker.runner import JobRunner
@@ -15,28 +15,7 @@ from shared.crypto import new_key, seal
 from shared.gallery import GalleryGrant, GalleryIndex
 from shared.ids import new_job_id
 from shared.jobs import Job, JobState, now
-from shared.settings import Settings
 from shared.storage import ObjectStore, source_key
-
-
-def service_settings(redis_url: str, s3: SeaweedServer, **overrides: object) -> Settings:
-    values: dict[str, object] = {
-        "redis_url": redis_url,
-        "s3_endpoint_url": s3.endpoint,
-        "s3_access_key_id": s3.credentials.access_key,
-        "s3_secret_access_key": s3.credentials.secret_key,
-        "sources_bucket": "test-sources",
-        "results_bucket": "test-results",
-        "output_size": 512,
-        "upload_rate_limit": "",
-        "log_json": False,
-        "worker_processes": 1,  # one render process per test worker: one model load (the plan: #11, plan.py)
-    }
-    values.update(overrides)
-    # A dict of mixed values: the pydantic plugin types each keyword, which a ** of dict[str, object] cannot meet.
-    settings = Settings(**values)  # type: ignore[arg-type]
-    ensure_buckets(s3.endpoint, s3.credentials, [settings.sources_bucket, settings.results_bucket])
-    return settings
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ import sys
 import pytest
 from PIL import Image
 
+from scripts.support import samples
 from services import cli
 from services.worker.engine.catalog import CATALOG
-from tests.support import samples
 
 
 @pytest.fixture

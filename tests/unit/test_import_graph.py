@@ -1,6 +1,7 @@
 """The tree's import graph (#23), built by grimp from every import statement, at module level or not and under
 TYPE_CHECKING too: no module imports itself back through others, no service imports another (they talk through
-Redis and S3), and shared/ imports nothing above it."""
+Redis and S3), shared/ imports nothing above it, and nothing imports the tests but the tests (the helpers scripts
+and tests share live in scripts/support/)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import Iterator
 import grimp
 import pytest
 
-PACKAGES = ("services", "shared", "scripts")
+PACKAGES = ("services", "shared", "scripts", "tests")
 SERVICES = ("services.gateway", "services.worker", "services.janitor")
 
 
@@ -83,3 +84,13 @@ def test_no_service_imports_another(graph, importer):
 def test_shared_imports_nothing_above_it(graph):
     for above in ("services", "scripts"):
         assert not graph.chain_exists(importer="shared", imported=above, as_packages=True), above
+
+
+@pytest.mark.parametrize("importer", ("services", "shared", "scripts"))
+def test_only_the_tests_import_the_tests(graph, importer):
+    # Until #23 eight scripts and `make sheet` imported tests/support, so a script needed the test tree to run.
+    assert not graph.chain_exists(importer=importer, imported="tests", as_packages=True), importer
+
+
+def test_no_service_imports_the_scripts(graph):
+    assert not graph.chain_exists(importer="services", imported="scripts", as_packages=True)

@@ -20,10 +20,10 @@ import redis
 import urllib3
 
 from scripts.devstack import ManagedProcess, RedisServer, SeaweedServer, ensure_buckets, start_redis, start_seaweedfs
+from scripts.support import samples
 from shared.crypto import SourceKeys
 from shared.settings import Settings
 from shared.storage import source_key
-from tests.support import samples
 
 if TYPE_CHECKING:  # conftest modules are not imported by tests at run time
     from tests.integration.gateway.conftest import Served

@@ -15,12 +15,12 @@ from flask.testing import FlaskClient
 from PIL import Image
 from werkzeug.test import TestResponse
 
+from scripts.support import samples
 from services.worker.outcomes import DONE
 from shared.audit import Deleter, ObjectKind
 from shared.gallery import GalleryEntry, GalleryGrant, GalleryIndex, Gone, Pending, day_of, object_key, token_hash
 from shared.jobs import JobStore, now
 from shared.settings import Settings
-from tests.support import samples
 from tests.support.service import Backends
 
 pytestmark = pytest.mark.integration

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 import pytest
 import urllib3
 
+from scripts.support import samples
 from services.gateway.errors import CODES
-from tests.support import samples
 
 if TYPE_CHECKING:  # conftest modules are not imported by tests at run time
     from tests.integration.gateway.conftest import Served

@@ -12,8 +12,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
+from scripts.support import samples
 from services.worker.engine.catalog import CATALOG
-from tests.support import samples
 
 pytestmark = pytest.mark.integration
 

@@ -25,6 +25,7 @@ from pydantic import SecretStr
 from werkzeug.test import TestResponse
 
 from scripts.devstack import SeaweedServer
+from scripts.support import samples
 from services.gateway.app import create_app
 from services.gateway.context import Gateway, gateway_s3_settings
 from shared.crypto import SourceKeys, unseal
@@ -32,7 +33,7 @@ from shared.jobs import JobState, JobStore, now
 from shared.queue import make_celery
 from shared.settings import Settings
 from shared.storage import ObjectStore, job_id_of, result_key, source_key
-from tests.support import images, samples
+from tests.support import images
 
 pytestmark = pytest.mark.integration
 

@@ -12,8 +12,8 @@ import redis
 from flask import Flask
 from PIL import Image
 
+from scripts.support import samples
 from shared.jobs import JobStore
-from tests.support import samples
 from tests.support.webhooks import new_secret
 
 pytestmark = pytest.mark.integration

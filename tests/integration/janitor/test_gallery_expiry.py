@@ -11,6 +11,7 @@ import urllib.request
 import pytest
 import redis
 
+from scripts.support.service_settings import service_settings
 from services.janitor import metrics
 from services.janitor.sweeper import Janitor
 from services.worker.outcomes import DONE
@@ -20,7 +21,7 @@ from shared.deletion import DeletionSchedule, Eraser
 from shared.gallery import GalleryEntry, GalleryGrant, GalleryIndex, Gone, object_key
 from shared.leases import JobLeases
 from shared.storage import ObjectStore
-from tests.support.service import Backends, service_settings
+from tests.support.service import Backends
 
 TTL = 3600
 _no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))

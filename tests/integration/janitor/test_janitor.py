@@ -12,6 +12,7 @@ import pytest
 import redis
 
 from scripts.devstack import free_port
+from scripts.support.service_settings import service_settings
 from services.janitor import metrics
 from services.janitor.sweeper import Janitor
 from services.worker.outcomes import DONE
@@ -23,7 +24,7 @@ from shared.jobs import JobState
 from shared.leases import JobLeases
 from shared.storage import ObjectStore, source_key
 from tests.support.leases import hold_lease
-from tests.support.service import Backends, service_settings
+from tests.support.service import Backends
 
 
 @pytest.fixture

@@ -9,6 +9,8 @@ import time
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
 
+from scripts.support import samples
+from scripts.support.service_settings import service_settings
 from services.worker.outcomes import DONE, SKIPPED, Outcome, TransientError
 from services.worker.process import RenderProcess
 from services.worker.runner import JobRunner
@@ -17,10 +19,9 @@ from shared.events import key as events_key
 from shared.jobs import JobState, JobStore
 from shared.storage import ObjectStore, StorageUnavailable
 from tests.integration.worker.test_runner import FlakyStore
-from tests.support import samples
 from tests.support.leases import hold_lease
 from tests.support.render import eager_render_task
-from tests.support.service import Backends, service_settings
+from tests.support.service import Backends
 
 
 class RecordingEngine:

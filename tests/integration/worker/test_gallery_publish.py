@@ -10,13 +10,14 @@ import json
 import pytest
 from PIL import Image
 
+from scripts.support.service_settings import service_settings
 from services.worker import metrics
 from services.worker.outcomes import DONE
 from shared.audit import ObjectKind
 from shared.gallery import GalleryEntry, GalleryGrant, GalleryIndex, object_key
 from shared.jobs import JobState
 from shared.storage import ObjectStore, StorageUnavailable
-from tests.support.service import Backends, service_settings
+from tests.support.service import Backends
 from tests.unit.worker.test_clean_jpeg import _METADATA_MARKERS, segments
 
 

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from scripts.support.service_settings import service_settings
 from scripts.worker_process import WorkerProcess
 from shared.errors import JobErrorCode
 from shared.jobs import Job, JobState
 from shared.queue import enqueue_render, make_celery
 from shared.settings import Settings
-from tests.support.service import Backends, service_settings
+from tests.support.service import Backends
 
 pytestmark = pytest.mark.integration
 

@@ -10,6 +10,8 @@ import time
 import pytest
 import redis
 
+from scripts.support import samples
+from scripts.support.service_settings import service_settings
 from services.worker.outcomes import DONE, SKIPPED, Outcome, TransientError
 from services.worker.runner import JobRunner
 from shared.audit import ObjectKind
@@ -20,9 +22,8 @@ from shared.job_start import JobStarter
 from shared.jobs import Job, JobState, now
 from shared.leases import JobLeases
 from shared.storage import ObjectStore, StorageUnavailable, source_key
-from tests.support import samples
 from tests.support.leases import hold_lease
-from tests.support.service import Backends, service_settings
+from tests.support.service import Backends
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,8 @@ import time
 import pytest
 import redis
 
+from scripts.support import samples
+from scripts.support.service_settings import service_settings
 from services.janitor.sweeper import Janitor
 from services.worker.outcomes import DONE, Outcome
 from shared.audit import AuditLog
@@ -17,8 +19,7 @@ from shared.deletion import DeletionSchedule, Eraser
 from shared.errors import JobErrorCode
 from shared.leases import JobLeases
 from shared.webhooks import EventType, WebhookOutbox, delivery_id
-from tests.support import samples
-from tests.support.service import Backends, service_settings
+from tests.support.service import Backends
 
 pytestmark = pytest.mark.integration
 

@@ -7,13 +7,14 @@ from contextlib import ExitStack
 
 import pytest
 
+from scripts.support.service_settings import service_settings
 from services.worker import process, tasks
 from services.worker.process import HandOffClock
 from shared.capacity import CapacityBoard
 from shared.jobs import JobState
 from tests.integration.worker.test_runner import FlakyStore
 from tests.support.render import eager_render_task
-from tests.support.service import Backends, service_settings
+from tests.support.service import Backends
 
 
 @pytest.fixture

@@ -7,10 +7,11 @@ import io
 import pytest
 from PIL import Image
 
+from scripts.support import samples
 from services.gateway.errors import ApiError
 from services.gateway.uploads import encode_source, parse_strength, parse_style
 from shared.imaging import decode
-from tests.support import images, samples
+from tests.support import images
 
 
 @pytest.mark.parametrize(

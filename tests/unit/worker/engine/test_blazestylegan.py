@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from scripts.support import samples
 from services.worker.engine import align
 from services.worker.engine.catalog import Medium
 from services.worker.engine.detect import FaceDetector
@@ -22,7 +23,6 @@ from services.worker.engine.networks.tf_layers import PerImageBatchNorm
 from services.worker.engine.tensors import to_uint8_hwc
 from services.worker.engine.tflite_weights import GraphMismatch, TfliteGraph
 from shared.errors import ModelFilesError
-from tests.support import samples
 
 
 @pytest.fixture(scope="module")

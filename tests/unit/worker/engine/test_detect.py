@@ -17,11 +17,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from scripts.support import samples
 from services.worker.engine import detect as detect_module
 from services.worker.engine import detect_boxes
 from services.worker.engine.detect import FaceBox, FaceDetector
 from shared.errors import ModelFilesError
-from tests.support import samples
 
 FACE_SCORE = 0.95  # the pipeline's default `min_face_score`
 

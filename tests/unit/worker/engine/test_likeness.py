@@ -11,11 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
+from scripts.support import samples
 from services.worker.engine import align, likeness
 from services.worker.engine.catalog import CATALOG, GanRecipe
 from services.worker.engine.colour import lab_to_srgb, srgb_to_lab
 from services.worker.engine.pipeline import PortraitEngine
-from tests.support import samples
 
 GAN_STYLES = [style.name for style in CATALOG if isinstance(style.recipe, GanRecipe)]
 

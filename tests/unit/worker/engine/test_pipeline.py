@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from scripts.support import samples
 from services.worker.engine.frame import portrait_size
 from services.worker.engine.pipeline import STAGES, Portrait, RenderRequest
 from shared.errors import NoFace
-from tests.support import images, samples
+from tests.support import images
 
 
 @pytest.fixture(scope="session")

@@ -15,12 +15,12 @@ import pytest
 import torch
 from PIL import Image
 
+from scripts.support import dlib_reference, samples
 from services.worker.engine import align
 from services.worker.engine.detect import FaceBox, FaceDetector
 from services.worker.engine.recognizer import MODEL_FILE, SAME_PERSON, FaceRecognizer, distances
 from services.worker.engine.runtime import Runtime
 from services.worker.engine.weights import verify_model_dir
-from tests.support import dlib_reference, samples
 
 try:
     import dlib

@@ -16,14 +16,14 @@ import pytest
 import torch
 from PIL import Image
 
+from scripts.support import samples
+from scripts.support.mediapipe_reference import run_reference
 from services.worker.engine import align
 from services.worker.engine.catalog import Medium
 from services.worker.engine.detect import FaceDetector
 from services.worker.engine.face_painter import MODEL_FILES
 from services.worker.engine.networks.blazestylegan import FaceStylizer
 from services.worker.engine.tflite_weights import TfliteGraph
-from tests.support import samples
-from tests.support.mediapipe_reference import run_reference
 
 MEAN_LEVELS = {Medium.OIL_PAINTING: 0.3, Medium.COLOR_INK: 0.6, Medium.COLOR_SKETCH: 1.2}
 P99_LEVELS = 6.0

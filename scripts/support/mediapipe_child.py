@@ -1,6 +1,9 @@
+# mypy: ignore-errors
+# Not type-checked with the project (#23: it moved under scripts/, which mypy checks): it runs in
+# var/mediapipe-venv against mediapipe and numpy 1.26, neither of which the project's venv has.
 """Runs Google MediaPipe's own face stylizer as a reference; executed *inside* the MediaPipe venv.
 
-This script is not imported by the project: `tests/support/mediapipe_reference.py` runs it with the
+This script is not imported by the project: `scripts/support/mediapipe_reference.py` runs it with the
 interpreter of `var/mediapipe-venv` (mediapipe 0.10.21, numpy<2). It imports only mediapipe, numpy and
 the standard library.
 

@@ -211,7 +211,7 @@ def meta(result: dict[str, np.ndarray]) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m tests.support.mediapipe_reference` builds the venv and prints its python."""
+    """`python -m scripts.support.mediapipe_reference` builds the venv and prints its python."""
     del argv
     print(mediapipe_python())
     return 0
