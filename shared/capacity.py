@@ -1,10 +1,10 @@
 """Load shedding (#11): how long a new upload would wait, and whether it could be painted in time.
 
 A stored photo is deleted `source_max_age_seconds` (120 s) after its upload, painted or not, and its job then
-fails `source_expired`. Before this, a burst of uploads beyond what the workers could paint in that time was
-accepted and failed two minutes later. Now each render process reports how long its jobs take on a board in
-Redis, and the gateway refuses an upload (503 `overloaded`, Retry-After) whose estimated wait plus one render
-would outlast `shed_wait_fraction` of that maximum age.
+fails `source_expired`: an upload accepted beyond what the workers can paint in that time only fails two minutes
+later. So each render process reports how long its jobs take on a board in Redis, and the gateway refuses an
+upload (503 `overloaded`, Retry-After) whose estimated wait plus one render would outlast `shed_wait_fraction` of
+that maximum age.
 
     portraits:renderers  hash  owner (`host:pid` of a render process) → {"seconds_per_job": …, "reported_at": …}
 
@@ -169,7 +169,7 @@ class CapacityBoard:
         with self._redis.pipeline(transaction=False) as pipe:
             # Jobs queued longer than a photo may live are failing `source_expired` or already gone (an entry
             # whose record expired stays until the janitor prunes it): they do not stand in front of anyone.
-            pipe.zcount(JobStore.QUEUE_KEY, now - max_age_seconds, "+inf")
+            JobStore.count_queued_since(pipe, now - max_age_seconds)
             pipe.hgetall(self.KEY)
             queued, entries = pipe.execute()
         return Reading(int(queued), self._live(hash_fields(entries), now))

@@ -73,6 +73,11 @@ class SourceKeys:
         # expected mark is looked at again.
         self._wait_step = wait_step_seconds
 
+    @classmethod
+    def key_of(cls, job_id: str) -> str:
+        """The Redis key of the job's source key (a one-element list), for a script of another store that reads it."""
+        return cls.KEY_PREFIX + job_id
+
     def expect(self, pipe: redis.client.Pipeline, job_id: str, seconds: float) -> None:
         """Queue in `pipe` the mark "this job's source is being stored", for at most `seconds`."""
         pipe.set(self.EXPECTED_PREFIX + job_id, b"1", px=max(1, round(seconds * 1000)))

@@ -9,7 +9,8 @@ entry. The stream is capped (`MAXLEN`) and expires with the job record (same rem
 `delete` removes it with the record: nothing about an erased job is left behind.
 
 The Redis stream id (`<ms>-<seq>`) is the event's id, which the gateway sends as the SSE `id:`; a client's
-`Last-Event-ID` is therefore a position in this stream, and resuming is an XREAD from it.
+`Last-Event-ID` is therefore a position in this stream, and resuming is an XREAD from it. Reading goes through
+JobStore too (`history`, `snapshot`, `follow`): a reader wants the record along with the entries.
 """
 
 from __future__ import annotations
@@ -19,10 +20,7 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
-import redis
-
 from shared.job_states import JobState
-from shared.redis_replies import stream_entries, xread_entries
 
 KEY_PREFIX = "portraits:events:"
 # Entries per job: created, processing, seven stages and an end is ~10; a job restarted twice after its worker
@@ -71,44 +69,23 @@ class JobEvent:
         )
 
 
-# A Lua function JobStore's scripts call after changing the job hash KEYS[1], to append to its stream KEYS[2]:
-# `record(kind, state)` with `state` the bare (JSON-decoded) state. The stage is copied from the hash as its
+# A Lua function JobStore's scripts call after changing a job's hash, to append to its stream:
+# `record(job, kind, state, fallback_ms)` with `job` the table of the job's keys (`job.record`, `job.events`: see
+# JobKeys in shared/jobs.py) and `state` the bare (JSON-decoded) state. The stage is copied from the hash as its
 # raw JSON. The stream then gets the hash's remaining TTL, so both expire together; `fallback_ms` covers a
 # record without a TTL (there should be none), so no stream is ever left without one.
 LUA_RECORD = f"""
-local function record(kind, state, fallback_ms)
+local function record(job, kind, state, fallback_ms)
   local fields = {{'kind', kind, 'state', state}}
-  local stage = redis.call('HGET', KEYS[1], 'stage')
+  local stage = redis.call('HGET', job.record, 'stage')
   if stage then
     fields[#fields + 1] = 'stage'
     fields[#fields + 1] = stage
   end
-  local id = redis.call('XADD', KEYS[2], 'MAXLEN', {MAXLEN}, '*', unpack(fields))
-  local ttl = redis.call('PTTL', KEYS[1])
+  local id = redis.call('XADD', job.events, 'MAXLEN', {MAXLEN}, '*', unpack(fields))
+  local ttl = redis.call('PTTL', job.record)
   if ttl <= 0 then ttl = tonumber(fallback_ms) end
-  redis.call('PEXPIRE', KEYS[2], ttl)
+  redis.call('PEXPIRE', job.events, ttl)
   return id
 end
 """
-
-
-class EventLog:
-    """The reading side of the per-job streams (the writing side is JobStore's scripts)."""
-
-    def __init__(self, client: redis.Redis) -> None:
-        self._redis = client
-
-    def read(self, job_id: str, after: str, *, block_ms: int | None = None, count: int = 32) -> list[JobEvent]:
-        """Entries after `after` (a stream id; "0-0" for all), waiting up to `block_ms` for the first one."""
-        reply = self._redis.xread({key(job_id): after}, count=count, block=block_ms)
-        return [JobEvent.from_entry(entry_id, fields) for entry_id, fields in xread_entries(reply)]
-
-    def history(self, job_id: str) -> list[JobEvent]:
-        return [
-            JobEvent.from_entry(entry_id, fields)
-            for entry_id, fields in stream_entries(self._redis.xrange(key(job_id)))
-        ]
-
-    def last_id(self, job_id: str) -> str | None:
-        newest = stream_entries(self._redis.xrevrange(key(job_id), count=1))
-        return newest[0][0].decode() if newest else None

@@ -1,11 +1,10 @@
 """Starting a job in one round trip (#11): look at its state, take its lease, count a restart, move it to
 `processing` and read the record back, in one Lua call.
 
-A render process used to make three: the record read, the lease (shared/leases.py), and later the transition
-(shared/jobs.py). That meant three hand-offs of the GIL on every job's path while its source was being fetched
-beside them, and two windows in which another delivery or a DELETE could come between the look and the step
-taken on it. The script calls the same Lua functions as those stores (`acquire`, `transition`, `record`), so each
-rule is still written once.
+One call rather than three (the record read, the lease, the transition): no hand-off of the GIL on the job's path
+while its source is being fetched beside it, and no window in which another delivery or a DELETE comes between
+the look and the step taken on it. The script calls the same Lua functions as the stores (`acquire`,
+`transition`, `record`), so each rule is written once, and takes its keys from them.
 
     started    the lease is ours and the job `processing`: `Started.job` is the record as it is now, and
                `Started.source_key` the source's key if the gateway has published it (shared/crypto.py)
@@ -24,40 +23,62 @@ from typing import Literal
 
 import redis
 
-from shared import crypto, events, jobs, leases
-from shared.jobs import Job, JobState, JobStore, sources_of
+from shared import events, jobs, leases
+from shared.crypto import SourceKeys
+from shared.jobs import Job, JobState, JobStore, lua_names, lua_values, sources_of
 from shared.logging import get_logger
 from shared.redis_replies import text
 
 log = get_logger("portraits.jobs")
 
-# KEYS: 1 the job hash, 2 its stream, 3 the queue index, 4 lease deadlines, 5 lease owners, 6 the source's key.
-# ARGV: 1 job id, 2 owner, 3 lease deadline, 4 now, 5 a holder that may be replaced (''), 6 most restarts,
-# 7 '1' for a job a batch takes along, 8 the states `processing` may be entered from, 9 started_at (JSON),
-# 10 the stage (JSON), 11 the stream's fallback TTL in ms.
+# The script's KEYS and ARGV by name, in the order they are passed (`lua_names`, `lua_values`). KEYS: the job's
+# (JobKeys: record, events, queue), the leases' and the source key's. ARGV: `owner` takes the lease until
+# `deadline` unless another holder than `replaceable` ('' for none) has it; `extra` is '1' for a job a batch takes
+# along; `allowed` the states `processing` may be entered from; `started_at` and `stage` as JSON; `fallback_ms`
+# the stream's TTL should the record have none.
+_KEYS = (*jobs.JobKeys._fields, "lease_deadlines", "lease_owners", "source")
+_ARGS = (
+    "job_id",
+    "owner",
+    "deadline",
+    "now",
+    "replaceable",
+    "max_restarts",
+    "extra",
+    "allowed",
+    "started_at",
+    "stage",
+    "fallback_ms",
+)
 _START = (
     events.LUA_RECORD
     + jobs.LUA_TRANSITION
     + leases.LUA_ACQUIRE
+    + lua_names("key", "KEYS", _KEYS)
+    + lua_names("argv", "ARGV", _ARGS)
     + """
-local raw = redis.call('HGET', KEYS[1], 'state')
+local raw = redis.call('HGET', key.record, 'state')
 if not raw then return {'gone', ''} end
 local state = cjson.decode(raw)
-if not string.find(',' .. ARGV[8] .. ',', ',' .. state .. ',', 1, true) then return {'ended', state} end
-if ARGV[7] == '1' and (state ~= 'queued' or redis.call('EXISTS', KEYS[6]) == 0) then return {'not_ready', state} end
-local lease = acquire(KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
+if not string.find(',' .. argv.allowed .. ',', ',' .. state .. ',', 1, true) then return {'ended', state} end
+if argv.extra == '1' and (state ~= 'queued' or redis.call('EXISTS', key.source) == 0) then
+  return {'not_ready', state}
+end
+local lease = acquire(key.lease_deadlines, key.lease_owners, argv.job_id, argv.owner, argv.deadline, argv.now,
+  argv.replaceable)
 if lease[1] == 0 then return {'leased', lease[2]} end
 local previous = lease[2]
 -- Still `processing` under someone else's name: the render before this one died with its worker.
-local restarted = state == 'processing' and previous ~= ARGV[2]
-local restarts = tonumber(redis.call('HGET', KEYS[1], 'restarts') or '0')
+local restarted = state == 'processing' and previous ~= argv.owner
+local restarts = tonumber(redis.call('HGET', key.record, 'restarts') or '0')
 if restarted then restarts = restarts + 1 end
-if restarts > tonumber(ARGV[6]) then return {'worn_out', previous} end
-local attempts = tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0') + 1
-transition(ARGV[8], '"processing"', ARGV[11], ARGV[1], {
-  'started_at', ARGV[9], 'attempts', tostring(attempts), 'restarts', tostring(restarts), 'stage', ARGV[10]})
-return {'started', previous, restarted and 1 or 0, redis.call('HGETALL', KEYS[1]),
-  redis.call('LINDEX', KEYS[6], 0) or ''}
+if restarts > tonumber(argv.max_restarts) then return {'worn_out', previous} end
+local attempts = tonumber(redis.call('HGET', key.record, 'attempts') or '0') + 1
+-- `key` holds the job's keys under JobKeys's names, as `transition` reads them.
+transition(key, argv.allowed, '"processing"', argv.fallback_ms, argv.job_id, {
+  'started_at', argv.started_at, 'attempts', tostring(attempts), 'restarts', tostring(restarts), 'stage', argv.stage})
+return {'started', previous, restarted and 1 or 0, redis.call('HGETALL', key.record),
+  redis.call('LINDEX', key.source, 0) or ''}
 """
 )
 
@@ -106,29 +127,32 @@ class JobStarter:
     def _run(
         self, job_id: str, owner: str, now: float, max_restarts: int, stage: str, extra: bool, replaceable: str
     ) -> Started | NotStarted:
-        reply = self._script(
-            keys=[
-                JobStore.KEY_PREFIX + job_id,
-                events.key(job_id),
-                JobStore.QUEUE_KEY,
-                leases.JobLeases.DEADLINES,
-                leases.JobLeases.OWNERS,
-                crypto.SourceKeys.KEY_PREFIX + job_id,
-            ],
-            args=[
-                job_id,
-                owner,
-                now + self._lease_seconds,
-                now,
-                replaceable,
-                max_restarts,
-                "1" if extra else "0",
-                self._from,
-                json.dumps(now),
-                json.dumps(stage),
-                self._ttl_ms,
-            ],
+        job_keys = JobStore.keys_for(job_id)
+        lease = leases.JobLeases.KEYS
+        keys = lua_values(
+            _KEYS,
+            record=job_keys.record,
+            events=job_keys.events,
+            queue=job_keys.queue,
+            lease_deadlines=lease.deadlines,
+            lease_owners=lease.owners,
+            source=SourceKeys.key_of(job_id),
         )
+        args = lua_values(
+            _ARGS,
+            job_id=job_id,
+            owner=owner,
+            deadline=now + self._lease_seconds,
+            now=now,
+            replaceable=replaceable,
+            max_restarts=max_restarts,
+            extra="1" if extra else "0",
+            allowed=self._from,
+            started_at=json.dumps(now),
+            stage=json.dumps(stage),
+            fallback_ms=self._ttl_ms,
+        )
+        reply = self._script(keys=keys, args=args)
         status = text(reply[0])
         if status == "started":
             job = Job.from_redis(_pairs(reply[3]))

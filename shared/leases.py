@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import NamedTuple
 
 import redis
 
@@ -94,9 +95,17 @@ def is_dead_local_owner(owner: str) -> bool:
     return False
 
 
+class LeaseKeys(NamedTuple):
+    """The two keys every lease lives in, in the order the lease scripts take them as KEYS."""
+
+    deadlines: str
+    owners: str
+
+
 class JobLeases:
     DEADLINES = "portraits:leases"
     OWNERS = "portraits:lease-owners"
+    KEYS = LeaseKeys(deadlines=DEADLINES, owners=OWNERS)  # for a script of another store that takes a lease
 
     def __init__(self, client: redis.Redis, lease_seconds: float) -> None:
         self._redis = client
@@ -108,7 +117,7 @@ class JobLeases:
 
     @property
     def _keys(self) -> list[str]:
-        return [self.DEADLINES, self.OWNERS]
+        return list(self.KEYS)
 
     def renew(self, job_id: str, owner: str, now: float, extra_seconds: float = 0.0) -> bool:
         """Push the deadline on; False when the lease is no longer ours (rescued elsewhere, or released)."""
@@ -189,9 +198,9 @@ class Held:
 class _Keeper:
     """One thread that renews every lease its process holds, each `period` seconds.
 
-    Until #11 each job started a thread of its own and joined it at the end: a start and a join on every job's
-    path, each a hand-off of the GIL while the job's source was being fetched beside its claim. The thread starts
-    with the first lease (after the fork, in a render process) and sleeps while none is held."""
+    One for all, so that no job's path starts or joins a thread (each a hand-off of the GIL while the job's source
+    is being fetched beside its claim). It starts with the first lease (after the fork, in a render process) and
+    sleeps while none is held."""
 
     def __init__(self, period: float) -> None:
         self._period = period

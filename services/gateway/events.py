@@ -28,11 +28,10 @@ blocking reads use a Redis client of their own, whose socket timeout is the slic
 
 from __future__ import annotations
 
-import json
 import select
 import socket
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,7 +52,6 @@ from shared.ids import is_job_id
 from shared.jobs import TERMINAL, Job, JobState, JobStore
 from shared.jobs import now as clock
 from shared.logging import get_logger
-from shared.redis_replies import xread_entries
 
 log = get_logger(__name__)
 
@@ -65,7 +63,6 @@ STREAM_HEADERS = {
     "Cache-Control": "no-store",
     "X-Accel-Buffering": "no",  # nginx (the ingress) would otherwise hold events back in its buffer
 }
-Record = Mapping[bytes | str, bytes | str]  # a job's HGETALL reply, empty when the record is gone
 _FINAL_NAMES = {JobState.DONE: SseEventName.DONE, JobState.FAILED: SseEventName.FAILED}
 
 blueprint = Blueprint("events", __name__)
@@ -73,9 +70,9 @@ blueprint = Blueprint("events", __name__)
 
 @dataclass(frozen=True)
 class EventFeed:
-    """The route's collaborators: the per-job streams on a Redis client whose timeout allows a blocking read."""
+    """The route's collaborators: the job store on a Redis client whose timeout allows a blocking read."""
 
-    redis: redis.Redis
+    jobs: JobStore
     heartbeat_seconds: float
 
     @classmethod
@@ -88,7 +85,7 @@ class EventFeed:
         client = blocking_redis_client(
             settings, READ_SLICE_SECONDS, max_connections=pool_for_threads(settings.gateway_threads)
         )
-        return cls(redis=client, heartbeat_seconds=settings.events_heartbeat_seconds)
+        return cls(jobs=JobStore(client, settings.job_ttl_seconds), heartbeat_seconds=settings.events_heartbeat_seconds)
 
 
 def register(app: Flask) -> None:
@@ -110,35 +107,20 @@ def portrait_events(id: str) -> Response:  # the public path parameter is called
     gw = gateway()
     feed: EventFeed = current_app.extensions[EXTENSION_KEY]
     # Read before answering, on the gateway's usual client: an unknown id is a 404 envelope and a Redis outage a
-    # 503, not a stream that ends at once. One MULTI, so the newest stream id and the record agree.
-    with gw.redis.pipeline(transaction=True) as pipe:
-        pipe.xrevrange(job_events.key(id), count=1)
-        pipe.hgetall(JobStore.KEY_PREFIX + id)
-        newest, raw = pipe.execute()
-    if not raw:
+    # 503, not a stream that ends at once.
+    snapshot = gw.jobs.snapshot(id)
+    if snapshot.job is None:
         raise _not_found()
-    job = Job.from_redis(raw)  # deleted or expired, but not yet removed: the stream answers `deleted` at once
-    newest_id = newest[0][0].decode() if newest else None
     follower = Follower(
         gw=gw,
         feed=feed,
-        job=job,
-        newest_id=newest_id,
+        job=snapshot.job,  # deleted or expired, but not yet removed: the stream answers `deleted` at once
+        newest_id=snapshot.last_event_id,
         resume_from=last_event_id(request),
         stopping=request.environ.get(STOPPING, lambda: False),
         client_gone=_peer_closed_check(request.environ.get("gunicorn.socket")),
     )
     return Response(follower.stream(), mimetype="text/event-stream", headers=STREAM_HEADERS)
-
-
-def _job_of(record: Record) -> Job | None:
-    """The job from an HGETALL reply; None when the record is gone."""
-    return Job.from_redis(record) if record else None
-
-
-def _state_of(record: Record) -> JobState | None:
-    raw = record.get(b"state")
-    return JobState(json.loads(raw)) if raw else None
 
 
 def _peer_closed_check(sock: Any) -> Callable[[], bool]:
@@ -220,29 +202,32 @@ class Follower:
         last_write = time.monotonic()
         first = True
         while True:
-            # The first read does not wait: a resuming client catches up (or learns the job ended) at once.
-            entries, record, rank = self._read(cursor, block_ms=None if first else slice_ms)
+            # The first read does not wait: a resuming client catches up (or learns the job ended) at once. Its
+            # record is the final one once an entry says the job ended (JobStore.follow): no read of its own.
+            progress = self.feed.jobs.follow(
+                self.job.id, cursor, block_ms=None if first else slice_ms, count=READ_COUNT
+            )
             first = False
-            for entry in entries:
+            for entry in progress.events:
                 cursor = entry.id
                 if entry.state in TERMINAL:
-                    yield format_event(self._final(entry.id, _job_of(record)))
+                    yield format_event(self._final(entry.id, progress.job()))
                     return
                 if entry.state is JobState.PROCESSING and entry.stage:
                     self.sent_position = None
                     yield format_event(SseEvent(SseEventName.STAGE, {"stage": entry.stage}, entry.id))
                     last_write = time.monotonic()
-            if entries:
+            if progress.events:
                 continue
             # Nothing new: is the job still there, and where in the queue?
-            state = _state_of(record)
+            state, rank = progress.state, progress.queue_rank
             if state is None or state in TERMINAL:
                 # Gone (erased: the record and its stream went together) or ended without an entry we saw (a
                 # record older than its stream, a resume id from elsewhere): say how it ended, from the record.
-                yield format_event(self._final(cursor if cursor != "0-0" else None, _job_of(record)))
+                yield format_event(self._final(cursor if cursor != "0-0" else None, progress.job()))
                 return
-            if state is JobState.QUEUED and rank is not None and int(rank) != self.sent_position:
-                self.sent_position = int(rank)
+            if state is JobState.QUEUED and rank is not None and rank != self.sent_position:
+                self.sent_position = rank
                 yield format_event(SseEvent(SseEventName.QUEUE_POSITION, {"queue_position": self.sent_position}))
                 last_write = time.monotonic()
             elif time.monotonic() - last_write >= heartbeat:
@@ -250,20 +235,6 @@ class Follower:
                 last_write = time.monotonic()
             else:
                 yield None
-
-    def _read(self, cursor: str, *, block_ms: int | None) -> tuple[list[job_events.JobEvent], Record, Any]:
-        """The stream's entries after `cursor` (waiting up to `block_ms` for the first), then the record and the
-        queue rank as they are once the read returns: one round trip (#11). Redis answers a connection's commands
-        in order and holds the ones behind a blocked XREAD until it returns, so the record is never older than the
-        entries — the final event needs no read of its own (one round trip less between `done` and the client)."""
-        job_id = self.job.id
-        with self.feed.redis.pipeline(transaction=False) as pipe:
-            pipe.xread({job_events.key(job_id): cursor}, count=READ_COUNT, block=block_ms)
-            pipe.hgetall(JobStore.KEY_PREFIX + job_id)
-            pipe.zrank(JobStore.QUEUE_KEY, job_id)
-            reply, raw, rank = pipe.execute()
-        entries = [job_events.JobEvent.from_entry(entry_id, fields) for entry_id, fields in xread_entries(reply)]
-        return entries, raw, rank  # the record is parsed only for the final event
 
     def _final(self, event_id: str | None, job: Job | None) -> SseEvent:
         """The last event, from the record as just read (None: gone): done/failed with the status document, or

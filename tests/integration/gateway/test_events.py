@@ -121,7 +121,7 @@ def test_events_arrive_in_order_with_the_status_document(jobs: JobStore, stream,
     }
     assert document["status"] == "done" and document["style"] == "sumi-e" and document["reason"]
     # Every id is the job stream's own, in order.
-    history = [event.id for event in job_events.EventLog(jobs._redis).history(job_id)]
+    history = [event.id for event in jobs.history(job_id)]
     assert [event.id for event in received] == history[1:]
 
 
@@ -130,7 +130,7 @@ def test_resume_with_last_event_id_skips_what_was_seen(jobs: JobStore, stream) -
     jobs.transition(job_id, JobState.PROCESSING, stage="fetch")
     for stage in ("decode", "detect"):
         jobs.set_stage(job_id, stage)
-    seen = [event.id for event in job_events.EventLog(jobs._redis).history(job_id)]
+    seen = [event.id for event in jobs.history(job_id)]
     resumed = stream(job_id, **{"Last-Event-ID": seen[2]})  # created, fetch, decode seen
     assert resumed.next_event() == ServerEvent("stage", '{"stage":"detect"}', seen[3])
     jobs.transition(
@@ -146,7 +146,7 @@ def test_resume_from_the_query_string_and_after_the_end(jobs: JobStore, client: 
     jobs.transition(job_id, JobState.PROCESSING, stage="fetch")
     jobs.set_stage(job_id, "generate")
     finish(jobs, job_id)
-    ids = [event.id for event in job_events.EventLog(jobs._redis).history(job_id)]
+    ids = [event.id for event in jobs.history(job_id)]
     body = client.get(f"/v1/portraits/{job_id}/events?last_event_id={ids[1]}").get_data(as_text=True)
     assert [(event.event, event.id) for event in parse_sse(body.split("\n"))] == [("stage", ids[2]), ("done", ids[3])]
     # A client that saw the end and reconnects (EventSource does) is told the end again, and nothing else.
@@ -163,7 +163,7 @@ def test_a_finished_job_answers_its_final_event_at_once(jobs: JobStore, client: 
     assert time.monotonic() - started < 0.5  # no read slice waited for
     (done,) = parse_sse(body.split("\n"))
     assert done.event == "done" and done.json()["status"] == "done"
-    assert done.id == job_events.EventLog(jobs._redis).last_id(job_id)
+    assert done.id == jobs.snapshot(job_id).last_event_id
 
 
 def test_the_final_event_needs_no_read_of_its_own(jobs: JobStore, stream, client: FlaskClient, monkeypatch) -> None:

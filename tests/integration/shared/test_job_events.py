@@ -7,7 +7,7 @@ import pytest
 import redis
 
 from shared import events
-from shared.events import EventKind, EventLog, JobEvent
+from shared.events import EventKind, JobEvent
 from shared.ids import new_job_id
 from shared.jobs import Job, JobState, JobStore, TransitionRefused, now
 
@@ -23,33 +23,33 @@ def queued(store: JobStore) -> str:
     return job_id
 
 
-def summary(log: EventLog, job_id: str) -> list[tuple[EventKind, JobState, str | None]]:
-    return [(event.kind, event.state, event.stage) for event in log.history(job_id)]
+def summary(store: JobStore, job_id: str) -> list[tuple[EventKind, JobState, str | None]]:
+    return [(event.kind, event.state, event.stage) for event in store.history(job_id)]
 
 
 def test_every_change_is_an_event_in_order(store: JobStore, client: redis.Redis) -> None:
-    log, job_id = EventLog(client), queued(store)
+    job_id = queued(store)
     store.transition(job_id, JobState.PROCESSING, attempts=1, stage="fetch")
     store.set_stage(job_id, "detect")
     store.transition(job_id, JobState.DONE, stage=None, style="ink")
-    assert summary(log, job_id) == [
+    assert summary(store, job_id) == [
         (EventKind.CREATED, JobState.QUEUED, None),
         (EventKind.TRANSITION, JobState.PROCESSING, "fetch"),
         (EventKind.STAGE, JobState.PROCESSING, "detect"),
         (EventKind.TRANSITION, JobState.DONE, None),
     ]
-    history = log.history(job_id)
-    assert log.last_id(job_id) == history[-1].id
-    assert log.read(job_id, history[1].id) == history[2:]
+    history = store.history(job_id)
+    assert store.snapshot(job_id).last_event_id == history[-1].id
+    assert store.follow(job_id, history[1].id).events == history[2:]
     assert all(isinstance(event, JobEvent) and event.at > 0 for event in history)
 
 
 def test_refused_changes_write_no_event(store: JobStore, client: redis.Redis) -> None:
-    log, job_id = EventLog(client), queued(store)
+    job_id = queued(store)
     with pytest.raises(TransitionRefused):
         store.transition(job_id, JobState.DONE)
     store.set_stage(job_id, "detect")  # not processing: ignored
-    assert summary(log, job_id) == [(EventKind.CREATED, JobState.QUEUED, None)]
+    assert summary(store, job_id) == [(EventKind.CREATED, JobState.QUEUED, None)]
     assert store.get(job_id).stage is None
 
 

@@ -9,7 +9,6 @@ import time
 
 import pytest
 
-from shared import events
 from shared.crypto import SourceKeys, new_key
 from shared.ids import new_job_id
 from shared.job_start import JobStarter, NotStarted, Started
@@ -67,7 +66,7 @@ def test_a_queued_job_starts_in_one_call(jobs, leases, starter, client):
     assert leases.holder(job_id) == OWNER
     assert client.zscore(JobLeases.DEADLINES, job_id) == pytest.approx(job.started_at + LEASE_SECONDS)
     assert jobs.queue_position(job_id) is None  # left the queue index in the same step
-    history = events.EventLog(client).history(job_id)
+    history = jobs.history(job_id)
     assert [(event.kind.value, event.state, event.stage) for event in history][-1] == (
         "transition",
         JobState.PROCESSING,
