@@ -7,8 +7,10 @@ the README's settings table is generated from these fields and their description
 from __future__ import annotations
 
 import base64
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -17,6 +19,27 @@ from shared.engine_options import Device, FaceUpscaler, Precision
 from shared.output_format import OutputFormat
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+#: Who makes an S3 call, which decides how long it may wait (`Settings.s3_budget`): a worker or the janitor
+#: (`service`), the gateway with a client waiting (`gateway`), or a readiness probe (`probe`).
+S3Caller = Literal["service", "gateway", "probe"]
+
+
+@dataclass(frozen=True)
+class S3Budget:
+    """How long one S3 call may wait and how often it is tried, as one caller can afford it."""
+
+    connect_timeout: float
+    read_timeout: float
+    attempts: int  # calls per operation, the first included
+
+    @property
+    def per_call_seconds(self) -> float:
+        return self.connect_timeout + self.read_timeout
+
+
+# Readiness probes must answer quickly: one attempt, short timeouts.
+_PROBE_S3_BUDGET = S3Budget(connect_timeout=1.0, read_timeout=2.0, attempts=1)
 
 
 class Settings(BaseSettings):
@@ -348,6 +371,15 @@ class Settings(BaseSettings):
     def shed_max_seconds(self) -> float:
         """The longest estimated wait plus one render an upload may face before it is shed (#11)."""
         return self.shed_wait_fraction * self.source_max_age_seconds
+
+    def s3_budget(self, for_: S3Caller = "service") -> S3Budget:
+        """Each S3 caller's budget, derived here only. `s3_max_attempts` counts retries for the worker and the
+        janitor, which are patient; the gateway holds a client and has its own, short `gateway_s3_*` (issue 9)."""
+        if for_ == "gateway":
+            return S3Budget(self.gateway_s3_timeout, self.gateway_s3_timeout, self.gateway_s3_max_attempts)
+        if for_ == "probe":
+            return _PROBE_S3_BUDGET
+        return S3Budget(self.s3_connect_timeout, self.s3_read_timeout, self.s3_max_attempts + 1)
 
     @property
     def job_ttl_seconds(self) -> int:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -34,7 +35,7 @@ from obstore.exceptions import BaseError as ObstoreError
 from obstore.exceptions import PermissionDeniedError, UnauthenticatedError
 from obstore.store import S3Store
 
-from shared.settings import Settings
+from shared.settings import S3Budget, Settings
 
 if TYPE_CHECKING:  # the stubs are in the `lint` extra only; nothing imports them at run time (#12)
     from botocore.config import _RetryDict
@@ -101,39 +102,36 @@ def job_id_of(key: str) -> str:
     return key.split("/", 1)[-1].split(".", 1)[0]
 
 
-def _attempts(settings: Settings, fail_fast: bool) -> int:
-    """Calls per operation, first one included: `s3_max_attempts` counts retries in the worker and the janitor,
-    attempts in the gateway, which has a client waiting (botocore's `max_attempts`/`total_max_attempts`)."""
-    return settings.s3_max_attempts if fail_fast else settings.s3_max_attempts + 1
-
-
 _MAX_BACKOFF_SECONDS = 2.0
 _REQUEST_TIMEOUT_CALLS = 4  # a whole request (a large object's transfer) may take this many connect+read timeouts
 
 
-def _per_call_seconds(settings: Settings) -> float:
-    return settings.s3_connect_timeout + settings.s3_read_timeout
-
-
-def longest_call_seconds(settings: Settings, fail_fast: bool) -> float:
+def longest_call_seconds(budget: S3Budget) -> float:
     """The longest one data call (a put of the sealed source…) can take, retries included: the retry budget,
     then a last request started just before it ran out, with its own timeout, after the longest backoff."""
-    per_call = _per_call_seconds(settings)
-    return per_call * (_attempts(settings, fail_fast) + _REQUEST_TIMEOUT_CALLS) + _MAX_BACKOFF_SECONDS
+    return budget.per_call_seconds * (budget.attempts + _REQUEST_TIMEOUT_CALLS) + _MAX_BACKOFF_SECONDS
 
 
-def _bucket_store(settings: Settings, bucket: str, fail_fast: bool) -> S3Store:
-    attempts = _attempts(settings, fail_fast)
-    per_call = _per_call_seconds(settings)
+@dataclass(frozen=True)
+class _Account:
+    """Where the buckets are and who we are there."""
+
+    endpoint_url: str
+    region: str
+    access_key_id: str
+    secret_access_key: str
+
+
+def _bucket_store(account: _Account, bucket: str, budget: S3Budget) -> S3Store:
     client: ClientConfig = {
-        "allow_http": settings.s3_endpoint_url.startswith("http://"),
-        "connect_timeout": timedelta(seconds=settings.s3_connect_timeout),
+        "allow_http": account.endpoint_url.startswith("http://"),
+        "connect_timeout": timedelta(seconds=budget.connect_timeout),
         # Per read, as botocore's read_timeout: a stalled S3 is noticed, a large object is not cut off.
-        "read_timeout": timedelta(seconds=settings.s3_read_timeout),
-        "timeout": timedelta(seconds=per_call * _REQUEST_TIMEOUT_CALLS),
+        "read_timeout": timedelta(seconds=budget.read_timeout),
+        "timeout": timedelta(seconds=budget.per_call_seconds * _REQUEST_TIMEOUT_CALLS),
     }
     retry: RetryConfig = {
-        "max_retries": attempts - 1,
+        "max_retries": budget.attempts - 1,
         "backoff": {
             "init_backoff": timedelta(milliseconds=100),
             "max_backoff": timedelta(seconds=_MAX_BACKOFF_SECONDS),
@@ -141,56 +139,68 @@ def _bucket_store(settings: Settings, bucket: str, fail_fast: bool) -> S3Store:
         },
         # Bounds the whole call, retries included, as botocore's attempts × timeouts did (a hung S3 fails a worker
         # call within ~30 s, inside a render's 60 s soft limit: issue 9).
-        "retry_timeout": timedelta(seconds=per_call * attempts),
+        "retry_timeout": timedelta(seconds=budget.per_call_seconds * budget.attempts),
     }
     return S3Store(
         bucket,
-        endpoint=settings.s3_endpoint_url,
-        region=settings.s3_region,
-        access_key_id=settings.s3_access_key_id,
-        secret_access_key=settings.s3_secret_access_key.get_secret_value(),
+        endpoint=account.endpoint_url,
+        region=account.region,
+        access_key_id=account.access_key_id,
+        secret_access_key=account.secret_access_key,
         virtual_hosted_style_request=False,  # path style, as SeaweedFS and MinIO serve it
         client_options=client,
         retry_config=retry,
     )
 
 
-def _signing_client(settings: Settings, endpoint_url: str, fail_fast: bool = False) -> S3Client:
+def _signing_client(account: _Account, budget: S3Budget) -> S3Client:
     """botocore, for presigning and `head_bucket` only (see the module's docstring)."""
-    # botocore's `max_attempts` counts retries, not attempts: 4 means up to 5 calls. `total_max_attempts`
-    # counts attempts.
-    retries: _RetryDict = {"total_max_attempts": _attempts(settings, fail_fast), "mode": "standard"}
+    # `total_max_attempts` counts attempts, the first included (botocore's `max_attempts` counts retries).
+    retries: _RetryDict = {"total_max_attempts": budget.attempts, "mode": "standard"}
     config = Config(
-        region_name=settings.s3_region,
+        region_name=account.region,
         signature_version="s3v4",
         s3={"addressing_style": "path"},
         retries=retries,
-        connect_timeout=settings.s3_connect_timeout,
-        read_timeout=settings.s3_read_timeout,
+        connect_timeout=budget.connect_timeout,
+        read_timeout=budget.read_timeout,
     )
     return boto3.client(
         "s3",
-        endpoint_url=endpoint_url,
-        aws_access_key_id=settings.s3_access_key_id,
-        aws_secret_access_key=settings.s3_secret_access_key.get_secret_value(),
+        endpoint_url=account.endpoint_url,
+        aws_access_key_id=account.access_key_id,
+        aws_secret_access_key=account.secret_access_key,
         config=config,
     )
 
 
 class ObjectStore:
-    def __init__(self, settings: Settings, *, fail_fast: bool = False) -> None:
-        """`fail_fast` (the gateway, which has a client waiting): `s3_max_attempts` counts attempts, not
-        retries. Nothing connects yet: the first call does, in the process that makes it (see StoreUsedBeforeFork)."""
+    def __init__(self, settings: Settings, budget: S3Budget | None = None) -> None:
+        """The buckets `settings` names, each call on `budget` (default: a worker's or the janitor's,
+        `settings.s3_budget()`). Nothing connects yet: the first call does, in the process that makes it (see
+        StoreUsedBeforeFork)."""
+        budget = budget if budget is not None else settings.s3_budget()
+        self.budget = budget
         self.sources_bucket = settings.sources_bucket
         self.results_bucket = settings.results_bucket
+        account = _Account(
+            settings.s3_endpoint_url,
+            settings.s3_region,
+            settings.s3_access_key_id,
+            settings.s3_secret_access_key.get_secret_value(),
+        )
         self._buckets = {
-            bucket: _bucket_store(settings, bucket, fail_fast)
+            bucket: _bucket_store(account, bucket, budget)
             for bucket in dict.fromkeys([settings.sources_bucket, settings.results_bucket])
         }
-        self._s3 = _signing_client(settings, settings.s3_endpoint_url, fail_fast)
+        self._s3 = _signing_client(account, budget)
         # Presigned URLs carry the host they were signed for: sign with the address browsers can reach.
         public = settings.s3_public_endpoint_url or settings.s3_endpoint_url
-        self._signer = self._s3 if public == settings.s3_endpoint_url else _signing_client(settings, public, fail_fast)
+        self._signer = (
+            self._s3
+            if public == account.endpoint_url
+            else _signing_client(replace(account, endpoint_url=public), budget)
+        )
 
     def _store(self, bucket: str) -> S3Store:
         _Runtime.enter()

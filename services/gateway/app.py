@@ -1,5 +1,6 @@
 """The gateway's app factory. Collaborators live in one `Gateway` object (context.py) in `app.extensions`, built
-from Settings or handed in by tests.
+from Settings or handed in by tests; the factory hands each piece of middleware its share of the Gateway's
+budget (budget.py) rather than reading Settings again.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from services.gateway import events, metrics, routes, site
 from services.gateway.bodies import BodyDeadline
-from services.gateway.context import EXTENSION_KEY, Gateway, with_overrides
+from services.gateway.budget import GatewayBudget
+from services.gateway.context import EXTENSION_KEY, Gateway
 from services.gateway.errors import register_error_handlers
 from services.gateway.uploads import FieldCountingParser
 from shared import backends
@@ -28,16 +30,6 @@ MAX_FORM_MEMORY_BYTES = 128 * 1024
 MAX_FORM_PARTS = 16
 
 
-def redis_options(settings: Settings) -> dict[str, Any]:
-    """Connection options for every Redis client of the gateway (its own, the rate limiter's): the one set every
-    service uses (shared/backends.py: a timeout is final, a reset connection is retried once).
-
-    redis-py 8 also caps a pool at 100 connections and answers the 101st with MaxConnectionsError (a 503 here):
-    each of a worker's `gateway_threads` threads uses at most one connection at a time, so the cap is that (#10:
-    256 threads; the live-progress streams' own client hit that cap in the first 200-stream load run)."""
-    return backends.redis_options(settings, max_connections=backends.pool_for_threads(settings.gateway_threads))
-
-
 def create_app(settings: Settings | None = None, *, gateway: Gateway | None = None, **overrides: Any) -> Flask:
     """The WSGI app. `overrides` replace Settings fields; `gateway` injects ready-made collaborators."""
     if gateway is None:
@@ -45,14 +37,14 @@ def create_app(settings: Settings | None = None, *, gateway: Gateway | None = No
         gateway = Gateway.from_settings(settings)
     elif settings is not None or overrides:
         raise TypeError("pass either a gateway or settings/overrides, not both")
-    settings = gateway.settings
+    settings, budget = gateway.settings, gateway.budget
 
     # No app-wide static folder: the page's files (#10) are served by the `site` blueprint, with its headers.
     app = Flask(__name__, static_folder=None)
     app.request_class = GatewayRequest
     # Under gunicorn, a request body that arrives too slowly answers 408 (bodies.py).
     # Replacing `wsgi_app` is how Flask documents adding WSGI middleware; mypy sees a method being assigned.
-    deadline = BodyDeadline(app.wsgi_app, settings.gateway_body_timeout, settings.gateway_body_min_rate)
+    deadline = BodyDeadline(app.wsgi_app, budget.body_seconds, budget.body_min_rate)
     app.wsgi_app = deadline  # type: ignore[method-assign]  # middleware, see above
     if settings.trusted_proxy_hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxy_hops)  # type: ignore[method-assign]  # middleware
@@ -69,15 +61,23 @@ def create_app(settings: Settings | None = None, *, gateway: Gateway | None = No
     routes.register(app)
     events.register(app)  # GET /v1/portraits/<id>/events (#10)
     site.register(app)  # the page at / and its files (#10)
-    _limit_uploads(app, settings)
+    _limit_uploads(app, settings, budget)
     return app
+
+
+def with_overrides(settings: Settings, **overrides: Any) -> Settings:
+    """A validated copy of `settings` with some fields replaced (unknown names are an error, not ignored)."""
+    unknown = set(overrides) - set(type(settings).model_fields)
+    if unknown:
+        raise TypeError(f"unknown settings: {', '.join(sorted(unknown))}")
+    return type(settings).model_validate({**settings.model_dump(), **overrides})
 
 
 class GatewayRequest(Request):
     form_data_parser_class = FieldCountingParser  # too many form parts: 400 `too_many_fields`, not 413
 
 
-def _limit_uploads(app: Flask, settings: Settings) -> None:
+def _limit_uploads(app: Flask, settings: Settings, budget: GatewayBudget) -> None:
     if not settings.upload_rate_limit.strip():
         return
     limiter = Limiter(
@@ -85,8 +85,8 @@ def _limit_uploads(app: Flask, settings: Settings) -> None:
         app=app,
         storage_uri=settings.redis_url,
         # Without these the limiter's own Redis client waits on a hung Redis with redis-py's defaults (no
-        # timeout, 10 retries), in front of every upload.
-        storage_options=redis_options(settings),
+        # timeout, 10 retries), in front of every upload: the options every service's clients have (backends.py).
+        storage_options=backends.redis_options(settings, max_connections=budget.redis_max_connections),
         key_prefix="portraits:ratelimit",
         headers_enabled=True,  # Retry-After on the 429
         # Limits are best effort: with Redis down or hung the upload itself answers 503 a moment later.

@@ -5,7 +5,7 @@ publish the source's key, or undo all of it. The source-ready protocol between t
    is refused, 503 `overloaded` with Retry-After, rather than accepted to fail `source_expired` minutes later (#11).
 2. Record, in one MULTI (one round trip): the source's deletion is scheduled before the source exists, so no
    crash can leave an unscheduled one behind; the source is marked *expected* for `source_expected_seconds`
-   (the longest its put and the key's publication can take: context.py); the job record is created.
+   (the longest its put and the key's publication can take: budget.py); the job record is created.
 3. Store and send side by side: the job goes to Celery on a helper thread while this one puts the sealed source
    to S3. The put is the longer (5.4 against 2.6 ms, #11) and releases the GIL at once, where Celery's publish is
    Python throughout, so the put stays on the request thread and the worker's hand-off hides behind it.
@@ -120,7 +120,7 @@ def submit(gw: Gateway, upload: CleanUpload, gallery: GalleryGrant | None = None
                 gw.settings.source_max_age_seconds,
                 pipe=pipe,
             )
-            gw.source_keys.expect(pipe, job.id, gw.source_expected_seconds)
+            gw.source_keys.expect(pipe, job.id, gw.budget.source_expected_seconds)
             gw.jobs.create(job, pipe=pipe)
             pipe.execute()
         sent = gw.job_sender.submit(enqueue_render, gw.celery, gw.settings, job.id)

@@ -27,7 +27,7 @@ from werkzeug.test import TestResponse
 from scripts.devstack import SeaweedServer
 from scripts.support import samples
 from services.gateway.app import create_app
-from services.gateway.context import Gateway, gateway_s3_settings
+from services.gateway.context import Gateway
 from shared.crypto import SourceKeys, unseal
 from shared.jobs import JobState, JobStore, now
 from shared.queue import make_celery
@@ -146,7 +146,8 @@ def test_the_job_is_sent_while_its_source_is_stored_and_its_key_published_after(
             super().put(bucket, key, data, content_type)
 
     gateway = dataclasses.replace(
-        Gateway.from_settings(gateway_settings), objects=WatchedStore(gateway_s3_settings(gateway_settings))
+        Gateway.from_settings(gateway_settings),
+        objects=WatchedStore(gateway_settings, gateway_settings.s3_budget("gateway")),
     )
     response = post_photo(create_app(gateway=gateway).test_client(), images.encode(astronaut, "JPEG"))
 
