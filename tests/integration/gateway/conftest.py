@@ -69,6 +69,14 @@ def gateway_settings(redis_server: RedisServer, s3_server: SeaweedServer, gatewa
 
 
 @pytest.fixture
+def backends_settings(gateway_settings: Settings) -> Settings:
+    """A gateway test's `backends` (tests/integration/conftest.py) are the app's: its Redis database, emptied by
+    `gateway_settings`, its buckets and its queue, so a test does to an upload what a worker or the janitor would.
+    `@pytest.mark.backends` does not apply here."""
+    return gateway_settings
+
+
+@pytest.fixture
 def make_app(gateway_settings: Settings) -> Callable[..., Flask]:
     """Build an app from the test settings with some fields overridden."""
 

@@ -20,7 +20,6 @@ from services.worker.outcomes import DONE
 from shared.audit import Deleter, ObjectKind
 from shared.gallery import GalleryEntry, GalleryGrant, GalleryIndex, Gone, Pending, day_of, object_key, token_hash
 from shared.jobs import JobStore, now
-from shared.settings import Settings
 from tests.support.service import Backends
 
 pytestmark = pytest.mark.integration
@@ -31,11 +30,6 @@ _no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 @pytest.fixture(scope="module")
 def astronaut_bytes() -> bytes:
     return samples.astronaut_path().read_bytes()
-
-
-@pytest.fixture
-def backends(gateway_settings: Settings) -> Backends:
-    return Backends.connect(gateway_settings)
 
 
 @pytest.fixture

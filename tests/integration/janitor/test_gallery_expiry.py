@@ -11,7 +11,6 @@ import urllib.request
 import pytest
 import redis
 
-from scripts.support.service_settings import service_settings
 from services.janitor import metrics
 from services.janitor.sweeper import Janitor
 from services.worker.outcomes import DONE
@@ -27,22 +26,14 @@ TTL = 3600
 _no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-@pytest.fixture
-def backends(redis_server, s3_server) -> Backends:
-    client = redis.Redis.from_url(redis_server.url)
-    for key in client.scan_iter("portraits:*"):  # an empty schedule, audit and gallery
-        client.delete(key)
-    return Backends.connect(
-        service_settings(
-            redis_server.url,
-            s3_server,
-            sources_bucket="jan-sources",
-            results_bucket="jan-results",
-            source_max_age_seconds=10,
-            result_ttl_seconds=60,
-            gallery_ttl_seconds=TTL,
-        )
-    )
+# Buckets of the janitor's own: its reconciliation lists whole buckets and would erase other modules' objects.
+pytestmark = pytest.mark.backends(
+    sources_bucket="jan-sources",
+    results_bucket="jan-results",
+    source_max_age_seconds=10,
+    result_ttl_seconds=60,
+    gallery_ttl_seconds=TTL,
+)
 
 
 def janitor(backends: Backends, at: float) -> Janitor:

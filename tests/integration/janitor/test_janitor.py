@@ -12,7 +12,6 @@ import pytest
 import redis
 
 from scripts.devstack import free_port
-from scripts.support.service_settings import service_settings
 from services.janitor import metrics
 from services.janitor.sweeper import Janitor
 from services.worker.outcomes import DONE
@@ -26,22 +25,10 @@ from shared.storage import ObjectStore, source_key
 from tests.support.leases import hold_lease
 from tests.support.service import Backends
 
-
-@pytest.fixture
-def backends(redis_server, s3_server) -> Backends:
-    client = redis.Redis.from_url(redis_server.url)
-    for key in client.scan_iter("portraits:*"):  # each test starts from an empty schedule and audit
-        client.delete(key)
-    return Backends.connect(
-        service_settings(
-            redis_server.url,
-            s3_server,
-            sources_bucket="jan-sources",
-            results_bucket="jan-results",
-            source_max_age_seconds=10,
-            result_ttl_seconds=60,
-        )
-    )
+# Buckets of the janitor's own: its reconciliation lists whole buckets and would erase other modules' objects.
+pytestmark = pytest.mark.backends(
+    sources_bucket="jan-sources", results_bucket="jan-results", source_max_age_seconds=10, result_ttl_seconds=60
+)
 
 
 def janitor(

@@ -10,13 +10,12 @@ import pytest
 from celery.exceptions import SoftTimeLimitExceeded
 
 from scripts.support import samples
-from scripts.support.service_settings import service_settings
 from services.worker.outcomes import DONE, SKIPPED, Outcome, TransientError
 from services.worker.process import RenderProcess
 from services.worker.runner import JobRunner
 from shared.errors import JobErrorCode
 from shared.events import key as events_key
-from shared.jobs import JobState, JobStore
+from shared.jobs import JobState
 from shared.storage import ObjectStore, StorageUnavailable
 from tests.integration.worker.test_runner import FlakyStore
 from tests.support.leases import hold_lease
@@ -54,14 +53,8 @@ class FlakyResultStore(FlakyStore):
         super().put(bucket, key, data, content_type)
 
 
-@pytest.fixture(scope="module")
-def backends(redis_server, s3_server) -> Backends:
-    return Backends.connect(service_settings(redis_server.url, s3_server, batch_max_size=4, batch_wait_ms=0))
-
-
-@pytest.fixture(autouse=True)
-def empty_queue(backends):
-    backends.redis.delete(JobStore.QUEUE_KEY)  # queued ids other modules left behind would join the batch
+# Each test's Redis database starts empty (tests/integration/conftest.py): no queued ids of other tests join a batch.
+pytestmark = pytest.mark.backends(batch_max_size=4, batch_wait_ms=0)
 
 
 def batch_runner(backends: Backends, engine, storage=None, **overrides: object) -> JobRunner:

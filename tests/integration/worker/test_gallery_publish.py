@@ -10,7 +10,6 @@ import json
 import pytest
 from PIL import Image
 
-from scripts.support.service_settings import service_settings
 from services.worker import metrics
 from services.worker.outcomes import DONE
 from shared.audit import ObjectKind
@@ -19,11 +18,6 @@ from shared.jobs import JobState
 from shared.storage import ObjectStore, StorageUnavailable
 from tests.support.service import Backends
 from tests.unit.worker.test_clean_jpeg import _METADATA_MARKERS, segments
-
-
-@pytest.fixture(scope="module")
-def backends(redis_server, s3_server) -> Backends:
-    return Backends.connect(service_settings(redis_server.url, s3_server))
 
 
 @pytest.fixture

@@ -26,11 +26,6 @@ from tests.support.leases import hold_lease
 from tests.support.service import Backends
 
 
-@pytest.fixture(scope="module")
-def backends(redis_server, s3_server) -> Backends:
-    return Backends.connect(service_settings(redis_server.url, s3_server))
-
-
 @pytest.fixture
 def runner(backends, engine) -> JobRunner:
     return backends.runner(engine)

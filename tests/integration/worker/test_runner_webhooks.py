@@ -10,7 +10,6 @@ import pytest
 import redis
 
 from scripts.support import samples
-from scripts.support.service_settings import service_settings
 from services.janitor.sweeper import Janitor
 from services.worker.outcomes import DONE, Outcome
 from shared.audit import AuditLog
@@ -21,17 +20,9 @@ from shared.leases import JobLeases
 from shared.webhooks import EventType, WebhookOutbox, delivery_id
 from tests.support.service import Backends
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.backends(source_max_age_seconds=10)]
 
 HOOK = "https://hooks.example.com/portraits?token=abc"
-
-
-@pytest.fixture
-def backends(redis_server, s3_server) -> Backends:
-    client = redis.Redis.from_url(redis_server.url)
-    for key in client.scan_iter("portraits:webhooks:*"):
-        client.delete(key)
-    return Backends.connect(service_settings(redis_server.url, s3_server, source_max_age_seconds=10))
 
 
 def queued(backends: Backends, job_id: str, event: EventType) -> dict:
