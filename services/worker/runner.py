@@ -1,5 +1,5 @@
-"""One job, start to finish, independent of Celery: fetch and open the sealed source, render, store the result,
-mark the job done, delete the source.
+"""One job, start to finish, independent of Celery: claim it, render, store the result, mark the job done, delete
+the source.
 
 Errors are sorted into two kinds. Permanent ones (the photo has no face, the source expired…) fail the job at
 once and delete the source. Transient ones (S3 or Redis unreachable) raise `TransientError` so the task layer
@@ -9,34 +9,32 @@ While it paints, the runner holds the job's lease (shared/leases.py, issue 9): i
 lapses and the janitor sends the job again; if the lease was rescued elsewhere meanwhile, this render is
 discarded rather than written.
 
-Long on purpose: a job's whole life in this process — claim, gather a batch, paint,
-deliver, fail, erase — reads in one place and shares one lease and outcome bookkeeping; its seams (the engine
-Protocol, `Outcome`) live in outcomes.py, the engine and the stores elsewhere.
+Its parts: the photo (source_reader.py), the render's progress and its result's early deletion schedule
+(stage_reporter.py), the gallery copy (gallery_copy.py); the engine's seam and `Outcome` are in outcomes.py.
 """
 
 from __future__ import annotations
 
-import io
 import time
-from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager, suppress
+from concurrent.futures import Future
+from contextlib import ExitStack, suppress
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 import redis
 import structlog
-from PIL import Image
 
 from services.worker import metrics
 from services.worker.engine.catalog import painter_of
+from services.worker.gallery_copy import GalleryCopier
 from services.worker.outcomes import DONE, SKIPPED, Outcome, PortraitRenderer, TransientError
+from services.worker.source_reader import SourceReader, SourceUnusable
+from services.worker.stage_reporter import ScheduledResult, StageReporter
 from shared.audit import Deleter, ObjectKind
-from shared.crypto import KeyGone, SealBroken, SourceKeys, SourceNotStored, unseal
+from shared.crypto import SourceKeys
 from shared.deletion import Eraser
 from shared.errors import JobErrorCode, JobFailure, PortraitError
-from shared.gallery import GalleryEntry, GalleryIndex, day_of
-from shared.gallery import object_key as gallery_object_key
+from shared.gallery import GalleryIndex
 from shared.job_start import JobStarter, Started
 from shared.jobs import Job, JobNotFound, JobState, JobStore, TransitionRefused, now
 from shared.leases import Held, JobLeases, process_owner
@@ -44,7 +42,7 @@ from shared.logging import get_logger
 from shared.output_format import OutputFormat
 from shared.settings import Settings
 from shared.stages import Stage
-from shared.storage import ObjectMissing, ObjectStore, StorageUnavailable, result_key, source_key
+from shared.storage import ObjectStore, StorageUnavailable, result_key, source_key
 from shared.webhooks import WebhookOutbox, notify_finished
 
 if TYPE_CHECKING:  # torch underneath: the engine's types are only named here, its module loads in render processes
@@ -74,19 +72,23 @@ class JobRunner:
         self._settings = settings
         self._jobs = jobs
         self._storage = storage
-        self._keys = keys
         self._eraser = eraser
         self._engine = engine
         self._leases = leases
         self._starter = starter or JobStarter(jobs.client, settings.job_ttl_seconds, leases.lease_seconds)
         self.owner = owner or process_owner()
         self._webhooks = webhooks
-        self._gallery = gallery or GalleryIndex(jobs.client)
+        self._sources = SourceReader(storage, keys)
+        self._reporter = StageReporter(jobs, eraser, settings.output_format, settings.result_ttl_seconds)
+        self._gallery = GalleryCopier(
+            gallery or GalleryIndex(jobs.client),
+            jobs,
+            storage,
+            eraser,
+            quality=settings.output_quality,
+            ttl_seconds=settings.gallery_ttl_seconds,
+        )
         self._carried: list[str] = []  # jobs of an interrupted batch, still leased to this process
-        self._progress = ThreadPoolExecutor(max_workers=1, thread_name_prefix="progress")  # one: stages stay in order
-        self._fetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fetch")  # the job's source, see _run
-        # Results whose deletion the progress thread scheduled while their render finished: job id -> (key, when).
-        self._scheduled: dict[str, tuple[str, float]] = {}
 
     def run(self, job_id: str) -> Outcome:
         """Process one job (and whatever batch it takes along); returns its outcome. Raises
@@ -124,11 +126,9 @@ class JobRunner:
                 pass
 
     def _run(self, job_id: str, outcomes: dict[str, Outcome]) -> None:
-        # The job's sealed source is fetched while the job is claimed (#11): the claim was four Redis round trips
-        # then (2.8 ms p50 at one client; one Lua call now, which also brings the source's key: shared/job_start.py),
-        # the fetch a key read and an S3 GET (3.7 ms), and one waited for the other. Reading changes nothing: unless
-        # the claim succeeds, the bytes are dropped unread.
-        early = {job_id: self._fetcher.submit(self._fetch_sealed, job_id)}
+        # The sealed source is read while the job is claimed (#11): an S3 GET and a Lua call of a few ms each,
+        # neither of which needs the other.
+        early = {job_id: self._sources.fetch_ahead(job_id)}
         claims: list[_Claim] = []
         try:
             # The job itself, then the rest of a batch that a transient error interrupted (still leased to us).
@@ -217,93 +217,64 @@ class JobRunner:
         for claim in claims:
             job_id = claim.job.id
             try:
-                ready.append((claim.job, self._open_source(claim, early.pop(job_id, None))))
-            except _Permanent as failure:
-                self._settle(outcomes, job_id, self.fail(job_id, failure.failure, erase=failure.erase))
+                ready.append((claim.job, self._sources.open(job_id, claim.source_key, early.pop(job_id, None))))
+            except SourceUnusable as unusable:
+                self._settle(outcomes, job_id, self.fail(job_id, unusable.failure, erase=unusable.erase))
         if not ready:
             return
-        try:
-            rendered = self._render(ready, helds)
-            metrics.BATCH_SIZE.observe(len(ready))
-            for (job, _), outcome in zip(ready, rendered):
-                with structlog.contextvars.bound_contextvars(job_id=job.id):
-                    if isinstance(outcome, PortraitError):
-                        settled = self.fail(job.id, outcome.failure)
-                    else:
-                        settled = self._deliver(job, outcome, started[job.id], helds[job.id])
-                self._settle(outcomes, job.id, settled)
-        finally:
-            for job, _ in ready:  # failed, or cut short: a retry schedules its result again
-                self._scheduled.pop(job.id, None)
+        rendered, scheduled = self._render(ready, helds)
+        metrics.BATCH_SIZE.observe(len(ready))
+        for (job, _), outcome in zip(ready, rendered):
+            with structlog.contextvars.bound_contextvars(job_id=job.id):
+                if isinstance(outcome, PortraitError):
+                    settled = self.fail(job.id, outcome.failure)
+                else:
+                    settled = self._deliver(job, outcome, started[job.id], helds[job.id], scheduled.get(job.id))
+            self._settle(outcomes, job.id, settled)
 
-    def _render(self, ready: list[tuple[Job, bytes]], helds: dict[str, Held]) -> list[Portrait | PortraitError]:
-        """One engine call for the whole batch; each photo's portrait or its `PortraitError`."""
+    def _render(
+        self, ready: list[tuple[Job, bytes]], helds: dict[str, Held]
+    ) -> tuple[list[Portrait | PortraitError], dict[str, ScheduledResult]]:
+        """One engine call for the whole batch: each photo's portrait or its `PortraitError`, and the results
+        whose deletion was scheduled while it finished, by job id."""
         ids = [job.id for job, _ in ready]
-        reports: list[Future[None]] = []
+        # One job only: one that reached `finish` has passed every check its photo can fail, which a batch's may not.
+        ahead = helds[ids[0]] if len(ids) == 1 else None
+        # Leaving waits out every report, so each stage is written before any job is finished (usually long done).
+        with self._reporter.reporting(ids, schedule_result_of=ahead) as progress:
+            if len(ready) == 1:
+                job, data = ready[0]
+                try:
+                    outcomes: list[Portrait | PortraitError] = [
+                        self._engine.render(data, style=job.style_requested, strength=job.strength, progress=progress)
+                    ]
+                except PortraitError as exc:
+                    outcomes = [exc]
+            else:
+                # torch underneath: loaded on the first batch, always in a render process that already holds it.
+                from services.worker.engine.pipeline import RenderRequest
 
-        def progress(stage: str) -> None:
-            # Sent from a thread of its own: the render never waits on a Redis round trip per stage and job (#11).
-            reports[:] = [self._progress.submit(self._report_stage, ids, stage)]
-            if stage == Stage.FINISH and len(ids) == 1 and not helds[ids[0]].lost.is_set():
-                # The result's deletion is scheduled as the last stage begins, beside it, instead of between the
-                # render and the put (#11: a round trip of 0.6-0.75 ms there in a trace of 40 jobs). One job only:
-                # one that reached `finish` has passed every check its photo can fail, which a batch's may not.
-                reports[:] = [self._progress.submit(self._schedule_result, ids[0])]
-
-        if len(ready) == 1:
-            job, data = ready[0]
-            try:
-                outcomes: list[Portrait | PortraitError] = [
-                    self._engine.render(data, style=job.style_requested, strength=job.strength, progress=progress)
-                ]
-            except PortraitError as exc:
-                outcomes = [exc]
-        else:
-            # torch underneath: loaded on the first batch, always in a render process that already holds the engine.
-            from services.worker.engine.pipeline import RenderRequest
-
-            outcomes = list(
-                self._engine.render_batch(
-                    [RenderRequest(data, style=job.style_requested, strength=job.strength) for job, data in ready],
-                    progress=progress,
+                outcomes = list(
+                    self._engine.render_batch(
+                        [RenderRequest(data, style=job.style_requested, strength=job.strength) for job, data in ready],
+                        progress=progress,
+                    )
                 )
-            )
-        for report in reports:  # the last stage's, and so (one thread, in order) every stage's: reported before any
-            report.result()  # job is finished; usually long done, so no hand-off to that thread (#11)
         portrait = next((o for o in outcomes if not isinstance(o, PortraitError)), None)
         if portrait is not None:  # a batch's stage timings are the batch's: observed once per engine call
             for stage, seconds in portrait.timings.items():
                 metrics.STAGE_SECONDS.labels(stage=stage).observe(seconds)
-        return outcomes
-
-    def _report_stage(self, ids: list[str], stage: str) -> None:
-        try:
-            for job_id in ids:
-                self._jobs.set_stage(job_id, stage)
-        except redis.RedisError as exc:  # progress is best effort; the job's own writes retry
-            log.warning("stage not reported", stage=stage, error_type=type(exc).__name__)
-
-    def _schedule_result(self, job_id: str) -> None:
-        """Schedule the deletion of the result this job is about to store; `_deliver` then finds it done. Should
-        the render still fail, the schedule keeps a deletion of an object never written, as a put that fails
-        always has left one: the janitor's delete of it is a no-op."""
-        # Named by the format before the portrait exists (its deletion is scheduled while the render finishes, #11).
-        key = result_key(job_id, self._settings.output_format.extension)
-        at = now()
-        try:
-            self._eraser.track(ObjectKind.RESULT, key, job_id, at, self._settings.result_ttl_seconds)
-        except redis.RedisError as exc:  # `_deliver` schedules it itself, and its errors are the job's
-            log.warning("result deletion not scheduled ahead", error_type=type(exc).__name__)
-            return
-        self._scheduled[job_id] = (key, at)
+        return outcomes, progress.scheduled()
 
     def _settle(self, outcomes: dict[str, Outcome], job_id: str, outcome: Outcome) -> None:
         outcomes[job_id] = outcome
         if job_id in self._carried:
             self._carried.remove(job_id)
 
-    def _deliver(self, job: Job, portrait: Portrait, started: float, held: Held) -> Outcome:
-        """Store a painted portrait and finish its job."""
+    def _deliver(
+        self, job: Job, portrait: Portrait, started: float, held: Held, scheduled: ScheduledResult | None
+    ) -> Outcome:
+        """Store a painted portrait and finish its job. `scheduled`: its deletion, if scheduled during the render."""
         job_id = job.id
         metrics.PORTRAITS.labels(painter=painter_of(portrait.style), family=portrait.family).inc()
         if held.lost.is_set():
@@ -317,9 +288,10 @@ class JobRunner:
 
         key = result_key(job_id, OutputFormat.of_content_type(portrait.content_type).extension)
         # Scheduled before it is written, so a crash right after the write still leaves it on the schedule: as the
-        # render's last stage began (`_schedule_result`), or else now. The result lives until that schedule says.
-        scheduled_key, scheduled_at = self._scheduled.pop(job_id, (None, 0.0))
-        if scheduled_key != key:
+        # render's last stage began (stage_reporter.py), or else now. The result lives until that schedule says.
+        if scheduled is not None and scheduled.key == key:
+            scheduled_at = scheduled.at
+        else:
             scheduled_at = now()
             self._eraser.track(ObjectKind.RESULT, key, job_id, scheduled_at, self._settings.result_ttl_seconds)
         self._storage.put(self._storage.results_bucket, key, portrait.data, portrait.content_type)
@@ -349,7 +321,7 @@ class JobRunner:
             return self._discard(job_id, key)
         self.erase_source(job_id, reason="done")
         if job.share:
-            self._publish_to_gallery(job, portrait.data, portrait.style, portrait.family)
+            self._gallery.publish(job, portrait)
         if job.callback_url:
             # Queued, not sent: the janitor's delivery loop calls the receiver, so it never holds up a render (#10).
             self._notify(job_id, finished)
@@ -367,83 +339,12 @@ class JobRunner:
         )
         return DONE
 
-    def _publish_to_gallery(self, job: Job, data: bytes, style: str, family: str) -> None:
-        """With its owner's consent, copy the finished portrait to the public gallery (#10): re-encoded without
-        metadata, under the gallery id drawn at upload, scheduled for deletion before it is written; then the job
-        forgets that id. Never fails the job: a copy that cannot be published is counted and logged."""
-        gallery_id, token_hash = job.gallery_id, job.gallery_token_hash
-        if not gallery_id or not token_hash:
-            return
-        key = gallery_object_key(gallery_id)
-        may_exist = False
-        with _unlinked():  # no log line may carry both the job id and the gallery id
-            try:
-                if self._gallery.is_pending(gallery_id):
-                    copy = clean_jpeg(data, self._settings.output_quality)
-                    published = now()
-                    # The audit's and the schedule's "job id" is the gallery id: nothing there names the job.
-                    self._eraser.track(
-                        ObjectKind.GALLERY, key, gallery_id, published, self._settings.gallery_ttl_seconds
-                    )
-                    may_exist = True
-                    self._storage.put(self._storage.results_bucket, key, copy, "image/jpeg")
-                    entry = GalleryEntry(
-                        id=gallery_id,
-                        style=style,
-                        family=family,
-                        day=day_of(published),
-                        object_key=key,
-                        token_hash=token_hash,
-                        published_at=published,
-                    )
-                    if self._gallery.publish(entry, self._settings.gallery_ttl_seconds):
-                        metrics.GALLERY_PUBLISHED.inc()
-                        log.info("portrait published to the gallery")
-                    else:  # withdrawn (or the job erased) while we wrote it
-                        self._eraser.erase(ObjectKind.GALLERY, key, gallery_id, Deleter.WORKER, reason="withdrawn")
-                        log.info("gallery copy erased: withdrawn before publication")
-                else:
-                    log.info("gallery copy not made: withdrawn before publication")
-            except Exception as exc:
-                metrics.GALLERY_PUBLISH_FAILURES.inc()
-                # The type only: storage errors name the object key, which holds the gallery id.
-                log.warning("gallery publication failed; the job stays done", error_type=type(exc).__name__)
-                if may_exist:
-                    try:
-                        self._eraser.erase(ObjectKind.GALLERY, key, gallery_id, Deleter.WORKER, reason="publish failed")
-                    except Exception:
-                        pass
-        try:
-            self._jobs.forget_gallery(job.id)
-        except redis.RedisError:
-            pass  # the record expires with the job; until then only the job's own id can read it
-
     def _discard(self, job_id: str, key: str) -> Outcome:
         # Erased (or expired) while we painted: the result must not outlive the job.
         self._eraser.erase(ObjectKind.RESULT, key, job_id, Deleter.WORKER, reason="job gone")
         self.erase_source(job_id, reason="job gone")
         log.info("job erased during render; result discarded", job_id=job_id)
         return SKIPPED
-
-    def _fetch_sealed(self, job_id: str) -> bytes:
-        """The job's sealed source from S3, read without waiting for its key (#11: the claim brings the key). Not
-        there yet: the gateway may still be storing it, and publishes the key only after its put, so wait for the
-        key (shared/crypto.py) and read again."""
-        with _source_errors(job_id):
-            try:
-                return self._storage.get(self._storage.sources_bucket, source_key(job_id))
-            except ObjectMissing:
-                self._keys.load(job_id)  # returns once the source is stored; raises if it never will be
-                return self._storage.get(self._storage.sources_bucket, source_key(job_id))
-
-    def _open_source(self, claim: _Claim, fetch: Future[bytes] | None) -> bytes:
-        """The job's photo: its sealed source (`fetch`, already under way, or read now) opened with the key its
-        claim brought, or, when the claim came before the key was published, the key once it is."""
-        job_id = claim.job.id
-        sealed = fetch.result() if fetch is not None else self._fetch_sealed(job_id)
-        with _source_errors(job_id):
-            key = claim.source_key if claim.source_key is not None else self._keys.load(job_id)
-            return unseal(key, sealed, job_id)
 
     def fail(self, job_id: str, failure: JobFailure, *, erase: bool = True) -> Outcome:
         """Fail the job for good and delete its source (nothing more will be made from it); `erase=False`
@@ -486,46 +387,6 @@ class JobRunner:
         self._eraser.erase(ObjectKind.SOURCE, source_key(job_id), job_id, Deleter.WORKER, reason=reason)
 
 
-def clean_jpeg(data: bytes, quality: int) -> bytes:
-    """A fresh JPEG of the pixels alone: the image is rebuilt from raw RGB bytes, so no EXIF, ICC profile, XMP,
-    comment or other ancillary data of the original can ride along (#10)."""
-    with Image.open(io.BytesIO(data)) as opened:
-        rgb = opened.convert("RGB")
-    pixels = Image.frombytes("RGB", rgb.size, rgb.tobytes())
-    buffer = io.BytesIO()
-    pixels.save(buffer, format="JPEG", quality=quality, optimize=True)
-    return buffer.getvalue()
-
-
-@contextmanager
-def _source_errors(job_id: str) -> Iterator[None]:
-    """A source that cannot be read, as the permanent failure it is."""
-    try:
-        yield
-    except SourceNotStored as exc:
-        # The upload was abandoned (or its gateway died) before the put succeeded. No erasure here: a put the
-        # gateway gave up on may still land later (a frozen SeaweedFS carried one out 45 s on, issue 9), and erasing
-        # now would take the source off the schedule that deletes it at its deadline.
-        log.warning("source never stored; left to its deletion deadline", job_id=job_id)
-        raise _Permanent(JobErrorCode.SOURCE_EXPIRED.failure, erase=False) from exc
-    except (KeyGone, ObjectMissing) as exc:
-        raise _Permanent(JobErrorCode.SOURCE_EXPIRED.failure) from exc
-    except SealBroken as exc:
-        raise _Permanent(JobErrorCode.SOURCE_UNREADABLE.failure) from exc
-
-
-@contextmanager
-def _unlinked() -> Iterator[None]:
-    """Log lines inside do not carry the bound job id (restored after)."""
-    bound = structlog.contextvars.get_contextvars().get("job_id")
-    structlog.contextvars.unbind_contextvars("job_id")
-    try:
-        yield
-    finally:
-        if bound is not None:
-            structlog.contextvars.bind_contextvars(job_id=bound)
-
-
 @dataclass(frozen=True)
 class _Claim:
     """A job this process started (its lease taken, the job `processing`), to be painted in the current batch."""
@@ -533,10 +394,3 @@ class _Claim:
     job: Job  # as started: `attempts` and `restarts` count this start
     started: float
     source_key: bytes | None  # None: not yet published when the job started
-
-
-class _Permanent(Exception):
-    def __init__(self, failure: JobFailure, *, erase: bool = True) -> None:
-        super().__init__(failure.code)
-        self.failure = failure
-        self.erase = erase  # False: the source never became readable; its scheduled deletion is left in place

@@ -14,6 +14,7 @@ from scripts.support import samples
 from scripts.support.service_settings import service_settings
 from services.worker.outcomes import DONE, SKIPPED, Outcome, TransientError
 from services.worker.runner import JobRunner
+from services.worker.stage_reporter import on_reporter_thread
 from shared.audit import ObjectKind
 from shared.crypto import SourceKeys
 from shared.deletion import Eraser
@@ -273,7 +274,7 @@ def test_a_result_not_scheduled_ahead_is_scheduled_before_its_put(backends, engi
     track = Eraser.track
 
     def refusing_ahead(self, kind, key, *args, **kwargs):
-        if kind is ObjectKind.RESULT and threading.current_thread().name.startswith("progress"):
+        if kind is ObjectKind.RESULT and on_reporter_thread():
             refused.append(key)
             raise redis.ConnectionError("simulated")
         return track(self, kind, key, *args, **kwargs)

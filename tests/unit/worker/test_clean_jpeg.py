@@ -8,7 +8,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from services.worker.runner import clean_jpeg
+from services.worker.gallery_copy import clean_jpeg
 
 # JPEG markers that carry metadata: APP1 (EXIF, XMP), APP2 (ICC), APP13 (IPTC/Photoshop), COM.
 _METADATA_MARKERS = {0xE1, 0xE2, 0xED, 0xFE}
