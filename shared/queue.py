@@ -1,7 +1,7 @@
 """The Celery app both sides share: the gateway only sends by task name (it never imports the worker's torch
 code); the worker registers the task under that name.
 
-Delivery settings follow the lessons in README.md (Architecture, "Delivery follows…"): acks late + reject on
+Delivery settings follow the lessons in docs/architecture.md ("Delivery, leases and rescue"): acks late + reject on
 worker loss (a killed worker's job is redelivered, not lost), prefetch 1, results ignored (our own job records
 carry state, with TTLs), and a Redis visibility timeout above the hard time limit so a slow task is never handed
 to a second worker.

@@ -1,7 +1,7 @@
 """The one place configuration is read: every service builds a `Settings` from the environment.
 
 Every field maps to an environment variable with the `PORTRAITS_` prefix (e.g. `PORTRAITS_DEVICE=cuda`);
-the README's settings table is generated from these fields and their descriptions.
+docs/settings.md's table is generated from these fields and their descriptions.
 """
 
 from __future__ import annotations
@@ -178,7 +178,7 @@ class Settings(BaseSettings):
     # + headroom = 256 per worker (512 for both). An idle stream thread sleeps in a 1 s XREAD (GIL released),
     # so the cost is memory: 200 open streams added 40 MiB to the gateway's resident memory, and uploads and
     # status reads kept their latency (p99 ×1.3 and ×1.6 of a few ms); with 32 threads only 64 streams opened and
-    # nothing else was answered. Measured with scripts/sse_load.py: README "Live progress".
+    # nothing else was answered. Measured with scripts/sse_load.py: docs/architecture.md, "Live progress".
     gateway_threads: int = Field(
         256,
         ge=1,
@@ -280,13 +280,13 @@ class Settings(BaseSettings):
     # Dynamic batching across requests (#11): a render process that takes a job also takes up to
     # `batch_max_size - 1` other queued jobs (waiting at most `batch_wait_ms` for them) and paints them in one
     # engine call. 1 on the CPU: there a batch only queues work behind the first photo (2 cores, Grace Hopper:
-    # README, "Dynamic batching").
+    # docs/performance.md).
     batch_max_size: int = Field(
         1,
         ge=1,
         le=64,
         description="Most jobs one render process paints in one engine call; 1 turns batching "
-        "off (the CPU default, measured in the README); a GPU host may take 8 or more.",
+        "off (the CPU default, measured in docs/performance.md); a GPU host may take 8 or more.",
     )
     batch_wait_ms: float = Field(
         5.0,

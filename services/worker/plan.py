@@ -1,8 +1,8 @@
 """The worker's thread and process plan (#11): how many render processes a worker runs, and how many torch threads
 each gets. Torch-free, so the Celery parent can size its pool without importing torch or touching CUDA.
 
-Measured on the 2-core development machine with `make bench-system` (Grace Hopper, `auto`, 768 px; README,
-"Throughput under load"):
+Measured on the 2-core development machine with `make bench-system` (Grace Hopper, `auto`, 768 px;
+docs/performance.md, "The whole stack under load"):
 
     plan                                   8 clients        1 client (latency p50)
     1 process × 2 threads                  1.87 portraits/s 0.52 s

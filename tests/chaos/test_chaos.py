@@ -2,7 +2,7 @@
 with its append-only file, SeaweedFS, gunicorn, a prefork Celery worker and the janitor, each in its own
 process. Every fault is injected once under load; each test asserts one fault's row met the issue's targets.
 `make chaos` runs the full-sized version (20 whole-worker kills, Redis down 15 s, S3 stopped 45 s, 20 slow
-uploaders…) and prints the table the README quotes."""
+uploaders…) and prints the table docs/chaos.md quotes."""
 
 from __future__ import annotations
 

@@ -34,9 +34,9 @@ def _skin_and_light(f: PhotoFeatures) -> str:
     return "a cool cast" if f.warmth < 0.04 else "neutral skin tones"
 
 
-# Checked in order; the first that applies wins. Thresholds were read off real photos (see the README). The
-# reasons are for the person who sent the photo: plain words, no figures — the figures are in the job's
-# features and the worker's logs (#21).
+# Checked in order; the first that applies wins. Thresholds were read off real photos (docs/engine.md,
+# "Automatic selection"). The reasons are for the person who sent the photo: plain words, no figures — the
+# figures are in the job's features and the worker's logs (#21).
 FAMILY_RULES: tuple[FamilyRule, ...] = (
     FamilyRule(lambda f: f.saturation < 0.08, Family.INK, lambda f: "your photo is almost colourless"),
     FamilyRule(

@@ -8,7 +8,7 @@ bicubic the brushwork turns to mush. `PORTRAITS_FACE_UPSCALER` picks:
   halving), about 0.4 s a face on a 2-core CPU: more than the face GAN itself.
 * `esrgan-plus` — the photographic RRDBNet (`networks/rrdbnet.py`, 16.7 M parameters), ×4 then an area
   halving: ~40 s a face on the CPU, for GPUs only.
-* `bicubic`, and `auto`: `esrgan` on CUDA, `bicubic` on the CPU (see the README's benchmark).
+* `bicubic`, and `auto`: `esrgan` on CUDA, `bicubic` on the CPU (docs/performance.md).
 """
 
 from __future__ import annotations
