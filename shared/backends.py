@@ -27,10 +27,10 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from shared.audit import AuditLog
-from shared.crypto import SourceKeys
 from shared.deletion import DeletionSchedule, Eraser
 from shared.jobs import JobStore
 from shared.settings import Settings
+from shared.source_keys import SourceKeys
 from shared.storage import ObjectStore
 
 

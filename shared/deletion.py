@@ -19,8 +19,8 @@ from prometheus_client import Histogram
 
 from shared.audit import AuditEntry, AuditLog, Deleter, ObjectKind
 from shared.claims import CLAIM_DUE
-from shared.crypto import SourceKeys
 from shared.redis_replies import scored_members
+from shared.source_keys import SourceKeys
 from shared.storage import ObjectStore, StorageUnavailable, job_id_of
 
 _LIFETIME_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 180, 300, 600, 1200, 1800, 3600, 7200)

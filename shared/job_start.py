@@ -7,7 +7,7 @@ the look and the step taken on it. The script calls the same Lua functions as th
 `transition`, `record`), so each rule is written once, and takes its keys from them.
 
     started    the lease is ours and the job `processing`: `Started.job` is the record as it is now, and
-               `Started.source_key` the source's key if the gateway has published it (shared/crypto.py)
+               `Started.source_key` the source's key if the gateway has published it (shared/source_keys.py)
     gone       no record (expired, or erased by its owner)
     ended      finished, failed, deleted or expired: a redelivery of a job already over
     not_ready  a job a batch wanted to take along is no longer queued, or its source is still being stored
@@ -24,10 +24,10 @@ from typing import Literal
 import redis
 
 from shared import events, jobs, leases
-from shared.crypto import SourceKeys
 from shared.jobs import Job, JobState, JobStore, lua_names, lua_values, sources_of
 from shared.logging import get_logger
 from shared.redis_replies import text
+from shared.source_keys import SourceKeys
 
 log = get_logger("portraits.jobs")
 

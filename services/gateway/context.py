@@ -14,11 +14,11 @@ from flask import current_app
 from services.gateway.budget import GatewayBudget
 from shared import backends
 from shared.capacity import CapacityBoard
-from shared.crypto import SourceKeys
 from shared.deletion import Eraser
 from shared.jobs import JobStore
 from shared.queue import make_celery
 from shared.settings import Settings
+from shared.source_keys import SourceKeys
 from shared.storage import ObjectStore
 
 #: Where create_app puts the Gateway in `app.extensions`.

@@ -47,7 +47,7 @@ from services.gateway.views import bind_job as _bind_job
 from services.gateway.views import not_found as _not_found
 from services.gateway.views import portrait_view
 from shared import events as job_events
-from shared.backends import blocking_redis_client, pool_for_threads
+from shared.backends import blocking_redis_client
 from shared.ids import is_job_id
 from shared.jobs import TERMINAL, Job, JobState, JobStore
 from shared.jobs import now as clock
@@ -82,9 +82,7 @@ class EventFeed:
         # One connection per open stream (a blocked XREAD holds its connection): 200 streams, 200 connections,
         # far below Redis's 10 000; at most one per thread, so the pool's cap (redis-py's default is 100) is the
         # thread count. Its socket waits a read slice on top of the usual budget (shared/backends.py).
-        client = blocking_redis_client(
-            settings, READ_SLICE_SECONDS, max_connections=pool_for_threads(settings.gateway_threads)
-        )
+        client = blocking_redis_client(settings, READ_SLICE_SECONDS, max_connections=gw.budget.redis_max_connections)
         return cls(jobs=JobStore(client, settings.job_ttl_seconds), heartbeat_seconds=settings.events_heartbeat_seconds)
 
 

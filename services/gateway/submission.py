@@ -13,8 +13,8 @@ publish the source's key, or undo all of it. The source-ready protocol between t
    expected mark ends and a worker waiting for it wakes. The client gets its 202 only after that.
 
 The worker may claim the job before step 4. It reads the source, and if it is not there yet waits for the key
-(`SourceKeys.load`, shared/crypto.py) while the expected mark lasts: a published key means the source is stored;
-no key and no mark (`KeyGone`) means shredded or expired; a mark that ran out, or an abandoned one
+(`SourceKeys.load`, shared/source_keys.py) while the expected mark lasts: a published key means the source is
+stored; no key and no mark (`KeyGone`) means shredded or expired; a mark that ran out, or an abandoned one
 (`SourceNotStored`), means the source never became readable, and the worker fails the job `source_expired`
 but leaves whatever landed to its deletion deadline (services/worker).
 

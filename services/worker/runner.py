@@ -31,7 +31,6 @@ from services.worker.outcomes import DONE, SKIPPED, Outcome, PortraitRenderer, T
 from services.worker.source_reader import SourceReader, SourceUnusable
 from services.worker.stage_reporter import ScheduledResult, StageReporter
 from shared.audit import Deleter, ObjectKind
-from shared.crypto import SourceKeys
 from shared.deletion import Eraser
 from shared.errors import JobErrorCode, JobFailure, PortraitError
 from shared.gallery import GalleryIndex
@@ -41,6 +40,7 @@ from shared.leases import Held, JobLeases, process_owner
 from shared.logging import get_logger
 from shared.output_format import OutputFormat
 from shared.settings import Settings
+from shared.source_keys import SourceKeys
 from shared.stages import Stage
 from shared.storage import ObjectStore, StorageUnavailable, result_key, source_key
 from shared.webhooks import WebhookOutbox, notify_finished

@@ -7,9 +7,10 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 
-from shared.crypto import KeyGone, SealBroken, SourceKeys, SourceNotStored, unseal
+from shared.crypto import SealBroken, unseal
 from shared.errors import JobErrorCode, JobFailure
 from shared.logging import get_logger
+from shared.source_keys import KeyGone, SourceKeys, SourceNotStored
 from shared.storage import ObjectMissing, ObjectStore, source_key
 
 log = get_logger("portraits.worker")
@@ -38,7 +39,7 @@ class SourceReader:
     def fetch_sealed(self, job_id: str) -> bytes:
         """The job's sealed source from S3, read without waiting for its key (the claim brings the key). Not there
         yet: the gateway may still be storing it, and publishes the key only after its put, so wait for the key
-        (shared/crypto.py) and read again."""
+        (shared/source_keys.py) and read again."""
         with _source_errors(job_id):
             try:
                 return self._storage.get(self._storage.sources_bucket, source_key(job_id))

@@ -14,8 +14,8 @@ from scripts.worker_process import WorkerProcess
 from services.gateway.app import create_app
 from services.janitor.main import run as run_janitor
 from shared.audit import Deleter, ObjectKind
-from shared.crypto import KeyGone
 from shared.jobs import JobState
+from shared.source_keys import KeyGone
 from shared.storage import source_key
 from tests.support.service import Backends
 

@@ -29,11 +29,11 @@ from flask.testing import FlaskClient
 from scripts.devstack import ManagedProcess, RedisServer, SeaweedServer, ensure_buckets, free_port
 from services.gateway.app import create_app
 from shared.audit import ObjectKind
-from shared.crypto import SourceKeys
 from shared.deletion import DeletionSchedule
 from shared.jobs import JobStore, now
 from shared.logging import configure_logging
 from shared.settings import PROJECT_ROOT, Settings
+from shared.source_keys import SourceKeys
 from shared.storage import job_id_of
 
 pytestmark = pytest.mark.integration

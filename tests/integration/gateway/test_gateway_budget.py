@@ -21,8 +21,8 @@ import urllib3
 
 from scripts.devstack import ManagedProcess, RedisServer, SeaweedServer, ensure_buckets, start_redis, start_seaweedfs
 from scripts.support import samples
-from shared.crypto import SourceKeys
 from shared.settings import Settings
+from shared.source_keys import SourceKeys
 from shared.storage import source_key
 
 if TYPE_CHECKING:  # conftest modules are not imported by tests at run time

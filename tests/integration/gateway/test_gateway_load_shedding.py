@@ -15,10 +15,10 @@ from prometheus_client import REGISTRY
 
 from scripts.support import samples
 from shared.capacity import CapacityBoard
-from shared.crypto import SourceKeys
 from shared.ids import new_job_id
 from shared.jobs import Job, JobState, JobStore, now
 from shared.settings import Settings
+from shared.source_keys import SourceKeys
 from tests.integration.gateway.test_gateway_portraits import assert_envelope, post_photo
 
 pytestmark = pytest.mark.integration

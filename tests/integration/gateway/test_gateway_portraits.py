@@ -28,10 +28,11 @@ from scripts.devstack import SeaweedServer
 from scripts.support import samples
 from services.gateway.app import create_app
 from services.gateway.context import Gateway
-from shared.crypto import SourceKeys, unseal
+from shared.crypto import unseal
 from shared.jobs import JobState, JobStore, now
 from shared.queue import make_celery
 from shared.settings import Settings
+from shared.source_keys import SourceKeys
 from shared.storage import ObjectStore, job_id_of, result_key, source_key
 from tests.support import images
 

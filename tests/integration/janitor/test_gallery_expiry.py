@@ -15,10 +15,10 @@ from services.janitor import metrics
 from services.janitor.sweeper import Janitor
 from services.worker.outcomes import DONE
 from shared.audit import AuditLog, Deleter, ObjectKind
-from shared.crypto import SourceKeys
 from shared.deletion import DeletionSchedule, Eraser
 from shared.gallery import GalleryEntry, GalleryGrant, GalleryIndex, Gone, object_key
 from shared.leases import JobLeases
+from shared.source_keys import SourceKeys
 from shared.storage import ObjectStore
 from tests.support.service import Backends
 

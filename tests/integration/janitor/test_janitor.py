@@ -16,11 +16,12 @@ from services.janitor import metrics
 from services.janitor.sweeper import Janitor
 from services.worker.outcomes import DONE
 from shared.audit import AuditLog, Deleter, ObjectKind
-from shared.crypto import KeyGone, SealBroken, SourceKeys, new_key, seal, unseal
+from shared.crypto import SealBroken, new_key, seal, unseal
 from shared.deletion import DeletionSchedule, Eraser, Tracked
 from shared.ids import new_job_id
 from shared.jobs import JobState
 from shared.leases import JobLeases
+from shared.source_keys import KeyGone, SourceKeys
 from shared.storage import ObjectStore, source_key
 from tests.support.leases import hold_lease
 from tests.support.service import Backends

@@ -9,11 +9,12 @@ import time
 
 import pytest
 
-from shared.crypto import SourceKeys, new_key
+from shared.crypto import new_key
 from shared.ids import new_job_id
 from shared.job_start import JobStarter, NotStarted, Started
 from shared.jobs import Job, JobState, JobStore
 from shared.leases import JobLeases
+from shared.source_keys import SourceKeys
 from tests.support.leases import hold_lease
 
 pytestmark = pytest.mark.integration
@@ -58,7 +59,7 @@ def test_a_queued_job_starts_in_one_call(jobs, leases, starter, client):
     before = time.time()
     outcome = start(starter, job_id)
     assert isinstance(outcome, Started) and not outcome.restarted and outcome.previous == ""
-    assert outcome.source_key is None  # not published yet: the worker waits for it (shared/crypto.py)
+    assert outcome.source_key is None  # not published yet: the worker waits for it (shared/source_keys.py)
     job = outcome.job
     assert (job.state, job.stage, job.attempts, job.restarts) == (JobState.PROCESSING, "fetch", 1, 0)
     assert job.started_at is not None and job.started_at >= before

@@ -9,8 +9,9 @@ import time
 import pytest
 import redis
 
-from shared.crypto import KeyGone, SourceKeys, SourceNotStored, new_key
+from shared.crypto import new_key
 from shared.ids import new_job_id
+from shared.source_keys import KeyGone, SourceKeys, SourceNotStored
 
 WAIT_STEP = 0.05
 

@@ -16,12 +16,12 @@ from services.worker.outcomes import DONE, SKIPPED, Outcome, TransientError
 from services.worker.runner import JobRunner
 from services.worker.stage_reporter import on_reporter_thread
 from shared.audit import ObjectKind
-from shared.crypto import SourceKeys
 from shared.deletion import Eraser
 from shared.errors import JobErrorCode
 from shared.job_start import JobStarter
 from shared.jobs import Job, JobState, now
 from shared.leases import JobLeases
+from shared.source_keys import SourceKeys
 from shared.storage import ObjectStore, StorageUnavailable, source_key
 from tests.support.leases import hold_lease
 from tests.support.service import Backends

@@ -13,10 +13,10 @@ from scripts.support import samples
 from services.janitor.sweeper import Janitor
 from services.worker.outcomes import DONE, Outcome
 from shared.audit import AuditLog
-from shared.crypto import SourceKeys
 from shared.deletion import DeletionSchedule, Eraser
 from shared.errors import JobErrorCode
 from shared.leases import JobLeases
+from shared.source_keys import SourceKeys
 from shared.webhooks import EventType, WebhookOutbox, delivery_id
 from tests.support.service import Backends
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from services.worker.source_reader import SourceReader, SourceUnusable
-from shared.crypto import KeyGone, SourceNotStored, new_key, seal
+from shared.crypto import new_key, seal
 from shared.errors import JobErrorCode
+from shared.source_keys import KeyGone, SourceNotStored
 from shared.storage import ObjectMissing
 
 PHOTO = b"photo bytes"
