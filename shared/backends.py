@@ -1,10 +1,6 @@
 """The backends every service and the tests talk to, built in one place (#12): the Redis client, the object
 store, the source keys, the deletion schedule, the audit log, the eraser over them, and the job store.
 
-Until #12 the gateway, the worker and the janitor each assembled these themselves, with three different sets of
-Redis timeouts (gateway 1 s and final; worker 5 s read / 2 s connect, retried by redis-py; janitor 10 s / 3 s,
-retried) and three copies of the `Eraser(...)` line.
-
 One set of Redis timeouts, for every service: connect and read within `redis_timeout` (1 s by default),
 and a timeout is final. redis-py 8 retries a timed-out command up to 10 times by default, so a hung Redis would
 cost ten timeouts; here only a refused or reset connection (a restarted Redis, a stale pooled connection) is

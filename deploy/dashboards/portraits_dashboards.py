@@ -7,7 +7,7 @@ tests/deploy checks that every query parses and names only metrics the services 
 
 Every panel queries the `datasource` variable, so the same JSON works with any Prometheus data source.
 
-About 650 lines, on purpose (#12): three dashboards, each a list of panels that are mostly literal queries and
+Long on purpose: three dashboards, each a list of panels that are mostly literal queries and
 prose; one file keeps each query beside its siblings and the helpers they share.
 """
 

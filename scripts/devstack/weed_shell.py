@@ -130,7 +130,7 @@ def run_init_script(
     timeout: float = 120.0,
 ) -> str:
     """Prepare a fresh (or restarted) SeaweedFS with deploy/seaweedfs/init.sh, the script docker compose and the
-    dev overlay run (#12: one copy; this used to be a Python rewrite of it): one volume per growth, the two
+    dev overlay run (#12: one copy): one volume per growth, the two
     buckets, native TTL rules a little past our limits. Idempotent. `security_dir` holds the server's
     security.toml; the script presents its gRPC client certificate. Returns the script's output."""
     env = {

@@ -38,7 +38,7 @@ JOB_ERROR_REF = "#/components/schemas/JobError"
 
 def _job_error() -> dict[str, Any]:
     """A failed job's `error` (in its status, its events and its webhook): every code of the vocabulary, each
-    with its default message. Until #12 this walked PortraitError subclasses and missed the worker's own codes."""
+    with its default message, read from the one table (shared/errors.py) so no code can be missing."""
     lines = []
     for code, entry in sorted(JOB_ERRORS.items()):
         kind = (

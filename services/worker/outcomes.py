@@ -1,5 +1,5 @@
 """The runner's seams (#12): what it needs of the engine (`PortraitRenderer`), how a job's turn ends (`Outcome`,
-a frozen value where it used to be a string such as "failed:<code>"), and the error that asks for a retry."""
+a frozen value), and the error that asks for a retry."""
 
 from __future__ import annotations
 

@@ -1,8 +1,6 @@
 """One render process's state, as one typed object (#12).
 
-Until #12 it lived in module globals of tasks.py (`_runner`, `_redis`, `_capacity`, `_last_task_end`) that
-tests patched one by one, and app.py reached it through a function-local import of tasks.py (an import cycle).
-Now a `RenderProcess` is built once per render process, after the fork (`worker_process_init`, services/worker/
+A `RenderProcess` is built once per render process, after the fork (`worker_process_init`, services/worker/
 wiring.py), and installed here; the task reads it with `current()`, and a test installs its own.
 
 Which renderer a process loads is the `engine_factory` the Celery app was built with (`create_worker_app`):
@@ -56,11 +54,10 @@ def load_portrait_engine(settings: Settings) -> PortraitRenderer:
 class Unloadable:
     """The renderer of a process whose renderer failed to load: every render fails with the load error.
 
-    Before #12 such a process took a job, raised in the task, and Celery acknowledged the message: the job stayed
-    `queued` until its source expired (tests/fixtures/render_failures/fails_to_load.py showed it). Now the job
-    fails at once with the load error's code (`models_unavailable`, `device_unavailable`: "please try again
-    later"), its source is erased and its webhook sent, while the process reports `failed` to the liveness
-    probe so it gets replaced."""
+    Raising in the task instead would let Celery acknowledge the message and leave the job `queued` until its source
+    expired (tests/fixtures/render_failures/fails_to_load.py). So the job fails at once with the load error's code
+    (`models_unavailable`, `device_unavailable`: "please try again later"), its source is erased and its webhook
+    sent, while the process reports `failed` to the liveness probe so it gets replaced."""
 
     def __init__(self, error: PortraitError) -> None:
         self.error = error
