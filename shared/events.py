@@ -27,7 +27,8 @@ KEY_PREFIX = "portraits:events:"
 # died (`job_max_restarts`) writes ~30. Older entries only matter to a client resuming from long ago, and it is
 # told where the job is now anyway (the gateway re-reads the record), so a small cap is enough.
 MAXLEN = 64
-_STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+# ASCII digits only (`\d` also takes other scripts' digits), matched whole (`$` lets a trailing newline by, #25).
+_STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 
 
 def key(job_id: str) -> str:
@@ -36,7 +37,7 @@ def key(job_id: str) -> str:
 
 def is_event_id(value: str) -> bool:
     """A syntactically valid stream id (`<ms>-<seq>`), e.g. from a client's `Last-Event-ID`."""
-    return bool(_STREAM_ID.match(value))
+    return _STREAM_ID.fullmatch(value) is not None
 
 
 class EventKind(StrEnum):

@@ -6,7 +6,7 @@ import re
 import secrets
 
 _ID_BYTES = 24  # 192 bits; the id is the only capability a client holds over its photo
-_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{32}$")
+_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{32}")
 
 
 def new_job_id() -> str:
@@ -14,4 +14,5 @@ def new_job_id() -> str:
 
 
 def is_job_id(value: str) -> bool:
-    return bool(_ID_PATTERN.match(value))
+    # fullmatch: `match` with `$` also accepts a trailing newline, which would reach Redis keys and logs (#25).
+    return _ID_PATTERN.fullmatch(value) is not None

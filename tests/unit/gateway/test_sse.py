@@ -58,7 +58,17 @@ def test_the_client_parser_follows_the_standard() -> None:
 
 @pytest.mark.parametrize(
     ("value", "valid"),
-    [("1718000000123-0", True), ("0-0", True), ("12", False), ("a-1", False), ("1-2-3", False), ("", False)],
+    [
+        ("1718000000123-0", True),
+        ("0-0", True),
+        ("12", False),
+        ("a-1", False),
+        ("1-2-3", False),
+        ("", False),
+        # `re.match` with `$` let these by (#25): a trailing newline, and digits of other scripts.
+        ("1718000000123-0\n", False),
+        ("\u0661-\u0660", False),
+    ],
 )
 def test_event_ids_are_stream_ids(value: str, valid: bool) -> None:
     assert is_event_id(value) is valid
