@@ -49,7 +49,7 @@ def open_checked(data: bytes, *, max_pixels: int) -> Image.Image:
     except UnidentifiedImageError as exc:
         raise UnsupportedType("not an image we can read; send a JPEG, PNG, WebP or HEIC photo") from exc
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise CorruptImage(f"the image header is damaged ({exc})") from exc
+        raise _corrupt(HEADER_DAMAGED, exc) from exc
     if image.format not in SUPPORTED_FORMATS:
         raise UnsupportedType(f"{image.format} images are not supported; send a JPEG, PNG, WebP or HEIC photo")
     width, height = image.size
@@ -68,7 +68,7 @@ def decode(data: bytes, *, max_pixels: int, min_side: int) -> DecodedPhoto:
         image = ImageOps.exif_transpose(image)
         rgb = _to_srgb(image)
     except _DECODE_ERRORS as exc:
-        raise CorruptImage(f"the image data is truncated or damaged ({exc})") from exc
+        raise _corrupt(DATA_DAMAGED, exc) from exc
     _check_sides(rgb.size, min_side)
     return DecodedPhoto(image=rgb, format=source_format)
 
@@ -95,11 +95,20 @@ def check_as_encoded(data: bytes, *, max_pixels: int, min_side: int) -> tuple[in
         image.draft(image.mode, (max(1, size[0] // 8), max(1, size[1] // 8)))
         image.load()
     except _DECODE_ERRORS as exc:
-        raise CorruptImage(f"the image data is truncated or damaged ({exc})") from exc
+        raise _corrupt(DATA_DAMAGED, exc) from exc
     return size
 
 
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+#: What a person is told. Pillow's own text names its internals ("PngImagePlugin.MAX_TEXT_CHUNK", "54 bytes not
+#: processed"): it goes to the log only (#25).
+HEADER_DAMAGED = "the image header is damaged or incomplete"
+DATA_DAMAGED = "the image data is truncated or damaged"
+
+
+def _corrupt(message: str, exc: BaseException) -> CorruptImage:
+    log.info("image refused as corrupt: %s: %s", type(exc).__name__, exc)
+    return CorruptImage(message)
 
 
 def _check_sides(size: tuple[int, int], min_side: int) -> None:

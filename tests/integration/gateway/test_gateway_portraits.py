@@ -20,15 +20,16 @@ import pytest
 import redis
 from flask import Flask
 from flask.testing import FlaskClient
-from PIL import Image
+from PIL import Image, PngImagePlugin
 from pydantic import SecretStr
 from werkzeug.test import TestResponse
 
 from scripts.devstack import SeaweedServer
 from scripts.support import samples
 from services.gateway.app import create_app
-from services.gateway.context import Gateway
+from services.gateway.context import EXTENSION_KEY, Gateway
 from shared.crypto import unseal
+from shared.imaging import DATA_DAMAGED, HEADER_DAMAGED
 from shared.jobs import JobState, JobStore, now
 from shared.queue import make_celery
 from shared.settings import Settings
@@ -266,6 +267,39 @@ def test_a_decoder_crash_is_a_corrupt_image_not_a_500(client: FlaskClient, astro
     assert_envelope(post_photo(client, bytes(photo)), 422, "corrupt_image")
 
 
+def _png_with_a_huge_text_chunk(image: Image.Image) -> bytes:
+    # Compressed, the chunk is a few KB; inflated, it is over Pillow's MAX_TEXT_CHUNK, which Pillow refuses.
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Comment", "x" * (PngImagePlugin.MAX_TEXT_CHUNK + 1), zip=True)
+    return images.encode(image, "PNG", pnginfo=info)
+
+
+@pytest.mark.parametrize(
+    ("build", "internals"),
+    [
+        (_png_with_a_huge_text_chunk, "MAX_TEXT_CHUNK"),
+        (lambda img: images.truncated(images.encode(img, "JPEG", quality=90)), "bytes not processed"),
+    ],
+    ids=["png-text-chunk", "truncated-jpeg"],
+)
+def test_a_corrupt_image_is_refused_in_our_words_and_pillows_go_to_the_log(
+    client: FlaskClient,
+    json_logs: Callable[[], list[dict]],
+    astronaut: Image.Image,
+    build: Callable[[Image.Image], bytes],
+    internals: str,
+) -> None:
+    response = post_photo(client, build(astronaut))
+
+    assert_envelope(response, 422, "corrupt_image")
+    message = response.json["error"]["message"]
+    assert message in {HEADER_DAMAGED, DATA_DAMAGED}
+    assert internals not in response.get_data(as_text=True)
+    assert "Plugin" not in message and "(" not in message  # nothing of Pillow's text, whatever it says
+    # The operator still learns what Pillow said.
+    assert [line for line in json_logs() if internals in line["message"]]
+
+
 @pytest.mark.parametrize(
     ("fields", "code"),
     [
@@ -461,6 +495,30 @@ def test_failed_job_reports_its_error(
 def test_unknown_or_malformed_id_is_404(client: FlaskClient, job_id: str) -> None:
     assert_envelope(client.get(f"/v1/portraits/{job_id}"), 404, "not_found")
     assert_envelope(client.delete(f"/v1/portraits/{job_id}"), 404, "not_found")
+
+
+def test_a_real_id_with_a_trailing_newline_is_the_uniform_404_and_never_looked_up(
+    app: Flask, client: FlaskClient, astronaut: Image.Image, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id = post_photo(client, images.encode(astronaut, "JPEG")).json["id"]
+    looked_up: list[str] = []
+    jobs = app.extensions[EXTENSION_KEY].jobs
+    real_get = jobs.get
+    monkeypatch.setattr(jobs, "get", lambda id_: looked_up.append(id_) or real_get(id_))
+    unknown = client.get(f"/v1/portraits/{'A' * 32}")
+    looked_up.clear()
+
+    # `re.match(...$)` let "<id>\n" through to Redis (#25); malformed ids never reach it.
+    for response in (
+        client.get(f"/v1/portraits/{job_id}%0A"),
+        client.delete(f"/v1/portraits/{job_id}%0A"),
+        client.get(f"/v1/portraits/{job_id}%0A/events"),
+        client.get(f"/portraits/{job_id}%0A/download"),
+    ):
+        assert_envelope(response, 404, "not_found")
+        assert response.json == unknown.json
+    assert looked_up == []
+    assert client.get(f"/v1/portraits/{job_id}").status_code == 200  # the job itself is untouched
 
 
 # ------------------------------------------------------------------------------------------------ erasure
