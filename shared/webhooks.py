@@ -3,10 +3,12 @@
 Three parts, so that a slow or hostile receiver can never hold up a render:
 
 - `check_callback_url` judges a URL at submit time: absolute http(s), no credentials, and — unless its host is
-  allow-listed — every address it resolves to must be public. Loopback, private, link-local (the cloud
-  metadata service at 169.254.169.254), multicast, reserved and unspecified addresses are refused, also when
-  wrapped in an IPv4-mapped IPv6 address. Otherwise any client could make our servers call our own Redis,
-  S3 or the metadata service (server-side request forgery).
+  allow-listed — port 80 or 443 (or another of `webhook_allowed_ports`) and every address it resolves to
+  public. Loopback, private, link-local (the cloud metadata service at 169.254.169.254), multicast, reserved
+  and unspecified addresses are refused, also when wrapped in an IPv6 address (IPv4-mapped, 6to4, Teredo,
+  NAT64). Otherwise any client could make our servers call our own Redis, S3 or the metadata service
+  (server-side request forgery). A refusal names the host the client gave, never what it resolved to: the
+  gateway must not answer DNS questions about our internal names (#25).
 - `WebhookOutbox` is the Redis outbox the worker and the janitor write to when a job ends (a sorted set of
   delivery ids by next-attempt time + one hash per delivery); writing it is all a render ever waits for.
 - `Deliverer` sends one attempt, signed the Standard Webhooks way (`webhook-id`, `webhook-timestamp`,
@@ -26,7 +28,7 @@ import ipaddress
 import json
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -51,6 +53,9 @@ log = get_logger(__name__)
 MAX_URL_LENGTH = 2048
 SCHEMES = ("http", "https")
 DEFAULT_PORTS = {"http": 80, "https": 443}
+#: Ports a callback may name unless `webhook_allowed_ports` says otherwise: a public host's SSH, SMTP or Redis
+#: port is not ours to knock on (#25).
+ALLOWED_PORTS: frozenset[int] = frozenset({80, 443})
 CONNECT_TIMEOUT = 3.0
 READ_TIMEOUT = 5.0
 #: Waits before the 2nd, 3rd… attempt; past the end of the list the last wait repeats.
@@ -78,9 +83,14 @@ class InvalidCallbackUrl(CallbackUrlError):
 
 
 class CallbackRefused(CallbackUrlError):
-    """A well-formed URL whose host does not resolve, or resolves to an address we never call."""
+    """A well-formed URL whose port we never call, or whose host does not resolve or resolves to an address we
+    never call. The message is the client's; `address` (what the host resolved to) is for our logs only."""
 
     code = "callback_url_refused"
+
+    def __init__(self, message: str, address: str = "") -> None:
+        super().__init__(message)
+        self.address = address
 
 
 def normalize_host(host: str) -> str:
@@ -95,11 +105,34 @@ def host_of(url: str) -> str:
         return "?"
 
 
-def refused_address(address: str) -> str | None:
-    """Why `address` (an IP literal) may not be called, or None for a public unicast address."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id (fe80::1%eth0)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
+#: RFC 6052's well-known NAT64 prefix: its last 32 bits are the IPv4 address a translator connects to.
+NAT64_PREFIX = ipaddress.IPv6Network("64:ff9b::/96")
+#: Refused whatever they carry, without relying on Python's tables (which mark these differently across
+#: versions): where a local-use NAT64 prefix leads is the local network's choice (RFC 8215), a Teredo address is a
+#: client behind a NAT, never a server (RFC 4380), and IPv4-compatible addresses are deprecated (RFC 4291).
+NEVER_CALLED_V6: tuple[tuple[ipaddress.IPv6Network, str], ...] = (
+    (ipaddress.IPv6Network("64:ff9b:1::/48"), "local-use NAT64"),
+    (ipaddress.IPv6Network("2001::/32"), "Teredo"),
+    (ipaddress.IPv6Network("::/96"), "IPv4-compatible"),
+)
+
+
+def wrapped_ipv4(ip: ipaddress.IPv6Address) -> list[tuple[str, ipaddress.IPv4Address]]:
+    """The IPv4 addresses an IPv6 address carries, each with the name of its wrapping: a packet sent to the
+    IPv6 address is delivered to (or through) them, so each must pass the same check (#25)."""
+    found: list[tuple[str, ipaddress.IPv4Address]] = []
+    if ip.sixtofour is not None:
+        found.append(("6to4", ip.sixtofour))
+    if ip.teredo is not None:
+        server, client = ip.teredo  # ipaddress has already undone the client's bit-flipping
+        found += [("Teredo server", server), ("Teredo client", client)]
+    if ip in NAT64_PREFIX:
+        found.append(("NAT64", ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)))
+    return found
+
+
+def _not_public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """Why `ip` itself is not public (Python's tables), or None."""
     for label, flagged in (
         ("unspecified", ip.is_unspecified),
         ("loopback", ip.is_loopback),
@@ -115,30 +148,78 @@ def refused_address(address: str) -> str | None:
     return None
 
 
+def refused_address(address: str) -> str | None:
+    """Why `address` (an IP literal) may not be called, or None for a public unicast address."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id (fe80::1%eth0)
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return _not_public(ip.ipv4_mapped)  # ::ffff:127.0.0.1 is 127.0.0.1 to the socket
+        for wrapping, inner in wrapped_ipv4(ip):
+            why = _not_public(inner)
+            if why is not None:
+                return f"{why}, wrapped in {wrapping}"
+    why = _not_public(ip)
+    if why is None and isinstance(ip, ipaddress.IPv6Address):
+        why = next((label for network, label in NEVER_CALLED_V6 if ip in network), None)
+    return why
+
+
 def resolve(host: str, port: int) -> list[str]:
     """Every address `host` resolves to (IP literals in any form getaddrinfo accepts, e.g. `2130706433`, too)."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
-        raise CallbackRefused(f"the callback host {host!r} does not resolve") from exc
+        raise CallbackRefused(_not_callable(host)) from exc
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def check_addresses(host: str, addresses: Iterable[str]) -> None:
     """Refuse if any address is not public: a host with one public and one private address is refused too,
-    since which one a connection would use is not ours to choose."""
+    since which one a connection would use is not ours to choose.
+
+    An IP literal the client wrote is named with the reason; a name gets one message whether it does not
+    resolve or resolves to an address we never call, so a refusal tells no one what our DNS says (#25)."""
     found = False
     for address in addresses:
         found = True
         why = refused_address(address)
-        if why is not None:
-            raise CallbackRefused(f"the callback host {host!r} resolves to {address} ({why}), which is never called")
+        if why is None:
+            continue
+        if _is_ip_literal(host):
+            raise CallbackRefused(f"the callback address {host!r} is {why}, which is never called", address)
+        raise CallbackRefused(_not_callable(host), address)
     if not found:
-        raise CallbackRefused(f"the callback host {host!r} does not resolve")
+        raise CallbackRefused(_not_callable(host))
 
 
-def check_callback_url(url: str, allowed_hosts: frozenset[str] | Iterable[str] = frozenset()) -> str:
-    """The URL, stripped, if we will call it; raises `InvalidCallbackUrl` or `CallbackRefused`."""
+def _not_callable(host: str) -> str:
+    return f"the callback host {host!r} is never called: it must resolve, and to public addresses only"
+
+
+def check_port(port: int, allowed_ports: Collection[int]) -> None:
+    """Refuse a port outside `allowed_ports` (80 and 443 unless the operator allows more)."""
+    if port not in allowed_ports:
+        allowed = ", ".join(str(p) for p in sorted(allowed_ports))
+        raise CallbackRefused(f"the callback port {port} is never called (allowed: {allowed})")
+
+
+def check_callback_url(
+    url: str,
+    allowed_hosts: frozenset[str] | Iterable[str] = frozenset(),
+    allowed_ports: Collection[int] = ALLOWED_PORTS,
+) -> str:
+    """The URL, stripped, if we will call it; raises `InvalidCallbackUrl` or `CallbackRefused`.
+
+    An allow-listed host may name any port: the allow-list is the operator's own receiver (the tests' loopback
+    one listens on a random port), already exempt from the address rules."""
     url = url.strip()
     if not url:
         raise InvalidCallbackUrl("callback_url is empty")
@@ -155,12 +236,16 @@ def check_callback_url(url: str, allowed_hosts: frozenset[str] | Iterable[str] =
         raise InvalidCallbackUrl("callback_url must be an absolute http:// or https:// URL")
     if "@" in parts.netloc:
         raise InvalidCallbackUrl("callback_url must not carry a user name or password")
+    if port == 0:  # urlsplit refuses past 65535 itself; 0 is no port anyone listens on
+        raise InvalidCallbackUrl("callback_url's port must be 1 to 65535")
     host = normalize_host(parts.hostname or "")
     if not host:
         raise InvalidCallbackUrl("callback_url has no host")
     if host in {normalize_host(h) for h in allowed_hosts}:
         return url
-    check_addresses(host, resolve(host, port or DEFAULT_PORTS[parts.scheme.lower()]))
+    port = port or DEFAULT_PORTS[parts.scheme.lower()]
+    check_port(port, allowed_ports)  # before the lookup: a refused port asks our DNS nothing
+    check_addresses(host, resolve(host, port))
     return url
 
 
@@ -322,17 +407,22 @@ def notify_finished(outbox: WebhookOutbox | None, job: Job | None, at: float) ->
 
 class _CheckedConnectionMixin(HTTPConnection):
     """Connects only to addresses it checked itself, from the same lookup (no rebinding between the check and
-    the connect). `allowed` hosts skip the check.
+    the connect), and only on `allowed_ports`. `allowed` hosts skip both checks, as at submit time.
 
     It subclasses HTTPConnection so that `super()._new_conn()` and the attributes it reads are typed (#12); in
     `_CheckedHTTPSConnection` the MRO still puts HTTPSConnection between this and HTTPConnection."""
 
     allowed: frozenset[str] = frozenset()
+    allowed_ports: frozenset[int] = ALLOWED_PORTS
 
     def _new_conn(self) -> socket.socket:
         host = normalize_host(self._dns_host)
+        if not 0 < self.port < 65536:
+            raise CallbackRefused(f"the callback port {self.port} is not a port")
         if host in self.allowed:
             return super()._new_conn()
+        # Again at send time: the URL may have been accepted under a wider `webhook_allowed_ports`.
+        check_port(self.port, self.allowed_ports)
         addresses = resolve(host, self.port)
         check_addresses(host, addresses)
         last: OSError | None = None
@@ -358,15 +448,16 @@ class _CheckedHTTPSConnection(_CheckedConnectionMixin, HTTPSConnection):
 
 
 class _CheckedAdapter(HTTPAdapter):
-    def __init__(self, allowed: frozenset[str]) -> None:
+    def __init__(self, allowed: frozenset[str], allowed_ports: frozenset[int]) -> None:
         self._allowed = allowed
+        self._allowed_ports = allowed_ports
         super().__init__(max_retries=0)  # retries are the outbox's, with backoff
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
-        allowed = self._allowed
-        http_conn = type("Http", (_CheckedHTTPConnection,), {"allowed": allowed})
-        https_conn = type("Https", (_CheckedHTTPSConnection,), {"allowed": allowed})
+        checks = {"allowed": self._allowed, "allowed_ports": self._allowed_ports}
+        http_conn = type("Http", (_CheckedHTTPConnection,), checks)
+        https_conn = type("Https", (_CheckedHTTPSConnection,), checks)
         self.poolmanager.pool_classes_by_scheme = {
             "http": type("HttpPool", (HTTPConnectionPool,), {"ConnectionCls": http_conn}),
             "https": type("HttpsPool", (HTTPSConnectionPool,), {"ConnectionCls": https_conn}),
@@ -376,7 +467,7 @@ class _CheckedAdapter(HTTPAdapter):
 class Outcome(StrEnum):
     DELIVERED = "delivered"  # a 2xx
     FAILED = "failed"  # worth another attempt: non-2xx (3xx included), timeout, connection error
-    REFUSED = "refused"  # the URL now resolves to an address we never call: not retried
+    REFUSED = "refused"  # the URL now resolves to an address, or names a port, we never call: not retried
 
 
 @dataclass(frozen=True)
@@ -384,6 +475,7 @@ class Attempt:
     outcome: Outcome
     status: int | None = None  # the receiver's HTTP status, when it answered
     detail: str = ""  # for logs: never the URL, never the body
+    address: str = ""  # refused: what the host resolved to, for the operator's logs (never told the client)
 
 
 class Deliverer:
@@ -391,6 +483,7 @@ class Deliverer:
         self,
         secret: str,
         allowed_hosts: frozenset[str] = frozenset(),
+        allowed_ports: frozenset[int] = ALLOWED_PORTS,
         connect_timeout: float = CONNECT_TIMEOUT,
         read_timeout: float = READ_TIMEOUT,
     ) -> None:
@@ -400,7 +493,7 @@ class Deliverer:
         self._session = requests.Session()
         # No proxies, .netrc or CA bundles from the environment: the address checked is the one connected to.
         self._session.trust_env = False
-        adapter = _CheckedAdapter(self._allowed)
+        adapter = _CheckedAdapter(self._allowed, frozenset(allowed_ports))
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
 
@@ -427,7 +520,7 @@ class Deliverer:
             ) as response:
                 status = response.status_code  # the body is never read: nothing in it matters to us
         except CallbackRefused as exc:
-            return Attempt(Outcome.REFUSED, detail=str(exc))
+            return Attempt(Outcome.REFUSED, detail=str(exc), address=exc.address)
         except requests.RequestException as exc:
             return Attempt(Outcome.FAILED, detail=type(exc).__name__)
         if 200 <= status < 300:
