@@ -71,6 +71,18 @@ def portrait_view(gw: Gateway, job: Job, now: float) -> dict[str, Any] | None:
     }
 
 
+#: DELETE /v1/portraits/<id>'s answer (200) for a job its owner shared whose gallery copy may have been published;
+#: any other erasure answers 204 with no body, as before (#25).
+GALLERY_COPY_KEPT: dict[str, Any] = {
+    "deleted": True,
+    "gallery_copy": "kept",
+    "message": "The portrait, the photo and the job are erased. The portrait was shared: its copy in the public "
+    "gallery, if one was made, is not linked to the job, was not erased and stays until it expires. To withdraw "
+    "it now, send DELETE /v1/gallery/{gallery id} with `Authorization: Bearer <withdraw_token>`, both from the "
+    "upload's 202 answer.",
+}
+
+
 def iso_utc(epoch_seconds: float) -> str:
     return datetime.fromtimestamp(epoch_seconds, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 

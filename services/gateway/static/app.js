@@ -51,6 +51,7 @@ const MESSAGES = {
   unavailable: "The studio is busy or briefly unavailable. Please try again in a few seconds.",
   overloaded: "So many portraits are waiting that yours could not be painted before we must delete your photo, so we did not take it.",
   invalid_token: "This withdraw key does not match that gallery portrait.",
+  cross_site_request: "Your browser sent this from another website, so we refused it. Please use this page directly.",
   // Jobs that failed (GET /v1/portraits/<id> "error.code").
   no_face: "We could not find a face in this photo. Please try one where your face is clearly visible and turned towards the camera.",
   face_too_small: "Your face is too small in this photo. Please move closer, or crop the photo around your face.",
@@ -472,7 +473,8 @@ async function deleteNow() {
   button.disabled = true;
   try {
     const response = await fetch(`/v1/portraits/${encodeURIComponent(state.job.id)}`, { method: "DELETE" });
-    if (response.status === 204 || response.status === 404) {
+    // 200 instead of 204 when a shared portrait's gallery copy stays (#25): `gone` says so from what the tab knows.
+    if (response.ok || response.status === 404) {
       gone("Your portrait is deleted. Your photo was deleted before that. Nothing of them is kept.");
     } else {
       showError((await apiError(response)).sentence);
