@@ -86,6 +86,13 @@ CODES: dict[str, ErrorCode] = {
             "this gallery entry (the same answer whether or not the entry exists).",
         ),
         ErrorCode(
+            "cross_site_request",
+            403,
+            "A browser sent this upload or deletion from another site's page (its `Sec-Fetch-Site` is not "
+            "`same-origin`, or its `Origin` is not this host nor in `PORTRAITS_TRUSTED_ORIGINS`). Clients that "
+            "are not browsers send neither header and are never refused.",
+        ),
+        ErrorCode(
             "not_found",
             404,
             "No such route, or no such portrait or gallery entry (unknown, expired, deleted or withdrawn).",

@@ -1,4 +1,4 @@
-"""The gateway's gunicorn worker: gunicorn's threaded worker (`gthread`) with three additions.
+"""The gateway's gunicorn worker: gunicorn's threaded worker (`gthread`) with the additions listed below.
 
 Why threads (issue 9): with `sync` workers, three clients sending a photo at 2 KB/s held both workers for 32 s
 and /healthz waited as long. A gthread worker reads each request on one of `gateway_threads` threads and keeps
@@ -8,8 +8,8 @@ server. (A slow *body* is also cut off: see services/gateway/bodies.py.)
 1. Gunicorn's own refusals — huge headers (431), a bad request line or Content-Length together with chunked
    (400), an over-long URI (414)… — are written as our JSON envelope instead of gunicorn's HTML page, with
    gunicorn's status. Which status an exception gets stays gunicorn's decision: its `handle_error` writes its
-   page into a buffer, we read the status line back and write the envelope instead. Its log line is kept,
-   without the client's address (the gateway logs none).
+   page into a buffer, we read the status line back and write the envelope instead, with the headers of every
+   API answer (browsers.py). Its log line is kept, without the client's address (the gateway logs none).
 2. The app can ask for the connection to be closed after its response (`CLOSE_CONNECTION` in the WSGI
    environ): a 408 for a stalled upload must not leave the rest of that body to be drained, and RFC 9110
    asks for `Connection: close` on it. WSGI has no way to say so (hop-by-hop headers are dropped).
@@ -17,6 +17,8 @@ server. (A slow *body* is also cut off: see services/gateway/bodies.py.)
 4. The app can ask whether the worker is stopping (`STOPPING` in the WSGI environ): a live-progress stream
    (events.py, #10) ends within a second of SIGTERM, and its client resumes elsewhere with `Last-Event-ID`,
    instead of holding the worker for its whole graceful timeout.
+5. No `Server` header (#25): it names the software to anyone scanning for one to attack and tells a client
+   nothing it needs. Gunicorn has no setting for it (its maintainers keep "gunicorn", benoitc/gunicorn#825).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from http import HTTPStatus
 from typing import Any
 
 from gunicorn import util
+from gunicorn.http import wsgi
 from gunicorn.workers.gthread import ThreadWorker
 
 # Gunicorn's statuses and our codes. Gunicorn can also answer 403 and 417 (TLS, PROXY protocol and Expect
@@ -74,6 +77,7 @@ class _Captured:
 def error_response(status: int) -> bytes:
     """A complete HTTP/1.1 response carrying the envelope for one of gunicorn's own error statuses."""
     # Imported here: gunicorn's master imports this module too, and should not load Flask and the metrics.
+    from services.gateway.browsers import API_HEADERS
     from services.gateway.errors import CODES, envelope
 
     code = _CODE_BY_STATUS.get(status) or ("internal_error" if status >= 500 else "bad_request")
@@ -82,12 +86,20 @@ def error_response(status: int) -> bytes:
     head = (
         f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
         "Connection: close\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
+        + "".join(f"{name}: {value}\r\n" for name, value in API_HEADERS.items())
+        + f"Content-Length: {len(body)}\r\n\r\n"
     )
     return head.encode("latin-1") + body
 
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class AnonymousResponse(wsgi.Response):  # type: ignore[misc]  # gunicorn ships no type information
+    """Gunicorn's HTTP/1 response without its `Server` line (see 5. above)."""
+
+    def default_headers(self) -> list[str]:
+        return [line for line in super().default_headers() if not line.lower().startswith("server:")]
 
 
 class GatewayWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn ships no type information
@@ -96,6 +108,12 @@ class GatewayWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn ships no ty
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._local = threading.local()  # the gunicorn request each thread is serving
+
+    def init_process(self) -> None:
+        # gthread's handle_request builds each response with `wsgi.create`, which falls back to this module global
+        # for its class (only HTTP/2 passes its own): set in the worker process, before it serves anything.
+        wsgi.Response = AnonymousResponse
+        super().init_process()  # gunicorn: last, it runs the worker's loop
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
         page = _Captured()

@@ -117,6 +117,7 @@ _UPLOAD_ERRORS = (
     "invalid_callback_url",
     "callback_url_refused",
     "webhooks_disabled",
+    "cross_site_request",
     "upload_timeout",
     "too_large",
     "image_too_large",
@@ -236,6 +237,23 @@ def _schemas() -> dict[str, Any]:
                         },
                     ]
                 },
+            },
+        },
+        "PortraitDeleted": {
+            "type": "object",
+            "required": ["deleted", "gallery_copy", "message"],
+            "additionalProperties": False,
+            "description": "DELETE /v1/portraits/{id} for a job shared with `share=true` whose gallery copy may "
+            "have been made: the job is erased, the copy is not (nothing links the two).",
+            "properties": {
+                "deleted": {"type": "boolean", "const": True},
+                "gallery_copy": {
+                    "type": "string",
+                    "const": "kept",
+                    "description": "The copy stays listed until it expires; withdraw it with "
+                    "`DELETE /v1/gallery/{id}` and the `gallery.id` and `withdraw_token` of the upload's 202.",
+                },
+                "message": {"type": "string", "description": "The same, for people."},
             },
         },
         "GalleryItem": {
@@ -519,7 +537,10 @@ def document() -> dict[str, Any]:
             "description": (
                 "Upload a photo, poll its job, fetch the painted portrait. Every error uses the `Error` envelope; "
                 "an unknown route answers `not_found` (404) and a known route with the wrong method "
-                f"`method_not_allowed` (405, with `Allow`). {NULL_CONVENTION}"
+                f"`method_not_allowed` (405, with `Allow`). {NULL_CONVENTION} Every answer carries "
+                "`Cache-Control: no-store` and `X-Content-Type-Options: nosniff`. A browser's POST or DELETE "
+                "from another site's page is refused (403 `cross_site_request`, from `Sec-Fetch-Site` or "
+                "`Origin`); clients that are not browsers send neither header and are not affected."
             ),
         },
         "paths": {
@@ -565,7 +586,16 @@ def document() -> dict[str, Any]:
                 "delete": {
                     "operationId": "deletePortrait",
                     "summary": "Erase the job now: portrait, photo, key and record.",
-                    "responses": {"204": {"description": "Erased."}, **_errors("not_found", "unavailable", *_ALWAYS)},
+                    "description": "A gallery copy of a shared portrait is not linked to its job, so it is not "
+                    "erased with it: when one may exist the answer is 200 with `PortraitDeleted`, saying how to "
+                    "withdraw it; otherwise 204.",
+                    "responses": {
+                        "200": _ok(
+                            "Erased; the portrait was shared and its gallery copy stays.", _ref("PortraitDeleted")
+                        ),
+                        "204": {"description": "Erased; nothing of the job remains."},
+                        **_errors("cross_site_request", "not_found", "unavailable", *_ALWAYS),
+                    },
                 },
             },
             "/v1/portraits/{id}/events": {"parameters": [_ID_PARAMETER], "get": _portrait_events()},
@@ -614,7 +644,7 @@ def document() -> dict[str, Any]:
                     "security": [{"withdrawToken": []}],
                     "responses": {
                         "204": {"description": "Withdrawn."},
-                        **_errors("invalid_token", "not_found", "unavailable", *_ALWAYS),
+                        **_errors("invalid_token", "cross_site_request", "not_found", "unavailable", *_ALWAYS),
                     },
                 },
             },

@@ -2,7 +2,7 @@
 `/portraits/<id>/download` sends the browser to its portrait as a file to save.
 
 Plain HTML, CSS and ES modules from `static/`, no build step. Every response of this blueprint carries the
-security headers below; the JSON API's responses are left as they were.
+security headers below; the JSON API's get `no-store` and `nosniff` from browsers.py, which leaves these alone.
 
 Why these headers:
 - a strict Content-Security-Policy: nothing runs or loads from anywhere but us, no inline script or style
