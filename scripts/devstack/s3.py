@@ -5,10 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from scripts.devstack.commands import CORS_SCRIPT, seaweedfs_script_module
 from scripts.devstack.credentials import S3Credentials
 from scripts.devstack.readiness import poll
 
 S3_REGION = "us-east-1"  # SigV4 signs the region: every client and presigner must use the same one.
+# The page's origin in the local run (its gateway): the setting public_origin's default, which start.sh and
+# bucket_cors.py also fall back to; the only origin whose browser CORS lets read objects.
+PAGE_ORIGIN = "http://127.0.0.1:8080"
 
 
 def s3_client(
@@ -52,14 +56,19 @@ def wait_for_s3(endpoint: str, creds: S3Credentials, timeout: float = 30.0) -> f
     return poll(lambda: s3_ready(endpoint, creds), timeout, f"S3 at {endpoint}")
 
 
-def ensure_buckets(endpoint: str, creds: S3Credentials, names: Iterable[str]) -> None:
-    """Create the buckets that don't exist yet (safe to call on every start)."""
+def ensure_buckets(
+    endpoint: str, creds: S3Credentials, names: Iterable[str], *, page_origin: str = PAGE_ORIGIN
+) -> None:
+    """Create the buckets that don't exist yet (safe to call on every start), with the CORS rules the
+    deployments give theirs (deploy/seaweedfs/bucket_cors.py): GET and HEAD from `page_origin` only (#25)."""
     from botocore.exceptions import ClientError
 
     client = s3_client(endpoint, creds)
+    names = list(names)
     for name in names:
         try:
             client.create_bucket(Bucket=name)
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                 raise
+    seaweedfs_script_module(CORS_SCRIPT).apply(client, names, page_origin)

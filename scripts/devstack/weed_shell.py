@@ -6,12 +6,14 @@ import json
 import os
 import re
 import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from scripts.devstack.binaries import weed_path
-from scripts.devstack.commands import SEAWEEDFS_SCRIPTS
+from scripts.devstack.commands import CORS_SCRIPT, SEAWEEDFS_SCRIPTS
+from scripts.devstack.credentials import S3Credentials
 from scripts.devstack.security import weed_client_env
 
 # security.toml directory of each server started here, by master address: `run_weed_shell` finds the client
@@ -127,12 +129,16 @@ def run_init_script(
     results_bucket: str,
     source_max_age_seconds: int,
     result_ttl_seconds: int,
+    s3_endpoint: str | None = None,
+    credentials: S3Credentials | None = None,
     timeout: float = 120.0,
 ) -> str:
-    """Prepare a fresh (or restarted) SeaweedFS with deploy/seaweedfs/init.sh, the script docker compose and the
-    dev overlay run (#12: one copy): one volume per growth, the two
-    buckets, native TTL rules a little past our limits. Idempotent. `security_dir` holds the server's
-    security.toml; the script presents its gRPC client certificate. Returns the script's output."""
+    """Prepare a fresh (or restarted) SeaweedFS as docker compose and the dev overlay do (#12: one copy of each
+    script): deploy/seaweedfs/init.sh (one volume per growth, the two buckets, native TTL rules a little past
+    our limits), then bucket_cors.py (GET and HEAD from the page's origin only, #25). Idempotent.
+    `security_dir` holds the server's security.toml; init.sh presents its gRPC client certificate.
+    bucket_cors.py reads PORTRAITS_S3_* from the environment (the local run's) unless `s3_endpoint` and
+    `credentials` are given. Returns both scripts' output."""
     env = {
         **os.environ,
         "WEED_BINARY": str(weed_path()),
@@ -143,12 +149,19 @@ def run_init_script(
         "PORTRAITS_SOURCE_MAX_AGE_SECONDS": str(source_max_age_seconds),
         "PORTRAITS_RESULT_TTL_SECONDS": str(result_ttl_seconds),
     }
-    try:
-        result = subprocess.run(
-            ["sh", str(INIT_SCRIPT)], capture_output=True, text=True, timeout=timeout, env=env, check=False
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise RuntimeError(f"{INIT_SCRIPT.name}: no answer in {timeout:.0f}s") from exc
-    if result.returncode != 0:
-        raise RuntimeError(f"{INIT_SCRIPT.name} failed (exit {result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return result.stdout
+    if s3_endpoint and credentials:
+        env["PORTRAITS_S3_ENDPOINT_URL"] = s3_endpoint
+        env["PORTRAITS_S3_ACCESS_KEY_ID"] = credentials.access_key
+        env["PORTRAITS_S3_SECRET_ACCESS_KEY"] = credentials.secret_key
+    output = ""
+    for script, command in ((INIT_SCRIPT, ["sh"]), (CORS_SCRIPT, [sys.executable])):
+        try:
+            result = subprocess.run(
+                [*command, str(script)], capture_output=True, text=True, timeout=timeout, env=env, check=False
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise RuntimeError(f"{script.name}: no answer in {timeout:.0f}s") from exc
+        if result.returncode != 0:
+            raise RuntimeError(f"{script.name} failed (exit {result.returncode}):\n{result.stdout}\n{result.stderr}")
+        output += result.stdout
+    return output

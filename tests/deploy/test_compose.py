@@ -41,6 +41,7 @@ def test_docker_compose_accepts_it(profile):
         "seaweedfs-certs",
         "seaweedfs",
         "s3-init",
+        "s3-cors",
         "gateway",
         worker,
         "janitor",
@@ -81,7 +82,9 @@ def test_healthchecks_and_start_order():
         depends = services[name]["depends_on"]
         assert depends["redis"]["condition"] == "service_healthy"
         assert depends["s3-init"]["condition"] == "service_completed_successfully"
+        assert depends["s3-cors"]["condition"] == "service_completed_successfully"  # CORS rules before the page
     assert services["s3-init"]["depends_on"]["seaweedfs"]["condition"] == "service_healthy"
+    assert services["s3-cors"]["depends_on"]["s3-init"]["condition"] == "service_completed_successfully"
     assert services["seaweedfs"]["depends_on"]["seaweedfs-certs"]["condition"] == "service_completed_successfully"
     assert services["grafana"]["depends_on"]["prometheus"]["condition"] == "service_healthy"
 
@@ -125,7 +128,7 @@ def test_seaweedfs_grpc_certificates_go_only_where_needed():
 def test_seaweedfs_scripts_are_the_one_copy():
     # #12: compose mounts deploy/seaweedfs, the folder the dev overlay and the local run take them from too.
     services = resolved("cpu")["services"]
-    for name in ("seaweedfs-certs", "seaweedfs", "s3-init"):
+    for name in ("seaweedfs-certs", "seaweedfs", "s3-init", "s3-cors"):
         binds = {v["target"]: v["source"] for v in services[name]["volumes"] if v["type"] == "bind"}
         assert Path(binds["/seaweedfs"]) == DEPLOY / "seaweedfs", name
 
@@ -134,6 +137,42 @@ def test_published_ports_listen_on_loopback_only():
     for name, service in resolved("gpu", "cpu")["services"].items():
         for port in service.get("ports", []):
             assert port["host_ip"] == "127.0.0.1", f"{name} publishes {port['published']} beyond loopback"
+
+
+def test_seaweedfs_publishes_s3_only_and_keeps_its_other_ports_on_its_own_loopback():
+    # #25: the master's UI and /cluster/status and the volume server's /status answer anyone who reaches their
+    # port, and no weed flag closes them. Only S3 is published, and only S3 listens beyond the container's
+    # loopback (start.sh's split, run for real in tests/deploy/test_seaweedfs_scripts.py), so neither the host
+    # nor another container reaches the rest.
+    services = resolved("gpu", "cpu")["services"]
+    seaweedfs = services["seaweedfs"]
+    assert [(p["host_ip"], p["published"], p["target"]) for p in seaweedfs["ports"]] == [("127.0.0.1", "8333", 8333)]
+    env = seaweedfs["environment"]
+    assert env["WEED_ADVERTISE_ADDRESS"] == env["WEED_BIND_ADDRESS"] == "127.0.0.1"
+    assert env["WEED_S3_BIND_ADDRESS"] == "0.0.0.0"
+    # weed shell reaches the master and the filer from inside seaweedfs's network namespace ...
+    init = services["s3-init"]
+    assert init["network_mode"] == "service:seaweedfs" and init["environment"]["WEED_MASTER"] == "127.0.0.1:9333"
+    # ... and every other service knows SeaweedFS by its S3 port alone.
+    for name, service in services.items():
+        for value in (service.get("environment") or {}).values():
+            for address in re.findall(r"seaweedfs:(\d+)", str(value)):
+                assert address == "8333", f"{name} reaches seaweedfs:{address}"
+
+
+def test_cors_lets_only_the_pages_origin_read():
+    # #25: SeaweedFS allows the origin start.sh gets (-s3.allowedOrigins), and s3-cors narrows both buckets to
+    # GET and HEAD from the same one (deploy/seaweedfs/bucket_cors.py): the gateway's page, as published.
+    services = resolved("cpu")["services"]
+    [gateway_port] = services["gateway"]["ports"]
+    page = f"http://{gateway_port['host_ip']}:{gateway_port['published']}"
+    assert services["seaweedfs"]["environment"]["PORTRAITS_PUBLIC_ORIGIN"] == page
+    cors = services["s3-cors"]
+    assert cors["environment"]["PORTRAITS_PUBLIC_ORIGIN"] == page
+    assert cors["entrypoint"] == ["python", "/seaweedfs/bucket_cors.py"]
+    assert cors["environment"]["PORTRAITS_S3_ENDPOINT_URL"] == "http://seaweedfs:8333"
+    assert cors["read_only"] is True and cors["cap_drop"] == ["ALL"] and cors["restart"] == "no"
+    assert (DEPLOY / "seaweedfs" / "bucket_cors.py").is_file()
 
 
 def test_credentials_come_from_the_env_file_not_literals():

@@ -393,10 +393,74 @@ def test_dev_seaweedfs_grpc_is_mutual_tls_with_keys_only_where_needed():
         if peer["podSelector"].get("matchLabels") == {"app.kubernetes.io/name": "seaweedfs-init"}
         for port in rule["ports"]
     }
-    assert init_ports == {9333, 19333, 18888}
+    assert init_ports == {19333, 18888}  # weed shell dials gRPC only, the HTTP port -master= names never
     assert 8888 not in {
         port["port"] for rule in policies["seaweedfs-clients-egress"]["egress"] for port in rule["ports"]
     }
+
+
+SEAWEEDFS_POD = {"app.kubernetes.io/name": "seaweedfs"}
+SEAWEEDFS_GRPC = {19333, 18888}  # the master's and the filer's: mutual TLS (issue 9), for the init Job's weed shell
+
+
+def test_dev_seaweedfs_exposes_s3_alone():
+    # #25: the master's UI (/, /ui/index.html) and /cluster/status and the volume server's /status (disk use,
+    # per-bucket file and delete counts) answer anyone who reaches their port; no weed flag closes them. The
+    # Service clients use has S3 alone; the headless one the init Job dials has the gRPC ports alone.
+    docs = rendered("overlays/dev")
+    services = {
+        s["metadata"]["name"]: s["spec"]
+        for s in find(docs, "Service")
+        if s["spec"].get("selector", {}).get("app.kubernetes.io/name") == "seaweedfs"
+    }
+    assert [(p["name"], p["port"]) for p in services.pop("seaweedfs")["ports"]] == [("s3", 8333)]
+    assert {name: (spec["clusterIP"], {p["port"] for p in spec["ports"]}) for name, spec in services.items()} == {
+        "seaweedfs-grpc": ("None", SEAWEEDFS_GRPC)
+    }
+    assert env(one(docs, "Job", "seaweedfs-init"))["WEED_MASTER"]["value"] == "seaweedfs-grpc:9333"
+
+
+def test_dev_network_policy_keeps_seaweedfs_http_ports_to_the_pod_itself():
+    # #25: every port but S3's is admitted from the SeaweedFS pod itself only (its parts reach each other at
+    # the pod's address), but for the gRPC ports from the init Job; and no client is let out to any other.
+    policies = {p["metadata"]["name"]: p["spec"] for p in find(rendered("overlays/dev"), "NetworkPolicy")}
+    spec = policies["seaweedfs"]
+    assert set(spec["policyTypes"]) == {"Ingress", "Egress"}
+    for rule in spec["ingress"]:
+        peers = [peer["podSelector"] for peer in rule["from"]]  # no rule without `from`: that would be anyone
+        if peers == [{"matchLabels": SEAWEEDFS_POD}]:
+            continue  # the pod itself, every port
+        ports = {port["port"] for port in rule["ports"]}  # no other rule without `ports`: that would be all
+        init = {"matchLabels": {"app.kubernetes.io/name": "seaweedfs-init"}}
+        assert ports == {8333} or (peers == [init] and ports == SEAWEEDFS_GRPC), rule
+    # Egress towards SeaweedFS from anything else: S3, or the gRPC ports for the init Job.
+    for name, other in policies.items():
+        if other["podSelector"].get("matchLabels") == SEAWEEDFS_POD:
+            continue
+        for rule in other.get("egress", []):
+            if any(peer.get("podSelector", {}).get("matchLabels") == SEAWEEDFS_POD for peer in rule.get("to", [])):
+                assert {port["port"] for port in rule["ports"]} in ({8333}, SEAWEEDFS_GRPC), name
+
+
+def test_dev_cors_lets_only_the_pages_origin_read():
+    # #25: SeaweedFS allows PORTRAITS_PUBLIC_ORIGIN (start.sh's -s3.allowedOrigins), and the seaweedfs-cors
+    # Job narrows both buckets to GET and HEAD from it (deploy/seaweedfs/bucket_cors.py, from the scripts'
+    # ConfigMap, in the janitor image: boto3). The origin is the gateway's port-forward.
+    docs = rendered("overlays/dev")
+    kustomization = (K8S / "overlays/dev/kustomization.yaml").read_text()
+    assert config(docs)["PORTRAITS_PUBLIC_ORIGIN"] == "http://127.0.0.1:8080"
+    assert "port-forward svc/portraits-gateway 8080:" in kustomization
+    origin = env(one(docs, "StatefulSet", "seaweedfs"))["PORTRAITS_PUBLIC_ORIGIN"]
+    assert origin["valueFrom"]["configMapKeyRef"]["key"] == "PORTRAITS_PUBLIC_ORIGIN"
+    job = one(docs, "Job", "seaweedfs-cors")
+    cors = container(job)
+    assert cors["command"] == ["python", "/scripts/bucket_cors.py"]
+    assert cors["image"].startswith("portraits-janitor:")
+    [scripts] = [v for v in job["spec"]["template"]["spec"]["volumes"] if v["name"] == "scripts"]
+    assert scripts["configMap"]["name"].startswith("seaweedfs-scripts")
+    assert [e["configMapRef"]["name"].startswith("portraits-config") for e in cors["envFrom"]] == [True]
+    assert {v["valueFrom"]["secretKeyRef"]["name"] for v in cors["env"]} == {"portraits-s3"}
+    assert "/certs" not in {m["mountPath"] for m in cors["volumeMounts"]}  # S3 keys only, no gRPC certificate
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

@@ -5,9 +5,11 @@ included: mutual TLS with the certificates of grpc_certs.py (issue 9)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -18,15 +20,22 @@ import pytest
 from botocore.exceptions import ClientError
 
 from scripts import devstack, storage_backdoor
+from scripts.devstack import status_pages
+from scripts.local_run import GATEWAY_ADDRESS
+from shared.settings import Settings
 from tests.deploy.helpers import DEPLOY, ROOT, rendered
 
 SCRIPTS = DEPLOY / "seaweedfs"  # the one copy (#12)
 GRPC_CERTS = SCRIPTS / "grpc_certs.py"
+CORS = SCRIPTS / "bucket_cors.py"
+PAGE = "http://127.0.0.1:8080"  # the page's origin by default: the local run's gateway
 _no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-@pytest.fixture
-def weed(tmp_path: Path):
+@contextlib.contextmanager
+def _weed(tmp_path: Path, s3_host: str = "127.0.0.1"):
+    """start.sh run as the deployments run it. `s3_host`: where S3 listens (WEED_S3_BIND_ADDRESS); the master,
+    volume server and filer stay on 127.0.0.1, which plays the container's loopback when `s3_host` differs."""
     ports = devstack.WeedPorts.allocate()
     creds = devstack.generate_credentials()
     env = {
@@ -39,6 +48,7 @@ def weed(tmp_path: Path):
         "WEED_IDENTITIES_FILE": str(tmp_path / "identities.json"),
         "WEED_ADVERTISE_ADDRESS": "127.0.0.1",
         "WEED_BIND_ADDRESS": "127.0.0.1",
+        "WEED_S3_BIND_ADDRESS": s3_host,  # start.sh's default is every interface (compose's S3)
         "WEED_MASTER_PORT": str(ports.master),
         "WEED_VOLUME_PORT": str(ports.volume),
         "WEED_FILER_PORT": str(ports.filer),
@@ -50,7 +60,10 @@ def weed(tmp_path: Path):
         "WEED_MASTER": ports.master_address,
         # The servers' certificate; init.sh gets the client's (grpc/client, as in compose and the dev overlay).
         "WEED_GRPC_CERTS_DIR": str(tmp_path / "grpc" / "server"),
+        # bucket_cors.py, as the s3-cors service and the seaweedfs-cors Job run it.
+        "PORTRAITS_S3_ENDPOINT_URL": f"http://{s3_host}:{ports.s3}",
     }
+    env.pop("PORTRAITS_PUBLIC_ORIGIN", None)  # the defaults: the local run's gateway
     # As the seaweedfs-certs service does; tmp_path/grpc/client is then what `weed_client_env` hands out.
     subprocess.run([sys.executable, str(GRPC_CERTS), str(tmp_path / "grpc")], check=True, capture_output=True)
     (tmp_path / "data").mkdir()
@@ -65,7 +78,7 @@ def weed(tmp_path: Path):
         )
     try:
         deadline = time.monotonic() + 60
-        while not _ready(ports, creds):
+        while not _ready(ports, creds, s3_host):
             assert process.poll() is None, (tmp_path / "weed.log").read_text()[-2000:]
             assert time.monotonic() < deadline, "weed not ready in 60 s"
             time.sleep(0.2)
@@ -83,25 +96,39 @@ def weed(tmp_path: Path):
                 sock.unlink()
 
 
-def _ready(ports: devstack.WeedPorts, creds: devstack.S3Credentials) -> bool:
+@pytest.fixture
+def weed(tmp_path: Path):
+    with _weed(tmp_path) as started:
+        yield started
+
+
+def _ready(ports: devstack.WeedPorts, creds: devstack.S3Credentials, s3_host: str = "127.0.0.1") -> bool:
     try:
         return devstack.weed_volume_server_ready(f"http://127.0.0.1:{ports.volume}") and devstack.s3_ready(
-            f"http://127.0.0.1:{ports.s3}", creds
+            f"http://{s3_host}:{ports.s3}", creds
         )
     except Exception:
         return False
 
 
+def _init(env: dict[str, str], tmp_path: Path) -> str:
+    """init.sh, then bucket_cors.py, as s3-init and s3-cors (or the dev overlay's Jobs) run them."""
+    init_env = {**env, "WEED_GRPC_CERTS_DIR": str(tmp_path / "grpc" / "client")}
+    output = ""
+    for command in (["sh", str(SCRIPTS / "init.sh")], [sys.executable, str(CORS)]):
+        result = subprocess.run(command, env=init_env, capture_output=True, text=True, timeout=60, check=False)
+        assert result.returncode == 0, result.stdout + result.stderr
+        output += result.stdout
+    return output
+
+
 def test_start_and_init_scripts(weed):
     env, ports, creds, tmp_path = weed
     assert oct((tmp_path / "identities.json").stat().st_mode & 0o777) == "0o600"
-    init_env = {**env, "WEED_GRPC_CERTS_DIR": str(tmp_path / "grpc" / "client")}
     for _ in range(2):  # idempotent
-        result = subprocess.run(
-            ["sh", str(SCRIPTS / "init.sh")], env=init_env, capture_output=True, text=True, timeout=60, check=False
-        )
-        assert result.returncode == 0, result.stdout + result.stderr
-        assert "buckets ready: portrait-sources (ttl 3m), portrait-results (ttl 31m)" in result.stdout
+        output = _init(env, tmp_path)
+        assert "buckets ready: portrait-sources (ttl 3m), portrait-results (ttl 31m)" in output
+        assert f"cors ready: portrait-sources, portrait-results allow GET and HEAD from {PAGE} only" in output
     endpoint = f"http://127.0.0.1:{ports.s3}"
     client = devstack.s3_client(endpoint, creds)
     assert {b["Name"] for b in client.list_buckets()["Buckets"]} == {"portrait-sources", "portrait-results"}
@@ -124,6 +151,70 @@ def test_start_and_init_scripts(weed):
     # ... while `weed shell` (init.sh, above) and presigned URLs keep working.
     url = client.generate_presigned_url("get_object", Params={"Bucket": "portrait-sources", "Key": "sources/x.jpg"})
     assert _no_proxy.open(url, timeout=5).read() == b"x"
+
+
+def test_cors_lets_the_page_read_and_nobody_else_anything(weed):
+    # #25: weed's default reflects any origin and allows PUT, POST and DELETE with any header. start.sh's
+    # -s3.allowedOrigins keeps other origins out; bucket_cors.py leaves the page GET and HEAD.
+    env, ports, creds, tmp_path = weed
+    _init(env, tmp_path)
+    endpoint = f"http://127.0.0.1:{ports.s3}"
+    client = devstack.s3_client(endpoint, creds)
+    client.put_object(Bucket="portrait-results", Key="results/x.jpg", Body=b"x")
+    presigned = client.generate_presigned_url(
+        "get_object", Params={"Bucket": "portrait-results", "Key": "results/x.jpg"}
+    )
+    status, headers = status_pages.browser(presigned, PAGE)
+    assert status == 200 and headers["access-control-allow-origin"] == PAGE
+    status, headers = status_pages.browser(presigned, "https://stranger.example")
+    assert status == 200 and not headers  # the image, but no CORS: the stranger's script cannot read it
+    for bucket in ("portrait-results", "portrait-sources"):
+        url = f"{endpoint}/{bucket}/x"
+        for method in ("GET", "HEAD"):
+            _, headers = status_pages.browser(url, PAGE, preflight=method)
+            assert headers["access-control-allow-origin"] == PAGE, (bucket, method)
+            assert headers["access-control-allow-methods"] == "GET, HEAD", (bucket, method)
+        for method in ("PUT", "POST", "DELETE"):
+            _, headers = status_pages.browser(url, PAGE, preflight=method)
+            assert method not in headers.get("access-control-allow-methods", ""), (bucket, method, headers)
+            status, headers = status_pages.browser(url, "https://stranger.example", preflight=method)
+            assert status == 403 and not headers, (bucket, method, headers)
+
+
+def test_compose_layout_leaves_s3_alone_beyond_the_containers_loopback(tmp_path):
+    # #25: the master's UI and /cluster/status and the volume server's /status answer anyone who reaches their
+    # port, and no weed flag closes them. Compose binds all but S3 to the container's loopback: 127.0.0.1
+    # plays it here, 127.0.0.2 the container's address, where the other containers (and the host) knock.
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.2", 0))
+        except OSError:
+            pytest.skip("127.0.0.2 is not a loopback address here (macOS)")
+    with _weed(tmp_path, s3_host="127.0.0.2") as (env, ports, creds, _):
+        _init(env, tmp_path)  # s3-init shares seaweedfs's network namespace: it dials 127.0.0.1
+        outside = status_pages.probe(ports, host="127.0.0.2")
+        assert {page.part for page in outside if page.status is not None} == {"s3"}, [p.row() for p in outside]
+        assert not [p.row() for p in outside if p.part != "s3" and p.error != "ConnectionRefusedError"]
+        assert not status_pages.answered(outside)  # S3 answers nothing but its refusals (and an empty /status)
+        # Inside the container they answer: the binding, not weed, is what keeps them in.
+        assert status_pages.answered(status_pages.probe(ports)) == status_pages.OPEN_WHERE_REACHABLE
+        client = devstack.s3_client(f"http://127.0.0.2:{ports.s3}", creds)
+        client.put_object(Bucket="portrait-results", Key="results/y.jpg", Body=b"y")
+        assert client.get_object(Bucket="portrait-results", Key="results/y.jpg")["Body"].read() == b"y"
+        # Their gRPC ports too (mutual TLS anyway, issue 9); the S3 gateway's goes with S3.
+        for port in (ports.master_grpc, ports.volume_grpc, ports.filer_grpc):
+            with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.2", port), timeout=3):
+                pass
+
+
+def test_the_pages_origin_has_one_default_everywhere():
+    # The setting, start.sh's -s3.allowedOrigins, bucket_cors.py and the devstack: the local run's gateway.
+    cors = devstack.commands.seaweedfs_script_module(CORS)
+    assert Settings.model_fields["public_origin"].default == cors.DEFAULT_ORIGIN == devstack.PAGE_ORIGIN == PAGE
+    assert f'-s3.allowedOrigins="${{PORTRAITS_PUBLIC_ORIGIN:-{PAGE}}}"' in (SCRIPTS / "start.sh").read_text()
+    assert PAGE == f"http://{GATEWAY_ADDRESS}"
+    with pytest.raises(ValueError, match="not an origin"):
+        cors.rules(PAGE + "/")  # a browser's Origin never ends in a slash: the rule would never match
 
 
 def test_start_script_refuses_to_run_without_the_jwt_key(tmp_path):
@@ -190,7 +281,8 @@ def test_dev_overlay_ships_the_same_scripts():
         for doc in rendered("overlays/dev")
         if doc["kind"] == "ConfigMap" and doc["metadata"]["name"].startswith("seaweedfs-scripts")
     ]
-    assert config_map["data"] == {script.name: script.read_text() for script in SCRIPTS.glob("*.sh")}
+    shipped = [*SCRIPTS.glob("*.sh"), CORS]  # bucket_cors.py for the seaweedfs-cors Job (#25)
+    assert config_map["data"] == {script.name: script.read_text() for script in shipped}
     ours = {script.name: script.read_text() for script in SCRIPTS.glob("*.sh")}
     others = [p for p in ROOT.glob("deploy/**/*.sh") if p.parent != SCRIPTS]  # e.g. the Redis stand-in's entrypoint
     copies = [p for p in others if p.name in ours or p.read_text() in ours.values()]

@@ -19,7 +19,7 @@ import redis
 from botocore.exceptions import ClientError
 
 from scripts import devstack
-from scripts.devstack import RedisServer, S3Credentials, SeaweedServer
+from scripts.devstack import RedisServer, S3Credentials, SeaweedServer, status_pages
 
 pytestmark = pytest.mark.integration
 
@@ -105,7 +105,8 @@ def weed_argv(command: list[str], cwd: Path) -> list[str]:
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=True, timeout=10).stdout.splitlines()
 
 
-def test_command_lines_stay_on_loopback_and_keep_telemetry_off(tmp_path: Path) -> None:
+def test_command_lines_stay_on_loopback_and_keep_telemetry_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PORTRAITS_PUBLIC_ORIGIN", raising=False)  # start.sh's default: the local run's page
     creds = devstack.generate_credentials()
     command = devstack.weed_command(devstack.WeedPorts.allocate(), tmp_path, tmp_path / "ids.json")
     assert not any(creds.secret_key in arg or "KEY" in arg for arg in command)  # no secret in `ps` output
@@ -113,7 +114,8 @@ def test_command_lines_stay_on_loopback_and_keep_telemetry_off(tmp_path: Path) -
     devstack.write_weed_security(tmp_path)  # start.sh refuses to start weed without it
     weed = weed_argv(command, tmp_path)
     assert "-master.telemetry=false" in weed
-    assert {"-ip=127.0.0.1", "-ip.bind=127.0.0.1"} <= set(weed)
+    assert {"-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-s3.ip.bind=127.0.0.1"} <= set(weed)
+    assert "-s3.allowedOrigins=http://127.0.0.1:8080" in weed  # #25: CORS for the page's origin alone
     assert f"-s3.config={tmp_path / 'ids.json'}" in weed
     assert {"-disableHttp", "-filer.disableHttp"} <= set(weed)  # issue 9: the S3 API is the only way in
     assert f"-filer.localSocket={tmp_path / 'filer.sock'}" in weed
@@ -290,6 +292,40 @@ def test_volume_growth_is_limited_to_one(s3_server: SeaweedServer) -> None:
     ).items()
 
 
+# ------------------------------------------------------------------------------------------------------ CORS
+
+STRANGER = "https://stranger.example"
+browser = status_pages.browser
+
+
+def test_a_stranger_origin_gets_no_cors(s3_server: SeaweedServer, stored_object: tuple[str, bytes]) -> None:
+    # #25: weed's default reflected any origin, with PUT, POST and DELETE and `Allow-Headers: *`.
+    key, _ = stored_object
+    url = s3_server.client().generate_presigned_url("get_object", Params={"Bucket": BUCKET, "Key": key})
+    status, headers = browser(url, STRANGER)
+    assert status == 200 and headers == {}  # the image loads in an <img>, but no script of theirs reads it
+    for method in ("GET", "PUT", "DELETE"):
+        status, headers = browser(f"{s3_server.endpoint}/{BUCKET}/{key}", STRANGER, preflight=method)
+        assert status == 403 and headers == {}, (method, headers)
+
+
+def test_the_pages_origin_may_get_and_head_only(s3_server: SeaweedServer, stored_object: tuple[str, bytes]) -> None:
+    key, _ = stored_object
+    page = devstack.PAGE_ORIGIN
+    url = s3_server.client().generate_presigned_url("get_object", Params={"Bucket": BUCKET, "Key": key})
+    status, headers = browser(url, page)
+    assert status == 200 and headers["access-control-allow-origin"] == page
+    assert headers["access-control-allow-methods"] == "GET, HEAD" and "access-control-allow-headers" not in headers
+    object_url = f"{s3_server.endpoint}/{BUCKET}/{key}"
+    for method in ("GET", "HEAD"):
+        _, headers = browser(object_url, page, preflight=method)
+        assert headers["access-control-allow-methods"] == "GET, HEAD", (method, headers)
+    # A preflight for a write names no method: the browser refuses to send the request.
+    for method in ("PUT", "POST", "DELETE"):
+        _, headers = browser(object_url, page, preflight=method)
+        assert "access-control-allow-methods" not in headers, (method, headers)
+
+
 # --------------------------------------------------------------------------------------------------- network
 
 
@@ -333,8 +369,9 @@ def test_servers_use_loopback_only(redis_server: RedisServer, s3_server: Seaweed
 
 
 def test_run_init_script_prepares_seaweedfs_as_compose_does(s3_server: SeaweedServer) -> None:
-    """The local run prepares SeaweedFS with deploy/seaweedfs/init.sh itself (#12: one copy of the script):
-    the buckets and a native TTL rule a little past each limit, twice without harm."""
+    """The local run prepares SeaweedFS with deploy/seaweedfs/init.sh and bucket_cors.py themselves (#12: one
+    copy of each script): the buckets, a native TTL rule a little past each limit, and CORS rules for the
+    page (#25), twice without harm."""
     for _ in range(2):  # idempotent: a restarted local run prepares again
         output = devstack.run_init_script(
             s3_server.master_address,
@@ -343,10 +380,17 @@ def test_run_init_script_prepares_seaweedfs_as_compose_does(s3_server: SeaweedSe
             results_bucket="init-results",
             source_max_age_seconds=120,
             result_ttl_seconds=1800,
+            s3_endpoint=s3_server.endpoint,
+            credentials=s3_server.credentials,
         )
         assert "buckets ready: init-sources (ttl 3m), init-results (ttl 31m)" in output
-    names = {b["Name"] for b in s3_server.client().list_buckets()["Buckets"]}
+        assert "cors ready: init-sources, init-results allow GET and HEAD from http://127.0.0.1:8080 only" in output
+    client = s3_server.client()
+    names = {b["Name"] for b in client.list_buckets()["Buckets"]}
     assert {"init-sources", "init-results"} <= names
+    for name in ("init-sources", "init-results"):
+        [rule] = client.get_bucket_cors(Bucket=name)["CORSRules"]
+        assert (rule["AllowedOrigins"], sorted(rule["AllowedMethods"])) == ([devstack.PAGE_ORIGIN], ["GET", "HEAD"])
     rules = devstack.read_filer_configuration(s3_server.master_address)["locations"]
     ttls = {r["locationPrefix"]: r.get("ttl") for r in rules}
     assert ttls["/buckets/init-sources/sources/"] == "3m"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from scripts import devstack, storage_backdoor
-from scripts.devstack import SeaweedServer
+from scripts.devstack import SeaweedServer, status_pages
 
 pytestmark = pytest.mark.integration
 
@@ -90,6 +90,23 @@ def test_grpc_without_our_client_certificate_is_refused(
 def test_no_unsigned_path_is_open(attempts: list[storage_backdoor.Attempt]) -> None:
     # Includes the volume read with a token from the master, should one ever be handed out again.
     assert all(a.refused for a in attempts), storage_backdoor.summary(attempts)
+
+
+def test_status_pages_answer_on_loopback_only_the_ones_no_flag_closes(s3_server: SeaweedServer) -> None:
+    # #25: what cannot be closed, exactly. weed 4.48 serves the master's UI (/, /ui/index.html) and
+    # /cluster/status and the volume server's /status (disk use, per-bucket file and delete counts) to anyone
+    # who reaches their port, whatever start.sh's flags (-disableHttp, the JWT keys; -whiteList guards writes
+    # only). So compose keeps those ports on the container's loopback and the dev overlay's NetworkPolicy on
+    # the pod (tests/deploy); the local run and this server keep them on 127.0.0.1 (PRIVACY.md says why that
+    # is acceptable): they answer here, and nothing else does. None grants a page of another origin CORS, so
+    # no web page in the developer's browser reads them.
+    pages = status_pages.probe(s3_server.ports)
+    assert status_pages.answered(pages) == status_pages.OPEN_WHERE_REACHABLE, [p.row() for p in pages]
+    assert not [p.row() for p in pages if p.answered and p.allow_origin], "a status page grants CORS"
+    # The rest is closed by weed itself: the master's HTTP API, the filer's, metrics (no -metricsPort).
+    for part, path in (("master", "/dir/status"), ("master", "/vol/status"), ("filer", "/"), ("volume", "/metrics")):
+        [page] = [p for p in pages if (p.part, p.path) == (part, path)]
+        assert page.status in (401, 403, 404), page.row()
 
 
 def test_signed_and_presigned_reads_still_work(s3_server: SeaweedServer, stored: str) -> None:
