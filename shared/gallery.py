@@ -1,16 +1,26 @@
 """The opt-in public gallery (#10): a copy of a finished portrait, under a random id unrelated to its job, with
 only coarse facts (style, family, day). Nothing here names the job, the photo or the person.
 
-Redis holds one hash per id, `portraits:gallery:<gid>`, and a sorted set `portraits:gallery` of published ids by
-publish time (newest first when listed). An id goes through three states:
+Redis holds one hash per id, `portraits:gallery:<gid>`; a sorted set `portraits:gallery:ready` of the copies
+waiting for the next release, scored by the day they became ready; and the sorted set `portraits:gallery` of
+listed ids (newest day first when listed). An id goes through four states (`State`, the hash's `state` field):
 
 - **pending** — reserved by the gateway at upload (the hash holds only the withdraw token's SHA-256), so the
   owner can withdraw before the portrait exists; expires with the job record if it is never published.
-- **published** — the worker stored the copy and filled the hash in atomically, only if the reservation is still
-  pending (a withdraw that came first wins: the worker then erases its copy).
-- **withdrawn/expired** — the hash and the set entry are gone; a tombstone `portraits:gallery:gone:<gid>` keeps
+- **ready** — the worker stored the copy under its staging key and filled the hash in atomically, only if the
+  reservation is still pending (a withdraw that came first wins: the worker then erases its copy). Unlisted.
+- **listed** — the janitor's release (services/janitor/gallery_release.py) copied it to its public key and listed
+  it with every other copy that became ready before the same UTC midnight, at once.
+- **withdrawn/expired** — the hash and the set entries are gone; a tombstone `portraits:gallery:gone:<gid>` keeps
   the token hash for a day, so the token holder's repeated DELETE gets an honest 404 while anyone else still
   gets the same 403 as for an id that never existed.
+
+Everything a reader can see of a listed entry carries its release day and nothing finer (#25: a publish time to
+the microsecond in the cursor, or to the second in Last-Modified, matched the entry to its job's `done` event):
+the `day` field, the order (the day, then a hash of the random id), the cursor (day and id), the object's
+Last-Modified (the release), its removal and its URL's expiry (both the release day's start plus the TTL, shared
+by the whole day's batch). Nothing stored keeps a finer time either: the worker schedules and files the staged
+copy under its day.
 """
 
 from __future__ import annotations
@@ -19,23 +29,39 @@ import base64
 import binascii
 import hashlib
 import hmac
-import math
 import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 
 import redis
 
 from shared.redis_replies import hash_text, members, optional_text, scored_members
 
 _ID_BYTES = 24  # as shared/ids.py: 192 random bits, drawn independently of the job id
-_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{32}$")
+_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{32}")
+_DAY_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}")
 _TOKEN_BYTES = 32
+DAY_SECONDS = 86_400
 TOMBSTONE_SECONDS = 86_400  # long enough for a client to retry a DELETE whose answer it lost
 # The hash outlives its object's deadline by this much at most: if the janitor's removal of the index entry never
 # happens, Redis still forgets the entry (and its token hash) by itself.
 EXPIRY_SLACK_SECONDS = 86_400
+# A listed entry's score: its day's number times this, plus 32 bits of its id's hash (exact in a double).
+_DAY_SCALE = 2**32
+
+
+class State(StrEnum):
+    PENDING = "pending"
+    READY = "ready"
+    LISTED = "listed"
+
+
+class ReleaseOutcome(StrEnum):
+    LISTED = "listed"
+    ALREADY_LISTED = "already_listed"  # another janitor replica's release came first
+    GONE = "gone"  # withdrawn (or expired) while its copy was being released
 
 
 def new_gallery_id() -> str:
@@ -43,11 +69,28 @@ def new_gallery_id() -> str:
 
 
 def is_gallery_id(value: str) -> bool:
-    return bool(_ID_PATTERN.match(value))
+    # fullmatch: `re.match` with `$` lets a trailing newline through (#25).
+    return _ID_PATTERN.fullmatch(value) is not None
 
 
 def object_key(gallery_id: str) -> str:
+    """The public copy's key, the one a listed entry's presigned URL names."""
     return f"gallery/{gallery_id}.jpg"
+
+
+def staging_key(gallery_id: str) -> str:
+    """The copy's key until its release: never presigned. Under `gallery/` so reconciliation finds it, and
+    `job_id_of` reads the gallery id out of it as out of the public key."""
+    return f"gallery/{gallery_id}.staged.jpg"
+
+
+def is_staging_key(key: str) -> bool:
+    return key.endswith(".staged.jpg")
+
+
+def copy_keys(gallery_id: str) -> tuple[str, str]:
+    """Every key a copy of this entry may have: staged, public."""
+    return staging_key(gallery_id), object_key(gallery_id)
 
 
 def token_hash(token: str) -> str:
@@ -61,6 +104,33 @@ def token_matches(token: str, stored_hash: str) -> bool:
 
 def day_of(epoch_seconds: float) -> str:
     return datetime.fromtimestamp(epoch_seconds, UTC).strftime("%Y-%m-%d")
+
+
+def day_start(epoch_seconds: float) -> int:
+    """The UTC midnight that began this moment's day."""
+    return int(epoch_seconds // DAY_SECONDS) * DAY_SECONDS
+
+
+def start_of(day: str) -> int:
+    """The UTC midnight that begins `day` (YYYY-MM-DD); ValueError for anything else."""
+    if _DAY_PATTERN.fullmatch(day) is None:
+        raise ValueError("not a day")
+    return int(datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC).timestamp())
+
+
+def removal_deadline(day: str, ttl_seconds: float) -> float:
+    """When a copy listed on `day` leaves the gallery: the same moment for the whole day's release."""
+    return start_of(day) + ttl_seconds
+
+
+def listing_score(day: str, gallery_id: str) -> float:
+    """Newest day first; within a day, an order set by the random id alone, so it says nothing about time."""
+    tiebreak = int.from_bytes(hashlib.sha256(gallery_id.encode()).digest()[:4], "big")
+    return float(start_of(day) // DAY_SECONDS * _DAY_SCALE + tiebreak)
+
+
+def _day_of_score(score: float) -> str:
+    return day_of(int(score) // _DAY_SCALE * DAY_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -81,17 +151,29 @@ class GalleryGrant:
 
 @dataclass(frozen=True)
 class GalleryEntry:
+    """A listed entry: what the gallery shows, and the token hash that withdraws it."""
+
     id: str
     style: str
     family: str
-    day: str  # YYYY-MM-DD, UTC: coarser than the publish time on purpose
-    object_key: str
+    day: str  # YYYY-MM-DD, UTC: the day it was released, the only time it carries (#25)
     token_hash: str
-    published_at: float  # the sort key (kept in the index, never shown)
+
+    @property
+    def object_key(self) -> str:
+        return object_key(self.id)
 
 
 @dataclass(frozen=True)
 class Pending:
+    id: str
+    token_hash: str
+
+
+@dataclass(frozen=True)
+class Ready:
+    """Copied by the worker under its staging key; listed at the next release."""
+
     id: str
     token_hash: str
 
@@ -106,24 +188,32 @@ class Gone:
 
 @dataclass(frozen=True)
 class Cursor:
-    score: float
+    """Where the next page starts: the last shown entry's day and id, both shown with it anyway (#25)."""
+
+    day: str
     id: str
 
+    @property
+    def score(self) -> float:
+        return listing_score(self.day, self.id)
+
     def encode(self) -> str:
-        return base64.urlsafe_b64encode(f"{self.score!r}:{self.id}".encode()).decode().rstrip("=")
+        return base64.urlsafe_b64encode(f"{self.day}:{self.id}".encode()).decode().rstrip("=")
 
     @classmethod
     def decode(cls, raw: str) -> Cursor:
         """Raises ValueError for anything this module did not write."""
         try:
-            text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode("ascii")
+            # validate: without it, characters outside the alphabet are dropped, and junk passes for a cursor.
+            padded = raw + "=" * (-len(raw) % 4)
+            text = base64.b64decode(padded, altchars=b"-_", validate=True).decode("ascii")
         except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
             raise ValueError("bad cursor") from exc
-        score_text, _, gallery_id = text.partition(":")
-        score = float(score_text)  # ValueError too
-        if not math.isfinite(score) or not is_gallery_id(gallery_id):
+        day, _, gallery_id = text.partition(":")
+        start_of(day)  # ValueError too
+        if not is_gallery_id(gallery_id):
             raise ValueError("bad cursor")
-        return cls(score, gallery_id)
+        return cls(day, gallery_id)
 
 
 @dataclass(frozen=True)
@@ -132,28 +222,54 @@ class GalleryPage:
     next_cursor: Cursor | None
 
 
-# KEYS[1] entry hash, KEYS[2] sorted set; ARGV[1] gid, ARGV[2] published_at, ARGV[3] ttl, then field/value
-# pairs. Publishes only a pending reservation: returns 1, or 0 when it was withdrawn (or expired) first.
-_PUBLISH = """
-if redis.call('HGET', KEYS[1], 'pending') ~= '1' then return 0 end
-redis.call('HDEL', KEYS[1], 'pending')
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+# KEYS[1] entry hash, KEYS[2] ready set; ARGV[1] gid, ARGV[2] the ready day's start, ARGV[3] expire-at, ARGV[4]
+# style, ARGV[5] family. Only a pending reservation becomes ready: returns 1, or 0 when it was withdrawn first.
+_READY = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'pending' then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'ready', 'style', ARGV[4], 'family', ARGV[5])
+redis.call('EXPIREAT', KEYS[1], tonumber(ARGV[3]))
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 return 1
 """
 
-# KEYS[1] entry hash, KEYS[2] sorted set, KEYS[3] tombstone; ARGV[1] gid, ARGV[2] tombstone TTL,
-# ARGV[3] '1' to remove only a pending reservation. Returns 1 when this call removed the entry.
+# KEYS[1] listed set, KEYS[2] ready set, KEYS[3..] entry hashes; ARGV[1] day, ARGV[2] expire-at, then one
+# (gid, score) pair per hash. Lists every one still ready, in one call: a reader sees the whole day arrive at once.
+_LIST = """
+local outcomes = {}
+for i = 3, #KEYS do
+  local gid, score = ARGV[2 * i - 3], ARGV[2 * i - 2]
+  local state = redis.call('HGET', KEYS[i], 'state')
+  if state == 'ready' then
+    redis.call('HSET', KEYS[i], 'state', 'listed', 'day', ARGV[1])
+    redis.call('EXPIREAT', KEYS[i], tonumber(ARGV[2]))
+    redis.call('ZADD', KEYS[1], score, gid)
+    redis.call('ZREM', KEYS[2], gid)
+    outcomes[#outcomes + 1] = 'listed'
+  elseif state == 'listed' then
+    outcomes[#outcomes + 1] = 'already_listed'
+  else
+    redis.call('ZREM', KEYS[2], gid)
+    outcomes[#outcomes + 1] = 'gone'
+  end
+end
+return outcomes
+"""
+
+# KEYS[1] entry hash, KEYS[2] listed set, KEYS[3] tombstone, KEYS[4] ready set; ARGV[1] gid, ARGV[2] tombstone
+# TTL, ARGV[3] the state the entry must be in ('' for any). Returns 1 when this call removed the entry.
 _REMOVE = """
 local hash = redis.call('HGET', KEYS[1], 'token_hash')
 if not hash then
-  if ARGV[3] ~= '1' then redis.call('ZREM', KEYS[2], ARGV[1]) end
+  if ARGV[3] == '' then
+    redis.call('ZREM', KEYS[2], ARGV[1])
+    redis.call('ZREM', KEYS[4], ARGV[1])
+  end
   return 0
 end
-if ARGV[3] == '1' and redis.call('HGET', KEYS[1], 'pending') ~= '1' then return 0 end
+if ARGV[3] ~= '' and redis.call('HGET', KEYS[1], 'state') ~= ARGV[3] then return 0 end
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
 redis.call('SET', KEYS[3], hash, 'EX', tonumber(ARGV[2]))
 return 1
 """
@@ -161,12 +277,14 @@ return 1
 
 class GalleryIndex:
     SET_KEY = "portraits:gallery"
+    READY_KEY = "portraits:gallery:ready"  # not 32 characters: never an entry's key
     ENTRY_PREFIX = "portraits:gallery:"  # + gid (32 characters, so never a prefix below)
     GONE_PREFIX = "portraits:gallery:gone:"
 
     def __init__(self, client: redis.Redis) -> None:
         self._redis = client
-        self._publish = client.register_script(_PUBLISH)
+        self._ready = client.register_script(_READY)
+        self._list = client.register_script(_LIST)
         self._remove = client.register_script(_REMOVE)
 
     def _entry(self, gallery_id: str) -> str:
@@ -180,48 +298,63 @@ class GalleryIndex:
     def reserve(self, grant: GalleryGrant, ttl_seconds: int) -> None:
         """A pending entry holding only the token hash: lets the owner withdraw before the copy exists."""
         with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self._entry(grant.id), mapping={"pending": "1", "token_hash": grant.token_hash})
+            pipe.hset(self._entry(grant.id), mapping={"state": State.PENDING.value, "token_hash": grant.token_hash})
             pipe.expire(self._entry(grant.id), ttl_seconds)
             pipe.execute()
 
     # --- the worker ---
 
     def is_pending(self, gallery_id: str) -> bool:
-        return self._redis.hget(self._entry(gallery_id), "pending") == b"1"
+        return self._redis.hget(self._entry(gallery_id), "state") == State.PENDING.value.encode()
 
-    def publish(self, entry: GalleryEntry, ttl_seconds: int) -> bool:
-        """List the entry, if its reservation is still pending; False when the owner withdrew first."""
-        fields = {
-            "style": entry.style,
-            "family": entry.family,
-            "day": entry.day,
-            "object_key": entry.object_key,
-            "token_hash": entry.token_hash,
-            "published_at": repr(entry.published_at),
-        }
-        pairs = [item for pair in fields.items() for item in pair]
+    def mark_ready(self, gallery_id: str, style: str, family: str, day: int, ttl_seconds: int) -> bool:
+        """The staged copy of a portrait finished on the day starting at `day` waits for the next release, if its
+        reservation is still pending; False when the owner withdrew first."""
+        expire_at = day + DAY_SECONDS + ttl_seconds + EXPIRY_SLACK_SECONDS  # from the day: no finer time kept
         return bool(
-            self._publish(
-                keys=[self._entry(entry.id), self.SET_KEY],
-                args=[entry.id, repr(entry.published_at), ttl_seconds + EXPIRY_SLACK_SECONDS, *pairs],
+            self._ready(
+                keys=[self._entry(gallery_id), self.READY_KEY],
+                args=[gallery_id, day, expire_at, style, family],
             )
         )
 
+    # --- the janitor's release ---
+
+    def ready_before(self, moment: float) -> list[str]:
+        """Ids of the copies that became ready on a day before `moment`'s (UTC)."""
+        below = f"({day_start(moment)}"
+        return [member.decode() for member in members(self._redis.zrangebyscore(self.READY_KEY, "-inf", below))]
+
+    def list_released(self, gallery_ids: list[str], day: str, ttl_seconds: int) -> dict[str, ReleaseOutcome]:
+        """List, in one atomic call, every one of these ids still ready, as released on `day`."""
+        if not gallery_ids:
+            return {}
+        expire_at = int(removal_deadline(day, ttl_seconds)) + EXPIRY_SLACK_SECONDS
+        pairs = [item for gid in gallery_ids for item in (gid, repr(listing_score(day, gid)))]
+        outcomes = self._list(
+            keys=[self.SET_KEY, self.READY_KEY, *map(self._entry, gallery_ids)], args=[day, expire_at, *pairs]
+        )
+        return {gid: ReleaseOutcome(raw.decode()) for gid, raw in zip(gallery_ids, outcomes, strict=True)}
+
     # --- reads ---
 
-    def lookup(self, gallery_id: str) -> GalleryEntry | Pending | Gone | None:
+    def lookup(self, gallery_id: str) -> GalleryEntry | Ready | Pending | Gone | None:
         raw = self._redis.hgetall(self._entry(gallery_id))
         if raw:
             values = hash_text(raw)
-            if values.get("pending") == "1":
+            state = values.get("state")
+            if state == State.PENDING:
                 return Pending(gallery_id, values["token_hash"])
+            if state == State.READY:
+                return Ready(gallery_id, values["token_hash"])
             return _entry_of(gallery_id, values)
         gone = optional_text(self._redis.get(self._gone(gallery_id)))
         return Gone(gallery_id, gone) if gone is not None else None
 
     def page(self, cursor: Cursor | None, limit: int) -> GalleryPage:
-        """Newest first, `limit` entries after `cursor` (ties on the publish time broken by id, descending)."""
-        top: float | str = "+inf" if cursor is None else repr(cursor.score)
+        """Newest day first, `limit` entries after `cursor` (ties on the score broken by id, descending)."""
+        cursor_score = None if cursor is None else cursor.score
+        top: float | str = "+inf" if cursor_score is None else repr(cursor_score)
         picked: list[tuple[str, float]] = []
         offset = 0
         while len(picked) <= limit:
@@ -233,7 +366,7 @@ class GalleryIndex:
             offset += len(batch)
             for member, score in batch:
                 gallery_id = member.decode()
-                if cursor is not None and score == cursor.score and gallery_id >= cursor.id:
+                if cursor is not None and score == cursor_score and gallery_id >= cursor.id:
                     continue  # at or before the cursor
                 picked.append((gallery_id, score))
         shown = picked[:limit]
@@ -247,20 +380,24 @@ class GalleryIndex:
                 entries.append(_entry_of(gallery_id, hash_text(raw)))
             else:
                 self._redis.zrem(self.SET_KEY, gallery_id)
-        next_cursor = Cursor(shown[-1][1], shown[-1][0]) if len(picked) > limit else None
+        next_cursor = Cursor(_day_of_score(shown[-1][1]), shown[-1][0]) if len(picked) > limit else None
         return GalleryPage(tuple(entries), next_cursor)
 
     def ids(self) -> list[str]:
+        """The listed ids, in the gallery's order."""
         return [member.decode() for member in members(self._redis.zrevrange(self.SET_KEY, 0, -1))]
 
     # --- removal: the owner's withdraw, the janitor's expiry, a cancelled publication ---
 
-    def remove(self, gallery_id: str, *, only_pending: bool = False) -> bool:
-        """Forget the entry, leaving a tombstone with its token hash; True for the one caller that removed it."""
+    def remove(self, gallery_id: str, *, only_pending: bool = False, only_ready: bool = False) -> bool:
+        """Forget the entry, leaving a tombstone with its token hash; True for the one caller that removed it.
+        `only_pending`/`only_ready`: only if it is in that state (a cancelled reservation; a staged copy that
+        expired unreleased, which must not take a listed entry with it)."""
+        state = State.PENDING.value if only_pending else State.READY.value if only_ready else ""
         return bool(
             self._remove(
-                keys=[self._entry(gallery_id), self.SET_KEY, self._gone(gallery_id)],
-                args=[gallery_id, TOMBSTONE_SECONDS, "1" if only_pending else "0"],
+                keys=[self._entry(gallery_id), self.SET_KEY, self._gone(gallery_id), self.READY_KEY],
+                args=[gallery_id, TOMBSTONE_SECONDS, state],
             )
         )
 
@@ -271,7 +408,5 @@ def _entry_of(gallery_id: str, values: dict[str, str]) -> GalleryEntry:
         style=values["style"],
         family=values["family"],
         day=values["day"],
-        object_key=values["object_key"],
         token_hash=values["token_hash"],
-        published_at=float(values["published_at"]),
     )

@@ -234,6 +234,13 @@ class ObjectStore:
         with _translated_errors(key):
             obstore.delete(store, key)
 
+    def copy(self, bucket: str, source: str, destination: str) -> None:
+        """A server-side copy within the bucket (the gallery's release, #25: the copy's Last-Modified is now);
+        `ObjectMissing` when the source is not there."""
+        store = self._store(bucket)
+        with _translated_errors(source):
+            obstore.copy(store, source, destination, overwrite=True)
+
     def list(self, bucket: str, prefix: str) -> Iterator[tuple[str, float]]:
         """(key, last-modified as epoch seconds) for every object under `prefix`, page by page."""
         store = self._store(bucket)

@@ -27,7 +27,10 @@ from shared.gallery import (
     GalleryIndex,
     Gone,
     Pending,
+    Ready,
+    copy_keys,
     is_gallery_id,
+    removal_deadline,
     token_hash,
     token_matches,
 )
@@ -126,8 +129,9 @@ _NO_TOKEN_HASH = token_hash("")
 
 @portraits.get("/v1/gallery")
 def list_gallery() -> Response:
-    """Newest first; each image URL is presigned for at most `result_url_max_seconds` and never past the copy's
-    own deadline. Items carry only the gallery id, style, family and day."""
+    """Newest day first, each day's entries in an order set by their random ids; each image URL is presigned for
+    at most `result_url_max_seconds` and never past the copy's removal, which its whole day shares. Items and the
+    cursor carry only the gallery id, style, family and the day it was released (#25)."""
     gw = gateway()
     limit = _gallery_limit(request.args.get("limit"))
     raw_cursor = request.args.get("cursor") or None
@@ -140,7 +144,7 @@ def list_gallery() -> Response:
     items = []
     for entry in page.entries:
         expires_in = math.floor(
-            min(entry.published_at + gw.settings.gallery_ttl_seconds - now, gw.settings.result_url_max_seconds)
+            min(removal_deadline(entry.day, gw.settings.gallery_ttl_seconds) - now, gw.settings.result_url_max_seconds)
         )
         if expires_in < 1:
             continue  # due for deletion: the janitor's next sweep takes it
@@ -172,7 +176,8 @@ def _gallery_limit(raw: str | None) -> int:
 def withdraw_from_gallery(id: str) -> tuple[str, int]:
     """Withdraw a gallery entry with its token. Only the token holder learns anything: without the right token
     every well-formed id answers the same 403, whether it is listed, pending, withdrawn or never existed; with
-    it, 204 (erased now: copy, index entry) or, once it is gone (withdrawn or expired within a day), 404."""
+    it, 204 (erased now: every copy, staged or listed, then the index entry) or, once it is gone (withdrawn or
+    expired within a day), 404."""
     if not is_gallery_id(id):
         raise ApiError("not_found", "no such gallery entry")
     gw = gateway()
@@ -185,11 +190,13 @@ def withdraw_from_gallery(id: str) -> tuple[str, int]:
     if isinstance(found, Gone):
         raise ApiError("not_found", "this gallery entry was already withdrawn or has expired")
     if isinstance(found, Pending) and not index.remove(id, only_pending=True):
-        found = index.lookup(id)  # published between the two reads: withdraw the published copy
-    if isinstance(found, GalleryEntry):
-        # The copy first, through the one Eraser (deleted, verified, audited under the gallery id); the index
-        # entry only after, so a failed erasure (503) can be retried with the same token.
-        gw.eraser.erase(ObjectKind.GALLERY, found.object_key, id, Deleter.USER, reason="withdrawn")
+        found = index.lookup(id)  # staged between the two reads: withdraw the staged copy
+    if isinstance(found, Ready | GalleryEntry):
+        # The copies first, through the one Eraser (deleted, verified, audited under the gallery id): both keys,
+        # as a release may be copying one to the other now (#25). The index entry only after, so a failed
+        # erasure (503) can be retried with the same token.
+        for key in copy_keys(id):
+            gw.eraser.erase(ObjectKind.GALLERY, key, id, Deleter.USER, reason="withdrawn")
         index.remove(id)
     metrics.GALLERY_WITHDRAWN.inc()
     log.info("gallery entry withdrawn")  # no ids: the gallery id must never share a log line with a job id

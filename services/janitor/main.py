@@ -14,6 +14,7 @@ import redis
 from kombu.exceptions import OperationalError as BrokerUnavailable
 
 from services.janitor import webhooks
+from services.janitor.gallery_release import GalleryRelease
 from services.janitor.sweeper import Janitor
 from shared.backends import Backends, redis_client
 from shared.leases import JobLeases
@@ -37,6 +38,7 @@ def build_janitor(settings: Settings) -> Janitor:
         JobLeases(shared.redis, settings.job_lease_seconds),
         lambda job_id: enqueue_render(celery, settings, job_id),
         webhooks=WebhookOutbox(shared.redis),
+        gallery_release=GalleryRelease(shared.redis, shared.storage, shared.eraser, settings.gallery_ttl_seconds),
     )
 
 

@@ -1,7 +1,8 @@
 """The janitor: enforces that no source outlives `source_max_age` and no result outlives `result_ttl`,
 whatever happened to the workers.
 
-- `sweep()` (every few seconds) claims what is due from the deletion schedule and erases it through the
+- `sweep()` (every few seconds) first releases the gallery copies of the day just ended, if any
+  (gallery_release.py, #25), then claims what is due from the deletion schedule and erases it through the
   shared `Eraser`; a source whose job is still live fails that job with `source_expired`, an expired result
   expires its job. Failures stay on the schedule and are retried with backoff.
 - `rescue()` (with every sweep, issue 9) sends again the jobs whose render process stopped renewing its lease
@@ -23,15 +24,16 @@ from dataclasses import dataclass
 import redis
 
 from services.janitor import metrics
+from services.janitor.gallery_release import GalleryRelease
 from shared.audit import Deleter, ObjectKind
 from shared.deletion import Eraser, Tracked
 from shared.errors import JobErrorCode
-from shared.gallery import GalleryIndex
+from shared.gallery import DAY_SECONDS, GalleryIndex, day_start, is_staging_key
 from shared.jobs import JobNotFound, JobState, JobStore, TransitionRefused
 from shared.leases import JobLeases
 from shared.logging import get_logger
 from shared.settings import Settings
-from shared.storage import StorageUnavailable, job_id_of
+from shared.storage import StorageError, StorageUnavailable, job_id_of
 from shared.webhooks import WebhookOutbox, notify_finished
 
 log = get_logger("portraits.janitor")
@@ -64,8 +66,10 @@ class Janitor:
         enqueue: Callable[[str], None],
         clock: Callable[[], float] = time.time,
         webhooks: WebhookOutbox | None = None,
+        gallery_release: GalleryRelease | None = None,
     ) -> None:
         self._settings = settings
+        self._release = gallery_release
         self._webhooks = webhooks
         self._leases = leases
         self._enqueue = enqueue
@@ -87,6 +91,7 @@ class Janitor:
         started = time.perf_counter()
         report = SweepReport()
         now = self._clock()
+        self._release_gallery(now)
         for kind in ObjectKind:
             due = self._schedule.claim_due(
                 kind, now, self._settings.janitor_batch_size, self._settings.janitor_lease_seconds
@@ -106,6 +111,16 @@ class Janitor:
                 "sweep", deleted=report.deleted, failed=report.failed, seconds=round(time.perf_counter() - started, 3)
             )
         return report
+
+    def _release_gallery(self, now: float) -> None:
+        """Before the deletions, which a storage error here must not hold up: a failed release is redone by the
+        next sweep."""
+        if self._release is None:
+            return
+        try:
+            self._release.release(now)
+        except StorageError as exc:
+            log.warning("gallery release failed; retrying next sweep", error_type=type(exc).__name__)
 
     def _erase_due(self, tracked: Tracked) -> bool:
         try:
@@ -131,7 +146,7 @@ class Janitor:
         """A source past its age fails a live job; an expired result expires its job; an expired gallery copy
         leaves the gallery (its schedule entry's "job id" is the gallery id: there is no job to settle, #10)."""
         if tracked.kind is ObjectKind.GALLERY:
-            self._gallery.remove(tracked.job_id)
+            self._forget_gallery_entry(tracked.key, tracked.job_id)
             return
         try:
             if tracked.kind is ObjectKind.SOURCE:
@@ -149,6 +164,10 @@ class Janitor:
                 self._jobs.transition(tracked.job_id, JobState.EXPIRED)
         except (TransitionRefused, JobNotFound):
             pass  # the job already finished, was erased, or its record expired
+
+    def _forget_gallery_entry(self, key: str, gallery_id: str) -> None:
+        # A staged copy gone unreleased takes its entry along only while unlisted: a listed one has its own copy.
+        self._gallery.remove(gallery_id, only_ready=is_staging_key(key))
 
     def _notify_failed(self, job_id: str, at: float) -> None:
         """The janitor failed this job, so it queues the job's webhook (#10). Best effort: a Redis error here
@@ -220,7 +239,12 @@ class Janitor:
     def _adopt(self, kind: ObjectKind, key: str, created_at: float) -> None:
         metrics.ORPHANS.labels(kind=kind.value).inc()
         job_id = job_id_of(key)
-        deadline = created_at + self._max_age[kind]
+        max_age = self._max_age[kind]
+        if kind is ObjectKind.GALLERY:
+            # As the worker and the release schedule them: from the day, never the write's second (#25).
+            created_at = day_start(created_at)
+            max_age += DAY_SECONDS if is_staging_key(key) else 0
+        deadline = created_at + max_age
         self._schedule.add(Tracked(kind, key, job_id, created_at), deadline)
         log.warning("orphan object scheduled", kind=kind.value, job_id=job_id, overdue=deadline <= self._clock())
         if deadline <= self._clock():
@@ -228,6 +252,6 @@ class Janitor:
                 if self._eraser.erase(kind, key, job_id, Deleter.JANITOR, "orphan") is not None:
                     metrics.DELETIONS.labels(kind=kind.value, reason="orphan").inc()
                 if kind is ObjectKind.GALLERY:
-                    self._gallery.remove(job_id)  # an index entry must not outlive its copy
+                    self._forget_gallery_entry(key, job_id)  # an index entry must not outlive its copy
             except StorageUnavailable:
                 metrics.FAILURES.labels(kind=kind.value).inc()  # still scheduled: the sweep retries it

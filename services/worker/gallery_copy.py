@@ -1,5 +1,7 @@
 """The public gallery's copy of a portrait its owner chose to share (#10): re-encoded without metadata, under the
-gallery id drawn at upload, and never linked to the job in a log line, the audit or the deletion schedule."""
+gallery id drawn at upload, and never linked to the job in a log line, the audit or the deletion schedule. The
+worker only stages it: the janitor lists it at the next UTC midnight with the rest of the day's (#25), so its
+listing cannot be matched with the moment the job finished."""
 
 from __future__ import annotations
 
@@ -16,8 +18,7 @@ from PIL import Image
 from services.worker import metrics
 from shared.audit import Deleter, ObjectKind
 from shared.deletion import Eraser
-from shared.gallery import GalleryEntry, GalleryIndex, day_of
-from shared.gallery import object_key as gallery_object_key
+from shared.gallery import DAY_SECONDS, GalleryIndex, day_start, staging_key
 from shared.jobs import Job, JobStore, now
 from shared.logging import get_logger
 from shared.storage import ObjectStore
@@ -38,35 +39,29 @@ class GalleryCopier:
     ttl_seconds: int  # how long the copy stays in the gallery
 
     def publish(self, job: Job, portrait: Portrait) -> None:
-        """Copy the job's finished portrait to the gallery if its owner shared it and has not withdrawn it,
-        scheduled for deletion before it is written; then the job forgets its gallery id. Never fails the job:
-        a copy that cannot be published is counted and logged."""
+        """Stage the job's finished portrait for the gallery if its owner shared it and has not withdrawn it:
+        scheduled for deletion before it is written, under its staging key, its entry marked ready for the next
+        release; then the job forgets its gallery id. Never fails the job: a copy that cannot be staged is counted
+        and logged."""
         gallery_id, token_hash = job.gallery_id, job.gallery_token_hash
         if not gallery_id or not token_hash:
             return
-        key = gallery_object_key(gallery_id)
+        key = staging_key(gallery_id)
         may_exist = False
         with _unlinked():  # no log line may carry both the job id and the gallery id
             try:
                 if self.index.is_pending(gallery_id):
                     copy = clean_jpeg(portrait.data, self.quality)
-                    published = now()
+                    # The day, not the moment: nothing stored keeps when the job finished (#25). The staged copy
+                    # lives until the day's release, or a whole TTL more if the release never comes.
+                    day = day_start(now())
                     # The audit's and the schedule's "job id" is the gallery id: nothing there names the job.
-                    self.eraser.track(ObjectKind.GALLERY, key, gallery_id, published, self.ttl_seconds)
+                    self.eraser.track(ObjectKind.GALLERY, key, gallery_id, day, DAY_SECONDS + self.ttl_seconds)
                     may_exist = True
                     self.storage.put(self.storage.results_bucket, key, copy, "image/jpeg")
-                    entry = GalleryEntry(
-                        id=gallery_id,
-                        style=portrait.style,
-                        family=portrait.family,
-                        day=day_of(published),
-                        object_key=key,
-                        token_hash=token_hash,
-                        published_at=published,
-                    )
-                    if self.index.publish(entry, self.ttl_seconds):
+                    if self.index.mark_ready(gallery_id, portrait.style, portrait.family, day, self.ttl_seconds):
                         metrics.GALLERY_PUBLISHED.inc()
-                        log.info("portrait published to the gallery")
+                        log.info("portrait staged for the gallery's next release")
                     else:  # withdrawn (or the job erased) while we wrote it
                         self.eraser.erase(ObjectKind.GALLERY, key, gallery_id, Deleter.WORKER, reason="withdrawn")
                         log.info("gallery copy erased: withdrawn before publication")

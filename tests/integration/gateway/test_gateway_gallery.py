@@ -1,9 +1,11 @@
 """The public gallery through the gateway (#10), against real Redis, SeaweedFS and the real engine: consent at
-upload, the one-time withdraw token, newest-first paging with working image URLs, and withdrawal that erases,
-verifies and audits at once — answering only the token holder."""
+upload, the one-time withdraw token, newest-day-first paging with working image URLs and a cursor carrying only a
+day and an id (#25), and withdrawal — pending, staged or listed — that erases, verifies and audits at once,
+answering only the token holder."""
 
 from __future__ import annotations
 
+import base64
 import io
 import urllib.error
 import urllib.request
@@ -18,9 +20,23 @@ from werkzeug.test import TestResponse
 from scripts.support import samples
 from services.worker.outcomes import DONE
 from shared.audit import Deleter, ObjectKind
-from shared.gallery import GalleryEntry, GalleryGrant, GalleryIndex, Gone, Pending, day_of, object_key, token_hash
+from shared.gallery import (
+    DAY_SECONDS,
+    Cursor,
+    GalleryGrant,
+    GalleryIndex,
+    Gone,
+    Pending,
+    Ready,
+    day_of,
+    day_start,
+    listing_score,
+    object_key,
+    staging_key,
+    token_hash,
+)
 from shared.jobs import JobStore, now
-from tests.support.service import Backends
+from tests.support.gallery import release, stage
 
 pytestmark = pytest.mark.integration
 
@@ -112,12 +128,15 @@ def test_published_listed_downloaded_then_withdrawn_with_its_token(
     job_id, grant = response.json["id"], response.json["gallery"]
     gallery_id, token = grant["id"], grant["withdraw_token"]
     assert backends.runner(engine).run(job_id) == DONE
+    assert client.get("/v1/gallery").json["items"] == []  # staged: listed at the next UTC midnight (#25)
+    tomorrow = day_start(now()) + DAY_SECONDS
+    release(backends, tomorrow + 30)
 
     listed = client.get("/v1/gallery").json
     [item] = [item for item in listed["items"] if item["id"] == gallery_id]
     job = backends.jobs.get(job_id)
     assert set(item) == {"id", "image_url", "style", "family", "day"}
-    assert (item["style"], item["family"], item["day"]) == (job.style, job.family, day_of(now()))
+    assert (item["style"], item["family"], item["day"]) == (job.style, job.family, day_of(tomorrow))
     assert job_id not in str(listed)
     copy = download(item["image_url"])
     assert Image.open(io.BytesIO(copy)).format == "JPEG" and b"Exif" not in copy
@@ -144,7 +163,7 @@ def test_published_listed_downloaded_then_withdrawn_with_its_token(
     assert gone.value.code in (403, 404)
     assert not backends.storage.exists(backends.settings.results_bucket, object_key(gallery_id))
     assert gallery_id not in {item["id"] for item in client.get("/v1/gallery").json["items"]}
-    [audited] = [e for e in backends.audit.entries() if e.kind is ObjectKind.GALLERY]
+    [audited] = [e for e in backends.audit.entries() if e.kind is ObjectKind.GALLERY and e.reason != "released"]
     assert (audited.job_id, audited.deleted_by, audited.reason, audited.verified) == (
         gallery_id,
         Deleter.USER,
@@ -168,7 +187,34 @@ def test_withdrawn_before_the_portrait_exists_it_is_never_published(client, back
     assert withdraw(client, grant["id"], grant["withdraw_token"]).status_code == 204
     assert withdraw(client, grant["id"], grant["withdraw_token"]).status_code == 404
     assert backends.runner(engine).run(job_id) == DONE
+    release(backends, now() + DAY_SECONDS)
     assert index.ids() == []
+    for key in (staging_key(grant["id"]), object_key(grant["id"])):
+        assert not backends.storage.exists(backends.settings.results_bucket, key)
+
+
+def test_withdrawn_while_staged_it_is_erased_and_never_released(client, backends, index, engine, astronaut_bytes):
+    response = upload(client, astronaut_bytes, share="true")
+    job_id, grant = response.json["id"], response.json["gallery"]
+    assert backends.runner(engine).run(job_id) == DONE
+    assert isinstance(index.lookup(grant["id"]), Ready)
+    assert backends.storage.exists(backends.settings.results_bucket, staging_key(grant["id"]))
+    assert withdraw(client, grant["id"], GalleryGrant.new().token).status_code == 403  # the same 403 as ever
+
+    assert withdraw(client, grant["id"], grant["withdraw_token"]).status_code == 204
+    assert not backends.storage.exists(backends.settings.results_bucket, staging_key(grant["id"]))
+    assert not backends.eraser.schedule.contains(ObjectKind.GALLERY, staging_key(grant["id"]))
+    [audited] = [e for e in backends.audit.entries() if e.kind is ObjectKind.GALLERY]
+    assert (audited.job_id, audited.deleted_by, audited.reason, audited.verified) == (
+        grant["id"],
+        Deleter.USER,
+        "withdrawn",
+        True,
+    )
+    assert isinstance(index.lookup(grant["id"]), Gone)
+    assert withdraw(client, grant["id"], grant["withdraw_token"]).status_code == 404
+    release(backends, now() + DAY_SECONDS)  # the next midnight finds nothing to list
+    assert index.ids() == [] and client.get("/v1/gallery").json["items"] == []
     assert not backends.storage.exists(backends.settings.results_bucket, object_key(grant["id"]))
 
 
@@ -181,25 +227,18 @@ def test_erasing_the_job_before_publication_cancels_it(client, index, astronaut_
 # ------------------------------------------------------------------------------------------------- paging
 
 
-def seed(backends: Backends, index: GalleryIndex, at: float) -> str:
-    """What the worker leaves for one shared portrait: a scheduled, stored copy and its listed entry."""
-    grant = GalleryGrant.new()
-    index.reserve(grant, 60)
-    key = object_key(grant.id)
-    backends.eraser.track(ObjectKind.GALLERY, key, grant.id, at, backends.settings.gallery_ttl_seconds)
-    buffer = io.BytesIO()
-    Image.new("RGB", (32, 32), (int(at) % 255, 0, 0)).save(buffer, format="JPEG")
-    backends.storage.put(backends.settings.results_bucket, key, buffer.getvalue(), "image/jpeg")
-    assert index.publish(
-        GalleryEntry(grant.id, "ink-wash", "ink", day_of(at), key, grant.token_hash, at),
-        backends.settings.gallery_ttl_seconds,
-    )
-    return grant.id
+def in_gallery_order(gallery_ids: list[str], day: str) -> list[str]:
+    return sorted(gallery_ids, key=lambda gid: listing_score(day, gid), reverse=True)
 
 
-def test_pages_newest_first_with_a_working_cursor(client, backends, index):
-    start = now() - 100
-    ids = [seed(backends, index, start + n) for n in range(5)]
+def test_pages_newest_day_first_with_a_cursor_of_a_day_and_an_id(client, backends, index):
+    today = day_start(now())
+    days: list[list[str]] = []
+    for released, count in ((today - 2 * DAY_SECONDS, 2), (today - DAY_SECONDS, 2), (today, 1)):
+        staged = [stage(backends, released - DAY_SECONDS, shade=n).id for n in range(count)]
+        release(backends, released + 30)
+        days.append(in_gallery_order(staged, day_of(released)))
+    expected = days[2] + days[1] + days[0]
     pages, cursor = [], None
     while True:
         query = "/v1/gallery?limit=2" + (f"&cursor={cursor}" if cursor else "")
@@ -208,15 +247,38 @@ def test_pages_newest_first_with_a_working_cursor(client, backends, index):
         cursor = body["next_cursor"]
         if cursor is None:
             break
-    assert pages == [ids[4:2:-1], ids[2:0:-1], ids[0:1]]
+        # The cursor names the page's last entry by its day and id, both shown with it: nothing more (#25).
+        last = body["items"][-1]
+        assert base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode() == f"{last['day']}:{last['id']}"
+    assert pages == [expected[0:2], expected[2:4], expected[4:5]]
     first = client.get("/v1/gallery").json
-    assert [item["id"] for item in first["items"]] == ids[::-1] and first["next_cursor"] is None
+    assert [item["id"] for item in first["items"]] == expected and first["next_cursor"] is None
+    assert [item["day"] for item in first["items"]] == [day_of(today)] + [day_of(today - DAY_SECONDS)] * 2 + [
+        day_of(today - 2 * DAY_SECONDS)
+    ] * 2
     for item in first["items"]:
         assert Image.open(io.BytesIO(download(item["image_url"]))).size == (32, 32)
         assert "X-Amz-Expires=900" in item["image_url"]  # at most 15 minutes
 
 
-@pytest.mark.parametrize("query", ["limit=0", "limit=51", "limit=ten", "cursor=garbage", "cursor=MTIzOng"])
+_GALLERY_ID = GalleryGrant.new().id
+_OLD_CURSOR = base64.urlsafe_b64encode(f"1750000000.123456:{_GALLERY_ID}".encode()).decode()  # before #25
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "limit=0",
+        "limit=51",
+        "limit=ten",
+        "cursor=garbage",
+        "cursor=MTIzOng",
+        f"cursor={_OLD_CURSOR}",
+        f"cursor={Cursor('2025-02-30', _GALLERY_ID).encode()}",
+        f"cursor={Cursor('2025-06-15', _GALLERY_ID + chr(10)).encode()}",
+        f"cursor={Cursor('2025-06-15', _GALLERY_ID).encode()}%21",
+    ],
+)
 def test_bad_paging_parameters_are_refused(client, query):
     response = client.get(f"/v1/gallery?{query}")
     assert response.status_code == 400 and response.json["error"]["code"] == "bad_request"
@@ -226,9 +288,18 @@ def test_an_empty_gallery(client):
     assert client.get("/v1/gallery").json == {"items": [], "next_cursor": None}
 
 
+def test_a_gallery_id_with_a_trailing_newline_is_refused(client, backends, index):
+    grant = stage(backends, day_start(now()))
+    refused = withdraw(client, grant.id + "%0A", grant.token)
+    assert refused.status_code == 404 and refused.json["error"]["code"] == "not_found"
+    assert isinstance(index.lookup(grant.id), Ready)  # nothing was withdrawn
+    assert withdraw(client, grant.id, grant.token).status_code == 204
+
+
 def test_no_gallery_key_names_a_job(client, rdb, backends, index, astronaut_bytes):
     job_id = upload(client, astronaut_bytes, share="true").json["id"]
-    seed(backends, index, now())
+    stage(backends, day_start(now()) - DAY_SECONDS)
+    release(backends, now())
     for key in rdb.scan_iter("portraits:gallery*"):
         assert job_id.encode() not in key
         if rdb.type(key) == b"hash":
