@@ -437,22 +437,12 @@ function finished(doc) {
   const shared = Boolean(state.job.gallery && sharedTokens().some((entry) => entry.id === state.job.gallery));
   $("shared").hidden = !shared;
   $("withdraw").hidden = !shared;
-  $("shared-text").textContent = "Your portrait is shown in the public gallery.";
+  $("shared-text").textContent = SHARED_TOMORROW;
   show("result");
   tick();
   clearInterval(state.countdownTimer);
   state.countdownTimer = setInterval(tick, 1000);
   focusHeading("result-title");
-  if (shared) showOwnEntry(state.job.gallery);
-}
-
-async function showOwnEntry(gid, attempts = 10) {
-  // The worker publishes the gallery copy just after the portrait is done: look again for a few seconds.
-  for (let attempt = 0; attempt < attempts && sharedTokens().some((e) => e.id === gid); attempt += 1) {
-    await loadGallery(true);
-    if (document.querySelector(`#gallery-items li[data-id="${CSS.escape(gid)}"]`)) return;
-    await new Promise((resolve) => setTimeout(resolve, 1000));
-  }
 }
 
 function tick() {
@@ -544,6 +534,10 @@ function reset() {
 
 // ------------------------------------------------------------------------------------------------ gallery
 
+// A day's shared portraits join the gallery together after midnight UTC, so none can be matched with the moment
+// its painting finished (#25): the page says when to look, instead of looking for it now.
+const SHARED_TOMORROW = "Your portrait joins the public gallery tomorrow (after midnight UTC), together with "
+  + "every portrait shared today and in no particular order.";
 const dayFormat = new Intl.DateTimeFormat(undefined, { day: "numeric", month: "long", year: "numeric", timeZone: "UTC" });
 
 function galleryItem(item, mine) {
