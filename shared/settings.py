@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -123,6 +124,12 @@ class Settings(BaseSettings):
     s3_public_endpoint_url: str | None = Field(
         None, description="S3 address browsers use for presigned result URLs; defaults to `s3_endpoint_url`."
     )
+    public_origin: str = Field(
+        "http://127.0.0.1:8080",
+        description="The page's origin (`scheme://host[:port]`, default: the local run's gateway): the only one "
+        "whose browser CORS lets read objects, with GET and HEAD (deploy/seaweedfs: start.sh, bucket_cors.py). "
+        "Read by the storage's scripts, not the services; a managed bucket needs no CORS rule (the page uses <img>).",
+    )
     s3_region: str = Field("us-east-1", description="Region signed into every S3 request (SigV4).")
     s3_access_key_id: str = Field("", description="S3 access key id.")
     s3_secret_access_key: SecretStr = Field(SecretStr(""), description="S3 secret key.")
@@ -165,6 +172,12 @@ class Settings(BaseSettings):
         ge=0,
         description="Proxies in front whose X-Forwarded-For is trusted (1 behind an ingress); the "
         "rate limit keys on the client address, so 0 behind a proxy puts every client under one limit.",
+    )
+    trusted_origins: str = Field(
+        "",
+        description="Comma-separated origins (`https://host[:port]`) besides the gateway's own whose pages may "
+        "upload or delete through a visitor's browser; empty: only the gateway's own page (other sites' "
+        "requests get 403 `cross_site_request`; clients that are not browsers are never affected).",
     )
     result_url_max_seconds: int = Field(
         900, ge=10, description="Longest life of a presigned result URL (never past the result's own expiry)."
@@ -322,6 +335,12 @@ class Settings(BaseSettings):
         "resolve to loopback, private, link-local or other non-public addresses (the tests' local receiver); "
         "empty: only public addresses.",
     )
+    webhook_allowed_ports: str = Field(
+        "80,443",
+        description="Comma-separated ports (1-65535) a `callback_url` may name, its scheme's default included; "
+        "any other is refused at upload and at delivery (#25). Allow-listed hosts may name any port. In "
+        "Kubernetes, widen the janitor's webhook NetworkPolicy to match.",
+    )
     webhook_max_attempts: int = Field(
         6,
         ge=1,
@@ -357,6 +376,47 @@ class Settings(BaseSettings):
             if not 24 <= len(key) <= 64:
                 raise ValueError("webhook_secret must encode 24 to 64 bytes")
         return self
+
+    @model_validator(mode="after")
+    def _webhook_ports_parse(self) -> Settings:
+        # Checked at start: a mistyped list must fail the deploy, not every upload with a callback.
+        _ = self.webhook_allowed_port_set
+        return self
+
+    @property
+    def webhook_allowed_port_set(self) -> frozenset[int]:
+        """`webhook_allowed_ports` as numbers; raises ValueError for anything but 1-65535 or an empty list."""
+        ports: set[int] = set()
+        for part in self.webhook_allowed_ports.split(","):
+            text = part.strip()
+            if not text:
+                continue
+            if not (text.isascii() and text.isdigit() and 0 < int(text) < 65536):  # int() would take "+80", "8_0"
+                raise ValueError(f"webhook_allowed_ports: {text!r} is not a port (1-65535)")
+            ports.add(int(text))
+        if not ports:
+            raise ValueError("webhook_allowed_ports names no port")
+        return frozenset(ports)
+
+    @model_validator(mode="after")
+    def _trusted_origins_are_origins(self) -> Settings:
+        # A browser's `Origin` is scheme://host[:port] and nothing more: a path or a missing scheme would never match.
+        for origin in self.trusted_origin_set:
+            parts = urlsplit(origin)
+            if (
+                parts.scheme not in ("http", "https")
+                or not parts.netloc
+                or origin != f"{parts.scheme}://{parts.netloc}"
+            ):
+                raise ValueError(f"trusted_origins: {origin!r} is not an origin like https://example.org[:port]")
+        return self
+
+    @property
+    def trusted_origin_set(self) -> frozenset[str]:
+        """`trusted_origins` lower-cased, without a trailing slash: compared with a browser's `Origin` header."""
+        return frozenset(
+            origin.strip().lower().rstrip("/") for origin in self.trusted_origins.split(",") if origin.strip()
+        )
 
     @property
     def webhook_allowed_host_set(self) -> frozenset[str]:

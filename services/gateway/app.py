@@ -12,7 +12,7 @@ from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from services.gateway import events, metrics, routes, site
+from services.gateway import browsers, events, metrics, routes, site
 from services.gateway.bodies import BodyDeadline
 from services.gateway.budget import GatewayBudget
 from services.gateway.context import EXTENSION_KEY, Gateway
@@ -58,6 +58,8 @@ def create_app(settings: Settings | None = None, *, gateway: Gateway | None = No
 
     metrics.instrument(app)  # first, so its timer starts before the rate limiter can refuse a request
     register_error_handlers(app)
+    # Before the rate limiter's check (registered last), so a refused cross-site upload costs the visitor nothing.
+    browsers.register(app, settings.trusted_origin_set)
     routes.register(app)
     events.register(app)  # GET /v1/portraits/<id>/events (#10)
     site.register(app)  # the page at / and its files (#10)

@@ -18,7 +18,14 @@ from services.gateway.erasure import erase, job_erased_by_user
 from services.gateway.errors import ApiError
 from services.gateway.submission import admit, submit
 from services.gateway.uploads import read_upload
-from services.gateway.views import bind_job, not_found, portrait_view, styles_document, unbind_job
+from services.gateway.views import (
+    GALLERY_COPY_KEPT,
+    bind_job,
+    not_found,
+    portrait_view,
+    styles_document,
+    unbind_job,
+)
 from shared.audit import Deleter, ObjectKind
 from shared.gallery import (
     Cursor,
@@ -104,7 +111,7 @@ def _load_job(job_id: str) -> Job:
 
 
 @portraits.delete("/v1/portraits/<id>")
-def delete_portrait(id: str) -> tuple[str, int]:
+def delete_portrait(id: str) -> tuple[str, int] | Response:
     gw = gateway()
     job = _load_job(id)
     try:
@@ -114,8 +121,11 @@ def delete_portrait(id: str) -> tuple[str, int]:
         pass  # already deleted or expired: an earlier erasure was cut short, so finish it
     except JobNotFound:
         raise not_found() from None
-    erase(gw, job)
+    copy_may_remain = erase(gw, job)
     job_erased_by_user(job.id)
+    if copy_may_remain:
+        # Nothing links a published gallery copy to its job, so this DELETE cannot erase it: tell the client (#25).
+        return jsonify(GALLERY_COPY_KEPT)
     return "", 204
 
 

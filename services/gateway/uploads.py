@@ -158,14 +158,14 @@ def parse_share(raw: str | None) -> bool:
 
 
 def parse_callback_url(raw: str | None, settings: Settings) -> str | None:
-    """An absolute http(s) URL we are willing to call (shared.webhooks.check_callback_url: public addresses
-    only, unless allow-listed); absent or blank means no webhook."""
+    """An absolute http(s) URL we are willing to call (shared.webhooks.check_callback_url: public addresses and
+    allowed ports only, unless allow-listed); absent or blank means no webhook."""
     if raw is None or not raw.strip():
         return None
     if not settings.webhook_secret.get_secret_value():
         raise ApiError("webhooks_disabled", "this service sends no webhooks; leave out callback_url")
     try:
-        return check_callback_url(raw, settings.webhook_allowed_host_set)
+        return check_callback_url(raw, settings.webhook_allowed_host_set, settings.webhook_allowed_port_set)
     except CallbackUrlError as exc:
         raise ApiError(exc.code, str(exc)) from None
 

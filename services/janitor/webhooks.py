@@ -77,7 +77,10 @@ class DeliveryLoop:
         elif attempt.outcome is Outcome.REFUSED:
             self._outbox.done(delivery.id)
             metrics.WEBHOOK_DELIVERIES.labels(outcome="refused").inc()
-            log.warning("webhook refused: its host no longer resolves to public addresses only", **fields)
+            # The address stays in our logs (the client's refusal never names it): it tells rebinding from a typo.
+            log.warning(
+                "webhook refused: not a public address or not an allowed port", address=attempt.address, **fields
+            )
         elif attempts >= self._max_attempts:
             self._outbox.done(delivery.id)
             metrics.WEBHOOK_DELIVERIES.labels(outcome="gave_up").inc()
@@ -113,9 +116,8 @@ def build_loop(settings: Settings, client: redis.Redis) -> DeliveryLoop | None:
     secret = settings.webhook_secret.get_secret_value()
     if not secret:
         return None
-    return DeliveryLoop(
-        WebhookOutbox(client), Deliverer(secret, settings.webhook_allowed_host_set), settings.webhook_max_attempts
-    )
+    deliverer = Deliverer(secret, settings.webhook_allowed_host_set, settings.webhook_allowed_port_set)
+    return DeliveryLoop(WebhookOutbox(client), deliverer, settings.webhook_max_attempts)
 
 
 def start(settings: Settings, client: redis.Redis, stop: threading.Event) -> threading.Thread | None:

@@ -135,6 +135,32 @@ def test_servers_own_errors_use_the_envelope(served: Served, request_bytes: byte
     assert served.request("GET", "/healthz")[0] == 200  # and the server carries on
 
 
+def test_no_answer_names_the_server_and_every_api_answer_is_no_store_nosniff(served: Served) -> None:
+    photo, photo_headers = multipart("astronaut.png", samples.astronaut_path().read_bytes())
+    huge, huge_headers = multipart("huge.png", os.urandom(MAX_UPLOAD_BYTES * 3))
+    answers = {
+        "upload 202": served.request("POST", "/v1/portraits", photo, photo_headers),
+        "healthz 200": served.request("GET", "/healthz"),
+        "unknown route 404": served.request("GET", "/nowhere"),
+        "body limit 413": served.request("POST", "/v1/portraits", huge, huge_headers),
+        # Gunicorn's own refusal, written by our worker (gunicorn_worker.py), not by the app.
+        "gunicorn's 431": raw_exchange(
+            served.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 10_000 + b"\r\n\r\n"
+        ),
+    }
+    page = served.request("GET", "/")
+
+    for name, (status, headers, _) in [*answers.items(), ("page", page)]:
+        lower = {key.lower(): value for key, value in headers.items()}
+        assert "server" not in lower, (name, status, lower["server"])  # was "gunicorn" (#25)
+        assert lower["x-content-type-options"] == "nosniff", (name, status)
+    for name, (status, headers, _) in answers.items():
+        lower = {key.lower(): value for key, value in headers.items()}
+        assert lower["cache-control"] == "no-store", (name, status)
+    assert [status for status, _, _ in answers.values()] == [202, 200, 404, 413, 431]
+    assert page[0] == 200 and {key.lower(): v for key, v in page[1].items()}["cache-control"] == "no-cache"
+
+
 # ------------------------------------------------------------------------------- slow clients (issue 9)
 
 

@@ -549,6 +549,47 @@ def test_delete_erases_everything_now(
     assert_envelope(client.delete(f"/v1/portraits/{job_id}"), 404, "not_found")
 
 
+def test_deleting_a_shared_job_says_its_gallery_copy_stays_and_how_to_withdraw_it(
+    client: FlaskClient,
+    gateway_settings: Settings,
+    s3_server: SeaweedServer,
+    rdb: redis.Redis,
+    astronaut: Image.Image,
+) -> None:
+    accepted = post_photo(client, images.encode(astronaut, "JPEG"), share="true").json
+    job_id = accepted["id"]
+    _fake_worker_finishes(rdb, gateway_settings, s3_server, job_id, now() + 600)
+    # What the worker does once the copy is made: the record forgets its gallery id, so nothing links the two.
+    JobStore(rdb, gateway_settings.job_ttl_seconds).forget_gallery(job_id)
+
+    response = client.delete(f"/v1/portraits/{job_id}")
+
+    # A 204 said nothing of the copy that outlives the job (#25).
+    assert response.status_code == 200 and response.mimetype == "application/json"
+    assert response.json["deleted"] is True and response.json["gallery_copy"] == "kept"
+    assert "DELETE /v1/gallery/{gallery id}" in response.json["message"]
+    assert "withdraw_token" in response.json["message"]
+    assert accepted["gallery"]["id"] not in response.get_data(as_text=True)  # the job still cannot name it
+    assert rdb.exists(SourceKeys.KEY_PREFIX + job_id, JobStore.KEY_PREFIX + job_id) == 0  # erased all the same
+    assert_envelope(client.get(f"/v1/portraits/{job_id}"), 404, "not_found")
+
+
+def test_deleting_a_job_without_a_gallery_copy_is_still_204(client: FlaskClient, astronaut: Image.Image) -> None:
+    for fields in ({}, {"share": "true"}):  # shared but not painted yet: the publication is cancelled instead
+        job_id = post_photo(client, images.encode(astronaut, "JPEG"), **fields).json["id"]
+        response = client.delete(f"/v1/portraits/{job_id}")
+        assert response.status_code == 204 and response.data == b"", fields
+    # Shared, then withdrawn with its token before any copy was made: nothing outlives the job either.
+    accepted = post_photo(client, images.encode(astronaut, "JPEG"), share="true").json
+    grant = accepted["gallery"]
+    withdrawn = client.delete(
+        f"/v1/gallery/{grant['id']}", headers={"Authorization": f"Bearer {grant['withdraw_token']}"}
+    )
+    assert withdrawn.status_code == 204
+    response = client.delete(f"/v1/portraits/{accepted['id']}")
+    assert response.status_code == 204 and response.data == b""
+
+
 def test_interrupted_erasure_can_be_finished(
     client: FlaskClient,
     gateway_settings: Settings,

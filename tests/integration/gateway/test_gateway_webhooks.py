@@ -4,6 +4,7 @@ accepted, and never shown in the job's status."""
 from __future__ import annotations
 
 import io
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -89,3 +90,63 @@ def test_no_callback_url_means_no_webhook(hooked, rdb):
     response = post(hooked)
     assert response.status_code == 202
     assert JobStore(rdb, 60).get(response.json["id"]).callback_url is None
+
+
+STUB_HOST = "hooks.example.test"  # .test never resolves for real (RFC 2606): nothing here can reach the internet
+
+
+@pytest.fixture
+def stub_dns(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """`STUB_HOST` resolves to the address a test sets; every other name goes to the real resolver (Redis)."""
+    answer: dict[str, str] = {}
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host != STUB_HOST:
+            return real(host, port, *args, **kwargs)
+        family, sockaddr = (
+            (socket.AF_INET6, (answer["address"], port, 0, 0))
+            if ":" in answer["address"]
+            else (
+                socket.AF_INET,
+                (answer["address"], port),
+            )
+        )
+        return [(family, socket.SOCK_STREAM, 6, "", sockaddr)]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return answer
+
+
+@pytest.mark.parametrize(
+    "url, address",
+    [
+        (f"http://{STUB_HOST}/hook", "2002:7f00:1::"),  # 6to4 of 127.0.0.1 (#25)
+        (f"http://{STUB_HOST}/hook", "2002:a9fe:a9fe::"),  # 6to4 of the metadata service
+        (f"https://{STUB_HOST}:22/hook", "93.184.216.34"),  # a public host's SSH port
+        (f"https://{STUB_HOST}:6379/hook", "93.184.216.34"),
+        (f"http://{STUB_HOST}:0/hook", "93.184.216.34"),
+    ],
+)
+def test_wrapped_addresses_and_other_ports_are_refused(hooked, rdb, stub_dns, url, address):
+    stub_dns["address"] = address
+    response = post(hooked, callback_url=url)
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert response.json["error"]["code"] in {"callback_url_refused", "invalid_callback_url"}
+    assert address not in response.get_data(as_text=True)
+    assert not list(rdb.scan_iter(JobStore.KEY_PREFIX + "*"))
+
+
+def test_the_port_setting_reaches_the_gateway(make_app, rdb, stub_dns):
+    stub_dns["address"] = "93.184.216.34"  # accepted, not called: no janitor runs here, and .test never resolves
+    app = make_app(webhook_secret=SECRET, webhook_allowed_ports="443,8443")
+    assert post(app, callback_url=f"https://{STUB_HOST}:8443/hook").status_code == 202
+    assert post(app, callback_url=f"http://{STUB_HOST}/hook").json["error"]["code"] == "callback_url_refused"
+
+
+def test_a_refusal_never_says_what_a_name_resolved_to(hooked):
+    """Else the gateway would resolve our internal names for anyone (#25); the name the client gave is echoed."""
+    response = post(hooked, callback_url="http://localhost/hook")  # the real resolver: loopback, never sent
+    assert response.status_code == 400 and response.json["error"]["code"] == "callback_url_refused"
+    body = response.get_data(as_text=True)
+    assert "localhost" in body and "127.0.0.1" not in body and "::1" not in body

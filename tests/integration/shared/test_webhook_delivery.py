@@ -158,7 +158,9 @@ def test_the_address_is_checked_again_at_send_time(outbox, secret):
     with receiver() as hook:
         for n, url in enumerate((hook.url(), hook.url().replace(LOOPBACK, "localhost"))):
             notify_finished(outbox, finished_job(url, job_id=f"{n:032d}"), time.time())
-        drain(loop(outbox, secret, allowed=frozenset()), outbox)  # the sender's allow-list is empty
+        # The sender's allow-list is empty; the receiver's port is allowed, so the address is what refuses.
+        sender = Deliverer(secret, frozenset(), allowed_ports=frozenset({hook.port}))
+        drain(DeliveryLoop(outbox, sender, 6, schedule=SHORT), outbox)
         assert hook.received == []
     assert count("refused") == refused + 2
 
@@ -226,3 +228,27 @@ def test_the_janitor_thread_delivers_on_its_own(outbox, secret, client, redis_se
         assert not thread.is_alive()
         [request] = hook.received
         assert Webhook(secret).verify(request.body, request.headers)
+
+
+def test_a_refusal_logs_the_resolved_address_for_operators(outbox, secret, monkeypatch):
+    """The client's refusal never names what its host resolved to (#25); the janitor's log line does, so an
+    operator can tell DNS rebinding from a typo. The URL's path and query still stay out of it."""
+    from services.janitor import webhooks as janitor_webhooks
+
+    logged: list[tuple[str, dict]] = []
+
+    class Recorder:
+        def __getattr__(self, level: str):
+            return lambda message, **fields: logged.append((message, fields))
+
+    monkeypatch.setattr(janitor_webhooks, "log", Recorder())
+    with receiver() as hook:
+        url = hook.url("/hook?token=client-secret").replace(LOOPBACK, "localhost")
+        notify_finished(outbox, finished_job(url), time.time())
+        sender = Deliverer(secret, frozenset(), allowed_ports=frozenset({hook.port}))
+        drain(DeliveryLoop(outbox, sender, 6, schedule=SHORT), outbox)
+        assert hook.received == []
+    [(message, fields)] = [entry for entry in logged if entry[0].startswith("webhook refused")]
+    assert fields["address"] in {"127.0.0.1", "::1"} and fields["host"] == "localhost"
+    assert fields["address"] not in fields["detail"]  # the detail is the client's message
+    assert "client-secret" not in str(fields)
