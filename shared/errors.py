@@ -105,6 +105,12 @@ JOB_ERRORS: Mapping[JobErrorCode, JobError] = _table(
 )
 
 
+# Codes whose cause is the service, not the photo: the person gets the table's message, never the exception's.
+SERVICE_SIDE_CODES = frozenset(
+    {_C.ENGINE_ERROR, _C.MODELS_UNAVAILABLE, _C.DEVICE_UNAVAILABLE, _C.SOURCE_UNREADABLE, _C.UNAVAILABLE}
+)
+
+
 @dataclass(frozen=True)
 class JobFailure:
     """What a failed job records: its code and the message for people (the default or a more specific one)."""
@@ -137,6 +143,10 @@ class PortraitError(Exception):
 
     @property
     def failure(self) -> JobFailure:
+        """What the job records. A code about our machinery, not the photo, records its default message: the
+        specific text names model files, paths and library errors (#25), which belong in the log only."""
+        if self.code in SERVICE_SIDE_CODES:
+            return self.code.failure
         return JobFailure(self.code, self.message)
 
 

@@ -227,7 +227,7 @@ class JobRunner:
         for (job, _), outcome in zip(ready, rendered):
             with structlog.contextvars.bound_contextvars(job_id=job.id):
                 if isinstance(outcome, PortraitError):
-                    settled = self.fail(job.id, outcome.failure)
+                    settled = self.fail(job.id, outcome.failure, detail=outcome.message)
                 else:
                     settled = self._deliver(job, outcome, started[job.id], helds[job.id], scheduled.get(job.id))
             self._settle(outcomes, job.id, settled)
@@ -346,9 +346,10 @@ class JobRunner:
         log.info("job erased during render; result discarded", job_id=job_id)
         return SKIPPED
 
-    def fail(self, job_id: str, failure: JobFailure, *, erase: bool = True) -> Outcome:
+    def fail(self, job_id: str, failure: JobFailure, *, erase: bool = True, detail: str | None = None) -> Outcome:
         """Fail the job for good and delete its source (nothing more will be made from it); `erase=False`
-        leaves a source that was never stored to the deletion schedule."""
+        leaves a source that was never stored to the deletion schedule. `detail`: the error's own text, for the
+        log only when the job records the code's default message."""
         finished = now()
         try:
             self._jobs.transition(
@@ -365,7 +366,7 @@ class JobRunner:
             self._notify(job_id, finished)  # only whoever made the job fail sends its webhook (#10)
         if erase:
             self.erase_source(job_id, reason=f"failed:{failure.code}")
-        log.info("job failed", job_id=job_id, code=failure.code)
+        log.info("job failed", job_id=job_id, code=failure.code, **({"detail": detail} if detail else {}))
         try:
             self._leases.release(job_id, self.owner)
         except redis.RedisError:
