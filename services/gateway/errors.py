@@ -70,7 +70,8 @@ CODES: dict[str, ErrorCode] = {
             400,
             "`callback_url`'s host does not resolve, or resolves to a "
             "loopback, private, link-local (cloud metadata), multicast, "
-            "reserved or unspecified address, which webhooks never call.",
+            "reserved or unspecified address (also wrapped in 6to4, Teredo or NAT64), "
+            "which webhooks never call; or its port is not 80 or 443 (PORTRAITS_WEBHOOK_ALLOWED_PORTS).",
         ),
         ErrorCode(
             "webhooks_disabled",

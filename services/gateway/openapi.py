@@ -270,7 +270,12 @@ def _schemas() -> dict[str, Any]:
                 },
                 "style": {"type": "string"},
                 "family": {"type": "string"},
-                "day": {"type": "string", "format": "date", "description": "The day it was published (UTC)."},
+                "day": {
+                    "type": "string",
+                    "format": "date",
+                    "description": "The day it joined the gallery (UTC): a day's shared portraits join together, "
+                    "after midnight.",
+                },
             },
         },
         "GalleryPage": {
@@ -278,7 +283,11 @@ def _schemas() -> dict[str, Any]:
             "required": ["items", "next_cursor"],
             "additionalProperties": False,
             "properties": {
-                "items": {"type": "array", "items": _ref("GalleryItem"), "description": "Newest first."},
+                "items": {
+                    "type": "array",
+                    "items": _ref("GalleryItem"),
+                    "description": "Newest day first; within a day in no particular order.",
+                },
                 "next_cursor": _nullable(
                     {
                         "type": "string",

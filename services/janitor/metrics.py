@@ -39,7 +39,8 @@ WEBHOOK_DELIVERIES = Counter(
     "portraits_webhook_deliveries_total",
     "Webhook delivery attempts by outcome: delivered "
     "(2xx), retried (failed, another attempt scheduled), gave_up (the last attempt "
-    "failed), refused (the URL now resolves to a non-public address: not retried).",
+    "failed), refused (the URL now resolves to a non-public address, or its port is no longer allowed: not "
+    "retried).",
     ["outcome"],
 )
 WEBHOOK_PENDING = Gauge(
