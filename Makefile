@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 DEPS_STAMP := $(VENV)/.deps-installed
 MODELS_STAMP := var/models/manifest.json
 
-.PHONY: run test lint images lock models venv bench bench-system bench-pair chaos drill sheet identity deploy-files clean
+.PHONY: run test lint images redis lock models venv bench bench-system bench-pair chaos drill sheet identity deploy-files clean
 
 venv: $(DEPS_STAMP)
 
@@ -20,10 +20,14 @@ $(DEPS_STAMP): pyproject.toml constraints/dev.txt
 	$(PY) -m pip install --quiet --constraint constraints/dev.txt -e '.[dev]'
 	touch $@
 
+# Debian's redis-server 7.0, the one Redis version everywhere (#24); quick when installed.
+redis:
+	scripts/install_redis.sh
+
 models: $(DEPS_STAMP)
 	$(PY) -m services.worker.engine.weights
 
-test: models lint images
+test: redis models lint images
 	$(PY) -m pytest
 
 # Every image built from the repository's Dockerfiles on a private Docker engine (Debian's docker.io, started
@@ -40,7 +44,7 @@ lint: $(DEPS_STAMP)  # ruff (lint, import order, format) and mypy, configured in
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
-run: models
+run: redis models
 	$(PY) -m scripts.local_run prepare
 	$(PY) -m scripts.local_run supervise
 

