@@ -46,7 +46,10 @@ def make_celery(settings: Settings) -> Celery:
 
 
 def enqueue_render(app: Celery, settings: Settings, job_id: str) -> None:
-    app.send_task(RENDER_TASK, args=[job_id], queue=settings.queue_name)
+    """Send the job's render task. The task id is the job id, so a message found in the broker names its job
+    (the janitor's search for jobs whose message a Redis failover lost, #24); a job sent twice (a rescue, a
+    resend) is two messages with one id, and the second start finds the job over (shared/job_start.py)."""
+    app.send_task(RENDER_TASK, args=[job_id], queue=settings.queue_name, task_id=job_id)
 
 
 def queue_depth(redis_client: Redis, settings: Settings) -> int:
