@@ -10,6 +10,14 @@ that takes a second is an outage too, which they already treat as one: the worke
 process, then through the broker: services/worker/tasks.py) and the janitor retries its sweep next interval.
 The one exception is a client that blocks on purpose: the live-progress stream's XREAD BLOCK waits up to a read
 slice for news, so its socket timeout is that slice on top of the same budget (`blocking_redis_client`).
+
+Failover (#24): with `redis_sentinels` set, every client is a Sentinel-managed one (`redis_client`), which asks
+the Sentinels for the primary at each new connection and drops a connection that finds its server demoted
+(`READONLY`). With one URL whose primary is replaced behind it (a managed service's endpoint), a reset connection
+is retried as above, and a `READONLY` reply — the old primary, still up but demoted — is treated the same way:
+the connection is dropped and the command retried once on a fresh one, which reaches the new primary. The
+broker (`shared/queue.py`) and the gateway's rate limiter (`limiter_storage`) take the same addresses. The Sentinels
+are asked with `redis_url`'s credentials, as Flask-Limiter's storage does.
 """
 
 from __future__ import annotations
@@ -20,7 +28,9 @@ from typing import Any, Self
 import redis
 from redis import Redis
 from redis.backoff import NoBackoff
+from redis.connection import parse_url
 from redis.retry import Retry
+from redis.sentinel import Sentinel
 
 from shared.audit import AuditLog
 from shared.deletion import DeletionSchedule, Eraser
@@ -42,7 +52,9 @@ def redis_options(settings: Settings, *, max_connections: int | None = None) -> 
     options: dict[str, Any] = {
         "socket_connect_timeout": redis_timeout(settings),
         "socket_timeout": redis_timeout(settings),
-        "retry": Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+        # ReadOnlyError: a demoted primary behind one address (#24); Sentinel-managed connections turn it into a
+        # ConnectionError themselves.
+        "retry": Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError, redis.ReadOnlyError)),
     }
     if max_connections is not None:
         options["max_connections"] = max_connections
@@ -54,8 +66,38 @@ def pool_for_threads(threads: int) -> int:
     return threads + 8
 
 
+def _url_options(settings: Settings) -> dict[str, Any]:
+    return dict(parse_url(settings.redis_url))  # type: ignore[no-untyped-call]
+
+
+def redis_credentials(settings: Settings) -> dict[str, Any]:
+    """`redis_url`'s username and password (those it names), for Sentinel-managed clients and the Sentinels."""
+    parsed = _url_options(settings)
+    return {name: parsed[name] for name in ("username", "password") if parsed.get(name)}
+
+
+def _client(settings: Settings, options: dict[str, Any]) -> redis.Redis:
+    if not settings.redis_sentinel_addresses:
+        return redis.Redis.from_url(settings.redis_url, **options)
+    credentials = redis_credentials(settings)
+    sentinels = Sentinel(  # type: ignore[no-untyped-call]
+        list(settings.redis_sentinel_addresses),
+        sentinel_kwargs={
+            "socket_connect_timeout": redis_timeout(settings),
+            "socket_timeout": redis_timeout(settings),
+            **credentials,
+        },
+    )
+    db = _url_options(settings).get("db", 0)
+    client: redis.Redis = sentinels.master_for(  # type: ignore[no-untyped-call]
+        settings.redis_sentinel_master, db=db, **credentials, **options
+    )
+    return client
+
+
 def redis_client(settings: Settings, *, max_connections: int | None = None) -> redis.Redis:
-    return redis.Redis.from_url(settings.redis_url, **redis_options(settings, max_connections=max_connections))
+    """The Redis client of every service: `redis_url`'s server, or the primary the Sentinels name (#24)."""
+    return _client(settings, redis_options(settings, max_connections=max_connections))
 
 
 def blocking_redis_client(
@@ -65,7 +107,25 @@ def blocking_redis_client(
     long on top of the usual budget, so a block that ends empty is not mistaken for a hung Redis."""
     options = redis_options(settings, max_connections=max_connections)
     options["socket_timeout"] = block_seconds + redis_timeout(settings)
-    return redis.Redis.from_url(settings.redis_url, **options)
+    return _client(settings, options)
+
+
+def limiter_storage(settings: Settings, *, max_connections: int | None = None) -> tuple[str, dict[str, Any]]:
+    """Flask-Limiter's `storage_uri` and `storage_options`: the same server (or Sentinels) and budget as
+    `redis_client`. Its counters are read from the primary too (`use_replicas`), so a limit is never read stale."""
+    options = redis_options(settings, max_connections=max_connections)
+    if not settings.redis_sentinel_addresses:
+        return settings.redis_url, options
+    locations = ",".join(
+        f"[{host}]:{port}" if ":" in host else f"{host}:{port}" for host, port in settings.redis_sentinel_addresses
+    )
+    options.update(
+        db=_url_options(settings).get("db", 0),
+        use_replicas=False,
+        sentinel_kwargs={"socket_connect_timeout": redis_timeout(settings), "socket_timeout": redis_timeout(settings)},
+        **redis_credentials(settings),
+    )
+    return f"redis+sentinel://{locations}/{settings.redis_sentinel_master}", options
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ to a second worker.
 
 from __future__ import annotations
 
+from urllib.parse import unquote, urlsplit
+
 from celery import Celery
 from redis import Redis
 
@@ -17,8 +19,41 @@ from shared.settings import Settings
 RENDER_TASK = "portraits.render"
 
 
+def broker_url(settings: Settings) -> str:
+    """kombu's broker URL: `redis_url`, or one `sentinel://` address per Sentinel (kombu's Sentinel transport
+    asks them for the primary named in the transport options; #24) with `redis_url`'s credentials and database."""
+    if not settings.redis_sentinel_addresses:
+        return settings.redis_url
+    parts = urlsplit(settings.redis_url)
+    auth = parts.netloc.rpartition("@")[0]
+    auth = f"{auth}@" if auth else ""
+    database = parts.path or "/0"
+    hosts = [
+        f"[{host}]:{port}" if ":" in host else f"{host}:{port}" for host, port in settings.redis_sentinel_addresses
+    ]
+    return ";".join(f"sentinel://{auth}{host}{database}" for host in hosts)
+
+
+def _sentinel_options(settings: Settings) -> dict[str, object]:
+    if not settings.redis_sentinel_addresses:
+        return {}
+    parsed = urlsplit(settings.redis_url)
+    credentials = {
+        name: unquote(value) for name, value in (("username", parsed.username), ("password", parsed.password)) if value
+    }
+    return {
+        "master_name": settings.redis_sentinel_master,
+        # The Sentinels' own connections: the services' budget, and redis_url's credentials (shared/backends.py).
+        "sentinel_kwargs": {
+            "socket_timeout": settings.redis_timeout,
+            "socket_connect_timeout": settings.redis_timeout,
+            **credentials,
+        },
+    }
+
+
 def make_celery(settings: Settings) -> Celery:
-    app = Celery("portraits", broker=settings.redis_url)
+    app = Celery("portraits", broker=broker_url(settings))
     app.conf.update(
         task_default_queue=settings.queue_name,
         task_routes={RENDER_TASK: {"queue": settings.queue_name}},
@@ -34,8 +69,12 @@ def make_celery(settings: Settings) -> Celery:
             # by default): a task whose worker node died would wait that long on top of the visibility timeout.
             "unacked_restore_interval": 10,
             "unacked_restore_throttle": 1,
+            **_sentinel_options(settings),
         },
         broker_connection_retry_on_startup=True,
+        # A demoted primary answers READONLY, which kombu counts as a channel error, not a connection error: without
+        # this the worker's consumer would stop on it rather than reconnect to the new primary (celery#7946, #24).
+        broker_channel_error_retry=True,
         task_serializer="json",
         accept_content=["json"],
         worker_hijack_root_logger=False,

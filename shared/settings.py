@@ -2,6 +2,9 @@
 
 Every field maps to an environment variable with the `PORTRAITS_` prefix (e.g. `PORTRAITS_DEVICE=cuda`);
 docs/settings.md's table is generated from these fields and their descriptions.
+
+Long on purpose: one validated object is the house rule, so every setting, its description (the table's text) and
+its cross-field checks live here together.
 """
 
 from __future__ import annotations
@@ -118,7 +121,31 @@ class Settings(BaseSettings):
     # --- service: Redis, object storage, jobs ---
     redis_url: str = Field(
         "redis://127.0.0.1:6380/0",
-        description="Redis: Celery broker, job records, schedules (default: the one `make run` starts).",
+        description="Redis: Celery broker, job records, schedules (default: the one `make run` starts). With "
+        "`redis_sentinels` set, only its password and database number are used.",
+    )
+    redis_sentinels: str = Field(
+        "",
+        description="Comma-separated `host:port` of Redis Sentinels (#24): every client asks them for the "
+        "primary of `redis_sentinel_master` and follows a failover. Empty: `redis_url` is the primary itself "
+        "(one server, or a managed service's primary endpoint that moves on failover).",
+    )
+    redis_sentinel_master: str = Field(
+        "portraits", min_length=1, description="The Sentinel-monitored primary's name (`sentinel monitor <name>`)."
+    )
+    redis_wait_replicas: int = Field(
+        0,
+        ge=0,
+        le=5,
+        description="Replicas that must have an upload's job before the gateway answers 202 (Redis WAIT, #24; "
+        'docs/architecture.md, "Redis failover"). 0: no wait (a single Redis).',
+    )
+    redis_wait_timeout_ms: int = Field(
+        250,
+        ge=1,
+        le=5000,
+        description="Milliseconds the gateway waits for `redis_wait_replicas`; an upload not copied in time is "
+        "still accepted, counted (`portraits_gateway_unreplicated_uploads_total`) and logged.",
     )
     s3_endpoint_url: str = Field("http://127.0.0.1:8333", description="S3 API the services talk to.")
     s3_public_endpoint_url: str | None = Field(
@@ -382,6 +409,34 @@ class Settings(BaseSettings):
         # Checked at start: a mistyped list must fail the deploy, not every upload with a callback.
         _ = self.webhook_allowed_port_set
         return self
+
+    @model_validator(mode="after")
+    def _redis_wait_fits_the_timeout(self) -> Settings:
+        # The WAIT shares the connection's socket timeout: a longer wait would read as a hung Redis (#24).
+        if self.redis_wait_replicas and self.redis_wait_timeout_ms >= self.redis_timeout * 1000:
+            raise ValueError("need redis_wait_timeout_ms < redis_timeout (in ms)")
+        return self
+
+    @model_validator(mode="after")
+    def _redis_sentinels_parse(self) -> Settings:
+        # Checked at start: a mistyped list must fail the deploy, not every Redis call.
+        _ = self.redis_sentinel_addresses
+        return self
+
+    @property
+    def redis_sentinel_addresses(self) -> tuple[tuple[str, int], ...]:
+        """`redis_sentinels` as (host, port) pairs, empty without Sentinel; raises ValueError for a bad entry."""
+        addresses = []
+        for part in self.redis_sentinels.split(","):
+            text = part.strip()
+            if not text:
+                continue
+            host, _, port = text.rpartition(":")
+            host = host.strip("[]")
+            if not host or not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+                raise ValueError(f"redis_sentinels: {text!r} is not host:port")
+            addresses.append((host, int(port)))
+        return tuple(addresses)
 
     @property
     def webhook_allowed_port_set(self) -> frozenset[int]:

@@ -11,7 +11,24 @@ from typing import Any
 
 import redis
 
+from shared.jobs import lua_names, lua_values
 from shared.redis_replies import blob
+
+# One script rather than MULTI, so that a WAIT can follow it on the same connection in the same round trip
+# (`SourceKeys.publish`); MULTI would take the WAIT into the transaction, where it cannot block.
+_PUBLISH_KEYS = ("source", "expected")
+_PUBLISH_ARGS = ("blob", "ttl")
+_PUBLISH = (
+    lua_names("key", "KEYS", _PUBLISH_KEYS)
+    + lua_names("argv", "ARGV", _PUBLISH_ARGS)
+    + """
+redis.call('DEL', key.source)
+redis.call('RPUSH', key.source, argv.blob)
+redis.call('EXPIRE', key.source, argv.ttl)
+redis.call('DEL', key.expected)
+return 1
+"""
+)
 
 
 class KeyGone(LookupError):
@@ -39,6 +56,7 @@ class SourceKeys:
         # One blocking read at most this long, so it stays within the client's socket timeout; between two, the
         # expected mark is looked at again.
         self._wait_step = wait_step_seconds
+        self._publish = client.register_script(_PUBLISH)
 
     @classmethod
     def key_of(cls, job_id: str) -> str:
@@ -49,14 +67,24 @@ class SourceKeys:
         """Queue in `pipe` the mark "this job's source is being stored", for at most `seconds`."""
         pipe.set(self.EXPECTED_PREFIX + job_id, b"1", px=max(1, round(seconds * 1000)))
 
-    def publish(self, job_id: str, key: bytes) -> None:
-        """The source is stored: make its key readable (ending the expected mark) and wake a waiting worker."""
-        with self._redis.pipeline(transaction=True) as pipe:
-            pipe.delete(self.KEY_PREFIX + job_id)
-            pipe.rpush(self.KEY_PREFIX + job_id, key)
-            pipe.expire(self.KEY_PREFIX + job_id, self._ttl)
-            pipe.delete(self.EXPECTED_PREFIX + job_id)
-            pipe.execute()
+    def publish(self, job_id: str, key: bytes, *, replicas: int = 0, wait_ms: int = 0) -> int | None:
+        """The source is stored: make its key readable (ending the expected mark) and wake a waiting worker.
+
+        With `replicas` > 0, then wait up to `wait_ms` for that many replicas to have every write made so far
+        (Redis WAIT, #24) and return how many did (None without a wait). WAIT counts from the last write of its
+        own connection, so it follows the publication on the same one, in one round trip: the replication
+        stream is in order, and the job's record, its deletion entry and its broker message were all written
+        before it."""
+        with self._redis.pipeline(transaction=False) as pipe:
+            self._publish(
+                keys=lua_values(_PUBLISH_KEYS, source=self.KEY_PREFIX + job_id, expected=self.EXPECTED_PREFIX + job_id),
+                args=lua_values(_PUBLISH_ARGS, blob=key, ttl=self._ttl),
+                client=pipe,
+            )
+            if replicas > 0:
+                pipe.execute_command("WAIT", replicas, wait_ms)  # type: ignore[no-untyped-call]
+            replies = pipe.execute()
+        return int(replies[1]) if replicas > 0 else None
 
     def store(self, job_id: str, key: bytes) -> None:
         """A key for a source already stored (publish without a prior `expect`)."""

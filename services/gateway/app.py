@@ -82,13 +82,15 @@ class GatewayRequest(Request):
 def _limit_uploads(app: Flask, settings: Settings, budget: GatewayBudget) -> None:
     if not settings.upload_rate_limit.strip():
         return
+    # Without these options the limiter's own Redis client waits on a hung Redis with redis-py's defaults (no
+    # timeout, 10 retries), in front of every upload: the options every service's clients have (backends.py),
+    # and the same Sentinels when there are (#24).
+    storage_uri, storage_options = backends.limiter_storage(settings, max_connections=budget.redis_max_connections)
     limiter = Limiter(
         get_remote_address,
         app=app,
-        storage_uri=settings.redis_url,
-        # Without these the limiter's own Redis client waits on a hung Redis with redis-py's defaults (no
-        # timeout, 10 retries), in front of every upload: the options every service's clients have (backends.py).
-        storage_options=backends.redis_options(settings, max_connections=budget.redis_max_connections),
+        storage_uri=storage_uri,
+        storage_options=storage_options,
         key_prefix="portraits:ratelimit",
         headers_enabled=True,  # Retry-After on the 429
         # Limits are best effort: with Redis down or hung the upload itself answers 503 a moment later.

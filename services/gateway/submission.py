@@ -11,6 +11,10 @@ publish the source's key, or undo all of it. The source-ready protocol between t
    Python throughout, so the put stays on the request thread and the worker's hand-off hides behind it.
 4. Publish the source's key (`SourceKeys.publish`), only once the put succeeded: the key is readable, the
    expected mark ends and a worker waiting for it wakes. The client gets its 202 only after that.
+5. With `redis_wait_replicas` > 0 (a primary with replicas, #24), the same round trip WAITs up to
+   `redis_wait_timeout_ms` for that many replicas to hold everything written so far: record, deletion entry,
+   broker message and key. A 202 then means the job survives the primary's loss. An upload the replicas did not
+   confirm in time is accepted all the same, counted and logged (`_unreplicated`).
 
 The worker may claim the job before step 4. It reads the source, and if it is not there yet waits for the key
 (`SourceKeys.load`, shared/source_keys.py) while the expected mark lasts: a published key means the source is
@@ -131,12 +135,24 @@ def submit(gw: Gateway, upload: CleanUpload, gallery: GalleryGrant | None = None
             raise
         stored = True
         sent.result()
-        gw.source_keys.publish(job.id, key)
+        replicas = gw.settings.redis_wait_replicas
+        acknowledged = gw.source_keys.publish(job.id, key, replicas=replicas, wait_ms=gw.settings.redis_wait_timeout_ms)
     except Exception:
         _abandon(gw, job, stored=stored)
         raise
+    if acknowledged is not None and acknowledged < replicas:
+        _unreplicated(job, acknowledged, replicas)
     metrics.ENQUEUED.inc()
     return job
+
+
+def _unreplicated(job: Job, acknowledged: int, replicas: int) -> None:
+    """Step 5's shortfall: the job is on the primary but not yet on `replicas` replicas. Accepted all the same
+    (#24): refusing would make one replica's outage everyone's, and a 503 for a job already queued would have
+    the client upload it twice. Counted and logged; a failover in this moment is covered by the janitor
+    (resent messages, bucket reconciliation), not by the 202."""
+    metrics.UNREPLICATED_UPLOADS.inc()
+    log.warning("upload accepted before its replicas confirmed it", acknowledged=acknowledged, wanted=replicas)
 
 
 def _succeeded(call: Future[None]) -> bool:

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from shared import events, job_start, jobs
+from shared import events, job_start, jobs, source_keys
 
 
 def read_names(script: str, table: str) -> set[str]:
@@ -25,6 +25,7 @@ def declared(script: str, table: str) -> set[str]:
         (jobs._TRANSITION, ("job", "argv")),
         (jobs._SET_STAGE, ("job",)),
         (job_start._START, ("key", "argv")),
+        (source_keys._PUBLISH, ("key", "argv")),
     ],
 )
 def test_every_name_a_script_reads_is_declared(script: str, tables: tuple[str, ...]) -> None:
