@@ -15,6 +15,7 @@ from kombu.exceptions import OperationalError as BrokerUnavailable
 
 from services.janitor import webhooks
 from services.janitor.gallery_release import GalleryRelease
+from services.janitor.lost_messages import LostMessages
 from services.janitor.sweeper import Janitor
 from shared.backends import Backends, redis_client
 from shared.leases import JobLeases
@@ -30,15 +31,20 @@ log = get_logger("portraits.janitor")
 def build_janitor(settings: Settings) -> Janitor:
     shared = Backends.connect(settings)
     celery = make_celery(settings)  # only to send rescued jobs by task name; the janitor never imports the worker
+
+    def enqueue(job_id: str) -> None:
+        enqueue_render(celery, settings, job_id)
+
     return Janitor(
         settings,
         shared.redis,
         shared.jobs,
         shared.eraser,
         JobLeases(shared.redis, settings.job_lease_seconds),
-        lambda job_id: enqueue_render(celery, settings, job_id),
+        enqueue,
         webhooks=WebhookOutbox(shared.redis),
         gallery_release=GalleryRelease(shared.redis, shared.storage, shared.eraser, settings.gallery_ttl_seconds),
+        lost_messages=LostMessages(shared.redis, settings, enqueue),
     )
 
 

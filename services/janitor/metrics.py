@@ -35,6 +35,11 @@ RESCUES = Counter(
     "portraits_janitor_rescues_total",
     "Jobs sent again because their render process stopped renewing its lease (killed, OOM, node lost: issue 9).",
 )
+RESENT = Counter(
+    "portraits_janitor_resent_total",
+    "Queued jobs sent again because their message was neither waiting in the queue nor reserved by a worker "
+    "(lost with a Redis failover, or with a consumer that died holding it: #24).",
+)
 WEBHOOK_DELIVERIES = Counter(
     "portraits_webhook_deliveries_total",
     "Webhook delivery attempts by outcome: delivered "

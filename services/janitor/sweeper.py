@@ -8,6 +8,8 @@ whatever happened to the workers.
 - `rescue()` (with every sweep, issue 9) sends again the jobs whose render process stopped renewing its lease
   (shared/leases.py): a worker killed mid-render is noticed within a lease period plus one sweep, well inside
   the source's maximum age, instead of after the broker's 300 s visibility timeout.
+- then, with every sweep, the queued jobs whose message is in neither the broker's queue nor a worker's hands
+  (lost with a Redis failover, #24) are sent again (lost_messages.py).
 - `reconcile()` (every minute or so, one replica at a time under a Redis lock) lists the buckets to find
   objects the schedule never saw — a crash between a write and its scheduling — and schedules or erases them.
 
@@ -25,6 +27,7 @@ import redis
 
 from services.janitor import metrics
 from services.janitor.gallery_release import GalleryRelease
+from services.janitor.lost_messages import LostMessages
 from shared.audit import Deleter, ObjectKind
 from shared.deletion import Eraser, Tracked
 from shared.errors import JobErrorCode
@@ -67,8 +70,10 @@ class Janitor:
         clock: Callable[[], float] = time.time,
         webhooks: WebhookOutbox | None = None,
         gallery_release: GalleryRelease | None = None,
+        lost_messages: LostMessages | None = None,
     ) -> None:
         self._settings = settings
+        self._lost_messages = lost_messages
         self._release = gallery_release
         self._webhooks = webhooks
         self._leases = leases
@@ -102,6 +107,8 @@ class Janitor:
                 else:
                     report.failed += 1
         self.rescue()
+        if self._lost_messages is not None:
+            self._lost_messages.resend(self._clock())
         self._publish_gauges(self._clock())
         metrics.SWEEP_SECONDS.observe(time.perf_counter() - started)
         if not report.failed:
