@@ -145,7 +145,7 @@ class Settings(BaseSettings):
         ge=1,
         le=5000,
         description="Milliseconds the gateway waits for `redis_wait_replicas`; an upload not copied in time is "
-        "still accepted, counted (`portraits_gateway_unreplicated_uploads_total`) and logged.",
+        "undone and answered 503 with Retry-After (`portraits_gateway_unreplicated_uploads_total`).",
     )
     s3_endpoint_url: str = Field("http://127.0.0.1:8333", description="S3 API the services talk to.")
     s3_public_endpoint_url: str | None = Field(

@@ -13,6 +13,8 @@ import redis
 
 from shared.jobs import lua_names, lua_values
 from shared.redis_replies import blob
+from shared.settings import Settings
+from shared.storage import longest_call_seconds
 
 # One script rather than MULTI, so that a WAIT can follow it on the same connection in the same round trip
 # (`SourceKeys.publish`); MULTI would take the WAIT into the transaction, where it cannot block.
@@ -29,6 +31,13 @@ redis.call('DEL', key.expected)
 return 1
 """
 )
+
+
+def source_expected_seconds(settings: Settings) -> float:
+    """How long the gateway marks a source *expected*: its longest put, then the key's publication (two Redis
+    calls). Only a gateway dying mid-upload makes a worker wait that long; the janitor's resend of lost messages
+    waits it out too (services/janitor/lost_messages.py)."""
+    return longest_call_seconds(settings.s3_budget(for_="gateway")) + 2 * settings.redis_timeout
 
 
 class KeyGone(LookupError):

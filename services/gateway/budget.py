@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from shared.backends import pool_for_threads
 from shared.settings import S3Budget, Settings
-from shared.storage import longest_call_seconds
+from shared.source_keys import source_expected_seconds
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class GatewayBudget:
             s3=s3,
             probe_s3=settings.s3_budget(for_="probe"),
             redis_max_connections=pool_for_threads(settings.gateway_threads),
-            source_expected_seconds=longest_call_seconds(s3) + 2 * settings.redis_timeout,
+            source_expected_seconds=source_expected_seconds(settings),
             body_seconds=settings.gateway_body_timeout,
             body_min_rate=settings.gateway_body_min_rate,
         )

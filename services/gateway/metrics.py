@@ -44,12 +44,11 @@ UPLOAD_BYTES = Histogram(
 REJECTIONS = Counter(f"{PREFIX}rejections_total", "Error responses, by error code.", ["code"])
 ENQUEUED = Counter(f"{PREFIX}jobs_enqueued_total", "Render jobs created and queued.")
 ERASED = Counter(f"{PREFIX}jobs_erased_total", "Jobs erased at their owner's request (DELETE).")
-# The write guarantee (#24): an upload answered 202 before `redis_wait_replicas` replicas had its job.
+# The write guarantee (#24): uploads refused because `redis_wait_replicas` replicas did not confirm their job.
 UNREPLICATED_UPLOADS = Counter(
     f"{PREFIX}unreplicated_uploads_total",
-    "Uploads accepted although fewer than `redis_wait_replicas` Redis replicas confirmed their job within "
-    "`redis_wait_timeout_ms`: a failover at that moment could lose it (the janitor's resend and reconciliation "
-    "then apply).",
+    "Uploads undone and refused (503 `unavailable`) because fewer than `redis_wait_replicas` Redis replicas "
+    "confirmed their job within `redis_wait_timeout_ms`: a failover in that moment could have lost it.",
 )
 # Live progress (#10): each open stream holds a gunicorn thread, so this is what `gateway_threads` must cover.
 EVENT_STREAMS_OPEN = Gauge(

@@ -14,7 +14,7 @@ publish the source's key, or undo all of it. The source-ready protocol between t
 5. With `redis_wait_replicas` > 0 (a primary with replicas, #24), the same round trip WAITs up to
    `redis_wait_timeout_ms` for that many replicas to hold everything written so far: record, deletion entry,
    broker message and key. A 202 then means the job survives the primary's loss. An upload the replicas did not
-   confirm in time is accepted all the same, counted and logged (`_unreplicated`).
+   confirm in time is undone and refused, 503 with Retry-After (`_unreplicated`).
 
 The worker may claim the job before step 4. It reads the source, and if it is not there yet waits for the key
 (`SourceKeys.load`, shared/source_keys.py) while the expected mark lasts: a published key means the source is
@@ -137,22 +137,27 @@ def submit(gw: Gateway, upload: CleanUpload, gallery: GalleryGrant | None = None
         sent.result()
         replicas = gw.settings.redis_wait_replicas
         acknowledged = gw.source_keys.publish(job.id, key, replicas=replicas, wait_ms=gw.settings.redis_wait_timeout_ms)
+        if acknowledged is not None and acknowledged < replicas:
+            raise _unreplicated(acknowledged, replicas)
     except Exception:
         _abandon(gw, job, stored=stored)
         raise
-    if acknowledged is not None and acknowledged < replicas:
-        _unreplicated(job, acknowledged, replicas)
     metrics.ENQUEUED.inc()
     return job
 
 
-def _unreplicated(job: Job, acknowledged: int, replicas: int) -> None:
-    """Step 5's shortfall: the job is on the primary but not yet on `replicas` replicas. Accepted all the same
-    (#24): refusing would make one replica's outage everyone's, and a 503 for a job already queued would have
-    the client upload it twice. Counted and logged; a failover in this moment is covered by the janitor
-    (resent messages, bucket reconciliation), not by the 202."""
+def _unreplicated(acknowledged: int, replicas: int) -> ApiError:
+    """Step 5's shortfall: the job is on the primary but not on `replicas` replicas. It is undone and refused, 503
+    with Retry-After (#24). Accepting it would promise a job that a failover in this moment loses: the chaos run's
+    planned failover lost two accepted jobs that way (writes reaching the old primary after the replica's
+    promotion, which no replica confirms). The price: while the primary has fewer replicas than asked (one lost
+    and not yet back), uploads are refused; reads and downloads are not."""
     metrics.UNREPLICATED_UPLOADS.inc()
-    log.warning("upload accepted before its replicas confirmed it", acknowledged=acknowledged, wanted=replicas)
+    log.warning("upload refused: its replicas did not confirm it", acknowledged=acknowledged, wanted=replicas)
+    return ApiError(
+        "unavailable",
+        "the job store is failing over to a replica and could not keep your upload safely; please try again",
+    )
 
 
 def _succeeded(call: Future[None]) -> bool:

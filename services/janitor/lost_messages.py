@@ -49,13 +49,13 @@ import redis
 from kombu.transport.redis import Channel as KombuRedisChannel
 from redis.typing import EncodableT, FieldT
 
-from services.gateway.budget import GatewayBudget
 from services.janitor import metrics
 from shared.jobs import JobState, JobStore
 from shared.leases import JobLeases
 from shared.logging import get_logger
 from shared.redis_replies import blob, members, optional_text, text
 from shared.settings import Settings
+from shared.source_keys import source_expected_seconds
 
 log = get_logger("portraits.janitor")
 
@@ -74,12 +74,12 @@ def resend_grace_seconds(settings: Settings) -> float:
 
     The gateway reads `created_at` before two Redis calls (the gallery reservation and the MULTI that records the
     job), one Redis timeout each; then it sends the message beside the source's put and answers (or undoes the
-    upload) only once both are over and the key is published: the source's expected window (services/gateway/
-    budget.py: the put's whole retry budget plus two Redis calls). The send itself is bounded by far less (two
-    attempts of a connect and a write, services/gateway/context.py). 24 s with the defaults: well inside the
-    photo's 120 s, and no upload still in progress is taken for a lost one.
+    upload) only once both are over and the key is published: the source's expected window
+    (`source_expected_seconds`: the put's whole retry budget plus two Redis calls). The send itself is bounded by
+    far less (two attempts of a connect and a write, services/gateway/context.py). 24 s with the defaults: well
+    inside the photo's 120 s, and no upload still in progress is taken for a lost one.
     """
-    return 2 * settings.redis_timeout + GatewayBudget.from_settings(settings).source_expected_seconds
+    return 2 * settings.redis_timeout + source_expected_seconds(settings)
 
 
 @dataclass(frozen=True)

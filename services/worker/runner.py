@@ -11,6 +11,9 @@ discarded rather than written.
 
 Its parts: the photo (source_reader.py), the render's progress and its result's early deletion schedule
 (stage_reporter.py), the gallery copy (gallery_copy.py); the engine's seam and `Outcome` are in outcomes.py.
+
+Long on purpose: claim, render, deliver and fail are one story, each step's failure handled where it happens;
+the parts that stand alone are the modules above.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from services.worker.gallery_copy import GalleryCopier
 from services.worker.outcomes import DONE, SKIPPED, Outcome, PortraitRenderer, TransientError
 from services.worker.source_reader import SourceReader, SourceUnusable
 from services.worker.stage_reporter import ScheduledResult, StageReporter
+from shared import replication
 from shared.audit import Deleter, ObjectKind
 from shared.deletion import Eraser
 from shared.errors import JobErrorCode, JobFailure, PortraitError
@@ -319,7 +323,8 @@ class JobRunner:
             return self._discard(job_id, key)
         except JobNotFound:
             return self._discard(job_id, key)
-        self.erase_source(job_id, reason="done")
+        if self._done_is_replicated(job_id):
+            self.erase_source(job_id, reason="done")
         if job.share:
             self._gallery.publish(job, portrait)
         if job.callback_url:
@@ -338,6 +343,21 @@ class JobRunner:
             stage_ms={stage: round(seconds * 1000, 1) for stage, seconds in portrait.timings.items()},
         )
         return DONE
+
+    def _done_is_replicated(self, job_id: str) -> bool:
+        """Whether `done` is safe from a failover (#24): with `redis_wait_replicas`, the replicas must confirm it
+        before the photo goes. Unconfirmed, a failover could undo `done` (the chaos run's planned failover did) and
+        the rescued job would find its photo erased; so the photo stays to its deadline, for the janitor to erase."""
+        replicas = self._settings.redis_wait_replicas
+        if not replicas:
+            return True
+        try:
+            confirmed = replication.confirm(self._jobs.client, replicas, self._settings.redis_wait_timeout_ms)
+        except redis.RedisError:
+            confirmed = 0
+        if confirmed < replicas:
+            log.warning("done not confirmed by the replicas: the photo stays to its deadline", job_id=job_id)
+        return confirmed >= replicas
 
     def _discard(self, job_id: str, key: str) -> Outcome:
         # Erased (or expired) while we painted: the result must not outlive the job.
