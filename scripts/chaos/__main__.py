@@ -21,6 +21,8 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
+from scripts.chaos.cluster import ClusterStack
+from scripts.chaos.cluster_faults import endpoint_replaced, host_killed, sentinel_failover, volume_server_killed
 from scripts.chaos.faults import (
     KillMethod,
     Plan,
@@ -104,6 +106,19 @@ def run(plan: Plan, workdir: Path, progress: bool = True) -> list[Row]:
             step(f"{count} slow uploaders", partial(slow_uploaders, stack, plan, photo, count, base))
         step("abusive burst", lambda: abusive_burst(stack, plan, photo))
         step("storage back door", lambda: storage_row(stack))
+    rows += run_cluster(plan, workdir / "cluster", photo, step=step)
+    return rows
+
+
+def run_cluster(plan: Plan, workdir: Path, photo: bytes, step: Callable[[str, Callable[[], Row]], Row]) -> list[Row]:
+    """The multi-host rows (#24) on a stack of their own: two hosts, a Sentinel-managed Redis set behind one
+    address, three volume servers (scripts/chaos/cluster.py)."""
+    rows = []
+    with ClusterStack(workdir, upload_rate_limit="600/minute") as stack:
+        rows.append(step("Redis primary SIGKILL", lambda: sentinel_failover(stack, plan, photo)))
+        rows.append(step("primary replaced behind one address", lambda: endpoint_replaced(stack, plan, photo)))
+        rows.append(step("volume server killed", lambda: volume_server_killed(stack, plan, photo)))
+        rows.append(step("whole host killed", lambda: host_killed(stack, plan, photo)))
     return rows
 
 

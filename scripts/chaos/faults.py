@@ -16,10 +16,12 @@ import signal
 import socket
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from scripts.chaos.load import Load, Prober, SourceAgeMonitor, percentile
+from scripts.chaos.cluster import ClusterStack
+from scripts.chaos.load import JobRecord, Load, Prober, SourceAgeMonitor, percentile
 from scripts.chaos.stack import ChaosStack, wait_until
 from scripts.devstack import ManagedProcess
 from shared.deletion import DeletionSchedule
@@ -68,6 +70,10 @@ class Plan:
     slow_seconds: float = 20.0
     baseline_seconds: float = 20.0
     burst: int = 300
+    # The multi-host rows (#24, scripts/chaos/cluster_faults.py): how long each fault is held.
+    failover_hold: float = 15.0  # after the promotion, before the old primary may return
+    volume_down: float = 30.0
+    host_down: float = 40.0  # past a lease's lapse and the rescue: host b must finish host a's job alone
 
     @classmethod
     def quick(cls) -> Plan:
@@ -82,6 +88,9 @@ class Plan:
             slow_seconds=8.0,
             baseline_seconds=6.0,
             burst=60,
+            failover_hold=3.0,
+            volume_down=10.0,
+            host_down=30.0,
         )
 
 
@@ -92,46 +101,62 @@ SLOW_CLIENTS_LATENCY = 1.0
 
 
 class Session:
-    """One load + probes around a fault, summarised into its row."""
+    """One load + probes around a fault, summarised into its row. `urls`: the gateways the load goes to, `clients`
+    each (default: the stack's one gateway; the multi-host stack's faults name theirs, #24)."""
 
-    def __init__(self, stack: ChaosStack, fault: str, clients: int, photo: bytes) -> None:
+    def __init__(
+        self, stack: ChaosStack | ClusterStack, fault: str, clients: int, photo: bytes, urls: Sequence[str] = ()
+    ) -> None:
         self.stack = stack
         self.row = Row(fault)
-        self.load = Load(stack.gateway_url, photo, clients)
-        self.prober = Prober(stack.gateway_url)
+        if not urls and isinstance(stack, ChaosStack):
+            urls = (stack.gateway_url,)
+        self.loads = [Load(url, photo, clients) for url in urls]
+        self.load = self.loads[0]
+        self.probers = [Prober(url) for url in urls]
         self.ages = SourceAgeMonitor(DeletionSchedule(stack.redis_client(timeout=0.5)))
 
     def __enter__(self) -> Session:
-        self.prober.start()
+        for prober in self.probers:
+            prober.start()
         self.ages.start()
-        self.load.start()
+        for load in self.loads:
+            load.start()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.load.stop()
-        self.prober.stop()
+        for load in self.loads:
+            load.stop()
+        for prober in self.probers:
+            prober.stop()
         self.ages.stop()
         self._summarise()
 
+    @property
+    def jobs(self) -> list[JobRecord]:
+        return [job for load in self.loads for job in list(load.jobs)]
+
     def _summarise(self) -> None:
-        row, load = self.row, self.load
-        row.accepted = len(load.jobs)
-        for job in load.jobs:
+        row = self.row
+        row.accepted = len(self.jobs)
+        for job in self.jobs:
             if job.status == "done":
                 row.done += 1
             elif job.status.startswith("failed:"):
                 row.failed[job.status.split(":", 1)[1]] += 1
             else:
                 row.lost += 1
-        row.server_errors = load.responses.server_errors + load.responses.bad_503 + load.responses.transport_errors
-        row.unavailable = load.responses.by_status[503] - load.responses.bad_503
+        transport_kinds: Counter[str] = Counter()
+        for load in self.loads:
+            responses = load.responses
+            row.server_errors += responses.server_errors + responses.bad_503 + responses.transport_errors
+            row.unavailable += responses.by_status[503] - responses.bad_503
+            transport_kinds.update(responses.transport_kinds)
         row.oldest_source = self.ages.oldest
-        row.healthz_p99 = percentile(self.prober.latencies, 99)
-        row.upload_p50 = percentile(load.upload_seconds, 50)
-        if load.responses.transport_kinds:
-            row.notes.append(
-                "no answer: " + ", ".join(f"{kind} ×{n}" for kind, n in sorted(load.responses.transport_kinds.items()))
-            )
+        row.healthz_p99 = percentile([s for prober in self.probers for s in prober.latencies], 99)
+        row.upload_p50 = percentile([s for load in self.loads for s in load.upload_seconds], 50)
+        if transport_kinds:
+            row.notes.append("no answer: " + ", ".join(f"{kind} ×{n}" for kind, n in sorted(transport_kinds.items())))
         max_age = self.stack.settings.source_max_age_seconds
         if row.lost:
             row.problems.append(f"{row.lost} accepted jobs lost")
@@ -144,7 +169,9 @@ class Session:
 # --- worker kills ---------------------------------------------------------------------------------------
 
 
-def _job_being_painted(stack: ChaosStack, timeout: float = 60.0, exclude: frozenset[str] = frozenset()) -> str | None:
+def _job_being_painted(
+    stack: ChaosStack | ClusterStack, timeout: float = 60.0, exclude: frozenset[str] = frozenset()
+) -> str | None:
     """Wait until some job is mid-render (processing, past fetching its photo) and return its id. Reads the
     job records themselves, so the same run measures a build without leases (the "before" table)."""
     client = stack.redis_client()
@@ -231,7 +258,7 @@ def redis_killed(stack: ChaosStack, plan: Plan, photo: bytes) -> Row:
         wait_until(lambda: stack.redis_client().ping(), 30)
         if job_id and not wait_until(lambda: _ended(jobs, job_id), 90, interval=0.2):
             session.row.problems.append("the in-flight job did not end after Redis returned")
-        session.row.recover = _first_done_after(stack, session.load, back)
+        session.row.recover = _first_done_after(session, back)
         time.sleep(2)
     row = session.row
     if job_id:
@@ -255,7 +282,7 @@ def _frozen(stack: ChaosStack, session: Session, process: ManagedProcess, second
         time.sleep(seconds)
     finally:
         os.kill(pid, signal.SIGCONT)
-    session.row.recover = _first_done_after(stack, session.load, time.time())
+    session.row.recover = _first_done_after(session, time.time())
     time.sleep(2)
 
 
@@ -279,18 +306,18 @@ def s3_stopped(stack: ChaosStack, plan: Plan, photo: bytes) -> Row:
     return row
 
 
-def _first_done_after(stack: ChaosStack, load: Load, since: float, timeout: float = 90.0) -> float | None:
+def _first_done_after(session: Session, since: float, timeout: float = 90.0) -> float | None:
     """Seconds from `since` until a job accepted after it is done."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        for job in list(load.jobs):
+        for job in session.jobs:
             if job.accepted_at >= since and job.status == "done" and job.finished_at:
                 return job.finished_at - since
         time.sleep(0.1)
     return None
 
 
-def _orphans(stack: ChaosStack) -> int:
+def _orphans(stack: ChaosStack | ClusterStack) -> int:
     """Objects in the buckets that the deletion schedule does not know (what reconcile would adopt)."""
     from shared.audit import ObjectKind
 

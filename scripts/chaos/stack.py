@@ -2,8 +2,8 @@
 SeaweedFS with SigV4, the gateway under gunicorn with its deployed configuration, prefork Celery workers and
 the janitor — each a separate process on free loopback ports, under a directory of its own.
 
-A small supervisor thread restarts whatever exits, within a second, as supervisord does for `make run` and the
-kubelet does for pods; a fault that must hold a server down says so with `held_down`.
+A supervisor (scripts/chaos/supervisor.py) restarts whatever exits, within a second; a fault that must hold a
+server down says so with `held_down`.
 """
 
 from __future__ import annotations
@@ -11,17 +11,15 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import threading
 import time
 import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import redis
 
+from scripts.chaos.supervisor import Program, Supervisor
 from scripts.devstack import (
     ManagedProcess,
     RedisServer,
@@ -42,25 +40,14 @@ def _serving(worker: WorkerProcess) -> bool:
     return worker.processes_in("ready") >= 1
 
 
-@dataclass
-class Program:
-    """One supervised process: restarted when it exits unless a fault holds it down."""
-
-    name: str
-    process: ManagedProcess
-    restarts: int = 0
-    held: bool = False
-    on_restart: list[Any] = field(default_factory=list)
-
-
 class ChaosStack:
     def __init__(self, workdir: Path, *, workers: int = 1, **overrides: Any) -> None:
         self.workdir = Path(workdir)
         self.worker_count = workers
         self.overrides = overrides
-        self.programs: dict[str, Program] = {}
-        self._stop = threading.Event()
-        self._supervisor = threading.Thread(target=self._supervise, name="chaos-supervisor", daemon=True)
+        self._supervisor = Supervisor()
+        self.programs = self._supervisor.programs
+        self.held_down = self._supervisor.held_down
         self.redis: RedisServer
         self.s3: SeaweedServer
         self.settings: Settings
@@ -91,8 +78,8 @@ class ChaosStack:
             self.s3.endpoint, self.s3.credentials, [self.settings.sources_bucket, self.settings.results_bucket]
         )
         self.gateway_url = f"http://127.0.0.1:{gateway_port}"
-        self.programs["redis"] = Program("redis", self.redis.process)
-        self.programs["s3"] = Program("s3", self.s3.process)
+        self._supervisor.add(Program("redis", self.redis.process))
+        self._supervisor.add(Program("s3", self.s3.process, cleanup=self.s3.kill))  # the gRPC sockets SIGKILL leaves
         env = self._env()
         gateway = ManagedProcess(
             "gateway",
@@ -101,7 +88,7 @@ class ChaosStack:
             cwd=PROJECT_ROOT,
             env={**env, "PROMETHEUS_MULTIPROC_DIR": str(self._mkdir("metrics-gateway"))},
         )
-        self.programs["gateway"] = Program("gateway", gateway.start())
+        self._supervisor.add(Program("gateway", gateway.start()))
         janitor = ManagedProcess(
             "janitor",
             [sys.executable, "-m", "services.janitor"],
@@ -109,11 +96,11 @@ class ChaosStack:
             cwd=PROJECT_ROOT,
             env=env,
         )
-        self.programs["janitor"] = Program("janitor", janitor.start())
+        self._supervisor.add(Program("janitor", janitor.start()))
         for index in range(self.worker_count):
             worker = WorkerProcess(self.settings, self.workdir / f"worker-{index}")
             self.workers.append(worker)
-            self.programs[f"worker-{index}"] = Program(f"worker-{index}", worker.process)
+            self._supervisor.add(Program(f"worker-{index}", worker.process))
             worker.process.start()
         gateway.wait_ready(lambda: self._get("/readyz") == 200, timeout=60)
         for worker in self.workers:
@@ -122,44 +109,13 @@ class ChaosStack:
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._supervisor.is_alive():
-            self._supervisor.join(timeout=5)
-        for program in reversed(list(self.programs.values())):
-            if program.name == "s3":
-                self.s3.kill()
-            else:
-                with contextlib.suppress(Exception):
-                    program.process.kill()
+        self._supervisor.stop()
 
     def __enter__(self) -> ChaosStack:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
-
-    # --- supervision ---
-
-    def _supervise(self) -> None:
-        while not self._stop.wait(0.2):
-            for program in self.programs.values():
-                if program.held or program.process.running:
-                    continue
-                program.process.kill()  # reap it and close its log before starting again
-                if program.name == "s3":
-                    self.s3.kill()  # also removes the gRPC sockets SIGKILL leaves behind
-                program.process.start()
-                program.restarts += 1
-
-    @contextlib.contextmanager
-    def held_down(self, name: str) -> Iterator[None]:
-        """Keep `name` from being restarted while the body runs (a fault holding a server down)."""
-        program = self.programs[name]
-        program.held = True
-        try:
-            yield
-        finally:
-            program.held = False
 
     # --- helpers for faults and reports ---
 

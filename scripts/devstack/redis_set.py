@@ -104,6 +104,19 @@ class RedisSet:
             time.sleep(0.1)
         raise TimeoutError(f"fewer than {count} replicas after {timeout} s")
 
+    def rejoin_as_replica(self, server: RedisServer) -> None:
+        """Make `server`'s next start a replica of the primary the Sentinels name now (unless that is itself): a
+        primary that died and comes back must not come back as a second primary, even for the seconds until the
+        Sentinels would turn it (the dev overlay's redis.sh asks them the same way)."""
+        port = self.primary_port()
+        command = [part for part in server.process.command]
+        if "--replicaof" in command:
+            at = command.index("--replicaof")
+            del command[at : at + 3]
+        if port is not None and port != server.port:
+            command += ["--replicaof", LOOPBACK, str(port)]
+        server.process.command = command
+
     def kill_all(self) -> None:
         for sentinel in self.sentinels:
             sentinel.process.kill()
@@ -118,9 +131,17 @@ def _takes_writes(port: int) -> bool:
     return False
 
 
-def replica_command(port: int, data_dir: Path, primary_port: int) -> list[str]:
-    """A replica of the primary on `primary_port`: the usual command line (`redis_command`) plus `replicaof`."""
-    return [*redis_command(port, data_dir), "--replicaof", LOOPBACK, str(primary_port)]
+def data_node_command(port: int, data_dir: Path, *, persist: bool = False) -> list[str]:
+    """A primary or replica of the set: the usual command line (`redis_command`), and a full sync that starts at
+    once. Redis 7.0 waits 5 s (`repl-diskless-sync-delay`) for more replicas to share a sync; with one replica that
+    is 5 s more before a rejoining server holds anything, and with `redis_wait_replicas` 5 s more of refused
+    uploads (measured in the chaos run's failover row, #24)."""
+    return [*redis_command(port, data_dir, persist=persist), "--repl-diskless-sync-delay", "0"]
+
+
+def replica_command(port: int, data_dir: Path, primary_port: int, *, persist: bool = False) -> list[str]:
+    """A replica of the primary on `primary_port`: `data_node_command` plus `replicaof`."""
+    return [*data_node_command(port, data_dir, persist=persist), "--replicaof", LOOPBACK, str(primary_port)]
 
 
 def sentinel_config(port: int, primary_port: int, *, quorum: int, down_after_ms: int, failover_ms: int) -> str:
@@ -147,10 +168,16 @@ def start_redis_set(
     sentinels: int = 3,
     down_after_ms: int = 1000,
     failover_ms: int = 10_000,
+    persist: bool = False,
     timeout: float = 20.0,
 ) -> RedisSet:
     """Start a primary, `replicas` replicas of it and `sentinels` Sentinels (quorum: a majority), and wait until
-    the replicas are in sync and every Sentinel sees them all."""
+    the replicas are in sync and every Sentinel sees them all.
+
+    persist=True gives the data nodes their append-only file. A set whose servers are restarted automatically
+    needs it: a primary without one that restarts before the Sentinels notice comes back empty, still primary,
+    and its replicas copy the emptiness (Redis's replication docs, "Safety of replication when master has
+    persistence turned off")."""
     data_dir = Path(data_dir)
     started: list[ManagedProcess] = []
     try:
@@ -160,10 +187,14 @@ def start_redis_set(
             port = primary_port if index == 0 else free_port()
             folder = data_dir / f"redis-{index}"
             folder.mkdir(parents=True, exist_ok=True)
-            command = redis_command(port, folder) if index == 0 else replica_command(port, folder, primary_port)
+            command = (
+                data_node_command(port, folder, persist=persist)
+                if index == 0
+                else replica_command(port, folder, primary_port, persist=persist)
+            )
             process = ManagedProcess(f"redis-{index}", command, folder / "redis.log")
             started.append(process.start())
-            server = RedisServer(port=port, data_dir=folder, process=process)
+            server = RedisServer(port=port, data_dir=folder, process=process, persist=persist)
             process.wait_ready(partial(redis_ready, server.url), timeout)
             servers.append(server)
         quorum = sentinels // 2 + 1
