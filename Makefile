@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 DEPS_STAMP := $(VENV)/.deps-installed
 MODELS_STAMP := var/models/manifest.json
 
-.PHONY: run test lint images redis lock models venv bench bench-system bench-pair chaos drill sheet identity deploy-files clean
+.PHONY: run test lint images redis lock models venv bench bench-system bench-pair bench-wait chaos drill sheet identity deploy-files clean
 
 venv: $(DEPS_STAMP)
 
@@ -57,6 +57,9 @@ bench-system: models  # the bare engine vs the whole stack at 1-16 clients, then
 
 BASE ?= HEAD
 PAIRS ?= 80
+bench-wait: venv redis  # the write guarantee's cost: uploads with and without WAIT for a replica (#24); ~1 min
+	$(PY) -m scripts.bench_wait --pairs 200
+
 bench-pair: models  # added latency at 1 client, working tree vs BASE, jobs alternating between two stacks (#11); ~5 min
 	$(PY) -m scripts.bench_pair --base $(BASE) --pairs $(PAIRS)
 
