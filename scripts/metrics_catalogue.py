@@ -77,7 +77,10 @@ def _scrape_time_collectors() -> list[MetricInfo]:
     """Metrics made at scrape time by custom collectors (not in the default registry)."""
     from services.gateway.metrics import QueueDepthCollector
 
-    return [_info(f.name, f.type, (), "gateway", f.documentation) for f in QueueDepthCollector(lambda: 0).collect()]
+    return [
+        _info(f.name, f.type, (), "gateway", f.documentation)
+        for f in QueueDepthCollector(lambda: 0, lambda: 0).collect()
+    ]
 
 
 def catalogue() -> list[MetricInfo]:

@@ -88,18 +88,27 @@ def multiprocess_dir() -> str | None:
 
 
 class QueueDepthCollector:
-    """Reads the broker's queue length when scraped; a Redis outage drops the sample, not the scrape."""
+    """Reads the broker's queue length and the jobs not yet started when scraped; a Redis outage drops the
+    samples, not the scrape."""
 
-    def __init__(self, depth: Callable[[], int]) -> None:
+    def __init__(self, depth: Callable[[], int], queued_jobs: Callable[[], int]) -> None:
         self._depth = depth
+        self._queued_jobs = queued_jobs
 
     def collect(self) -> Iterator[Metric]:
-        gauge = GaugeMetricFamily(f"{PREFIX}queue_depth", "Render tasks waiting in the broker queue.")
+        depth = GaugeMetricFamily(f"{PREFIX}queue_depth", "Render tasks waiting in the broker queue.")
+        # What autoscaling should count (#24): every job not yet started, including those whose task a worker has
+        # reserved but not begun (kombu's `unacked`) and those whose message a failover lost (until resent).
+        queued = GaugeMetricFamily(
+            f"{PREFIX}jobs_queued", "Jobs accepted and not yet started (the job store's queue index)."
+        )
         try:
-            gauge.add_metric([], self._depth())
+            depth.add_metric([], self._depth())
+            queued.add_metric([], self._queued_jobs())
         except Exception:
             return
-        yield gauge
+        yield depth
+        yield queued
 
 
 class _ProcessRegistry:
@@ -109,14 +118,14 @@ class _ProcessRegistry:
         yield from REGISTRY.collect()
 
 
-def render(queue_depth: Callable[[], int]) -> tuple[bytes, str]:
+def render(queue_depth: Callable[[], int], queued_jobs: Callable[[], int]) -> tuple[bytes, str]:
     registry = CollectorRegistry()
     if multiprocess_dir():
         # prometheus_client's multiprocess module has no annotations (#12).
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     else:
         registry.register(_ProcessRegistry())
-    registry.register(QueueDepthCollector(queue_depth))
+    registry.register(QueueDepthCollector(queue_depth, queued_jobs))
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 

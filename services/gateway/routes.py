@@ -261,5 +261,5 @@ def readyz() -> Response:
 @ops.get("/metrics")
 def prometheus_metrics() -> Response:
     gw = gateway()
-    body, content_type = metrics.render(lambda: queue_depth(gw.redis, gw.settings))
+    body, content_type = metrics.render(lambda: queue_depth(gw.redis, gw.settings), gw.jobs.queued_count)
     return Response(body, content_type=content_type)

@@ -15,6 +15,7 @@ def test_catalogue_covers_every_service_and_the_metrics_alerts_rely_on():
     for name in (
         "portraits_gateway_requests_total",
         "portraits_gateway_queue_depth",
+        "portraits_gateway_jobs_queued",  # the KEDA prometheus trigger's (#24)
         "portraits_worker_processes",
         "portraits_janitor_last_successful_sweep_timestamp_seconds",
         "portraits_source_lifetime_seconds",

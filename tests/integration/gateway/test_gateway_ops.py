@@ -117,6 +117,8 @@ def test_metrics_count_uploads_and_the_queue(client: FlaskClient) -> None:
         assert response.status_code == 202, response.json
     text = client.get("/metrics").get_data(as_text=True)
     assert re.search(r"^portraits_gateway_queue_depth 2\.0$", text, re.MULTILINE)
+    # What autoscaling counts (#24): the jobs not yet started, from the job store's own index.
+    assert re.search(r"^portraits_gateway_jobs_queued 2\.0$", text, re.MULTILINE)
     assert re.search(r"^portraits_gateway_jobs_enqueued_total \d+\.0$", text, re.MULTILINE)
     assert re.search(r"^portraits_gateway_upload_bytes_count \d+\.0$", text, re.MULTILINE)
 
