@@ -71,7 +71,9 @@ class Plan:
     baseline_seconds: float = 20.0
     burst: int = 300
     # The multi-host rows (#24, scripts/chaos/cluster_faults.py): how long each fault is held.
-    failover_hold: float = 15.0  # after the promotion, before the old primary may return
+    # After the promotion, before the old primary may return: a kubelet restarts a killed Redis in seconds, and
+    # until a replica is back uploads are refused (redis_wait_replicas=1).
+    failover_hold: float = 5.0
     volume_down: float = 30.0
     host_down: float = 40.0  # past a lease's lapse and the rescue: host b must finish host a's job alone
 
@@ -88,7 +90,7 @@ class Plan:
             slow_seconds=8.0,
             baseline_seconds=6.0,
             burst=60,
-            failover_hold=3.0,
+            failover_hold=2.0,
             volume_down=10.0,
             host_down=30.0,
         )
