@@ -22,9 +22,10 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict
+from pathlib import Path
 
 from scripts import devstack
-from scripts.devstack import S3Credentials, WeedPorts
+from scripts.devstack import S3Credentials, VolumePorts, WeedPorts
 from shared.settings import PROJECT_ROOT, Settings
 from shared.storage import ObjectStore, StorageUnavailable
 
@@ -41,6 +42,10 @@ REDIS_PORT = 6380  # not 6379: leave a developer's own Redis alone
 WEED_PORTS = WeedPorts(
     master=9333, master_grpc=19333, volume=8081, volume_grpc=18081, filer=8888, filer_grpc=18888, s3=8333, s3_grpc=18333
 )
+# #24: a second volume server (the s3-volume program) and replication 001, so every source and portrait is stored
+# twice and losing one volume server loses none (docs/storage.md). Objects written before this keep one copy.
+WEED_VOLUME_PORTS = VolumePorts(http=8082, grpc=18082)
+WEED_REPLICATION = "001"
 
 
 def credentials() -> S3Credentials:
@@ -65,7 +70,15 @@ def webhook_secret() -> str:
 
 
 def prepare() -> None:
-    for folder in ("redis", "seaweedfs", "prometheus", "metrics/gateway", "metrics/worker", "supervisor"):
+    for folder in (
+        "redis",
+        "seaweedfs",
+        "seaweedfs-volume-2",
+        "prometheus",
+        "metrics/gateway",
+        "metrics/worker",
+        "supervisor",
+    ):
         (VAR / folder).mkdir(parents=True, exist_ok=True)
     for stale in (VAR / "metrics").glob("*/*.db"):  # multiprocess metrics files from a previous run
         stale.unlink()
@@ -87,8 +100,8 @@ def prepare() -> None:
 
 # Programs in start order; each waits for its dependencies itself. SeaweedFS ignores SIGTERM in single-master
 # mode (see devstack.weed_command), so it is sent SIGKILL straight away.
-PROGRAMS = ("redis", "s3", "gateway", "worker", "janitor", "prometheus")
-_STOP_SIGNALS = {"s3": "KILL", "worker": "TERM"}
+PROGRAMS = ("redis", "s3", "s3-volume", "gateway", "worker", "janitor", "prometheus")
+_STOP_SIGNALS = {"s3": "KILL", "s3-volume": "KILL", "worker": "TERM"}  # s3-volume: like s3, SIGKILL is its stop (#24)
 _STOP_WAIT_SECONDS = {"worker": 20, "gateway": 35}  # a warm shutdown finishes the render in hand
 
 
@@ -179,6 +192,16 @@ def wait_for_backends(settings: Settings, *, prepare: bool) -> None:
                 time.sleep(0.5)
 
 
+def wait_for_weed_security(directory: Path, timeout: float = 60.0) -> Path:
+    """`directory` once the s3 program has written its security.toml there (the certificates come first)."""
+    deadline = time.monotonic() + timeout
+    while not (directory / devstack.WEED_SECURITY_FILE).exists():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"no {devstack.WEED_SECURITY_FILE} in {directory}: is the s3 program running?")
+        time.sleep(0.5)
+    return directory
+
+
 def banner() -> str:
     url = f"http://{GATEWAY_ADDRESS}"
     return (
@@ -212,7 +235,13 @@ def exec_process(name: str) -> None:
     settings = Settings()
     commands: dict[str, Callable[[], list[str]]] = {
         "redis": lambda: devstack.redis_command(REDIS_PORT, VAR / "redis", persist=True),
-        "s3": lambda: devstack.weed_command(WEED_PORTS, VAR / "seaweedfs", IDENTITIES_FILE),
+        "s3": lambda: devstack.weed_command(
+            WEED_PORTS, VAR / "seaweedfs", IDENTITIES_FILE, replication=WEED_REPLICATION
+        ),
+        # #24: the second copy; it retries until the master answers. Its cwd is s3's (same security.toml).
+        "s3-volume": lambda: devstack.weed_volume_command(
+            WEED_VOLUME_PORTS, WEED_PORTS.master_address, VAR / "seaweedfs-volume-2"
+        ),
         "gateway": lambda: [
             sys.executable,
             "-m",
@@ -247,6 +276,8 @@ def exec_process(name: str) -> None:
         print(banner(), flush=True)
     if name == "s3":  # weed reads security.toml from its cwd: JWT keys, gRPC certificates, 0600 (issue 9)
         os.chdir(devstack.ensure_weed_security(VAR / "seaweedfs"))
+    if name == "s3-volume":  # s3's security.toml (#24): waited for, never written here, or the two could race
+        os.chdir(wait_for_weed_security(VAR / "seaweedfs"))
     command = commands[name]()
     os.execvp(command[0], command)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from scripts.devstack.binaries import redis_server_path, weed_path
-from scripts.devstack.ports import LOOPBACK, WeedPorts
+from scripts.devstack.ports import LOOPBACK, VolumePorts, WeedPorts
 
 SEAWEEDFS_SCRIPTS = Path(__file__).resolve().parents[2] / "deploy" / "seaweedfs"  # the one copy (#12)
 START_SCRIPT = SEAWEEDFS_SCRIPTS / "start.sh"
@@ -53,7 +53,7 @@ def _local_socket(name: str, path: Path) -> list[str]:
     return [f"{name}={path}"] if len(str(path).encode()) < 100 else []
 
 
-def weed_command(ports: WeedPorts, data_dir: Path, s3_config_path: Path) -> list[str]:
+def weed_command(ports: WeedPorts, data_dir: Path, s3_config_path: Path, *, replication: str = "000") -> list[str]:
     """The `weed server` command line (master + volume + filer + S3 gateway in one process, loopback only):
     deploy/seaweedfs/start.sh, through env(1) so that the result is still one argv that supervisord (the
     local run) or ManagedProcess can start. start.sh says what every flag is for (telemetry off, single
@@ -67,6 +67,8 @@ def weed_command(ports: WeedPorts, data_dir: Path, s3_config_path: Path) -> list
     refuses otherwise), or the volume server would serve every object, unauthenticated, to anyone who has
     its file id, and every gRPC port would serve anyone (file ids, whole volumes). `s3_config_path` is
     `write_s3_identities`'s file: with it SeaweedFS checks every request's SigV4 signature.
+    `replication` is the master's default (#24): "001" stores every object twice, on two volume servers, so
+    it needs one `weed_volume_command` server besides this one before the first write.
     """
     data_dir = Path(data_dir).resolve()
     variables = [
@@ -85,7 +87,31 @@ def weed_command(ports: WeedPorts, data_dir: Path, s3_config_path: Path) -> list
         f"WEED_FILER_GRPC_PORT={ports.filer_grpc}",
         f"WEED_S3_PORT={ports.s3}",
         f"WEED_S3_GRPC_PORT={ports.s3_grpc}",
+        f"WEED_REPLICATION={replication}",
         *_local_socket("WEED_FILER_LOCAL_SOCKET", data_dir / "filer.sock"),
         *_local_socket("WEED_S3_LOCAL_SOCKET", data_dir / "s3.sock"),
+    ]
+    return ["env", *variables, "sh", str(START_SCRIPT)]
+
+
+def weed_volume_command(
+    ports: VolumePorts, master_address: str, data_dir: Path, *, sync_deletions_seconds: int = 60
+) -> list[str]:
+    """One more volume server (#24): start.sh with WEED_MODE=volume, joining the master at `master_address`
+    (`WeedPorts.master_address`), loopback only. Run it in the directory of the `weed server`'s security.toml
+    (start.sh refuses otherwise): the same JWT keys, so it serves objects only for the tokens that master,
+    filer and S3 gateway sign, and the same gRPC certificates (issue 9). Every `sync_deletions_seconds` (0:
+    never) start.sh applies on this server the deletions it missed while away (docs/storage.md)."""
+    variables = [
+        "WEED_MODE=volume",
+        "WEED_SECURITY=security.toml",
+        f"WEED_BINARY={weed_path()}",
+        f"WEED_DATA_DIR={Path(data_dir).resolve()}",
+        f"WEED_MASTER={master_address}",
+        f"WEED_ADVERTISE_ADDRESS={LOOPBACK}",
+        f"WEED_BIND_ADDRESS={LOOPBACK}",
+        f"WEED_VOLUME_PORT={ports.http}",
+        f"WEED_VOLUME_GRPC_PORT={ports.grpc}",
+        f"WEED_SYNC_DELETIONS_SECONDS={sync_deletions_seconds}",
     ]
     return ["env", *variables, "sh", str(START_SCRIPT)]

@@ -72,3 +72,24 @@ class WeedPorts:
         SIGKILL leaves them behind; `SeaweedServer.kill` removes them."""
         kinds = {"master": self.master_grpc, "volume": self.volume_grpc, "filer": self.filer_grpc, "s3": self.s3_grpc}
         return [Path(f"/tmp/seaweedfs-{kind}-grpc-{port}.sock") for kind, port in kinds.items()]
+
+
+@dataclass(frozen=True)
+class VolumePorts:
+    """The ports of one more volume server (`weed volume`, #24): HTTP (objects, with a JWT) and gRPC."""
+
+    http: int
+    grpc: int
+
+    @classmethod
+    def allocate(cls) -> VolumePorts:
+        return cls(*free_ports(2))
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.http}"
+
+    @property
+    def grpc_unix_socket(self) -> Path:
+        """The /tmp unix socket weed 4.x adds next to the gRPC port (see `WeedPorts.grpc_unix_sockets`)."""
+        return Path(f"/tmp/seaweedfs-volume-grpc-{self.grpc}.sock")

@@ -165,3 +165,34 @@ def run_init_script(
             raise RuntimeError(f"{script.name} failed (exit {result.returncode}):\n{result.stdout}\n{result.stderr}")
         output += result.stdout
     return output
+
+
+# #24, docs/storage.md: a volume server that is down while an object is deleted misses the deletion (the master
+# no longer lists it among the volume's copies, and nothing retries), and serves the object again when it comes
+# back. `volume.check.disk -syncDeleted` compares each volume's copies and applies on each the deletions the
+# others have; `-slow` checks volumes whose file counts agree too (a missed deletion does not change them).
+SYNC_DELETIONS = "volume.check.disk -slow -syncDeleted -apply"
+
+
+def sync_replica_deletions(master_address: str, *, security_dir: Path | None = None, timeout: float = 60.0) -> str:
+    """Delete, on every volume server, the objects that another copy of the same volume has deleted: what a
+    server that was down during a deletion brings back (#24). Holds weed shell's cluster lock while it runs.
+    deploy/seaweedfs/start.sh runs the same command every minute beside each extra volume server. Returns
+    weed shell's report."""
+    return run_weed_shell(master_address, ["lock", SYNC_DELETIONS, "unlock"], timeout, security_dir=security_dir)
+
+
+def purge_orphan_chunks(
+    master_address: str,
+    temp_dir: Path,
+    *,
+    cutoff: str = "10m",
+    security_dir: Path | None = None,
+    timeout: float = 120.0,
+) -> str:
+    """The backstop to `sync_replica_deletions` (#24): delete from every volume server the chunks no filer
+    entry refers to and older than `cutoff` (younger ones may be uploads whose entry is not committed yet),
+    including those only one copy holds (`-forcePurging`). weed's `volume.fsck`, "expert only": it assumes one
+    filer (true here) and reads every volume's index; `temp_dir` holds its index copies. Not run on its own."""
+    command = f"volume.fsck -reallyDeleteFromVolume -forcePurging -cutoffTimeAgo={cutoff} -tempPath={temp_dir}"
+    return run_weed_shell(master_address, ["lock", command, "unlock"], timeout, security_dir=security_dir)

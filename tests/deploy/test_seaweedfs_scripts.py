@@ -21,6 +21,7 @@ from botocore.exceptions import ClientError
 
 from scripts import devstack, storage_backdoor
 from scripts.devstack import status_pages
+from scripts.devstack.copies import copies
 from scripts.local_run import GATEWAY_ADDRESS
 from shared.settings import Settings
 from tests.deploy.helpers import DEPLOY, ROOT, rendered
@@ -33,7 +34,7 @@ _no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 @contextlib.contextmanager
-def _weed(tmp_path: Path, s3_host: str = "127.0.0.1"):
+def _weed(tmp_path: Path, s3_host: str = "127.0.0.1", **extra_env: str):
     """start.sh run as the deployments run it. `s3_host`: where S3 listens (WEED_S3_BIND_ADDRESS); the master,
     volume server and filer stay on 127.0.0.1, which plays the container's loopback when `s3_host` differs."""
     ports = devstack.WeedPorts.allocate()
@@ -64,6 +65,7 @@ def _weed(tmp_path: Path, s3_host: str = "127.0.0.1"):
         "PORTRAITS_S3_ENDPOINT_URL": f"http://{s3_host}:{ports.s3}",
     }
     env.pop("PORTRAITS_PUBLIC_ORIGIN", None)  # the defaults: the local run's gateway
+    env.update(extra_env)
     # As the seaweedfs-certs service does; tmp_path/grpc/client is then what `weed_client_env` hands out.
     subprocess.run([sys.executable, str(GRPC_CERTS), str(tmp_path / "grpc")], check=True, capture_output=True)
     (tmp_path / "data").mkdir()
@@ -293,3 +295,130 @@ def test_scripts_are_posix_sh():
     sh = shutil.which("sh")
     for script in SCRIPTS.glob("*.sh"):
         assert subprocess.run([sh, "-n", str(script)], check=False).returncode == 0, script
+
+
+def _start_sh(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["sh", str(SCRIPTS / "start.sh")], env=env, cwd=cwd, capture_output=True, text=True, timeout=10, check=False
+    )
+
+
+def test_volume_mode_wants_the_jwt_key_and_the_master_but_no_s3_credentials(tmp_path):
+    # #24: a volume server takes no S3 request, so no S3 keys; without the JWT key it would serve any object to
+    # anyone who has its file id (issue 9), and without a master it would serve nothing.
+    subprocess.run([sys.executable, str(GRPC_CERTS), str(tmp_path / "grpc")], check=True, capture_output=True)
+    env = {"PATH": os.environ["PATH"], "WEED_MODE": "volume", "WEED_GRPC_CERTS_DIR": str(tmp_path / "grpc" / "server")}
+    refused = _start_sh(env, tmp_path)
+    assert refused.returncode != 0 and "SEAWEEDFS_JWT_KEY" in refused.stderr
+    refused = _start_sh({**env, "SEAWEEDFS_JWT_KEY": "k"}, tmp_path)
+    assert refused.returncode != 0 and "WEED_MASTER" in refused.stderr
+    refused = _start_sh({**env, "WEED_MODE": "filer"}, tmp_path)
+    assert refused.returncode != 0 and "WEED_MODE is server or volume" in refused.stderr
+    printer = tmp_path / "print-argv"
+    printer.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    printer.chmod(0o700)
+    ran = _start_sh(
+        {**env, "SEAWEEDFS_JWT_KEY": "k", "WEED_MASTER": "seaweedfs-grpc:9333", "WEED_BINARY": str(printer),
+         "WEED_SYNC_DELETIONS_SECONDS": "0"},
+        tmp_path,
+    )  # fmt: skip
+    argv = ran.stdout.splitlines()
+    assert ran.returncode == 0 and argv[:2] == ["-logtostderr", "volume"], ran.stderr
+    assert {"-master=seaweedfs-grpc:9333", "-ip.bind=127.0.0.1", "-max=100", "-preStopSeconds=0"} <= set(argv)
+    assert not (tmp_path / "identities.json").exists() and not any("s3" in arg for arg in argv)
+
+
+class _Deployed:
+    """What `copies` needs of a server started the deployments' way: the JWT read key is the
+    SEAWEEDFS_JWT_KEY-derived one (start.sh), written where `read_token` looks."""
+
+    def __init__(self, ports: devstack.WeedPorts, volume: devstack.VolumePorts, jwt_key: str, directory: Path) -> None:
+        self.ports = ports
+        self.data_dir = directory
+        self.volume_urls = [f"http://127.0.0.1:{ports.volume}", volume.url]
+        directory.mkdir()
+        (directory / "security.toml").write_text(f'[jwt.signing.read]\nkey = "{jwt_key}.volume-read"\n')
+
+
+def test_volume_mode_stores_the_second_copy_as_the_dev_overlay_runs_it(tmp_path):
+    # #24: start.sh as the seaweedfs pod (WEED_REPLICATION=001) and the seaweedfs-volume pod (WEED_MODE=volume,
+    # the same SEAWEEDFS_JWT_KEY and server certificate, no S3 keys) run it: every object lands on both.
+    (tmp_path / "server").mkdir()
+    with _weed(tmp_path / "server", WEED_REPLICATION="001") as (env, ports, creds, server_dir):
+        volume = devstack.VolumePorts.allocate()
+        volume_env = {
+            "PATH": env["PATH"],
+            "WEED_MODE": "volume",
+            "SEAWEEDFS_JWT_KEY": env["SEAWEEDFS_JWT_KEY"],
+            "WEED_GRPC_CERTS_DIR": env["WEED_GRPC_CERTS_DIR"],
+            "WEED_MASTER": ports.master_address,
+            "WEED_DATA_DIR": str(tmp_path / "volume"),
+            "WEED_VOLUME_PORT": str(volume.http),
+            "WEED_VOLUME_GRPC_PORT": str(volume.grpc),
+        }
+        (tmp_path / "volume").mkdir()
+        with open(tmp_path / "volume.log", "wb") as log:
+            process = subprocess.Popen(
+                ["sh", str(SCRIPTS / "start.sh")], env=volume_env, cwd=tmp_path / "volume", stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 30
+            while not _volume_ready(volume):
+                assert process.poll() is None, (tmp_path / "volume.log").read_text()[-2000:]
+                assert time.monotonic() < deadline, "volume server not ready in 30 s"
+                time.sleep(0.2)
+            _init(env, server_dir)
+            client = devstack.s3_client(f"http://127.0.0.1:{ports.s3}", creds)
+            client.put_object(Bucket="portrait-results", Key="results/two.jpg", Body=b"twice")
+            deployed = _Deployed(ports, volume, env["SEAWEEDFS_JWT_KEY"], tmp_path / "reader")
+            fid = storage_backdoor.file_id(ports, "portrait-results", "results/two.jpg", security_dir=server_dir)
+            assert fid and set(copies(deployed, [fid])) == set(deployed.volume_urls)
+        finally:
+            os.killpg(process.pid, 9)
+            process.wait()
+            if volume.grpc_unix_socket.is_socket():
+                volume.grpc_unix_socket.unlink()
+
+
+def _volume_ready(volume: devstack.VolumePorts) -> bool:
+    try:
+        return devstack.weed_volume_server_ready(volume.url)
+    except Exception:
+        return False
+
+
+def test_dev_overlay_runs_a_second_volume_server_and_keeps_two_copies():
+    # #24: the seaweedfs-volume StatefulSet runs start.sh's volume mode in a pod (and volume claim) of its own,
+    # with the same JWT key and gRPC server certificate as the seaweedfs pod and no S3 credentials; the master
+    # keeps two copies of every object. Its pod is one of SeaweedFS's for the NetworkPolicy (they reach each
+    # other), and no Service exposes it.
+    docs = rendered("overlays/dev")
+    main, volume = (
+        next(d for d in docs if d["kind"] == "StatefulSet" and d["metadata"]["name"] == name)
+        for name in ("seaweedfs", "seaweedfs-volume")
+    )
+
+    def container_env(doc):
+        [container] = doc["spec"]["template"]["spec"]["containers"]
+        return container, {e["name"]: e for e in container["env"]}
+
+    main_container, main_env = container_env(main)
+    volume_container, volume_env = container_env(volume)
+    assert main_env["WEED_REPLICATION"]["value"] == "001"
+    assert volume_container["command"] == main_container["command"] == ["/bin/sh", "/scripts/start.sh"]
+    assert volume_container["image"] == main_container["image"]
+    assert volume_env["WEED_MODE"]["value"] == "volume"
+    assert volume_env["WEED_MASTER"]["value"] == "seaweedfs-grpc:9333"
+    assert volume_env["SEAWEEDFS_JWT_KEY"] == main_env["SEAWEEDFS_JWT_KEY"]
+    assert not [name for name in volume_env if name.startswith("PORTRAITS_S3_")]
+    volumes = {v["name"]: v for v in volume["spec"]["template"]["spec"]["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in volume_container["volumeMounts"]}
+    assert volumes[mounts["/certs"]]["secret"]["secretName"] == "seaweedfs-grpc-server"
+    assert mounts["/data"] == "data" and [t["metadata"]["name"] for t in volume["spec"]["volumeClaimTemplates"]] == [
+        "data"
+    ]
+    labels = volume["spec"]["template"]["metadata"]["labels"]
+    assert labels["app.kubernetes.io/name"] == "seaweedfs" and labels["app.kubernetes.io/component"] == "volume"
+    selectors = [d["spec"].get("selector", {}) for d in docs if d["kind"] == "Service"]
+    assert not [sel for sel in selectors if sel.get("app.kubernetes.io/component") == "volume"]

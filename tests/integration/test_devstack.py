@@ -124,6 +124,38 @@ def test_command_lines_stay_on_loopback_and_keep_telemetry_off(tmp_path: Path, m
     assert not any("0.0.0.0" in arg for arg in weed + redis_cmd)
 
 
+def test_replication_and_the_extra_volume_servers_command_line(tmp_path: Path) -> None:
+    # #24: the master's default replication is start.sh's WEED_REPLICATION (one copy unless asked), and an extra
+    # volume server is start.sh's volume mode on loopback, joining that master, with no S3 identities to read.
+    devstack.write_s3_identities(tmp_path / "ids.json", devstack.generate_credentials())
+    devstack.write_weed_security(tmp_path)
+    ports = devstack.WeedPorts.allocate()
+    single = weed_argv(devstack.weed_command(ports, tmp_path, tmp_path / "ids.json"), tmp_path)
+    assert "-master.defaultReplication=000" in single
+    replicated = devstack.weed_command(ports, tmp_path, tmp_path / "ids.json", replication="001")
+    assert "-master.defaultReplication=001" in weed_argv(replicated, tmp_path)
+    volume_ports = devstack.VolumePorts.allocate()
+    command = devstack.weed_volume_command(
+        volume_ports, ports.master_address, tmp_path / "v2", sync_deletions_seconds=0
+    )
+    assert not any("KEY" in arg for arg in command)  # the JWT keys come from security.toml, never argv
+    volume = weed_argv(command, tmp_path)
+    assert volume[:2] == ["-logtostderr", "volume"]
+    assert {"-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-master={ports.master_address}"} <= set(volume)
+    assert {f"-port={volume_ports.http}", f"-port.grpc={volume_ports.grpc}", f"-dir={tmp_path / 'v2'}"} <= set(volume)
+
+
+def test_local_run_supervises_a_second_volume_server_with_two_copies() -> None:
+    # #24: `make run` keeps every source and portrait on two volume servers.
+    from scripts import local_run
+
+    assert local_run.WEED_REPLICATION == "001"
+    assert local_run.PROGRAMS.index("s3") < local_run.PROGRAMS.index("s3-volume") < local_run.PROGRAMS.index("gateway")
+    config = local_run.supervisor_config(local_run.PROGRAMS)
+    assert "[program:s3-volume]" in config and "-m scripts.local_run s3-volume" in config
+    assert local_run.WEED_VOLUME_PORTS.http not in {getattr(local_run.WEED_PORTS, f) for f in ("volume", "s3", "filer")}
+
+
 def test_weed_command_refuses_to_start_without_security_toml(tmp_path: Path) -> None:
     # Issue 9: without it weed would serve objects and gRPC to anyone; start.sh checks before it runs weed.
     devstack.write_s3_identities(tmp_path / "ids.json", devstack.generate_credentials())
