@@ -32,7 +32,6 @@ from shared.logging import configure_logging
 from shared.settings import Settings
 from shared.source_keys import SourceKeys
 
-
 WARM_UP = 10  # calls of each variant before timing: first connections, first encodes
 
 

@@ -5,7 +5,8 @@ Redis set and a SeaweedFS cluster, all on loopback under one supervisor (scripts
                down after `DOWN_AFTER_MS`); and one address in front of them, a proxy that follows the primary
                the Sentinels name, as a managed service's endpoint does (`Endpoint`)
     SeaweedFS  `weed server` plus two more volume servers, the master's replication "001": every object on two
-               of the three, so one can be lost and new volumes still find two
+               of the three, so one can be lost and new volumes still find two (with two servers, every PUT
+               fails while one is down: docs/storage.md)
     host a     reaches Redis through the Sentinels (PORTRAITS_REDIS_SENTINELS)
     host b     reaches Redis through the one address (PORTRAITS_REDIS_URL only)
 
@@ -39,6 +40,9 @@ from shared.settings import PROJECT_ROOT, Settings
 GUNICORN_CONF = PROJECT_ROOT / "services" / "gateway" / "gunicorn_conf.py"
 DOWN_AFTER_MS = 2000  # Sentinel's "primary is down" delay; the dev overlay uses 5000
 HOSTS = ("a", "b")
+# How often each extra volume server applies the deletions it missed while down (deploy/seaweedfs/start.sh; 60 s
+# in deployments): shorter here so the volume row sees a returned server's copies go within its run.
+SYNC_DELETIONS = 10
 
 
 class Endpoint:
@@ -110,7 +114,9 @@ class ClusterStack:
         for index, sentinel in enumerate(self.redis.sentinels):
             self._supervisor.add(Program(f"sentinel-{index}", sentinel.process))
         self.endpoint = Endpoint(self.redis)
-        self.s3 = start_seaweedfs(self.workdir / "seaweedfs", volume_servers=3, replication="001")
+        self.s3 = start_seaweedfs(
+            self.workdir / "seaweedfs", volume_servers=3, replication="001", sync_deletions_seconds=SYNC_DELETIONS
+        )
         self._supervisor.add(Program("s3", self.s3.process, cleanup=self.s3.kill))
         for volume in self.s3.extra_volume_servers:
             self._supervisor.add(Program(volume.process.name, volume.process, cleanup=volume.kill))

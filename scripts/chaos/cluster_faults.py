@@ -21,7 +21,7 @@ import time
 
 import requests
 
-from scripts.chaos.cluster import ClusterStack, wait_for
+from scripts.chaos.cluster import SYNC_DELETIONS, ClusterStack, wait_for
 from scripts.chaos.faults import (
     KILL_DONE_WITHIN,
     Plan,
@@ -36,7 +36,7 @@ from scripts.devstack.copies import chunk_file_ids, copies
 from shared.jobs import JobStore
 from shared.leases import JobLeases
 
-COPIES_GONE_WITHIN = 60.0  # seconds after the volume server's return for the filer's deletions to reach it
+COPIES_GONE_WITHIN = 2 * SYNC_DELETIONS + 15.0  # after the server's return: its next sync of missed deletions
 _STARTED = time.monotonic()
 
 
@@ -143,8 +143,13 @@ def volume_server_killed(stack: ClusterStack, plan: Plan, photo: bytes) -> Row:
         job_id = _job_being_painted(stack)
         stored = _listing(s3, buckets)
         _say(f"{len(stored)} objects stored; recording the chunks of their sources")
-        # Recorded before the kill: the chunks of the sources stored now, which the render is about to erase.
-        watched = {key: chunk_file_ids(stack.s3, bucket, key) for bucket, key in stored if key.startswith("sources/")}
+        # Recorded before the kill: the chunks of the sources stored now that have a copy on the victim; the render
+        # is about to erase them while it is down, and its copies must not outlive its return (docs/storage.md).
+        watched = {}
+        for bucket, key in stored:
+            fids = chunk_file_ids(stack.s3, bucket, key) if key.startswith("sources/") else ()
+            if fids and victim.url in copies(stack.s3, fids):
+                watched[key] = fids
         killed_at = time.time()
         with stack.held_down(victim.process.name):
             _say(f"killing {victim.process.name}")
@@ -166,7 +171,7 @@ def volume_server_killed(stack: ClusterStack, plan: Plan, photo: bytes) -> Row:
         for key, fids in erased.items()
         if wait_for(lambda f=fids: not copies(stack.s3, f), COPIES_GONE_WITHIN) is None
     }
-    row.notes.append(f"{len(erased) - len(left)}/{len(erased)} sources erased meanwhile gone from every copy")
+    row.notes.append(f"{len(erased) - len(left)}/{len(erased)} sources erased while their copy was down gone from it")
     if left:
         row.problems.append(f"{len(left)} erased sources still on a volume server after its return")
     orphans = _orphans(stack)
