@@ -70,6 +70,11 @@ def _url_options(settings: Settings) -> dict[str, Any]:
     return dict(parse_url(settings.redis_url))  # type: ignore[no-untyped-call]
 
 
+def redis_database(settings: Settings) -> int:
+    """`redis_url`'s database number as redis-py reads it (a `?db=` wins over the path)."""
+    return int(_url_options(settings).get("db", 0))
+
+
 def redis_credentials(settings: Settings) -> dict[str, Any]:
     """`redis_url`'s username and password (those it names), for Sentinel-managed clients and the Sentinels."""
     parsed = _url_options(settings)
@@ -88,7 +93,7 @@ def _client(settings: Settings, options: dict[str, Any]) -> redis.Redis:
             **credentials,
         },
     )
-    db = _url_options(settings).get("db", 0)
+    db = redis_database(settings)
     client: redis.Redis = sentinels.master_for(  # type: ignore[no-untyped-call]
         settings.redis_sentinel_master, db=db, **credentials, **options
     )
@@ -120,7 +125,7 @@ def limiter_storage(settings: Settings, *, max_connections: int | None = None) -
         f"[{host}]:{port}" if ":" in host else f"{host}:{port}" for host, port in settings.redis_sentinel_addresses
     )
     options.update(
-        db=_url_options(settings).get("db", 0),
+        db=redis_database(settings),
         use_replicas=False,
         sentinel_kwargs={"socket_connect_timeout": redis_timeout(settings), "socket_timeout": redis_timeout(settings)},
         **redis_credentials(settings),

@@ -9,11 +9,12 @@ to a second worker.
 
 from __future__ import annotations
 
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote
 
 from celery import Celery
 from redis import Redis
 
+from shared.backends import redis_credentials, redis_database
 from shared.settings import Settings
 
 RENDER_TASK = "portraits.render"
@@ -24,30 +25,27 @@ def broker_url(settings: Settings) -> str:
     asks them for the primary named in the transport options; #24) with `redis_url`'s credentials and database."""
     if not settings.redis_sentinel_addresses:
         return settings.redis_url
-    parts = urlsplit(settings.redis_url)
-    auth = parts.netloc.rpartition("@")[0]
-    auth = f"{auth}@" if auth else ""
-    database = parts.path or "/0"
+    # The database and credentials as redis-py reads them (a `?db=` wins over the path), so the broker and every
+    # other client agree; quoted, so that a `;` or `@` in a password cannot split kombu's list (kombu unquotes).
+    credentials = redis_credentials(settings)
+    auth = ":".join(quote(str(credentials.get(name, "")), safe="") for name in ("username", "password"))
+    auth = f"{auth}@" if credentials else ""
     hosts = [
         f"[{host}]:{port}" if ":" in host else f"{host}:{port}" for host, port in settings.redis_sentinel_addresses
     ]
-    return ";".join(f"sentinel://{auth}{host}{database}" for host in hosts)
+    return ";".join(f"sentinel://{auth}{host}/{redis_database(settings)}" for host in hosts)
 
 
 def _sentinel_options(settings: Settings) -> dict[str, object]:
     if not settings.redis_sentinel_addresses:
         return {}
-    parsed = urlsplit(settings.redis_url)
-    credentials = {
-        name: unquote(value) for name, value in (("username", parsed.username), ("password", parsed.password)) if value
-    }
     return {
         "master_name": settings.redis_sentinel_master,
         # The Sentinels' own connections: the services' budget, and redis_url's credentials (shared/backends.py).
         "sentinel_kwargs": {
             "socket_timeout": settings.redis_timeout,
             "socket_connect_timeout": settings.redis_timeout,
-            **credentials,
+            **redis_credentials(settings),
         },
     }
 

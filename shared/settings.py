@@ -412,9 +412,18 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _redis_wait_fits_the_timeout(self) -> Settings:
-        # The WAIT shares the connection's socket timeout: a longer wait would read as a hung Redis (#24).
-        if self.redis_wait_replicas and self.redis_wait_timeout_ms >= self.redis_timeout * 1000:
-            raise ValueError("need redis_wait_timeout_ms < redis_timeout (in ms)")
+        # The WAIT shares the connection's socket timeout: a wait near it would read as a hung Redis, a 503 for a
+        # dependency rather than the counted refusal (#24). Half leaves the round trip and the script their time.
+        if self.redis_wait_replicas and self.redis_wait_timeout_ms > self.redis_timeout * 500:
+            raise ValueError("need redis_wait_timeout_ms ≤ half of redis_timeout (in ms)")
+        return self
+
+    @model_validator(mode="after")
+    def _sentinels_without_tls(self) -> Settings:
+        # The Sentinel-managed clients take only the URL's credentials and database (#24): a rediss:// URL would
+        # silently lose its TLS, and the password would travel in the clear. Refused until that path has TLS.
+        if self.redis_sentinels.strip() and self.redis_url.startswith("rediss://"):
+            raise ValueError("redis_sentinels cannot be used with a rediss:// redis_url (no TLS to Sentinel sets yet)")
         return self
 
     @model_validator(mode="after")
@@ -432,8 +441,13 @@ class Settings(BaseSettings):
             if not text:
                 continue
             host, _, port = text.rpartition(":")
-            host = host.strip("[]")
-            if not host or not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+            if host.startswith("[") and host.endswith("]"):
+                host = host[1:-1]  # an IPv6 literal
+            if (
+                not host
+                or any(c.isspace() or c in "[]/@" for c in host)
+                or not (port.isascii() and port.isdigit() and 0 < int(port) < 65536)
+            ):
                 raise ValueError(f"redis_sentinels: {text!r} is not host:port")
             addresses.append((host, int(port)))
         return tuple(addresses)

@@ -65,7 +65,6 @@ class SourceKeys:
         # One blocking read at most this long, so it stays within the client's socket timeout; between two, the
         # expected mark is looked at again.
         self._wait_step = wait_step_seconds
-        self._publish = client.register_script(_PUBLISH)
 
     @classmethod
     def key_of(cls, job_id: str) -> str:
@@ -84,12 +83,11 @@ class SourceKeys:
         own connection, so it follows the publication on the same one, in one round trip: the replication
         stream is in order, and the job's record, its deletion entry and its broker message were all written
         before it."""
+        keys = lua_values(_PUBLISH_KEYS, source=self.KEY_PREFIX + job_id, expected=self.EXPECTED_PREFIX + job_id)
         with self._redis.pipeline(transaction=False) as pipe:
-            self._publish(
-                keys=lua_values(_PUBLISH_KEYS, source=self.KEY_PREFIX + job_id, expected=self.EXPECTED_PREFIX + job_id),
-                args=lua_values(_PUBLISH_ARGS, blob=key, ttl=self._ttl),
-                client=pipe,
-            )
+            # EVAL with the script's text, not a registered script: in a pipeline redis-py sends SCRIPT EXISTS
+            # before every execute, a second round trip on every upload. The script is a few hundred bytes.
+            pipe.eval(_PUBLISH, len(keys), *keys, *lua_values(_PUBLISH_ARGS, blob=key, ttl=self._ttl))
             if replicas > 0:
                 pipe.execute_command("WAIT", replicas, wait_ms)  # type: ignore[no-untyped-call]
             replies = pipe.execute()

@@ -14,7 +14,9 @@ publish the source's key, or undo all of it. The source-ready protocol between t
 5. With `redis_wait_replicas` > 0 (a primary with replicas, #24), the same round trip WAITs up to
    `redis_wait_timeout_ms` for that many replicas to hold everything written so far: record, deletion entry,
    broker message and key. A 202 then means the job survives the primary's loss. An upload the replicas did not
-   confirm in time is undone and refused, 503 with Retry-After (`_unreplicated`).
+   confirm in time is undone and refused, 503 with Retry-After (`_unreplicated`). Its key was readable meanwhile,
+   so a worker may already be painting it: the undo deletes the record, the worker's `done` then finds no job
+   and discards its result and the photo (services/worker/runner.py `_discard`).
 
 The worker may claim the job before step 4. It reads the source, and if it is not there yet waits for the key
 (`SourceKeys.load`, shared/source_keys.py) while the expected mark lasts: a published key means the source is

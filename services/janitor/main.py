@@ -63,11 +63,15 @@ def run(settings: Settings, stop: threading.Event) -> None:
     while not stop.is_set():
         try:
             janitor.sweep()
+        except (redis.RedisError, StorageUnavailable, BrokerUnavailable) as exc:
+            log.warning("sweep failed; retrying next interval", error=str(exc))
+        # Apart from the sweep: whatever fails there, the reconciliation (a lost deletion entry's catch) still runs.
+        try:
             if time.monotonic() >= next_reconcile:
                 janitor.reconcile()
                 next_reconcile = time.monotonic() + settings.janitor_reconcile_seconds
         except (redis.RedisError, StorageUnavailable, BrokerUnavailable) as exc:
-            log.warning("sweep failed; retrying next interval", error=str(exc))
+            log.warning("reconciliation failed; retrying next interval", error=str(exc))
         stop.wait(settings.janitor_interval_seconds)
     log.info("janitor stopped")
 

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
+from kombu.exceptions import OperationalError as BrokerUnavailable
 
 from services.janitor import metrics
 from services.janitor.gallery_release import GalleryRelease
@@ -107,8 +108,7 @@ class Janitor:
                 else:
                     report.failed += 1
         self.rescue()
-        if self._lost_messages is not None:
-            self._lost_messages.resend(self._clock())
+        self._resend_lost()
         self._publish_gauges(self._clock())
         metrics.SWEEP_SECONDS.observe(time.perf_counter() - started)
         if not report.failed:
@@ -118,6 +118,16 @@ class Janitor:
                 "sweep", deleted=report.deleted, failed=report.failed, seconds=round(time.perf_counter() - started, 3)
             )
         return report
+
+    def _resend_lost(self) -> None:
+        """Jobs whose message a failover lost (#24). A broker that fails here must not end the sweep: the gauges
+        and the reconciliation after it (a lost deletion entry's only catch) would never run while it fails."""
+        if self._lost_messages is None:
+            return
+        try:
+            self._lost_messages.resend(self._clock())
+        except (redis.RedisError, BrokerUnavailable) as exc:
+            log.warning("lost messages not looked for; next sweep", error_type=type(exc).__name__)
 
     def _release_gallery(self, now: float) -> None:
         """Before the deletions, which a storage error here must not hold up: a failed release is redone by the

@@ -352,7 +352,14 @@ class JobRunner:
         if not replicas:
             return True
         try:
-            confirmed = replication.confirm(self._jobs.client, replicas, self._settings.redis_wait_timeout_ms)
+            confirmed = replication.confirm(
+                self._jobs.client,
+                replicas,
+                self._settings.redis_wait_timeout_ms,
+                key=self._jobs.key(job_id),
+                field="state",
+                value=JobState.DONE.value,
+            )
         except redis.RedisError:
             confirmed = 0
         if confirmed < replicas:

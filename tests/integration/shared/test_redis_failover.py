@@ -22,6 +22,7 @@ from limits.strategies import FixedWindowRateLimiter
 from scripts.devstack import LOOPBACK, RedisServer, start_redis
 from scripts.devstack.redis_set import RedisSet, start_redis_set
 from scripts.devstack.tcp_proxy import TcpProxy
+from shared import replication
 from shared.backends import limiter_storage, redis_client
 from shared.jobs import Job, JobState, JobStore, now
 from shared.queue import enqueue_render, make_celery
@@ -124,7 +125,7 @@ def test_the_rate_limiter_counts_through_a_sentinel_failover(redis_set: RedisSet
 
     assert limiter.hit(limit, "visitor")
     remaining = limiter.get_window_stats(limit, "visitor").remaining
-    assert remaining in (3, 4)  # the first hit survived unless it was the write the failover lost
+    assert remaining == 3  # the first hit was on the replica (kill_primary waits for it): it survived
 
 
 def test_a_wait_for_one_replica_confirms_the_job_and_says_when_it_could_not(redis_set: RedisSet) -> None:
@@ -220,3 +221,25 @@ def test_a_demoted_primary_answering_readonly_is_left_for_the_new_one_at_once(
     new_primary = redis.Redis(LOOPBACK, replica.port, db=2)
     assert new_primary.exists(JobStore.keys_for(after.id).record)
     assert any("jobsecond" in str(raw) for raw in new_primary.lrange(QUEUE, 0, -1))
+
+
+def test_confirm_counts_the_replica_only_for_a_write_the_answering_server_holds(
+    pair: tuple[RedisServer, RedisServer, TcpProxy],
+) -> None:
+    primary, replica, _ = pair
+    settle(primary)
+    client = redis.Redis(LOOPBACK, primary.port)
+    client.hset("portraits:job:confirmed", "state", json.dumps("done"))
+
+    def confirm(value: str, wait_ms: int = 500) -> int:
+        return replication.confirm(client, 1, wait_ms, key="portraits:job:confirmed", field="state", value=value)
+
+    assert confirm("done") == 1
+    assert confirm("failed") == 0  # the server answering does not hold the write: a failover came between
+    replica_pid = replica.process.pid
+    assert replica_pid is not None
+    os.kill(replica_pid, signal.SIGSTOP)
+    try:
+        assert confirm("done", wait_ms=100) == 0
+    finally:
+        os.kill(replica_pid, signal.SIGCONT)

@@ -62,6 +62,18 @@ def test_done_job_has_result_and_no_source(backends, runner, astronaut_path):
     assert backends.jobs.get(job_id) == job
 
 
+@pytest.mark.backends(redis_wait_replicas=1, redis_wait_timeout_ms=50)
+def test_a_done_no_replica_confirmed_keeps_the_photo_to_its_deadline(backends, runner, astronaut_path):
+    # The session's Redis has no replica, so `done` is never confirmed (#24): a failover could still undo it, and
+    # the rescued job would need its photo. It stays, on the schedule, for the janitor at its maximum age.
+    job_id = backends.submit(astronaut_path.read_bytes())
+    assert runner.run(job_id) == DONE
+    assert backends.jobs.get(job_id).state is JobState.DONE
+    assert backends.source_exists(job_id)
+    tracked = backends.schedule.get(ObjectKind.SOURCE, source_key(job_id))
+    assert tracked is not None and tracked.job_id == job_id
+
+
 def test_no_face_fails_at_once_and_deletes_the_source(backends, runner):
     job_id = backends.submit(samples.coffee_path().read_bytes())
     assert runner.run(job_id) == Outcome.failed(JobErrorCode.NO_FACE)
