@@ -106,7 +106,7 @@ def run(plan: Plan, workdir: Path, progress: bool = True) -> list[Row]:
             step(f"{count} slow uploaders", partial(slow_uploaders, stack, plan, photo, count, base))
         step("abusive burst", lambda: abusive_burst(stack, plan, photo))
         step("storage back door", lambda: storage_row(stack))
-    rows += run_cluster(plan, workdir / "cluster", photo, step=step)
+    run_cluster(plan, workdir / "cluster", photo, step=step)  # `step` adds each row to `rows`
     return rows
 
 

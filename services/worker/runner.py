@@ -320,6 +320,12 @@ class JobRunner:
                 # A duplicate delivery finished first and wrote the same key: that result is the job's.
                 log.info("job already done by another delivery", job_id=job_id)
                 return SKIPPED
+            if refused.current is JobState.QUEUED:
+                # Queued again: a Redis failover lost this render's start (#24; the chaos run's planned failover
+                # did). The job is not erased: its next delivery paints it, and needs the photo.
+                log.warning("job queued again under this render (a failover undid its start)", job_id=job_id)
+                self._eraser.erase(ObjectKind.RESULT, key, job_id, Deleter.WORKER, reason="start undone")
+                return SKIPPED
             return self._discard(job_id, key)
         except JobNotFound:
             return self._discard(job_id, key)

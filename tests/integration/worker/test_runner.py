@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import threading
@@ -19,7 +20,7 @@ from shared.audit import ObjectKind
 from shared.deletion import Eraser
 from shared.errors import JobErrorCode
 from shared.job_start import JobStarter
-from shared.jobs import Job, JobState, now
+from shared.jobs import Job, JobState, JobStore, now
 from shared.leases import JobLeases
 from shared.source_keys import SourceKeys
 from shared.storage import ObjectStore, StorageUnavailable, source_key
@@ -260,6 +261,22 @@ def test_job_erased_during_render_leaves_no_result(backends, engine, astronaut_p
     assert runner.run(job_id) == SKIPPED
     assert not backends.storage.exists(backends.storage.results_bucket, f"results/{job_id}.jpg")
     assert not backends.source_exists(job_id)
+
+
+def test_a_start_a_failover_undid_keeps_the_photo_for_the_next_delivery(backends, engine, astronaut_path):
+    class FailingOverEngine:
+        def render(self, data, style="auto", strength=None, progress=None):
+            portrait = engine.render(data, style=style, strength=strength, progress=progress)
+            # The promoted replica had the job still queued: this render's start was lost with the old primary.
+            backends.redis.hset(JobStore.keys_for(job_id).record, "state", json.dumps("queued"))
+            return portrait
+
+    job_id = backends.submit(astronaut_path.read_bytes())
+    assert backends.runner(FailingOverEngine()).run(job_id) == SKIPPED
+    assert backends.source_exists(job_id)  # not erased as for a deleted job (#24): the next delivery needs it
+    assert not backends.storage.exists(backends.storage.results_bucket, f"results/{job_id}.jpg")
+    assert backends.runner(engine).run(job_id) == DONE
+    assert backends.jobs.get(job_id).state is JobState.DONE
 
 
 def test_the_results_deletion_is_scheduled_while_its_render_finishes(backends, engine, astronaut_path):
