@@ -123,11 +123,15 @@ def endpoint_replaced(stack: ClusterStack, plan: Plan, photo: bytes) -> Row:
             replaced_at = time.time()
             stack.redis.sentinels[0].client(timeout=5).sentinel_failover(stack.redis.master_name)
             promoted = stack.redis.wait_for_failover(port, timeout=60)
-            # The provider demotes the old node as it promotes the new one. Sentinel would only in its next look
-            # at it (up to 10 s), and meanwhile the old primary takes the writes of connections still open to it,
-            # all lost when it is turned: measured here before this line (docs/architecture.md, "Redis failover").
-            new_port = stack.redis.primary_port()
-            redis.Redis(LOOPBACK, port, socket_timeout=5).replicaof(LOOPBACK, new_port)
+            # The provider demotes the old node as it promotes the new one, and its connections end (a replaced
+            # node's, or the CLIENT KILL that Sentinel sends with its own REPLICAOF). Sentinel alone would turn it
+            # only at its next look (up to 10 s), and meanwhile the old primary takes the writes of connections still
+            # open to it, all lost when it is turned: measured here before these lines (docs/architecture.md).
+            # Connections left open on the demoted server (READONLY) are the job store's retry's; a Celery consumer
+            # left blocked there stopped consuming in the full run (celery#6348, docs/architecture.md).
+            old = redis.Redis(LOOPBACK, port, socket_timeout=5)
+            old.replicaof(LOOPBACK, stack.redis.primary_port())
+            old.client_kill_filter(_type="normal", skipme=True)
             switched = wait_for(lambda: stack.endpoint.proxy.target_port != port, 30)
             session.row.recover = _first_done_after(session, replaced_at)
             time.sleep(plan.failover_hold)
