@@ -63,7 +63,7 @@ bench-wait: venv redis  # the write guarantee's cost: uploads with and without W
 bench-pair: models  # added latency at 1 client, working tree vs BASE, jobs alternating between two stacks (#11); ~5 min
 	$(PY) -m scripts.bench_pair --base $(BASE) --pairs $(PAIRS)
 
-chaos: models  # every fault of issue 9 against the real stack, one row each (var/chaos/report.md); ~10 min
+chaos: models  # every fault of issue 9 on one machine, then #24's on two hosts, one row each (var/chaos/report.md); ~17 min
 	$(PY) -m scripts.chaos
 
 drill: models

@@ -72,8 +72,9 @@ class Plan:
     burst: int = 300
     # The multi-host rows (#24, scripts/chaos/cluster_faults.py): how long each fault is held.
     # After the promotion, before the old primary may return: a kubelet restarts a killed Redis in seconds, and
-    # until a replica is back uploads are refused (redis_wait_replicas=1).
-    failover_hold: float = 5.0
+    # until a replica is back uploads are refused (redis_wait_replicas=1). At 5 s, one full run of three took
+    # 31.5 s to paint a job accepted after the kill (2026-12-07).
+    failover_hold: float = 2.0
     volume_down: float = 30.0
     host_down: float = 40.0  # past a lease's lapse and the rescue: host b must finish host a's job alone
 
