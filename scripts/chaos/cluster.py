@@ -127,6 +127,8 @@ class ClusterStack:
             "log_json": False,
             "worker_processes": 1,
             "redis_wait_replicas": 1,
+            # A pass every 15 s rather than 60: the volume row waits for it to adopt what a failover orphaned.
+            "janitor_reconcile_seconds": 15.0,
             **self.overrides,
         }
         by_host: dict[str, dict[str, Any]] = {"a": {"redis_sentinels": self.redis.sentinel_list}, "b": {}}
