@@ -17,7 +17,6 @@ Both hosts' gateways WAIT for one replica before their 202 (`redis_wait_replicas
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 import threading
 import time
@@ -29,11 +28,12 @@ from typing import Any
 
 import redis
 
+from scripts.chaos.stack import service_env
 from scripts.chaos.supervisor import Program, Supervisor
 from scripts.devstack import ManagedProcess, SeaweedServer, ensure_buckets, free_port, start_seaweedfs
 from scripts.devstack.redis_set import RedisSet, start_redis_set
 from scripts.devstack.tcp_proxy import TcpProxy
-from scripts.worker_process import WorkerProcess, settings_env
+from scripts.worker_process import WorkerProcess
 from shared.backends import redis_client
 from shared.settings import PROJECT_ROOT, Settings
 
@@ -156,7 +156,7 @@ class ClusterStack:
         folder = self.workdir / f"host-{name}"
         metrics = folder / "metrics-gateway"
         metrics.mkdir(parents=True, exist_ok=True)
-        env = _env(settings)
+        env = service_env(settings)
         gateway = ManagedProcess(
             f"{name}/gateway",
             [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF), "services.gateway.wsgi:app"],
@@ -214,11 +214,6 @@ class ClusterStack:
 
 def _serving(worker: WorkerProcess) -> bool:
     return worker.processes_in("ready") >= 1
-
-
-def _env(settings: Settings) -> dict[str, str]:
-    env = {name: value for name, value in os.environ.items() if not name.startswith("PORTRAITS_")}
-    return {**env, **settings_env(settings), "PYTHONPATH": str(PROJECT_ROOT), "PYTHONUNBUFFERED": "1"}
 
 
 def wait_for(check: Any, timeout: float, interval: float = 0.05) -> float | None:

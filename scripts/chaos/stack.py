@@ -80,7 +80,7 @@ class ChaosStack:
         self.gateway_url = f"http://127.0.0.1:{gateway_port}"
         self._supervisor.add(Program("redis", self.redis.process))
         self._supervisor.add(Program("s3", self.s3.process, cleanup=self.s3.kill))  # the gRPC sockets SIGKILL leaves
-        env = self._env()
+        env = service_env(self.settings)
         gateway = ManagedProcess(
             "gateway",
             [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF), "services.gateway.wsgi:app"],
@@ -130,10 +130,6 @@ class ChaosStack:
         except OSError:
             return worker.process.pid, []
 
-    def _env(self) -> dict[str, str]:
-        env = {name: value for name, value in os.environ.items() if not name.startswith("PORTRAITS_")}
-        return {**env, **settings_env(self.settings), "PYTHONPATH": str(PROJECT_ROOT), "PYTHONUNBUFFERED": "1"}
-
     def _mkdir(self, name: str) -> Path:
         path = self.workdir / name
         path.mkdir(parents=True, exist_ok=True)
@@ -142,6 +138,12 @@ class ChaosStack:
     def _get(self, path: str) -> int:
         with urllib.request.urlopen(self.gateway_url + path, timeout=2) as response:
             return int(response.status)
+
+
+def service_env(settings: Settings) -> dict[str, str]:
+    """The environment of a service process started from `settings` (none of this shell's PORTRAITS_ values)."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("PORTRAITS_")}
+    return {**env, **settings_env(settings), "PYTHONPATH": str(PROJECT_ROOT), "PYTHONUNBUFFERED": "1"}
 
 
 def wait_until(check: Any, timeout: float, interval: float = 0.05) -> bool:
